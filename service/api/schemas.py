@@ -1,0 +1,69 @@
+"""Response bodies."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_serializer
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    @field_serializer("*", when_used="json")
+    def _utc(self, value: Any) -> Any:
+        # timestamps are stored as naive UTC
+        return value.isoformat() + "Z" if isinstance(value, datetime) else value
+
+
+class JobOut(Out):
+    id: str
+    object: str = "job"
+    name: str
+    status: str
+    method: str
+    queue: str
+    teacher_job_id: str | None
+    attempt: int
+    max_attempts: int
+    progress: dict[str, Any]
+    metrics: dict[str, Any]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    spec: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    object: str = "list"
+    data: list[JobOut]
+    next_cursor: str | None
+
+
+class EventOut(Out):
+    id: int
+    type: str
+    message: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class EventList(BaseModel):
+    object: str = "list"
+    data: list[EventOut]
+    next_after: int
+
+
+class ArtifactOut(Out):
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    epoch: int | None
+    created_at: datetime
+
+
+class ArtifactList(BaseModel):
+    object: str = "list"
+    data: list[ArtifactOut]

@@ -1,0 +1,141 @@
+"""create_app(): the FastAPI factory, its lifespan, routers and the one error handler."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import dispatch, jobs
+from service.api import artifacts, health
+from service.api import jobs as jobs_api
+from service.config import Settings, get_settings
+from service.db import session_scope
+from service.errors import DistilleryError, FieldError
+from service.limits import BodySizeLimit
+from service.spec import METHODS
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def problem(request: Request, err: DistilleryError) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://distillery.dev/problems/{err.code}",
+        "title": err.title,
+        "status": err.status,
+        "detail": err.detail,
+        "instance": request.url.path,
+        "code": err.code,
+    }
+    if err.errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in err.errors]
+    return JSONResponse(body, status_code=err.status, media_type=PROBLEM, headers=err.headers)
+
+
+def _field(loc: tuple[Any, ...], kind: str) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    # discriminated unions put the tag in the path: method.kd.temperature -> method.temperature
+    parts = [
+        p for i, p in enumerate(parts) if not (i and parts[i - 1] == "method" and p in METHODS)
+    ]
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append("name")
+    return ".".join(parts) or "body"
+
+
+def validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errs = exc.errors()
+    if any(e["type"] == "json_invalid" for e in errs):
+        err = DistilleryError(
+            "request body is not valid JSON",
+            [FieldError("body", "malformed")],
+            status=400,
+            code="malformed_json",
+            title="Malformed JSON",
+        )
+        return problem(request, err)
+    fields = [FieldError(_field(tuple(e["loc"]), e["type"]), e["msg"]) for e in errs]
+    return problem(
+        request,
+        DistilleryError(
+            "invalid request: " + ", ".join(f.field for f in fields),
+            fields,
+            status=422,
+            code="invalid_request",
+            title="Invalid request",
+        ),
+    )
+
+
+def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return problem(
+        request,
+        DistilleryError(str(exc.detail), status=exc.status_code, code=code, title=str(exc.detail)),
+    )
+
+
+def server_problem(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return problem(
+        request,
+        DistilleryError(
+            "internal server error", status=500, code="internal", title="Internal server error"
+        ),
+    )
+
+
+def run_watchdog(settings: Settings) -> int:
+    """One watchdog pass; re-sends what it requeued, after the commit."""
+    with session_scope() as s:
+        to_send = [
+            (j.id, j.queue) for j in jobs.watchdog(s, redispatch_after_s=settings.redispatch_s)
+        ]
+    for job_id, queue in to_send:
+        dispatch.send(job_id, queue)
+    return len(to_send)
+
+
+async def _watchdog_loop(settings: Settings) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(run_watchdog, settings)
+        except Exception:  # a DB blip must not kill the loop; the next pass retries
+            log.exception("watchdog pass failed")
+        await asyncio.sleep(settings.watchdog_s)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    task = asyncio.create_task(_watchdog_loop(settings)) if settings.watchdog_s > 0 else None
+    yield
+    if task:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Distillery",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Knowledge distillation as a service.",
+    )
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_exception_handler(DistilleryError, problem)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_problem)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_problem)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, server_problem)
+    for module in (jobs_api, artifacts, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,155 @@
+"""`distillery up | api | worker | migrate | submit | watch | download`."""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from service.config import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def migrate(url: str | None = None) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["url"] = url
+    command.upgrade(cfg, "head")
+
+
+def worker_command(queues: str, concurrency: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "-l",
+        get_settings().log_level,
+        "-n",
+        f"distillery-{os.getpid()}@%h",
+    ]
+
+
+def api(host: str, port: int) -> None:
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level=get_settings().log_level.lower())
+
+
+def up(args: argparse.Namespace) -> None:
+    """Everything on one machine: migrate the SQLite database, start a real Celery worker
+    process, serve the API (with the watchdog) in this one."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate()
+    env = {**os.environ, "DISTILLERY_DATA_DIR": str(settings.data_dir.resolve())}
+    worker = subprocess.Popen(
+        worker_command(args.queues, settings.worker_concurrency), env=env, start_new_session=True
+    )
+    try:
+        api(args.host, args.port)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+
+
+def _request(method: str, url: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req) as resp:  # noqa: S310 (the user's own API URL)
+        return json.load(resp)
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def submit(args: argparse.Namespace) -> None:
+    _print(_request("POST", f"{args.url}/v1/jobs", json.loads(Path(args.spec).read_text())))
+
+
+def watch(args: argparse.Namespace) -> None:
+    """Follow a job's events until it finishes."""
+    req = urllib.request.Request(
+        f"{args.url}/v1/jobs/{args.job}/events", headers={"Accept": "text/event-stream"}
+    )
+    with urllib.request.urlopen(req) as resp:  # noqa: S310
+        for line in resp:
+            if line.startswith(b"data: "):
+                event = json.loads(line[6:])
+                sys.stdout.write(f"{event['created_at']} {event['type']}: {event['message']}\n")
+                sys.stdout.flush()
+
+
+def download(args: argparse.Namespace) -> None:
+    url = f"{args.url}/v1/jobs/{args.job}/artifacts/{args.name}"
+    out = Path(args.output or Path(args.name).name)
+    with urllib.request.urlopen(url) as resp, out.open("wb") as f:  # noqa: S310
+        while chunk := resp.read(1 << 20):
+            f.write(chunk)
+    sys.stdout.write(f"{out}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    settings = get_settings()
+    p = argparse.ArgumentParser(prog="distillery", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("up", "api"):
+        sp = sub.add_parser(name)
+        sp.add_argument("--host", default=settings.host)
+        sp.add_argument("--port", type=int, default=settings.port)
+    sub.choices["up"].add_argument("--queues", default="default")
+    sp = sub.add_parser("worker")
+    sp.add_argument("--queues", default="default")
+    sp.add_argument("--concurrency", type=int, default=settings.worker_concurrency)
+    sub.add_parser("migrate")
+    url = f"http://{settings.host}:{settings.port}"
+    for name, extra in (("submit", ["spec"]), ("watch", ["job"]), ("download", ["job", "name"])):
+        sp = sub.add_parser(name)
+        for arg in extra:
+            sp.add_argument(arg)
+        sp.add_argument("--url", default=url)
+    sub.choices["download"].add_argument("-o", "--output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "up":
+        up(args)
+    elif args.command == "api":
+        api(args.host, args.port)
+    elif args.command == "worker":
+        os.execv(sys.executable, worker_command(args.queues, args.concurrency))
+    elif args.command == "migrate":
+        migrate()
+    else:
+        {"submit": submit, "watch": watch, "download": download}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

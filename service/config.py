@@ -1,0 +1,50 @@
+"""Settings: the only place the environment is read (prefix DISTILLERY_)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILLERY_", extra="ignore")
+
+    data_dir: Path = Path(".distillery")
+    database_url: str = ""  # empty: SQLite file in data_dir
+    broker_url: str = ""  # empty: kombu's SQLAlchemy transport on a SQLite file in data_dir
+    env: str = Field("dev", pattern="^(dev|prod)$")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1_000_000  # JSON request bodies
+    lease_s: float = 60.0  # a running job is requeued once its lease is this old
+    heartbeat_s: float = 5.0  # how often the worker extends the lease and reads cancel
+    watchdog_s: float = 10.0  # how often the API's watchdog looks for expired leases (0: off)
+    redispatch_s: float = 600.0  # re-send a job still queued this long (a lost message)
+    default_max_attempts: int = 3
+    worker_concurrency: int = 1
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _production_needs_servers(self) -> "Settings":
+        # Production must not silently fall back to the embedded SQLite stores.
+        if self.env == "prod" and not (self.database_url and self.broker_url):
+            raise ValueError("DISTILLERY_ENV=prod needs DISTILLERY_DATABASE_URL and BROKER_URL")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'distillery.db').resolve()}"
+
+    @property
+    def queue_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

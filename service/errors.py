@@ -1,0 +1,46 @@
+"""One error family; the app turns each into an RFC 9457 problem+json response."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FieldError:
+    field: str
+    message: str
+
+
+@dataclass
+class DistilleryError(Exception):
+    detail: str
+    errors: list[FieldError] = field(default_factory=list)
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class NotFound(DistilleryError):
+    def __init__(self, what: str, ident: str) -> None:
+        super().__init__(
+            f"{what} {ident!r} not found", status=404, code="not_found", title="Not found"
+        )
+
+
+class Conflict(DistilleryError):
+    def __init__(self, detail: str, code: str = "conflict") -> None:
+        super().__init__(detail, status=409, code=code, title="Conflict")
+
+
+class InvalidSpec(DistilleryError):
+    def __init__(self, errors: list[FieldError]) -> None:
+        fields = ", ".join(e.field for e in errors)
+        super().__init__(
+            f"invalid job spec: {fields}",
+            errors,
+            status=422,
+            code="invalid_spec",
+            title="Invalid job spec",
+        )

@@ -1,0 +1,293 @@
+"""The job state machine. Every transition is one conditional UPDATE, so a duplicate
+message, a stale worker or two watchdogs at once can never run a job twice."""
+
+import base64
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from service.errors import Conflict, FieldError, InvalidSpec, NotFound
+from service.models import Job, JobEvent, utcnow
+from service.spec import JobSpec, spec_problems
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("running", "cancelling")
+STATUSES = ("queued", *ACTIVE, *TERMINAL)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def get_job(s: Session, job_id: str) -> Job:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise NotFound("job", job_id)
+    return job
+
+
+def _check_teacher(s: Session, spec: JobSpec) -> list[FieldError]:
+    if spec.teacher is None:
+        return []
+    teacher = s.get(Job, spec.teacher.job)
+    if teacher is None:
+        return [FieldError("teacher.job", f"no job {spec.teacher.job!r}")]
+    if teacher.status != "succeeded":
+        return [
+            FieldError(
+                "teacher.job",
+                f"job {teacher.id!r} is {teacher.status}, a teacher must have succeeded",
+            )
+        ]
+    t_student = teacher.spec["student"]
+    num_classes, channels, _ = spec.data.shape()
+    if (t_student["num_classes"], t_student["in_channels"]) != (num_classes, channels):
+        return [
+            FieldError(
+                "teacher.job",
+                "teacher was trained for "
+                f"{t_student['num_classes']} classes / {t_student['in_channels']} "
+                f"channels, this data has {num_classes} / {channels}",
+            )
+        ]
+    return []
+
+
+def create_job(
+    s: Session,
+    spec: JobSpec,
+    *,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[Job, bool]:
+    """Validate against the database and insert a queued job. Returns (job, created)."""
+    idempotency_key = idempotency_key or None
+    if idempotency_key:
+        existing = s.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is not None:
+            if existing.request_hash != request_hash:
+                raise Conflict(
+                    "Idempotency-Key was used with a different request body",
+                    code="idempotency_key_reused",
+                )
+            return existing, False
+    errors = [FieldError(f, m) for f, m in spec_problems(spec)] + _check_teacher(s, spec)
+    if errors:
+        raise InvalidSpec(errors)
+    resolved = spec.resolved()
+    job = Job(
+        id=new_id("job"),
+        name=spec.name or spec.method.name,
+        status="queued",
+        method=spec.method.name,
+        spec=resolved,
+        queue=spec.resources.queue,
+        teacher_job_id=spec.teacher.job if spec.teacher else None,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        max_attempts=spec.resources.max_attempts,
+        progress={},
+        metrics={},
+    )
+    s.add(job)
+    s.flush()
+    add_event(s, job.id, "status", "job queued", status="queued")
+    return job, True
+
+
+def add_event(s: Session, job_id: str, type_: str, message: str = "", **data: Any) -> None:
+    s.add(JobEvent(job_id=job_id, type=type_, message=message, data=data))
+
+
+def list_events(s: Session, job_id: str, *, after: int = 0, limit: int = 100) -> list[JobEvent]:
+    get_job(s, job_id)
+    q = (
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.id > after)
+        .order_by(JobEvent.id)
+        .limit(limit)
+    )
+    return list(s.scalars(q))
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidSpec([FieldError("cursor", "malformed cursor")]) from exc
+
+
+def list_jobs(
+    s: Session, *, status: str | None = None, limit: int = 50, cursor: str | None = None
+) -> tuple[list[Job], str | None]:
+    """Newest first; the cursor names the last job of the previous page."""
+    q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if status:
+        q = q.where(Job.status == status)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        q = q.where(or_(Job.created_at < created, (Job.created_at == created) & (Job.id < job_id)))
+    jobs = list(s.scalars(q))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return jobs, (_encode_cursor(jobs[-1]) if more and jobs else None)
+
+
+def _set(s: Session, job_id: str, where: list[Any], **values: Any) -> bool:
+    """One conditional UPDATE; True when it changed the row."""
+    stmt = update(Job).where(Job.id == job_id, *where).values(updated_at=utcnow(), **values)
+    return s.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1  # type: ignore[attr-defined]
+
+
+def claim(s: Session, job_id: str, owner: str, lease_s: float) -> Job | None:
+    """queued -> running for this owner, or None when someone else has it (or it is done)."""
+    now = utcnow()
+    if not _set(
+        s,
+        job_id,
+        [Job.status == "queued"],
+        status="running",
+        owner=owner,
+        lease_until=now + timedelta(seconds=lease_s),
+        attempt=Job.attempt + 1,
+        started_at=func.coalesce(Job.started_at, now),
+    ):
+        return None
+    job = get_job(s, job_id)
+    s.refresh(job)
+    add_event(
+        s,
+        job_id,
+        "status",
+        f"attempt {job.attempt} started by {owner}",
+        status="running",
+        attempt=job.attempt,
+        owner=owner,
+    )
+    return job
+
+
+def heartbeat(
+    s: Session, job_id: str, owner: str, lease_s: float, progress: dict[str, Any] | None = None
+) -> str | None:
+    """Extend the lease; returns the job's status, or None when this owner lost the job."""
+    values: dict[str, Any] = {"lease_until": utcnow() + timedelta(seconds=lease_s)}
+    if progress is not None:
+        values["progress"] = progress
+    if not _set(s, job_id, [Job.owner == owner, Job.status.in_(ACTIVE)], **values):
+        return None
+    return s.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def record_epoch(s: Session, job_id: str, owner: str, metrics: dict[str, Any]) -> bool:
+    if not _set(s, job_id, [Job.owner == owner, Job.status.in_(ACTIVE)], metrics=metrics):
+        return False
+    add_event(s, job_id, "metrics", f"epoch {metrics.get('epoch')}", **metrics)
+    return True
+
+
+def finish(
+    s: Session,
+    job_id: str,
+    owner: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> str | None:
+    """running -> succeeded/failed; cancelling -> cancelled. None if the owner lost the job."""
+    mine = [Job.owner == owner]
+    now = utcnow()
+    if _set(
+        s,
+        job_id,
+        [*mine, Job.status == "cancelling"],
+        status="cancelled",
+        finished_at=now,
+        lease_until=None,
+    ):
+        add_event(s, job_id, "status", "job cancelled", status="cancelled")
+        return "cancelled"
+    status = "failed" if error else "succeeded"
+    if not _set(
+        s,
+        job_id,
+        [*mine, Job.status == "running"],
+        status=status,
+        finished_at=now,
+        lease_until=None,
+        result=result,
+        error=error,
+    ):
+        return None
+    add_event(s, job_id, "status", f"job {status}", status=status, error=error)
+    return status
+
+
+def cancel(s: Session, job_id: str) -> Job:
+    """Queued: cancelled at once. Running: cancelling, the worker stops at its next step."""
+    job = get_job(s, job_id)
+    if _set(s, job_id, [Job.status == "queued"], status="cancelled", finished_at=utcnow()):
+        add_event(s, job_id, "status", "job cancelled", status="cancelled")
+    elif _set(s, job_id, [Job.status == "running"], status="cancelling"):
+        add_event(s, job_id, "status", "cancel requested", status="cancelling")
+    else:
+        s.refresh(job)
+        if job.status in ("succeeded", "failed"):
+            raise Conflict(f"job {job_id!r} already {job.status}", code="job_finished")
+    s.refresh(job)
+    return job
+
+
+def watchdog(s: Session, *, redispatch_after_s: float = 600.0) -> list[Job]:
+    """Requeue (or fail) jobs whose lease expired; return the queued jobs to (re)send.
+
+    Safe to run concurrently: each change is conditional on the state it read."""
+    now = utcnow()
+    expired = s.scalars(select(Job).where(Job.status.in_(ACTIVE), Job.lease_until < now))
+    requeued = [job for job in list(expired) if _expire(s, job, now)]
+    stale = now - timedelta(seconds=redispatch_after_s)
+    queued = s.scalars(select(Job).where(Job.status == "queued", Job.updated_at < stale))
+    resend = [
+        j for j in list(queued) if _set(s, j.id, [Job.status == "queued", Job.updated_at < stale])
+    ]
+    return requeued + resend
+
+
+def _expire(s: Session, job: Job, now: datetime) -> bool:
+    """Returns True when the job went back to the queue."""
+    guard = [Job.status == job.status, Job.owner == job.owner, Job.lease_until < now]
+    if job.status == "cancelling":
+        if _set(s, job.id, guard, status="cancelled", finished_at=now, lease_until=None):
+            add_event(s, job.id, "status", "worker lost while cancelling", status="cancelled")
+        return False
+    if job.attempt < job.max_attempts:
+        if _set(s, job.id, guard, status="queued", owner=None, lease_until=None):
+            add_event(
+                s,
+                job.id,
+                "status",
+                f"lease expired after attempt {job.attempt}; requeued",
+                status="queued",
+                attempt=job.attempt,
+            )
+            return True
+        return False
+    error = {
+        "code": "attempts_exhausted",
+        "retryable": True,
+        "message": f"worker lost {job.attempt} times (lease expired)",
+    }
+    if _set(s, job.id, guard, status="failed", finished_at=now, lease_until=None, error=error):
+        add_event(s, job.id, "status", "job failed", status="failed", error=error)
+    return False

@@ -1,0 +1,158 @@
+"""The job spec, validated at the door. The API has no torch, so the names of the engine's
+methods, architectures and datasets are listed here; a test checks they match the engine."""
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ARCHITECTURES = (
+    "cnn_small",
+    "resnet8",
+    "resnet14",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet8x4",
+    "resnet32x4",
+)
+Arch = Literal[ARCHITECTURES]  # type: ignore[valid-type]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MethodBase(Strict):
+    needs_teacher: ClassVar[bool] = False
+
+
+class SupervisedParams(MethodBase):
+    """Plain cross-entropy from scratch: how a user trains a teacher."""
+
+    name: Literal["supervised"]
+    route_every: int = Field(0, ge=0, description="extra route checkpoint every N epochs (RCO)")
+
+
+class KDParams(MethodBase):
+    """Hinton et al. 2015: ce_weight * CE + kd_weight * T^2 * KL(p_t || p_s)."""
+
+    needs_teacher: ClassVar[bool] = True
+    name: Literal["kd"]
+    temperature: float = Field(4.0, gt=0, le=100)
+    ce_weight: float = Field(0.1, ge=0)
+    kd_weight: float = Field(0.9, ge=0)
+
+
+MethodParams = Annotated[SupervisedParams | KDParams, Field(discriminator="name")]
+METHODS = ("kd", "supervised")
+
+
+class SyntheticOptions(Strict):
+    num_samples: int = Field(2048, ge=20, le=1_000_000)
+    num_classes: int = Field(10, ge=2, le=1000)
+    channels: int = Field(3, ge=1, le=4)
+    size: int = Field(32, ge=4, le=256)
+    data_seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the images themselves")
+
+
+class DataSpec(Strict):
+    dataset: Literal["digits", "synthetic"]
+    val_fraction: float = Field(0.1, gt=0, le=0.5)
+    # apart from train.seed so a teacher and its students share one validation split
+    split_seed: int = Field(0, ge=0, le=2**31 - 1)
+    augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
+    synthetic: SyntheticOptions | None = None
+
+    def shape(self) -> tuple[int, int, int]:
+        """(num_classes, in_channels, image size) of the dataset."""
+        if self.dataset == "digits":
+            return 10, 1, 8
+        opts = self.synthetic or SyntheticOptions()
+        return opts.num_classes, opts.channels, opts.size
+
+
+DATASETS = ("digits", "synthetic")
+
+
+class TeacherRef(Strict):
+    job: str = Field(min_length=1, max_length=64, description="id of a succeeded job")
+
+
+class StudentSpec(Strict):
+    arch: Arch
+    num_classes: int | None = Field(None, ge=2, le=100_000)
+    in_channels: int | None = Field(None, ge=1, le=16)
+
+
+class OptimizerSpec(Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    nesterov: bool = False
+
+
+class ScheduleSpec(Strict):
+    name: Literal["multistep", "cosine", "constant"] = "cosine"
+    milestones: list[int] = Field(default_factory=list, max_length=100)
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0)
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=2, le=65_536)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+
+
+class ResourcesSpec(Strict):
+    queue: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    max_runtime_s: int = Field(86_400, ge=1, le=30 * 86_400)
+    max_attempts: int = Field(3, ge=1, le=20)
+
+
+class JobSpec(Strict):
+    name: str = Field("", max_length=200)
+    method: MethodParams
+    teacher: TeacherRef | None = None
+    student: StudentSpec
+    data: DataSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec with every default and dataset-derived field filled in."""
+        num_classes, channels, _ = self.data.shape()
+        student = self.student.model_copy(
+            update={"num_classes": num_classes, "in_channels": channels}
+        )
+        return self.model_copy(update={"student": student}).model_dump(mode="json")
+
+
+def spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
+    """Cross-field checks, as (field, message) pairs, so each error names its field."""
+    problems = []
+    method = spec.method
+    if method.needs_teacher and spec.teacher is None:
+        problems.append(("teacher", f"method {method.name!r} needs a teacher"))
+    if not method.needs_teacher and spec.teacher is not None:
+        problems.append(("teacher", f"method {method.name!r} takes no teacher"))
+    num_classes, channels, _ = spec.data.shape()
+    if spec.student.num_classes not in (None, num_classes):
+        problems.append(("student.num_classes", f"must be {num_classes} for this dataset"))
+    if spec.student.in_channels not in (None, channels):
+        problems.append(("student.in_channels", f"must be {channels} for this dataset"))
+    train = spec.train
+    ms = train.schedule.milestones
+    if ms != sorted(set(ms)) or any(m < 1 or m >= train.epochs for m in ms):
+        problems.append(("train.schedule.milestones", "must be increasing epochs in [1, epochs)"))
+    if train.schedule.warmup_epochs >= train.epochs:
+        problems.append(("train.schedule.warmup_epochs", "must be less than train.epochs"))
+    return problems

@@ -1,0 +1,79 @@
+"""Artifact store: files under the data dir, each recorded with its size and sha256."""
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.config import get_settings
+from service.errors import NotFound
+from service.models import Artifact
+
+CHUNK = 1 << 20
+
+
+def job_dir(job_id: str) -> Path:
+    path = get_settings().artifacts_dir.resolve() / "jobs" / job_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def safe_child(root: Path, name: str) -> Path:
+    """root/name, refusing anything that would escape root."""
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()) or path == root.resolve():
+        raise ValueError(f"unsafe artifact name {name!r}")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def register(
+    s: Session, job_id: str, path: Path, *, kind: str, epoch: int | None = None
+) -> Artifact:
+    """Record (or refresh) a file already written under the job's directory."""
+    root = job_dir(job_id)
+    name = path.resolve().relative_to(root).as_posix()
+    art = s.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+    if art is None:
+        art = Artifact(job_id=job_id, name=name)
+        s.add(art)
+    art.kind, art.epoch, art.path = kind, epoch, name
+    art.size, art.sha256 = path.stat().st_size, sha256_file(path)
+    s.flush()
+    return art
+
+
+def list_artifacts(s: Session, job_id: str, kind: str | None = None) -> list[Artifact]:
+    q = select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)
+    if kind:
+        q = q.where(Artifact.kind == kind)
+    return list(s.scalars(q))
+
+
+def get_artifact(s: Session, job_id: str, name: str) -> tuple[Artifact, Path]:
+    art = s.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+    if art is None:
+        raise NotFound("artifact", name)
+    path = safe_child(job_dir(job_id), art.path)
+    if not path.is_file():
+        raise NotFound("artifact file", name)
+    return art, path
+
+
+def read_range(path: Path, start: int, end: int) -> Iterator[bytes]:
+    """Bytes start..end inclusive, in chunks."""
+    with path.open("rb") as f:
+        f.seek(start)
+        left = end - start + 1
+        while left > 0 and (chunk := f.read(min(CHUNK, left))):
+            left -= len(chunk)
+            yield chunk

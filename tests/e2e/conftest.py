@@ -1,0 +1,148 @@
+"""A real service for end-to-end tests: the API under uvicorn and a Celery worker, each its
+own process, on the SQLite/kombu-sqla backend and on PostgreSQL + Redis."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Backend, truncate
+
+ROOT = Path(__file__).resolve().parents[2]
+QUEUE = "e2e"  # specs name it; the service tests' jobs sit in "default" where nobody listens
+FAST = {  # short leases so a killed worker is noticed in seconds
+    "DISTILLERY_LEASE_S": "4",
+    "DISTILLERY_HEARTBEAT_S": "0.5",
+    "DISTILLERY_WATCHDOG_S": "0.5",
+    "DISTILLERY_LOG_LEVEL": "INFO",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Service:
+    def __init__(self, backend: Backend, log_dir: Path) -> None:
+        self.env = {**os.environ, **backend.env, **FAST, "PYTHONUNBUFFERED": "1"}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_dir = log_dir
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.api = self._spawn(
+            "api", [sys.executable, "-m", "service.cli", "api", "--port", str(self.port)]
+        )
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.workers = 0
+        self.start_worker()
+        self._wait_ready()
+
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True
+        )
+
+    def start_worker(self) -> None:
+        self.workers += 1
+        self.worker = self._spawn(
+            f"worker{self.workers}",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-Q",
+                QUEUE,
+                "-c",
+                "1",
+                "-l",
+                "INFO",
+                "-n",
+                f"w{self.workers}-{os.getpid()}@%h",
+            ],
+        )
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its pool child: a machine lost mid-training."""
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait()
+        self.worker = None
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if self.http.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"API not ready; see {self.log_dir}/api.log")
+
+    def submit(self, spec: dict[str, Any], **headers: str) -> dict[str, Any]:
+        spec = {**spec, "resources": {**spec.get("resources", {}), "queue": QUEUE}}
+        r = self.http.post("/v1/jobs", json=spec, headers=headers)
+        assert r.status_code in (200, 201), r.text
+        return dict(r.json())
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        return list(
+            self.http.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["data"]
+        )
+
+    def wait(
+        self, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 240
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if until(job):
+                return job
+            if job["status"] in ("failed", "cancelled") and not until(job):
+                raise AssertionError(f"job ended {job['status']}: {job['error']}")
+            time.sleep(0.25)
+        raise AssertionError(
+            f"timed out waiting on {job_id}: {self.job(job_id)}; logs in {self.log_dir}"
+        )
+
+    def wait_status(self, job_id: str, status: str, timeout: float = 240) -> dict[str, Any]:
+        return self.wait(job_id, lambda j: j["status"] == status, timeout)
+
+    def close(self) -> None:
+        for proc in (self.worker, self.api):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        self.http.close()
+
+
+@pytest.fixture(scope="module")
+def service(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    truncate()
+    svc = Service(backend, tmp_path_factory.mktemp(f"logs-{backend.name}"))
+    try:
+        yield svc
+    finally:
+        svc.close()

@@ -1,0 +1,346 @@
+"""The job state machine in service/jobs.py, against a real database."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from service import jobs
+from service.db import session_scope
+from service.errors import Conflict, InvalidSpec
+from service.models import Job, JobEvent, utcnow
+
+
+def load(job_id: str) -> Job:
+    with session_scope() as s:
+        return jobs.get_job(s, job_id)
+
+
+def events(job_id: str) -> list[JobEvent]:
+    with session_scope() as s:
+        return jobs.list_events(s, job_id, limit=1000)
+
+
+def expire_lease(job_id: str) -> None:
+    with session_scope() as s:
+        s.execute(
+            update(Job).where(Job.id == job_id).values(lease_until=utcnow() - timedelta(seconds=5))
+        )
+
+
+def watchdog(**kwargs: float) -> list[str]:
+    with session_scope() as s:
+        return [j.id for j in jobs.watchdog(s, **kwargs)]
+
+
+def test_create_is_queued_with_a_status_event(new_job):
+    job_id = new_job()
+    job = load(job_id)
+    assert (job.status, job.attempt, job.owner) == ("queued", 0, None)
+    assert job.spec["student"] == {"arch": "resnet8", "num_classes": 10, "in_channels": 1}
+    [event] = events(job_id)
+    assert (event.type, event.data["status"]) == ("status", "queued")
+
+
+def test_claim_starts_the_job(new_job):
+    job_id = new_job()
+    with session_scope() as s:
+        job = jobs.claim(s, job_id, "w1", lease_s=60)
+        assert job is not None
+    job = load(job_id)
+    assert (job.status, job.owner, job.attempt) == ("running", "w1", 1)
+    assert job.started_at is not None
+    assert job.lease_until > utcnow() + timedelta(seconds=50)
+    assert events(job_id)[-1].data == {"status": "running", "attempt": 1, "owner": "w1"}
+
+
+def test_second_claim_gets_nothing(new_job):
+    job_id = new_job()
+    with session_scope() as s:
+        assert jobs.claim(s, job_id, "w1", lease_s=60) is not None
+    with session_scope() as s:
+        assert jobs.claim(s, job_id, "w2", lease_s=60) is None
+    job = load(job_id)
+    assert (job.owner, job.attempt) == ("w1", 1)
+
+
+@pytest.mark.parametrize("status", ["running", "cancelling", "succeeded", "failed", "cancelled"])
+def test_claim_of_a_job_not_queued_gets_nothing(job_in, status):
+    job_id = job_in(status)
+    with session_scope() as s:
+        assert jobs.claim(s, job_id, "w2", lease_s=60) is None
+    assert load(job_id).status == status
+
+
+def test_heartbeat_by_the_owner_extends_the_lease(job_in):
+    job_id = job_in("running")
+    before = load(job_id).lease_until
+    with session_scope() as s:
+        assert jobs.heartbeat(s, job_id, "w1", lease_s=600, progress={"step": 7}) == "running"
+    job = load(job_id)
+    assert job.lease_until > before + timedelta(seconds=500)
+    assert job.progress == {"step": 7}
+
+
+def test_heartbeat_reports_a_cancel_request(job_in):
+    job_id = job_in("cancelling")
+    with session_scope() as s:
+        assert jobs.heartbeat(s, job_id, "w1", lease_s=60) == "cancelling"
+
+
+def test_heartbeat_by_another_owner_changes_nothing(job_in):
+    job_id = job_in("running")
+    before = load(job_id).lease_until
+    with session_scope() as s:
+        assert jobs.heartbeat(s, job_id, "w2", lease_s=600) is None
+    assert load(job_id).lease_until == before
+
+
+def test_heartbeat_after_finish_is_refused(job_in):
+    job_id = job_in("succeeded")
+    with session_scope() as s:
+        assert jobs.heartbeat(s, job_id, "w1", lease_s=60) is None
+
+
+def test_record_epoch_stores_metrics_and_an_event(job_in):
+    job_id = job_in("running")
+    metrics = {"epoch": 1, "val_acc": 0.5}
+    with session_scope() as s:
+        assert jobs.record_epoch(s, job_id, "w1", metrics)
+    assert load(job_id).metrics == metrics
+    event = events(job_id)[-1]
+    assert (event.type, event.data) == ("metrics", metrics)
+
+
+def test_record_epoch_by_another_owner_is_refused(job_in):
+    job_id = job_in("running")
+    n = len(events(job_id))
+    with session_scope() as s:
+        assert not jobs.record_epoch(s, job_id, "w2", {"epoch": 1})
+    assert load(job_id).metrics == {}
+    assert len(events(job_id)) == n
+
+
+def test_finish_succeeds_with_a_result(job_in):
+    job_id = job_in("running")
+    with session_scope() as s:
+        assert jobs.finish(s, job_id, "w1", result={"val_acc": 0.97}) == "succeeded"
+    job = load(job_id)
+    assert (job.status, job.result, job.error) == ("succeeded", {"val_acc": 0.97}, None)
+    assert job.finished_at is not None and job.lease_until is None
+    assert events(job_id)[-1].data["status"] == "succeeded"
+
+
+def test_finish_with_an_error_fails(job_in):
+    job_id = job_in("running")
+    error = {"code": "nan_loss", "message": "loss is NaN", "retryable": False}
+    with session_scope() as s:
+        assert jobs.finish(s, job_id, "w1", error=error) == "failed"
+    job = load(job_id)
+    assert (job.status, job.error) == ("failed", error)
+
+
+def test_finish_while_cancelling_cancels(job_in):
+    job_id = job_in("cancelling")
+    with session_scope() as s:
+        assert jobs.finish(s, job_id, "w1", result={"val_acc": 0.9}) == "cancelled"
+    job = load(job_id)
+    assert (job.status, job.result) == ("cancelled", None)
+
+
+def test_finish_by_another_owner_changes_nothing(job_in):
+    job_id = job_in("running")
+    n = len(events(job_id))
+    with session_scope() as s:
+        assert jobs.finish(s, job_id, "w2", result={}) is None
+    assert load(job_id).status == "running"
+    assert len(events(job_id)) == n
+
+
+def test_finish_twice_is_refused(job_in):
+    job_id = job_in("succeeded")
+    with session_scope() as s:
+        assert jobs.finish(s, job_id, "w1", error={"code": "late"}) is None
+    assert load(job_id).error is None
+
+
+def test_cancel_queued_is_immediate(job_in):
+    job_id = job_in("queued")
+    with session_scope() as s:
+        assert jobs.cancel(s, job_id).status == "cancelled"
+    assert load(job_id).finished_at is not None
+
+
+def test_cancel_running_asks_the_worker(job_in):
+    job_id = job_in("running")
+    with session_scope() as s:
+        assert jobs.cancel(s, job_id).status == "cancelling"
+    with session_scope() as s:
+        assert jobs.cancel(s, job_id).status == "cancelling"
+    requests = [e for e in events(job_id) if e.data.get("status") == "cancelling"]
+    assert len(requests) == 1
+
+
+def test_cancel_cancelled_is_fine(job_in):
+    job_id = job_in("cancelled")
+    with session_scope() as s:
+        assert jobs.cancel(s, job_id).status == "cancelled"
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed"])
+def test_cancel_finished_conflicts(job_in, status):
+    job_id = job_in(status)
+    with pytest.raises(Conflict) as info, session_scope() as s:
+        jobs.cancel(s, job_id)
+    assert (info.value.status, info.value.code) == (409, "job_finished")
+    assert load(job_id).status == status
+
+
+def test_watchdog_requeues_an_expired_lease(job_in):
+    job_id = job_in("running")
+    expire_lease(job_id)
+    assert watchdog() == [job_id]
+    job = load(job_id)
+    assert (job.status, job.owner, job.lease_until, job.attempt) == ("queued", None, None, 1)
+    assert events(job_id)[-1].data == {"status": "queued", "attempt": 1}
+    with session_scope() as s:
+        assert jobs.claim(s, job_id, "w2", lease_s=60).attempt == 2
+
+
+def test_watchdog_leaves_live_leases_alone(job_in):
+    job_id = job_in("running")
+    assert watchdog() == []
+    assert load(job_id).status == "running"
+
+
+def test_watchdog_fails_a_job_out_of_attempts(job_in):
+    job_id = job_in("running", resources={"max_attempts": 1})
+    expire_lease(job_id)
+    assert watchdog() == []
+    job = load(job_id)
+    assert job.status == "failed"
+    assert job.error["code"] == "attempts_exhausted"
+    assert job.finished_at is not None
+
+
+def test_watchdog_ends_a_lost_cancelling_job(job_in):
+    job_id = job_in("cancelling")
+    expire_lease(job_id)
+    assert watchdog() == []
+    assert load(job_id).status == "cancelled"
+
+
+def test_watchdog_twice_changes_nothing_more(job_in):
+    last_try = {"max_attempts": 1}
+    ids = [job_in("running"), job_in("cancelling"), job_in("running", resources=last_try)]
+    for job_id in ids:
+        expire_lease(job_id)
+    assert watchdog() == [ids[0]]
+    before = [(load(i).status, len(events(i))) for i in ids]
+    assert watchdog() == []
+    assert [(load(i).status, len(events(i))) for i in ids] == before
+
+
+def test_watchdog_resends_a_stale_queued_job_once(new_job):
+    stale, fresh = new_job(), new_job()
+    with session_scope() as s:
+        s.execute(
+            update(Job).where(Job.id == stale).values(updated_at=utcnow() - timedelta(hours=1))
+        )
+    assert watchdog(redispatch_after_s=600) == [stale]
+    assert watchdog(redispatch_after_s=600) == []
+    assert (load(stale).status, load(fresh).status) == ("queued", "queued")
+
+
+def walk(status: str | None = None, limit: int = 2) -> list[str]:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        with session_scope() as s:
+            page, cursor = jobs.list_jobs(s, status=status, limit=limit, cursor=cursor)
+            seen += [j.id for j in page]
+        if cursor is None:
+            return seen
+
+
+def spread_created_at(ids: list[str]) -> None:
+    """One second apart, in order, so "newest first" does not hang on clock resolution."""
+    start = utcnow() - timedelta(hours=1)
+    with session_scope() as s:
+        for i, job_id in enumerate(ids):
+            s.execute(
+                update(Job).where(Job.id == job_id).values(created_at=start + timedelta(seconds=i))
+            )
+
+
+def test_list_jobs_walks_every_job_once_newest_first(new_job):
+    ids = [new_job() for _ in range(5)]
+    spread_created_at(ids)
+    assert walk() == ids[::-1]
+
+
+def test_list_jobs_cursor_breaks_ties_on_created_at(new_job):
+    ids = [new_job() for _ in range(5)]
+    with session_scope() as s:
+        s.execute(update(Job).values(created_at=utcnow()))
+    assert walk(limit=2) == sorted(ids, reverse=True)
+
+
+def test_list_jobs_filters_by_status(job_in):
+    queued = [job_in("queued") for _ in range(3)]
+    others = [job_in("cancelled"), job_in("running")]
+    spread_created_at(queued + others)
+    assert walk(status="queued") == queued[::-1]
+    assert walk(status="succeeded") == []
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "bm90IGpzb24", "WzEsMl0", "WyJ4Il0", "é"])
+def test_list_jobs_rejects_a_malformed_cursor(clean_db, cursor):
+    with pytest.raises(InvalidSpec) as info, session_scope() as s:
+        jobs.list_jobs(s, cursor=cursor)
+    assert info.value.status == 422
+    assert [e.field for e in info.value.errors] == ["cursor"]
+
+
+def in_two_threads(fn):
+    """Run fn in two threads released together; returns both results."""
+    barrier = threading.Barrier(2, timeout=10)
+
+    def run():
+        barrier.wait()
+        return fn()
+
+    with ThreadPoolExecutor(2) as pool:
+        return [f.result() for f in [pool.submit(run), pool.submit(run)]]
+
+
+def test_two_claims_at_once_give_the_job_to_one(new_job):
+    job_id = new_job()
+
+    def claim():
+        with session_scope() as s:
+            job = jobs.claim(s, job_id, threading.current_thread().name, lease_s=60)
+            return job and job.owner
+
+    owners = [o for o in in_two_threads(claim) if o]
+    assert len(owners) == 1
+    assert (load(job_id).owner, load(job_id).attempt) == (owners[0], 1)
+
+
+def test_two_watchdogs_at_once_requeue_once(job_in, monkeypatch):
+    job_id = job_in("running")
+    expire_lease(job_id)
+    both_read = threading.Barrier(2, timeout=10)
+    expire = jobs._expire
+
+    def expire_after_both_read(*args):
+        both_read.wait()  # both passes have seen the expired lease before either acts
+        return expire(*args)
+
+    monkeypatch.setattr(jobs, "_expire", expire_after_both_read)
+    results = in_two_threads(watchdog)
+    assert sorted(results) == [[], [job_id]]
+    requeued = [e for e in events(job_id) if e.data.get("status") == "queued"]
+    assert len(requeued) == 2  # one at creation, one from the watchdog

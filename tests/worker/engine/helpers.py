@@ -1,0 +1,63 @@
+"""Callbacks and plans shared by the engine tests."""
+
+from pathlib import Path
+
+import torch
+
+from worker.engine.data import DataSplit
+from worker.engine.loop import TrainPlan
+from worker.engine.methods import create
+from worker.engine.models import build_model
+
+
+class Recorder:
+    """Callbacks that remember everything and can ask to stop after a number of steps."""
+
+    def __init__(self, stop_after_steps: int | None = None) -> None:
+        self.stop_after_steps = stop_after_steps
+        self.steps: list[tuple[int, int, int]] = []
+        self.epochs: list[tuple[int, dict[str, float]]] = []
+        self.checkpoints: list[tuple[Path, int, str]] = []
+
+    def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None:
+        self.steps.append((epoch, step, steps_per_epoch))
+
+    def should_stop(self) -> bool:
+        return self.stop_after_steps is not None and len(self.steps) >= self.stop_after_steps
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.epochs.append((epoch, metrics))
+
+    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None:
+        self.checkpoints.append((path, epoch, kind))
+
+
+def make_plan(
+    data: DataSplit,
+    checkpoint_dir: Path,
+    *,
+    arch: str = "cnn_small",
+    method: str = "supervised",
+    teacher: torch.nn.Module | None = None,
+    params: dict | None = None,
+    init_seed: int = 0,
+    **overrides: object,
+) -> TrainPlan:
+    """The fast digits recipe: SGD lr 0.1, momentum 0.9, cosine, batch 64, crop."""
+    torch.manual_seed(init_seed)
+    student = build_model(arch, data.num_classes, data.input_shape[0])
+    fields: dict = {
+        "method": create(method, student=student, teacher=teacher, params=params or {}),
+        "data": data,
+        "epochs": 5,
+        "batch_size": 64,
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+        "schedule": {"name": "cosine"},
+        "seed": 0,
+        "precision": "auto",
+        "device": "cpu",
+        "augment": "crop",
+        "checkpoint_dir": checkpoint_dir,
+    }
+    fields.update(overrides)
+    return TrainPlan(**fields)

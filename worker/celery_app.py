@@ -1,0 +1,39 @@
+"""The Celery app and all its settings. The parent process never imports torch."""
+
+from celery import Celery
+
+from service.config import get_settings
+from service.dispatch import RUN_JOB_TASK
+
+__all__ = ["RUN_JOB_TASK", "app"]
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    celery = Celery("distillery", broker=settings.queue_url, include=["worker.tasks"])
+    celery.conf.update(
+        task_default_queue="default",
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # The database is the source of truth: a message only carries a job id. Ack early;
+        # a job whose worker dies is requeued by the watchdog from its expired lease.
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        # A fresh child per job: CUDA state and GPU memory go away with it.
+        worker_max_tasks_per_child=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options(settings.queue_url),
+    )
+    return celery
+
+
+def transport_options(url: str) -> dict[str, object]:
+    if url.startswith("sqla+"):
+        # kombu hands these straight to create_engine: let SQLite writers wait, not fail
+        return {"connect_args": {"timeout": 30}}
+    return {"visibility_timeout": 3600}
+
+
+app = make_app()

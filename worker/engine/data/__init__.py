@@ -1,0 +1,19 @@
+"""Datasets held in memory as tensors, batched and augmented on the training device."""
+
+from worker.engine.data.augment import AUGMENT_MODES, augment_batch, crop_at
+from worker.engine.data.builtin import BUILTIN, load_dataset
+from worker.engine.data.loader import batches, num_batches
+from worker.engine.data.split import DataSplit
+
+DATASETS: tuple[str, ...] = BUILTIN.names()
+
+__all__ = [
+    "AUGMENT_MODES",
+    "DATASETS",
+    "DataSplit",
+    "augment_batch",
+    "batches",
+    "crop_at",
+    "load_dataset",
+    "num_batches",
+]

@@ -1,0 +1,77 @@
+"""Built-in datasets that need no download: sklearn's digits and a seeded synthetic set."""
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from worker.engine.data.split import DataSplit, split_and_normalise
+from worker.engine.registry import Registry
+
+Loader = Callable[[float, int, dict[str, Any]], DataSplit]  # (val_fraction, seed, options)
+
+BUILTIN: Registry[Loader] = Registry("dataset")
+
+
+def load_dataset(
+    name: str, val_fraction: float, seed: int, options: dict[str, Any] | None = None
+) -> DataSplit:
+    """`seed` chooses the train/val split only; the same seed always gives the same split."""
+    return BUILTIN.get(name)(val_fraction, seed, options or {})
+
+
+@BUILTIN.register("digits")
+def digits(val_fraction: float, seed: int, options: dict[str, Any]) -> DataSplit:
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8) in [0, 1]
+    return split_and_normalise(
+        images,
+        bunch.target,
+        val_fraction=val_fraction,
+        seed=seed,
+        class_names=[str(c) for c in range(10)],
+        default_augment="crop",  # a flipped digit is another glyph (or none)
+    )
+
+
+@BUILTIN.register("synthetic")
+def synthetic(val_fraction: float, seed: int, options: dict[str, Any]) -> DataSplit:
+    num_samples = int(options.get("num_samples", 2048))
+    num_classes = int(options.get("num_classes", 10))
+    images, labels = prototype_images(
+        num_samples=num_samples,
+        num_classes=num_classes,
+        channels=int(options.get("channels", 3)),
+        size=int(options.get("size", 32)),
+        # The images depend on their own seed, not the split seed: a teacher and its student
+        # trained with different seeds must still see the same data.
+        data_seed=int(options.get("data_seed", 0)),
+    )
+    return split_and_normalise(
+        images,
+        labels,
+        val_fraction=val_fraction,
+        seed=seed,
+        class_names=[f"class_{c}" for c in range(num_classes)],
+        default_augment="crop_flip",
+    )
+
+
+def prototype_images(
+    *, num_samples: int, num_classes: int, channels: int, size: int, data_seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each class is a blocky random prototype; samples are the prototype plus noise.
+
+    Prototypes are drawn coarse and upsampled so that small crops and flips keep the class
+    recognisable, and the noise is large enough that the task is not trivial.
+    """
+    rng = np.random.default_rng(data_seed)
+    coarse = max(2, size // 4)
+    protos = rng.normal(size=(num_classes, channels, coarse, coarse))
+    reps = -(-size // coarse)  # ceil division
+    protos = protos.repeat(reps, axis=2).repeat(reps, axis=3)[:, :, :size, :size]
+    labels = np.arange(num_samples) % num_classes
+    rng.shuffle(labels)
+    noise = rng.normal(scale=1.5, size=(num_samples, channels, size, size))
+    return (protos[labels] + noise).astype(np.float32), labels

@@ -1,0 +1,69 @@
+"""The in-memory dataset handed to the loop, and how it is split and normalised."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+
+
+@dataclass
+class DataSplit:
+    train_x: Tensor  # (N, C, H, W) float32, normalised with mean/std below
+    train_y: Tensor  # (N,) int64
+    val_x: Tensor
+    val_y: Tensor
+    num_classes: int
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    mean: list[float]  # per channel, measured on the train split
+    std: list[float]
+    class_names: list[str]
+    default_augment: str
+
+
+def split_and_normalise(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    val_fraction: float,
+    seed: int,
+    class_names: list[str],
+    default_augment: str,
+) -> DataSplit:
+    """Stratified seeded split, then normalise both halves with the train statistics."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    train_x, val_x, train_y, val_y = seeded_split(images, labels, val_fraction, seed)
+    mean = train_x.mean(axis=(0, 2, 3))
+    # A constant channel would divide by zero; leave it unscaled instead.
+    std = np.maximum(train_x.std(axis=(0, 2, 3)), 1e-6)
+    return DataSplit(
+        train_x=normalise(train_x, mean, std),
+        train_y=torch.from_numpy(train_y.astype(np.int64)),
+        val_x=normalise(val_x, mean, std),
+        val_y=torch.from_numpy(val_y.astype(np.int64)),
+        num_classes=len(class_names),
+        input_shape=(images.shape[1], images.shape[2], images.shape[3]),
+        mean=[float(m) for m in mean],
+        std=[float(s) for s in std],
+        class_names=class_names,
+        default_augment=default_augment,
+    )
+
+
+def seeded_split(
+    images: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int
+) -> list[np.ndarray]:
+    try:
+        return train_test_split(
+            images, labels, test_size=val_fraction, random_state=seed, stratify=labels
+        )
+    except ValueError:
+        # Too few samples per class to stratify (tiny synthetic sets): a plain seeded split.
+        return train_test_split(images, labels, test_size=val_fraction, random_state=seed)
+
+
+def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Tensor:
+    scaled = (images - mean[:, None, None]) / std[:, None, None]
+    return torch.from_numpy(scaled.astype(np.float32))

@@ -1,0 +1,41 @@
+"""Validation accuracy and loss; the runner also uses it to measure a teacher."""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worker.engine.data import batches
+from worker.engine.device import (
+    autocast,
+    memory_format,
+    place,
+    resolve_device,
+    resolve_precision,
+)
+
+
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+) -> dict[str, float]:
+    """{"val_acc", "val_loss"} of `model` on (x, y). Moves the model to `device`."""
+    if len(y) == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    dev = resolve_device(device)
+    fmt = memory_format(dev)
+    was_training = model.training
+    place(model, dev).eval()
+    with torch.inference_mode(), autocast(dev, resolve_precision(precision, dev)):
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev)
+        for xb, yb in batches(x.to(dev), y.to(dev), batch_size, shuffle=False):
+            logits = model(xb.contiguous(memory_format=fmt)).float()
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+            correct += (logits.argmax(dim=1) == yb).sum()
+        loss, acc = (torch.stack([loss_sum, correct]) / len(y)).tolist()
+    model.train(was_training)
+    return {"val_acc": acc, "val_loss": loss}

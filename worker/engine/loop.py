@@ -1,0 +1,265 @@
+"""The training loop: lr, view, forward, losses, backward, step, log; eval and checkpoint.
+
+Epochs are 0-based inside, 1-based in callbacks, metrics and checkpoint names.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from worker.engine.checkpoint import save_weights
+from worker.engine.data import DataSplit, batches, num_batches
+from worker.engine.device import (
+    autocast,
+    memory_format,
+    place,
+    resolve_device,
+    resolve_precision,
+)
+from worker.engine.evaluate import evaluate
+from worker.engine.methods import Batch, Method
+from worker.engine.optim import base_lr, build_optimizer, lr_at, route_epochs, set_lr
+from worker.engine.resume import Progress, load_resume, save_resume
+
+__all__ = [
+    "Callbacks",
+    "Diverged",
+    "Stopped",
+    "TrainPlan",
+    "TrainResult",
+    "evaluate",
+    "resolve_device",
+    "train",
+    "write_student",
+]
+
+
+class Stopped(Exception):
+    """The run was cancelled between two steps; nothing more was saved."""
+
+
+class Diverged(RuntimeError):
+    """An epoch's training loss was NaN or infinite."""
+
+
+@dataclass
+class TrainPlan:
+    method: Method
+    data: DataSplit
+    epochs: int
+    batch_size: int
+    optimizer: dict[str, Any]
+    schedule: dict[str, Any]
+    seed: int
+    precision: str  # "auto" | "fp32" | "bf16"
+    device: str  # "auto" | "cpu" | "cuda"
+    augment: str  # "none" | "crop" | "crop_flip"
+    checkpoint_dir: Path
+    route_every: int = 0
+    save_route: bool = False
+    spec: dict[str, Any] = field(default_factory=dict)  # the resolved job spec, kept in checkpoints
+
+
+class Callbacks(Protocol):
+    def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None: ...
+    def should_stop(self) -> bool: ...
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    final_metrics: dict[str, float]
+    best_val_acc: float
+    best_epoch: int
+    epochs_run: int  # epochs completed in total, including those before a resume
+    resumed_from_epoch: int | None
+    device: str
+    precision: str
+    history: list[dict[str, float]]
+
+
+@dataclass
+class Run:
+    """What every step needs, resolved once at the start."""
+
+    plan: TrainPlan
+    callbacks: Callbacks
+    device: torch.device
+    precision: str
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    train_x: Tensor
+    train_y: Tensor
+    steps_per_epoch: int
+    routes: set[int]  # 1-based epochs that also save route weights
+
+
+def train(plan: TrainPlan, callbacks: Callbacks) -> TrainResult:
+    run = start_run(plan, callbacks)
+    resume_path = plan.checkpoint_dir / "resume.safetensors"
+    progress, resumed_from = Progress(), None
+    if resume_path.exists():
+        progress = load_resume(
+            resume_path, method=plan.method, optimizer=run.optimizer, generator=run.generator
+        )
+        resumed_from = progress.epoch
+    val_x, val_y = plan.data.val_x.to(run.device), plan.data.val_y.to(run.device)
+    for epoch in range(progress.epoch, plan.epochs):
+        started = time.perf_counter()
+        metrics = train_epoch(run, epoch)
+        student = plan.method.output_model()
+        metrics |= evaluate(student, val_x, val_y, plan.batch_size, run.device, run.precision)
+        metrics["epoch_time_s"] = time.perf_counter() - started
+        progress.record(epoch + 1, metrics)
+        callbacks.on_epoch(epoch + 1, metrics)
+        save_epoch_checkpoints(run, progress, resume_path)
+    return result(progress, resumed_from, run)
+
+
+def start_run(plan: TrainPlan, callbacks: Callbacks) -> Run:
+    device = resolve_device(plan.device)
+    steps = num_batches(len(plan.data.train_y), plan.batch_size, shuffle=True)
+    if steps == 0:
+        raise ValueError("the training split needs at least two samples")
+    place(plan.method, device)
+    # Batch shapes repeat every step, so cuDNN's autotuned kernels pay off.
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    torch.manual_seed(plan.seed)  # methods that draw from the global RNG stay reproducible
+    generator = torch.Generator(device=device)
+    generator.manual_seed(plan.seed)
+    return Run(
+        plan=plan,
+        callbacks=callbacks,
+        device=device,
+        precision=resolve_precision(plan.precision, device),
+        optimizer=build_optimizer(plan.method.trainable_parameters(), plan.optimizer),
+        generator=generator,
+        train_x=plan.data.train_x.to(device),
+        train_y=plan.data.train_y.to(device),
+        steps_per_epoch=steps,
+        routes=route_epochs(plan.epochs, plan.route_every, plan.schedule, plan.save_route),
+    )
+
+
+def train_epoch(run: Run, epoch: int) -> dict[str, float]:
+    plan = run.plan
+    plan.method.train()
+    totals: dict[str, Tensor] = {}
+    seen, lrs = 0, []
+    started = time.perf_counter()
+    data = batches(run.train_x, run.train_y, plan.batch_size, shuffle=True, generator=run.generator)
+    for step, (x, y) in enumerate(data):
+        if run.callbacks.should_stop():
+            raise Stopped(f"stopped at epoch {epoch + 1}, step {step + 1}")
+        lrs.append(lr_for(run, epoch, step))
+        set_lr(run.optimizer, lrs[-1])
+        x = x.contiguous(memory_format=memory_format(run.device))
+        terms = train_step(run, Batch(x, y, plan.augment, run.generator), epoch)
+        add_terms(totals, terms, len(y))
+        seen += len(y)
+        run.callbacks.on_step(epoch + 1, step + 1, run.steps_per_epoch)
+    means = mean_terms(totals, seen)  # the epoch's one host sync
+    elapsed = time.perf_counter() - started
+    return epoch_metrics(means, lr=lrs[0], images_per_s=seen / max(elapsed, 1e-9), epoch=epoch)
+
+
+def lr_for(run: Run, epoch: int, step: int) -> float:
+    plan = run.plan
+    return lr_at(
+        epoch,
+        step,
+        run.steps_per_epoch,
+        base_lr=base_lr(plan.optimizer),
+        epochs=plan.epochs,
+        schedule=plan.schedule,
+    )
+
+
+def train_step(run: Run, batch: Batch, epoch: int) -> dict[str, Tensor]:
+    with autocast(run.device, run.precision):
+        terms = run.plan.method.losses(batch, epoch)
+    loss = torch.stack([t.float() for t in terms.values()]).sum()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return terms
+
+
+def epoch_metrics(
+    means: dict[str, float], *, lr: float, images_per_s: float, epoch: int
+) -> dict[str, float]:
+    train_loss = sum(means.values())
+    if not math.isfinite(train_loss):
+        raise Diverged(f"training loss is {train_loss} at epoch {epoch + 1}")
+    per_term = {f"train_{name}": value for name, value in means.items()}
+    return {"train_loss": train_loss, **per_term, "lr": lr, "images_per_s": images_per_s}
+
+
+def save_epoch_checkpoints(run: Run, progress: Progress, resume_path: Path) -> None:
+    plan, epoch = run.plan, progress.epoch
+    save_resume(
+        resume_path,
+        method=plan.method,
+        optimizer=run.optimizer,
+        generator=run.generator,
+        progress=progress,
+        plan=plan_meta(plan),
+    )
+    run.callbacks.on_checkpoint(resume_path, epoch, "resume")
+    if epoch in run.routes:
+        route_path = plan.checkpoint_dir / "route" / f"epoch_{epoch:04d}.safetensors"
+        save_weights(route_path, plan.method.output_model())
+        run.callbacks.on_checkpoint(route_path, epoch, "route")
+
+
+def add_terms(totals: dict[str, Tensor], terms: dict[str, Tensor], n: int) -> None:
+    """Sum each term over samples on the device: no host sync per step."""
+    for name, value in terms.items():
+        weighted = value.detach().float() * n
+        totals[name] = totals[name] + weighted if name in totals else weighted
+
+
+def mean_terms(totals: dict[str, Tensor], seen: int) -> dict[str, float]:
+    names = list(totals)
+    values = (torch.stack([totals[n] for n in names]) / seen).tolist()
+    return dict(zip(names, values, strict=True))
+
+
+def plan_meta(plan: TrainPlan) -> dict[str, Any]:
+    return {
+        "method": type(plan.method).__name__,
+        "epochs": plan.epochs,
+        "batch_size": plan.batch_size,
+        "optimizer": plan.optimizer,
+        "schedule": plan.schedule,
+        "seed": plan.seed,
+        "precision": plan.precision,
+        "augment": plan.augment,
+        "route_every": plan.route_every,
+        "spec": plan.spec,
+    }
+
+
+def result(progress: Progress, resumed_from: int | None, run: Run) -> TrainResult:
+    final = (
+        {k: v for k, v in progress.history[-1].items() if k != "epoch"} if progress.history else {}
+    )
+    return TrainResult(
+        final_metrics=final,
+        best_val_acc=progress.best_val_acc,
+        best_epoch=progress.best_epoch,
+        epochs_run=progress.epoch,
+        resumed_from_epoch=resumed_from,
+        device=str(run.device),
+        precision=run.precision,
+        history=progress.history,
+    )
+
+
+write_student = save_weights  # the final student: weights only, safetensors

@@ -1,0 +1,10 @@
+"""Thin tasks: a job id in, the runner does the work, the outcome lands in the database."""
+
+from worker.celery_app import RUN_JOB_TASK, app
+
+
+@app.task(name=RUN_JOB_TASK)
+def run_job(job_id: str) -> str:
+    from worker import runner  # imported here so only the pool child ever loads torch
+
+    return runner.run(job_id)
