@@ -18,7 +18,7 @@ from service.config import Settings, get_settings
 from service.db import session_scope
 from service.errors import DistilleryError, FieldError
 from service.limits import BodySizeLimit
-from service.spec import METHODS
+from service.method_params import METHODS
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"

@@ -10,10 +10,13 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from service import store
 from service.errors import Conflict, FieldError, InvalidSpec, NotFound
 from service.models import Job, JobEvent, utcnow
+from service.names import FEATURELESS
 from service.spec import JobSpec, spec_problems
 
+ROUTE_PREFIX = "checkpoints/route/"
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("running", "cancelling")
 STATUSES = ("queued", *ACTIVE, *TERMINAL)
@@ -52,6 +55,43 @@ def _check_teacher(s: Session, spec: JobSpec) -> list[FieldError]:
                 "teacher was trained for "
                 f"{t_student['num_classes']} classes / {t_student['in_channels']} "
                 f"channels, this data has {num_classes} / {channels}",
+            )
+        ]
+    if spec.method.needs_stage_features and t_student["arch"] in FEATURELESS:
+        return [
+            FieldError(
+                "teacher.job",
+                f"{spec.method.name} needs stage features, which "
+                f"the teacher's {t_student['arch']} does not have",
+            )
+        ]
+    if spec.method.needs_route:
+        return _check_route(s, spec, teacher.id)
+    return []
+
+
+def route_epochs(s: Session, job_id: str) -> list[int]:
+    """The epochs of a job's saved route checkpoints (RCO's anchors), ascending."""
+    arts = store.list_artifacts(s, job_id, "checkpoint")
+    return sorted(a.epoch for a in arts if a.name.startswith(ROUTE_PREFIX) and a.epoch)
+
+
+def _check_route(s: Session, spec: JobSpec, teacher_id: str) -> list[FieldError]:
+    epochs = route_epochs(s, teacher_id)
+    if not epochs:
+        return [
+            FieldError(
+                "teacher.job",
+                f"job {teacher_id!r} saved no route checkpoints; "
+                "train the teacher with method supervised",
+            )
+        ]
+    anchors = getattr(spec.method, "anchors", None)
+    if isinstance(anchors, list) and (missing := sorted(set(anchors) - set(epochs))):
+        return [
+            FieldError(
+                "method.anchors",
+                f"no route checkpoint at epochs {missing}; the teacher has {epochs}",
             )
         ]
     return []

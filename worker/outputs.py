@@ -15,6 +15,7 @@ from service.spec import JobSpec
 from worker.engine.checkpoint import load_weights, save_weights
 from worker.engine.data import DataSplit
 from worker.engine.loop import TrainResult
+from worker.engine.methods import Method
 from worker.engine.models import build_model
 from worker.reporter import JobReporter
 
@@ -40,6 +41,15 @@ def load_teacher(job_id: str) -> TeacherInfo:
     return TeacherInfo(job_id=job_id, arch=student["arch"], model=model.eval())
 
 
+def teacher_route(job_id: str) -> list[dict[str, Any]]:
+    """The teacher's route checkpoints, oldest first: [{"epoch": E, "path": "/abs/..."}]."""
+    with session_scope() as s:
+        epochs = jobs.route_epochs(s, job_id)
+        names = [f"{jobs.ROUTE_PREFIX}epoch_{e:04d}.safetensors" for e in epochs]
+        paths = [store.get_artifact(s, job_id, name)[1] for name in names]
+    return [{"epoch": e, "path": str(p)} for e, p in zip(epochs, paths, strict=True)]
+
+
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "torch": torch.__version__}
     for pkg in ("distillery", "numpy", "safetensors", "scikit-learn"):
@@ -53,34 +63,43 @@ def versions() -> dict[str, str]:
 def write_outputs(
     job_id: str,
     spec: JobSpec,
-    model: torch.nn.Module,
+    method: Method,
     data: DataSplit,
     outcome: TrainResult,
     teacher: TeacherInfo | None,
     reporter: JobReporter,
 ) -> dict[str, Any]:
-    """Write student.safetensors, model.json and metrics.json; register them; return the
-    job's result summary."""
+    """Write student.safetensors, model.json, metrics.json and any extra models (KDCL's other
+    peers under models/); register them all; return the job's result summary."""
     out = store.job_dir(job_id)
+    model = method.output_model()
+    files = {
+        "student.safetensors": "student",
+        "model.json": "model_card",
+        "metrics.json": "metrics",
+    }
     save_weights(out / "student.safetensors", model)
+    extras = {}
+    for name, extra in method.extra_models().items():
+        files[f"models/{name}.safetensors"] = "model"
+        extras[name] = getattr(extra, "arch", "")
+        save_weights(out / "models" / f"{name}.safetensors", extra)
     warnings = _teacher_warning(teacher, outcome.final_metrics)
     for w in warnings:
         reporter.event("warning", w)
     card = _model_card(job_id, spec, data, outcome, teacher, warnings)
+    card |= {"architecture": getattr(model, "arch", spec.student.arch), "extra_models": extras}
     _write_json(out / "model.json", card)
     _write_json(out / "metrics.json", {"job_id": job_id, "epochs": outcome.history})
     with session_scope() as s:
-        for name, kind in (
-            ("student.safetensors", "student"),
-            ("model.json", "model_card"),
-            ("metrics.json", "metrics"),
-        ):
+        for name, kind in files.items():
             store.register(s, job_id, out / name, kind=kind)
     return {
         "metrics": card["metrics"],
         "teacher": card["teacher"],
         "device": card["device"],
-        "artifacts": ["student.safetensors", "model.json", "metrics.json"],
+        "architecture": card["architecture"],
+        "artifacts": sorted(files),
         "warnings": warnings,
         "resumed_from_epoch": outcome.resumed_from_epoch,
     }
@@ -97,7 +116,6 @@ def _model_card(
     return {
         "format": MODEL_CARD_FORMAT,
         "job_id": job_id,
-        "architecture": spec.student.arch,
         "num_classes": data.num_classes,
         "in_channels": data.input_shape[0],
         "input_shape": list(data.input_shape),

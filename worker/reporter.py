@@ -92,6 +92,11 @@ class JobReporter:
                 sha256=art.sha256,
             )
 
+    def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None:
+        if "phase" in data:
+            self.progress["phase"] = data["phase"]
+        self.event(type_, message, **data)
+
     def event(self, type_: str, message: str, **data: Any) -> None:
         with session_scope() as s:
             jobs.add_event(s, self.job_id, type_, message, **data)

@@ -111,7 +111,7 @@ def train(job_id: str, spec: JobSpec, reporter: JobReporter) -> dict[str, Any]:
     )
     plan = _plan(job_id, spec, method, data, str(device))
     outcome = loop.train(plan, reporter)
-    return write_outputs(job_id, spec, method.output_model(), data, outcome, teacher, reporter)
+    return write_outputs(job_id, spec, method, data, outcome, teacher, reporter)
 
 
 def _plan(

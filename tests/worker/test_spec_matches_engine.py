@@ -3,16 +3,16 @@ exactly the engine's registries, and the shapes it promises must be the data's."
 
 import pytest
 
-from service import spec
+from service import method_params, names, spec
 from worker.engine.data import DATASETS, load_dataset
 from worker.engine.methods import METHOD_NAMES, create
 from worker.engine.models import ARCHITECTURES, build_model
 
 
 def test_same_names_on_both_sides() -> None:
-    assert set(spec.ARCHITECTURES) == set(ARCHITECTURES)
-    assert set(spec.METHODS) == set(METHOD_NAMES)
-    assert set(spec.DATASETS) == set(DATASETS)
+    assert set(names.ARCHITECTURES) == set(ARCHITECTURES)
+    assert set(method_params.METHODS) == set(METHOD_NAMES)
+    assert set(names.DATASETS) == set(DATASETS)
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def test_dataset_shape_the_api_promises_is_the_data_shape(options: dict | None) 
 
 def test_every_method_param_model_builds_its_engine_method() -> None:
     """Defaults from the spec are accepted by the engine's method of the same name."""
-    params_models = spec.MethodParams.__args__[0].__args__  # type: ignore[attr-defined]
+    params_models = method_params.MethodParams.__args__[0].__args__  # type: ignore[attr-defined]
     for model in params_models:
         params = model(name=model.model_fields["name"].annotation.__args__[0])
         teacher = build_model("cnn_small", 10, 1) if model.needs_teacher else None

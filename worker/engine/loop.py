@@ -22,9 +22,10 @@ from worker.engine.device import (
     resolve_precision,
 )
 from worker.engine.evaluate import evaluate
-from worker.engine.methods import Batch, Method
+from worker.engine.methods import Batch, EpochContext, Method
 from worker.engine.optim import base_lr, build_optimizer, lr_at, route_epochs, set_lr
 from worker.engine.resume import Progress, load_resume, save_resume
+from worker.engine.stop import Stopped
 
 __all__ = [
     "Callbacks",
@@ -37,10 +38,6 @@ __all__ = [
     "train",
     "write_student",
 ]
-
-
-class Stopped(Exception):
-    """The run was cancelled between two steps; nothing more was saved."""
 
 
 class Diverged(RuntimeError):
@@ -70,6 +67,7 @@ class Callbacks(Protocol):
     def should_stop(self) -> bool: ...
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
     def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None: ...
+    def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -109,10 +107,13 @@ def train(plan: TrainPlan, callbacks: Callbacks) -> TrainResult:
             resume_path, method=plan.method, optimizer=run.optimizer, generator=run.generator
         )
         resumed_from = progress.epoch
-    val_x, val_y = plan.data.val_x.to(run.device), plan.data.val_y.to(run.device)
+    ctx = epoch_context(run)
     for epoch in range(progress.epoch, plan.epochs):
         started = time.perf_counter()
+        plan.method.begin_epoch(epoch + 1, ctx)
         metrics = train_epoch(run, epoch)
+        metrics |= plan.method.end_epoch(epoch + 1, ctx)
+        val_x, val_y = ctx.val_x, ctx.val_y
         student = plan.method.output_model()
         metrics |= evaluate(student, val_x, val_y, plan.batch_size, run.device, run.precision)
         metrics["epoch_time_s"] = time.perf_counter() - started
@@ -120,6 +121,26 @@ def train(plan: TrainPlan, callbacks: Callbacks) -> TrainResult:
         callbacks.on_epoch(epoch + 1, metrics)
         save_epoch_checkpoints(run, progress, resume_path)
     return result(progress, resumed_from, run)
+
+
+def epoch_context(run: Run) -> EpochContext:
+    plan, callbacks = run.plan, run.callbacks
+
+    def emit(type_: str, message: str, **data: Any) -> None:
+        callbacks.on_event(type_, message, data)
+
+    return EpochContext(
+        train_x=run.train_x,
+        train_y=run.train_y,
+        val_x=plan.data.val_x.to(run.device),
+        val_y=plan.data.val_y.to(run.device),
+        batch_size=plan.batch_size,
+        augment_mode=plan.augment,
+        generator=run.generator,
+        precision=run.precision,
+        emit=emit,
+        should_stop=callbacks.should_stop,
+    )
 
 
 def start_run(plan: TrainPlan, callbacks: Callbacks) -> Run:

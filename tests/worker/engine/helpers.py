@@ -1,6 +1,7 @@
 """Callbacks and plans shared by the engine tests."""
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,6 +19,7 @@ class Recorder:
         self.steps: list[tuple[int, int, int]] = []
         self.epochs: list[tuple[int, dict[str, float]]] = []
         self.checkpoints: list[tuple[Path, int, str]] = []
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
 
     def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None:
         self.steps.append((epoch, step, steps_per_epoch))
@@ -30,6 +32,9 @@ class Recorder:
 
     def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None:
         self.checkpoints.append((path, epoch, kind))
+
+    def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None:
+        self.events.append((type_, message, data))
 
 
 def make_plan(

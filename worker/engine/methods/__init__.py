@@ -1,9 +1,19 @@
 """Distillation methods, one module each, registered by name on import."""
 
 from worker.engine.methods import kd, supervised
-from worker.engine.methods.base import Batch, Method
+from worker.engine.methods.base import Batch, EpochContext, Method
 from worker.engine.methods.registry import create, names, register
 
 METHOD_NAMES: tuple[str, ...] = names()
 
-__all__ = ["METHOD_NAMES", "Batch", "Method", "create", "kd", "names", "register", "supervised"]
+__all__ = [
+    "METHOD_NAMES",
+    "Batch",
+    "EpochContext",
+    "Method",
+    "create",
+    "kd",
+    "names",
+    "register",
+    "supervised",
+]

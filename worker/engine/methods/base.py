@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from worker.engine.data.augment import augment_batch
+from worker.engine.stop import Stopped
 
 
 @dataclass
@@ -22,6 +23,27 @@ class Batch:
         return augment_batch(self.images, self.augment_mode, self.generator)
 
 
+@dataclass
+class EpochContext:
+    """What a method's epoch hooks may use: the data on the device and a way to report."""
+
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    batch_size: int
+    augment_mode: str
+    generator: torch.Generator
+    precision: str
+    emit: Callable[..., None]  # emit(type, message, **data) -> a job event
+    should_stop: Callable[[], bool]
+
+    def check_stop(self) -> None:
+        """A long hook (IE-KD's auto-encoder phase) stops like the loop does."""
+        if self.should_stop():
+            raise Stopped("stopped inside a method hook")
+
+
 class Method(nn.Module):
     """The student (and the method's own modules) train; the teacher only answers.
 
@@ -32,8 +54,16 @@ class Method(nn.Module):
     needs_teacher: ClassVar[bool] = False
     saves_route: ClassVar[bool] = False  # route checkpoints at LR drops and the end (for RCO)
 
-    def __init__(self, *, student: nn.Module, teacher: nn.Module | None, params: dict) -> None:
+    def __init__(
+        self,
+        *,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        params: dict,
+        input_shape: tuple[int, int, int] | None = None,
+    ) -> None:
         super().__init__()
+        self.input_shape = input_shape
         name = type(self).__name__
         if self.needs_teacher and teacher is None:
             raise ValueError(f"method {name} needs a teacher")
@@ -59,6 +89,17 @@ class Method(nn.Module):
     def output_model(self) -> nn.Module:
         """The model saved as the job's student."""
         return self.student
+
+    def extra_models(self) -> dict[str, nn.Module]:
+        """Other models the job keeps as artifacts, by name (e.g. KDCL's other peers)."""
+        return {}
+
+    def begin_epoch(self, epoch: int, ctx: EpochContext) -> None:
+        """Called before each epoch (1-based), also the first one after a resume."""
+
+    def end_epoch(self, epoch: int, ctx: EpochContext) -> dict[str, float]:
+        """Called after each epoch's training, before evaluation; returns extra metrics."""
+        return {}
 
     def train(self, mode: bool = True) -> "Method":
         super().train(mode)

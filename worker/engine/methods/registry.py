@@ -9,8 +9,17 @@ METHODS: Registry[type[Method]] = Registry("method")
 register = METHODS.register
 
 
-def create(name: str, *, student: nn.Module, teacher: nn.Module | None, params: dict) -> Method:
-    return METHODS.get(name)(student=student, teacher=teacher, params=params)
+def create(
+    name: str,
+    *,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    params: dict,
+    input_shape: tuple[int, int, int] | None = None,
+) -> Method:
+    """`input_shape` (C, H, W) lets a method size its own modules by a dummy forward pass."""
+    cls = METHODS.get(name)
+    return cls(student=student, teacher=teacher, params=params, input_shape=input_shape)
 
 
 def names() -> tuple[str, ...]:

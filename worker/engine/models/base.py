@@ -15,6 +15,8 @@ class StageFeatures:
 
 
 class ZooModel(nn.Module):
+    arch: str = ""  # set by build_model
+
     def forward_features(self, x: Tensor) -> tuple[Tensor, StageFeatures]:
         raise NotImplementedError
 

@@ -12,4 +12,6 @@ register = ZOO.register
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 3) -> ZooModel:
-    return ZOO.get(arch)(num_classes, in_channels)
+    model = ZOO.get(arch)(num_classes, in_channels)
+    model.arch = arch  # what the model card and the job's artifacts name it
+    return model
