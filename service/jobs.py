@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from service import store
 from service.errors import Conflict, FieldError, InvalidSpec, NotFound
 from service.models import Job, JobEvent, utcnow
-from service.names import FEATURELESS
+from service.names import FEATURELESS, STAGES
 from service.spec import JobSpec, spec_problems
 
 ROUTE_PREFIX = "checkpoints/route/"
@@ -65,6 +65,15 @@ def _check_teacher(s: Session, spec: JobSpec) -> list[FieldError]:
                 f"the teacher's {t_student['arch']} does not have",
             )
         ]
+    stages = (STAGES[t_student["arch"]], STAGES[spec.student.arch])
+    if spec.method.needs_same_stages and 0 not in stages and stages[0] != stages[1]:
+        return [
+            FieldError(
+                "teacher.job",
+                f"{spec.method.name} pairs stage by stage: the "
+                f"teacher has {stages[0]} stages, the student {stages[1]}",
+            )
+        ]
     if spec.method.needs_route:
         return _check_route(s, spec, teacher.id)
     return []
@@ -94,6 +103,11 @@ def _check_route(s: Session, spec: JobSpec, teacher_id: str) -> list[FieldError]
                 f"no route checkpoint at epochs {missing}; the teacher has {epochs}",
             )
         ]
+    stage_epochs = getattr(spec.method, "stage_epochs", None)
+    if isinstance(anchors, list) and stage_epochs is not None:
+        stages = len(set(anchors) | {epochs[-1]})  # the converged teacher always ends it
+        if len(stage_epochs) != stages:
+            return [FieldError("method.stage_epochs", f"needs one entry per anchor ({stages})")]
     return []
 
 

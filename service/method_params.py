@@ -15,6 +15,7 @@ class MethodBase(Strict):
     needs_teacher: ClassVar[bool] = False
     needs_stage_features: ClassVar[bool] = False  # the student's (and teacher's) stages
     needs_route: ClassVar[bool] = False  # the teacher's route checkpoints
+    needs_same_stages: ClassVar[bool] = False  # teacher and student stage counts match
 
 
 class SupervisedParams(MethodBase):
@@ -97,6 +98,7 @@ class ReviewKDParams(MethodBase):
 
     needs_teacher: ClassVar[bool] = True
     needs_stage_features: ClassVar[bool] = True
+    needs_same_stages: ClassVar[bool] = True
     name: Literal["reviewkd"]
     weight: Weight = 1.0
     warmup_epochs: int = Field(20, ge=0)

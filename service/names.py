@@ -15,12 +15,31 @@ ARCHITECTURES = (
     "resnet110",
     "resnet8x4",
     "resnet32x4",
+    "wrn_16_1",
+    "wrn_16_2",
+    "wrn_40_1",
+    "wrn_40_2",
+    "vgg8",
+    "vgg11",
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "mobilenetv2",
+    "mobilenetv2_half",
+    "shufflenetv1",
+    "shufflenetv2",
+    "mlp",
 )
 Arch = Literal[ARCHITECTURES]  # type: ignore[valid-type]
 
 
 DATASETS = ("digits", "synthetic")
-FEATURELESS = ("mlp",)  # architectures without spatial stage features
+# stage features each architecture exposes (a test derives them from the engine's models)
+STAGES = {
+    arch: 0 if arch == "mlp" else 4 if arch.startswith(("vgg", "mobilenetv2")) else 3
+    for arch in ARCHITECTURES
+}
+FEATURELESS = tuple(arch for arch, n in STAGES.items() if n == 0)
 
 
 class Strict(BaseModel):

@@ -41,13 +41,20 @@ def load_teacher(job_id: str) -> TeacherInfo:
     return TeacherInfo(job_id=job_id, arch=student["arch"], model=model.eval())
 
 
-def teacher_route(job_id: str) -> list[dict[str, Any]]:
-    """The teacher's route checkpoints, oldest first: [{"epoch": E, "path": "/abs/..."}]."""
+def teacher_route(job_id: str) -> dict[str, Any]:
+    """RCO's view of the teacher's training: its route checkpoints, oldest first
+    ([{"epoch": E, "path": "/abs/..."}]), its epochs and the epochs its LR dropped after."""
     with session_scope() as s:
+        teacher = jobs.get_job(s, job_id)
         epochs = jobs.route_epochs(s, job_id)
         names = [f"{jobs.ROUTE_PREFIX}epoch_{e:04d}.safetensors" for e in epochs]
         paths = [store.get_artifact(s, job_id, name)[1] for name in names]
-    return [{"epoch": e, "path": str(p)} for e, p in zip(epochs, paths, strict=True)]
+    schedule = teacher.spec["train"]["schedule"]
+    return {
+        "route": [{"epoch": e, "path": str(p)} for e, p in zip(epochs, paths, strict=True)],
+        "teacher_epochs": teacher.spec["train"]["epochs"],
+        "teacher_milestones": schedule["milestones"] if schedule["name"] == "multistep" else [],
+    }
 
 
 def versions() -> dict[str, str]:

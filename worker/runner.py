@@ -16,7 +16,7 @@ from worker.engine import loop
 from worker.engine.data import DataSplit, load_dataset
 from worker.engine.methods import Method, registry
 from worker.engine.models import build_model
-from worker.outputs import load_teacher, write_outputs
+from worker.outputs import TeacherInfo, load_teacher, teacher_route, write_outputs
 from worker.reporter import JobReporter, LeaseLost
 
 log = logging.getLogger(__name__)
@@ -88,30 +88,40 @@ def train(job_id: str, spec: JobSpec, reporter: JobReporter) -> dict[str, Any]:
     student = build_model(spec.student.arch, data.num_classes, data.input_shape[0])
     teacher = load_teacher(spec.teacher.job) if spec.teacher else None
     if teacher is not None:
-        teacher.val = loop.evaluate(
-            teacher.model,
-            data.val_x,
-            data.val_y,
-            spec.train.batch_size,
-            str(device),
-            spec.train.precision,
-        )
-        reporter.event(
-            "teacher",
-            f"teacher val_acc {teacher.val['val_acc']:.4f}",
-            job=teacher.job_id,
-            arch=teacher.arch,
-            **teacher.val,
-        )
+        _measure_teacher(teacher, spec, data, device, reporter)
+    params = spec.method.model_dump(exclude={"name"})
+    if spec.method.needs_route and spec.teacher:
+        params |= teacher_route(spec.teacher.job) | {"student_epochs": spec.train.epochs}
     method = registry.create(
         spec.method.name,
         student=student,
         teacher=teacher.model if teacher else None,
-        params=spec.method.model_dump(exclude={"name"}),
+        params=params,
+        input_shape=data.input_shape,
     )
     plan = _plan(job_id, spec, method, data, str(device))
     outcome = loop.train(plan, reporter)
     return write_outputs(job_id, spec, method, data, outcome, teacher, reporter)
+
+
+def _measure_teacher(
+    teacher: TeacherInfo,
+    spec: JobSpec,
+    data: DataSplit,
+    device: torch.device,
+    reporter: JobReporter,
+) -> None:
+    """The teacher on the student's validation split: an event and a model-card field."""
+    teacher.val = loop.evaluate(
+        teacher.model,
+        data.val_x,
+        data.val_y,
+        spec.train.batch_size,
+        device,
+        spec.train.precision,
+    )
+    message = f"teacher val_acc {teacher.val['val_acc']:.4f}"
+    reporter.event("teacher", message, job=teacher.job_id, arch=teacher.arch, **teacher.val)
 
 
 def _plan(

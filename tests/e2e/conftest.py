@@ -1,6 +1,7 @@
 """A real service for end-to-end tests: the API under uvicorn and a Celery worker, each its
 own process, on the SQLite/kombu-sqla backend and on PostgreSQL + Redis."""
 
+import json
 import os
 import signal
 import socket
@@ -136,6 +137,31 @@ class Service:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
         self.http.close()
+
+
+def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str, Any]:
+    """Download a finished job's student and model card, load the weights into the zoo
+    architecture and check it scores the accuracy the job reported. Returns the card."""
+    from worker.engine.checkpoint import load_weights
+    from worker.engine.data import load_dataset
+    from worker.engine.evaluate import evaluate
+    from worker.engine.models import build_model
+
+    paths = {}
+    for name in ("model.json", "student.safetensors"):
+        r = service.http.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
+        assert r.status_code == 200, r.text
+        paths[name] = dest / f"{job['id']}-{name}"
+        paths[name].write_bytes(r.content)
+    card = dict(json.loads(paths["model.json"].read_text()))
+    model = build_model(card["architecture"], card["num_classes"], card["in_channels"])
+    load_weights(model, paths["student.safetensors"])
+    data_spec = card["spec"]["data"]
+    data = load_dataset(data_spec["dataset"], data_spec["val_fraction"], data_spec["split_seed"])
+    measured = evaluate(model.eval(), data.val_x, data.val_y, 256, "cpu", "fp32")
+    assert abs(measured["val_acc"] - card["metrics"]["final"]["val_acc"]) < 1e-6
+    assert abs(measured["val_acc"] - job["metrics"]["val_acc"]) < 1e-6
+    return card
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,10 @@
 """The user's walk: train a teacher over HTTP, distil a student from it, download the
 student and get back the accuracy the job reported. Real API, real worker, real data."""
 
-import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from tests.e2e.conftest import Service
-from worker.engine.checkpoint import load_weights
-from worker.engine.data import load_dataset
-from worker.engine.evaluate import evaluate
-from worker.engine.models import build_model
+from tests.e2e.conftest import Service, load_student
 
 TEACHER_SPEC = {
     "name": "digits-teacher",
@@ -40,14 +33,6 @@ def teacher_job(service: Service) -> dict[str, Any]:
     return service.wait_status(job["id"], "succeeded")
 
 
-def download(service: Service, job_id: str, name: str, dest: Path) -> Path:
-    r = service.http.get(f"/v1/jobs/{job_id}/artifacts/{name}")
-    assert r.status_code == 200, r.text
-    path = dest / name
-    path.write_bytes(r.content)
-    return path
-
-
 def test_teacher_trains_to_090_with_progress_and_events(service: Service) -> None:
     job = teacher_job(service)
     assert job["metrics"]["val_acc"] >= 0.90
@@ -72,18 +57,9 @@ def test_kd_student_downloads_and_reproduces_reported_accuracy(
     job = service.wait_status(job["id"], "succeeded")
     assert {"train_ce", "train_kd"} <= set(job["metrics"])
 
-    card = json.loads(download(service, job["id"], "model.json", tmp_path).read_text())
+    card = load_student(service, job, tmp_path)
     assert card["architecture"] == "cnn_small" and card["num_classes"] == 10
     assert card["input_shape"] == [1, 8, 8] and len(card["normalisation"]["mean"]) == 1
     assert card["teacher"]["job_id"] == teacher["id"] and card["teacher"]["val_acc"] >= 0.9
     assert card["spec"]["method"]["name"] == "kd" and "torch" in card["versions"]
     assert card["device"] == "cpu"
-
-    weights = download(service, job["id"], "student.safetensors", tmp_path)
-    model = build_model(card["architecture"], card["num_classes"], card["in_channels"])
-    load_weights(model, weights)
-    spec = card["spec"]
-    data = load_dataset("digits", spec["data"]["val_fraction"], spec["data"]["split_seed"])
-    measured = evaluate(model.eval(), data.val_x, data.val_y, 256, torch.device("cpu"), "fp32")
-    assert abs(measured["val_acc"] - card["metrics"]["final"]["val_acc"]) < 1e-6
-    assert abs(measured["val_acc"] - job["metrics"]["val_acc"]) < 1e-6

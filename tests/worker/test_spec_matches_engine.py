@@ -2,6 +2,7 @@
 exactly the engine's registries, and the shapes it promises must be the data's."""
 
 import pytest
+import torch
 
 from service import method_params, names, spec
 from worker.engine.data import DATASETS, load_dataset
@@ -26,16 +27,40 @@ def test_dataset_shape_the_api_promises_is_the_data_shape(options: dict | None) 
     assert (data.num_classes, data.input_shape) == (num_classes, (channels, size, size))
 
 
+@pytest.mark.parametrize("arch", names.ARCHITECTURES)
+def test_stage_counts_the_api_uses_are_the_models(arch: str) -> None:
+    model = build_model(arch, 10, 3).eval()
+    with torch.no_grad():
+        _, features = model.forward_features(torch.zeros(1, 3, 32, 32))
+    assert len(features.feats) == names.STAGES[arch]
+
+
+REQUIRED = {"kdcl": {"peers": ["cnn_small"]}}
+FROM_RUNNER = {  # what worker/runner.py adds for methods that follow a teacher's route
+    "rco": {
+        "route": [{"epoch": 2, "path": "unused.safetensors"}],
+        "teacher_epochs": 2,
+        "teacher_milestones": [],
+        "student_epochs": 2,
+    },
+}
+
+
 def test_every_method_param_model_builds_its_engine_method() -> None:
-    """Defaults from the spec are accepted by the engine's method of the same name."""
+    """Each API params model, with its defaults, is accepted by the engine's method."""
     params_models = method_params.MethodParams.__args__[0].__args__  # type: ignore[attr-defined]
+    assert {m.model_fields["name"].annotation.__args__[0] for m in params_models} == set(
+        METHOD_NAMES
+    )
     for model in params_models:
-        params = model(name=model.model_fields["name"].annotation.__args__[0])
-        teacher = build_model("cnn_small", 10, 1) if model.needs_teacher else None
+        name = model.model_fields["name"].annotation.__args__[0]
+        params = model(name=name, **REQUIRED.get(name, {})).model_dump(exclude={"name"})
+        teacher = build_model("resnet8", 10, 1) if model.needs_teacher else None
         method = create(
-            params.name,
-            student=build_model("cnn_small", 10, 1),
+            name,
+            student=build_model("resnet8", 10, 1),
             teacher=teacher,
-            params=params.model_dump(exclude={"name"}),
+            params=params | FROM_RUNNER.get(name, {}),
+            input_shape=(1, 8, 8),
         )
         assert method.needs_teacher == model.needs_teacher

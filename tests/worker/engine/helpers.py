@@ -52,7 +52,13 @@ def make_plan(
     torch.manual_seed(init_seed)
     student = build_model(arch, data.num_classes, data.input_shape[0])
     fields: dict = {
-        "method": create(method, student=student, teacher=teacher, params=params or {}),
+        "method": create(
+            method,
+            student=student,
+            teacher=teacher,
+            params=params or {},
+            input_shape=data.input_shape,
+        ),
         "data": data,
         "epochs": 5,
         "batch_size": 64,

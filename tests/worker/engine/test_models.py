@@ -19,7 +19,10 @@ PARAM_COUNTS = {
 
 def test_architecture_names_are_sorted_and_complete() -> None:
     expected = {"cnn_small", "resnet8", "resnet14", "resnet20", "resnet32", "resnet44"}
-    expected |= {"resnet56", "resnet110", "resnet8x4", "resnet32x4"}
+    expected |= {"resnet56", "resnet110", "resnet8x4", "resnet32x4", "mlp"}
+    expected |= {"wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2"}
+    expected |= {"vgg8", "vgg11", "vgg13", "vgg16", "vgg19", "mobilenetv2", "mobilenetv2_half"}
+    expected |= {"shufflenetv1", "shufflenetv2"}
     assert set(ARCHITECTURES) == expected
     assert list(ARCHITECTURES) == sorted(ARCHITECTURES)
 
@@ -37,6 +40,10 @@ def test_unknown_architecture_lists_known_ones() -> None:
         build_model("resnet9", 10)
 
 
+FEATURELESS = {"mlp"}
+STAGES = {"vgg": 4, "mob": 4}  # by name prefix; the rest have 3
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
 def test_forward_shapes(arch: str, shape: tuple[int, int, int]) -> None:
@@ -47,10 +54,12 @@ def test_forward_shapes(arch: str, shape: tuple[int, int, int]) -> None:
         assert torch.equal(model(x), logits)
     assert logits.shape == (2, 7)
     assert features.pooled.shape[0] == 2 and features.pooled.dim() == 2
-    assert len(features.preact) == len(features.feats) == 3
-    for pre, feat in zip(features.preact, features.feats, strict=True):
-        assert torch.equal(feat, F.relu(pre))
-        assert pre.min() < 0  # really taken before the ReLU
+    assert len(features.preact) == len(features.feats)
+    assert len(features.feats) == (0 if arch in FEATURELESS else STAGES.get(arch[:3], 3))
+    if arch.startswith(("resnet", "cnn")):
+        for pre, feat in zip(features.preact, features.feats, strict=True):
+            assert torch.equal(feat, F.relu(pre))
+            assert pre.min() < 0  # really taken before the ReLU
 
 
 def test_resnet_stage_shapes_follow_cifar_layout() -> None:

@@ -1,6 +1,6 @@
 """Distillation methods, one module each, registered by name on import."""
 
-from worker.engine.methods import kd, supervised
+from worker.engine.methods import ddgsd, iekd, kd, kdcl, rco, reviewkd, supervised
 from worker.engine.methods.base import Batch, EpochContext, Method
 from worker.engine.methods.registry import create, names, register
 
@@ -12,7 +12,12 @@ __all__ = [
     "EpochContext",
     "Method",
     "create",
+    "ddgsd",
+    "iekd",
     "kd",
+    "kdcl",
+    "rco",
+    "reviewkd",
     "names",
     "register",
     "supervised",

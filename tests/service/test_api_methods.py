@@ -1,0 +1,152 @@
+"""Method combinations the API refuses at the door: 422 naming the field, no row stored."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service import store
+from service.db import session_scope
+
+DIGITS = {"dataset": "digits"}
+
+
+def post(client: TestClient, count_jobs: Callable[[], int], body: dict[str, Any]) -> list[str]:
+    """POST a spec that must be refused; returns the fields named; checks nothing stored."""
+    before = count_jobs()
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert count_jobs() == before
+    return [e["field"] for e in r.json()["errors"]]
+
+
+def with_route(job_id: str, epochs: list[int]) -> None:
+    """Give a succeeded job route checkpoint artifacts, as a supervised run leaves them."""
+    root = store.job_dir(job_id)
+    with session_scope() as s:
+        for epoch in epochs:
+            path = root / "checkpoints" / "route" / f"epoch_{epoch:04d}.safetensors"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"weights")
+            store.register(s, job_id, path, kind="checkpoint", epoch=epoch)
+
+
+@pytest.mark.parametrize("method", [{"name": "kdcl", "peers": ["resnet8"]}, {"name": "ddgsd"}])
+def test_online_and_self_methods_refuse_a_teacher(
+    client: TestClient, count_jobs: Any, job_in: Any, method: dict[str, Any]
+) -> None:
+    teacher = job_in("succeeded")
+    body = {
+        "method": method,
+        "student": {"arch": "cnn_small"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+    }
+    assert post(client, count_jobs, body) == ["teacher"]
+
+
+def test_kdcl_needs_a_second_peer(client: TestClient, count_jobs: Any) -> None:
+    body = {"method": {"name": "kdcl", "peers": []}, "student": {"arch": "resnet8"}, "data": DIGITS}
+    assert post(client, count_jobs, body) == ["method.peers"]
+
+
+def test_rco_refuses_a_teacher_without_route_checkpoints(
+    client: TestClient, count_jobs: Any, job_in: Any
+) -> None:
+    teacher = job_in("succeeded")
+    body = {
+        "method": {"name": "rco"},
+        "student": {"arch": "cnn_small"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+    }
+    assert post(client, count_jobs, body) == ["teacher.job"]
+
+
+def test_rco_explicit_anchors_must_be_route_epochs(
+    client: TestClient, count_jobs: Any, job_in: Any
+) -> None:
+    teacher = job_in("succeeded")
+    with_route(teacher, [2, 4])
+    body = {
+        "method": {"name": "rco", "anchors": [2, 3]},
+        "student": {"arch": "cnn_small"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+    }
+    assert post(client, count_jobs, body) == ["method.anchors"]
+    body["method"]["anchors"] = [2, 4]
+    assert client.post("/v1/jobs", json=body).status_code == 201
+
+
+def test_rco_stage_epochs_must_add_up(client: TestClient, count_jobs: Any, job_in: Any) -> None:
+    teacher = job_in("succeeded")
+    with_route(teacher, [4])
+    body = {
+        "method": {"name": "rco", "stage_epochs": [3, 3]},
+        "student": {"arch": "cnn_small"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+        "train": {"epochs": 5},
+    }
+    assert post(client, count_jobs, body) == ["method.stage_epochs"]
+
+
+@pytest.mark.parametrize("name", ["reviewkd", "iekd"])
+def test_feature_methods_refuse_a_student_without_stage_features(
+    client: TestClient, count_jobs: Any, job_in: Any, name: str
+) -> None:
+    teacher = job_in("succeeded")
+    body = {
+        "method": {"name": name},
+        "student": {"arch": "mlp"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+    }
+    assert post(client, count_jobs, body) == ["student.arch"]
+
+
+@pytest.mark.parametrize("name", ["reviewkd", "iekd"])
+def test_feature_methods_refuse_a_teacher_without_stage_features(
+    client: TestClient, count_jobs: Any, job_in: Any, name: str
+) -> None:
+    teacher = job_in("succeeded", student={"arch": "mlp"})
+    body = {
+        "method": {"name": name},
+        "student": {"arch": "resnet8"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+    }
+    assert post(client, count_jobs, body) == ["teacher.job"]
+
+
+def test_rco_stage_epochs_needs_one_entry_per_anchor(
+    client: TestClient, count_jobs: Any, job_in: Any
+) -> None:
+    teacher = job_in("succeeded")
+    with_route(teacher, [2, 4, 6])
+    body = {
+        "method": {"name": "rco", "anchors": [2], "stage_epochs": [5]},
+        "student": {"arch": "cnn_small"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+        "train": {"epochs": 5},
+    }
+    assert post(client, count_jobs, body) == ["method.stage_epochs"]  # anchors 2 and 6
+    body["method"]["stage_epochs"] = [2, 3]
+    assert client.post("/v1/jobs", json=body).status_code == 201
+
+
+def test_reviewkd_refuses_pairs_with_different_stage_counts(
+    client: TestClient, count_jobs: Any, job_in: Any
+) -> None:
+    teacher = job_in("succeeded", student={"arch": "resnet8"})
+    body = {
+        "method": {"name": "reviewkd"},
+        "student": {"arch": "vgg8"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+    }
+    assert post(client, count_jobs, body) == ["teacher.job"]

@@ -1,0 +1,331 @@
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tests.worker.engine.helpers import Recorder, make_plan
+from worker.engine.data import DataSplit, num_batches
+from worker.engine.loop import Stopped, train
+from worker.engine.methods import Batch, EpochContext, create, ensemble, kdcl
+from worker.engine.models import build_model
+
+# Three peers, two samples, three classes; labels 0 and 1.
+PEERS = [
+    [[2.0, 1.0, 0.0], [0.5, 3.0, -1.0]],
+    [[1.0, 2.5, 0.5], [0.0, 1.0, 2.0]],
+    [[3.0, 0.0, 1.5], [1.0, 0.5, 0.0]],
+]
+LABELS = [0, 1]
+
+
+def np_log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def np_ce(z: np.ndarray, y: list[int]) -> np.ndarray:
+    """Per-sample CE of (..., N, C) logits, in float64."""
+    return -np_log_softmax(z)[..., np.arange(len(y)), y]
+
+
+def stacked() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor(PEERS), torch.tensor(LABELS)
+
+
+def test_min_logit_golden_values() -> None:
+    # By hand: sample 0 (y=0) peers minus their z[0]: [0,-1,-2], [0,1.5,-0.5], [0,-3,-1.5];
+    # sample 1 (y=1) minus z[1]: [-2.5,0,-4], [-1,0,1], [0.5,0,-0.5]; the min over peers:
+    by_hand = np.array([[0.0, -3.0, -2.0], [-2.5, 0.0, -4.0]])
+    z = np.array(PEERS)
+    by_numpy = (z - z[:, [0, 1], LABELS][:, :, None]).min(axis=0)
+    np.testing.assert_allclose(by_numpy, by_hand)
+    got = ensemble.min_logit(*stacked())
+    np.testing.assert_allclose(got.numpy(), by_hand, rtol=0, atol=1e-6)
+    assert (got[torch.arange(2), torch.tensor(LABELS)] == 0).all()  # exactly, every sample
+
+
+def test_min_logit_true_class_is_exactly_zero_on_random_logits() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits, labels = (
+        10 * torch.randn(4, 32, 10, generator=g),
+        torch.randint(0, 10, (32,), generator=g),
+    )
+    got = ensemble.min_logit(logits, labels)
+    assert torch.equal(got[torch.arange(32), labels], torch.zeros(32))
+    z = logits.double().numpy()
+    margins = z - np.take_along_axis(z, labels.numpy()[None, :, None], axis=2)
+    np.testing.assert_allclose(got.numpy(), margins.min(axis=0), atol=1e-5)
+
+
+def test_naive_picks_the_lowest_ce_per_batch_and_per_sample() -> None:
+    # CE by hand: sample 0: 0.4076, 1.8064, 0.2413; sample 1: 0.0956, 1.4076, 1.1803.
+    ce = np_ce(np.array(PEERS), LABELS)
+    np.testing.assert_allclose(
+        ce, [[0.4076, 0.0956], [1.8064, 1.4076], [0.2413, 1.1803]], atol=1e-4
+    )
+    assert ce.mean(axis=1).argmin() == 0 and list(ce.argmin(axis=0)) == [2, 0]
+    logits, labels = stacked()
+    assert torch.equal(ensemble.naive(logits, labels, "batch"), logits[0])
+    per_sample = ensemble.naive(logits, labels, "sample")
+    assert torch.equal(per_sample, torch.stack([logits[2, 0], logits[0, 1]]))
+    with pytest.raises(ValueError, match="naive_per"):
+        ensemble.naive(logits, labels, "epoch")
+
+
+def np_mix_ce(w: np.ndarray, z: np.ndarray, y: list[int]) -> float:
+    return float(np_ce(np.einsum("i,inc->nc", w, z), y).mean())
+
+
+def complementary() -> tuple[torch.Tensor, torch.Tensor]:
+    """Peer 0 is confidently right on samples 0-2 and wrong on 3; peer 1 the reverse."""
+    y = torch.tensor([0, 1, 2, 0])
+    right, wrong = F.one_hot(y, 3).float(), F.one_hot((y + 1) % 3, 3).float()
+    mask = torch.tensor([1.0, 1.0, 1.0, 0.0])[:, None]
+    return torch.stack(
+        [3 * (mask * right + (1 - mask) * wrong), 3 * ((1 - mask) * right + mask * wrong)]
+    ), y
+
+
+def test_linear_weights_reach_the_interior_optimum_and_beat_each_peer() -> None:
+    logits, y = complementary()
+    w = ensemble.linear_weights(logits, y, steps=20)
+    assert (w >= 0).all() and w.sum().item() == pytest.approx(1.0, abs=1e-6)
+    z = logits.double().numpy()
+    grid = np.linspace(0, 1, 2001)
+    best = min(np_mix_ce(np.array([a, 1 - a]), z, y.tolist()) for a in grid)  # at a = 0.7046
+    got = np_mix_ce(w.double().numpy(), z, y.tolist())
+    assert got == pytest.approx(best, abs=1e-6)
+    assert w[0].item() == pytest.approx(0.7046, abs=1e-3)
+    assert all(got < np_mix_ce(np.eye(2)[i], z, y.tolist()) for i in range(2))
+
+
+def test_linear_weights_go_to_the_peer_that_is_clearly_right() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 5, (16,), generator=g)
+    right = 6 * F.one_hot(y, 5).float()
+    wrong = 6 * F.one_hot((y + 2) % 5, 5).float()
+    noise = torch.randn(16, 5, generator=g)
+    logits = torch.stack([noise, right, wrong])
+    w = ensemble.linear_weights(logits, y, steps=20)
+    assert (w >= 0).all() and w.sum().item() == pytest.approx(1.0, abs=1e-6) and w[1] > 0.99
+    z = logits.double().numpy()
+    got = np_mix_ce(w.double().numpy(), z, y.tolist())
+    assert all(got <= np_mix_ce(np.eye(3)[i], z, y.tolist()) + 1e-7 for i in range(3))
+
+
+PROBS = [
+    [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1]],
+    [[0.4, 0.4, 0.2], [0.2, 0.6, 0.2], [0.1, 0.2, 0.7], [0.6, 0.2, 0.2]],
+    [[0.9, 0.05, 0.05], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6], [0.2, 0.5, 0.3]],
+]
+PROB_LABELS = [0, 1, 2, 0]
+
+
+def test_general_weights_match_the_closed_form() -> None:
+    p, eps = np.array(PROBS), 1e-3
+    err = p - np.eye(3)[PROB_LABELS]
+    c = np.einsum("inc,jnc->ij", err, err) / 4
+    inv = np.linalg.inv(c + eps * np.eye(3))
+    expected = inv @ np.ones(3) / (np.ones(3) @ inv @ np.ones(3))
+    gram = ensemble.error_gram(torch.tensor(PROBS), torch.tensor(PROB_LABELS))
+    np.testing.assert_allclose(gram.numpy() / 4, c, rtol=1e-5)
+    w = ensemble.general_weights(torch.tensor(c), eps)
+    assert w.sum().item() == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(w.numpy(), expected, rtol=1e-5)
+
+
+def test_general_weights_by_hand_and_the_eps_regulariser() -> None:
+    c = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    # C^-1 1 = (1/2, 1) -> (1/3, 2/3); with eps = 1: (C + I)^-1 1 = (1/3, 1/2) -> (0.4, 0.6).
+    np.testing.assert_allclose(ensemble.general_weights(c, 1e-9).numpy(), [1 / 3, 2 / 3], rtol=1e-6)
+    np.testing.assert_allclose(ensemble.general_weights(c, 1.0).numpy(), [0.4, 0.6], rtol=1e-6)
+    # Identical peers make C singular; eps keeps it solvable and splits the weight evenly.
+    same = torch.ones(3, 3)
+    np.testing.assert_allclose(ensemble.general_weights(same, 1e-3).numpy(), [1 / 3] * 3, rtol=1e-5)
+
+
+def context(x: torch.Tensor, y: torch.Tensor, batch_size: int, events: list) -> EpochContext:
+    return EpochContext(
+        train_x=x,
+        train_y=y,
+        val_x=x,
+        val_y=y,
+        batch_size=batch_size,
+        augment_mode="none",
+        generator=torch.Generator().manual_seed(0),
+        precision="fp32",
+        emit=lambda type_, message, **data: events.append((type_, message, data)),
+        should_stop=lambda: False,
+    )
+
+
+def test_validation_covariance_over_partial_batches_in_eval_mode() -> None:
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Dropout(0.5)) for _ in range(2)]
+    x, y = torch.randn(7, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    c = ensemble.validation_covariance(models, context(x, y, batch_size=3, events=[]))
+    assert all(m.training for m in models)  # modes restored
+    with torch.no_grad():
+        p = np.stack([F.softmax(m.eval()(x), dim=1).double().numpy() for m in models])
+    err = p - np.eye(3)[y.numpy()]
+    np.testing.assert_allclose(c.numpy(), np.einsum("inc,jnc->ij", err, err) / 7, rtol=1e-5)
+
+
+def test_peer_loss_golden_value() -> None:
+    z, t, y = [[1.0, 2.0, 0.5, -1.0], [0.0, -1.0, 3.0, 0.25]], [[2.0, 1.0, 0.0, -0.5]] * 2, [1, 2]
+    temp, weight = 2.0, 0.5
+    ls, lt = np_log_softmax(np.array(z) / temp), np_log_softmax(np.array(t) / temp)
+    kl = (np.exp(lt) * (lt - ls)).sum(axis=1).mean()
+    ce, kd = kdcl.peer_loss(torch.tensor(z), torch.tensor(t), torch.tensor(y), temp, weight)
+    assert ce.item() == pytest.approx(np_ce(np.array(z), y).mean(), rel=1e-6)
+    assert kd.item() == pytest.approx(weight * temp**2 * kl, rel=1e-5)
+
+
+def kdcl_method(peer: str = "cnn_small", **params: object) -> kdcl.KDCL:
+    torch.manual_seed(0)
+    student = build_model("cnn_small", 3, 1)
+    params = {"peers": [peer], **params}
+    method = create("kdcl", student=student, teacher=None, params=params, input_shape=(1, 8, 8))
+    assert isinstance(method, kdcl.KDCL)
+    return method
+
+
+class CountingBatch(Batch):
+    views = 0
+
+    def view(self) -> torch.Tensor:
+        self.views += 1
+        return super().view()
+
+
+def test_losses_per_peer_with_a_detached_minlogit_teacher() -> None:
+    method = kdcl_method(temperature=2.0, kd_weight=0.5)
+    method.train()
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    batch = CountingBatch(x, y, "crop", torch.Generator().manual_seed(0))
+    terms = method.losses(batch, epoch=0)
+    assert list(terms) == ["ce_0", "kd_0", "ce_1", "kd_1"] and batch.views == 2  # a view each
+    terms = method.losses(Batch(x, y, "none"), epoch=0)
+    z = [m(x) for m in method.members()]
+    target = ensemble.min_logit(torch.stack(z).detach(), y)
+    for i in range(2):
+        ce, kd = kdcl.peer_loss(z[i], target, y, 2.0, 0.5)
+        assert terms[f"ce_{i}"].item() == pytest.approx(ce.item(), rel=1e-5)
+        assert terms[f"kd_{i}"].item() == pytest.approx(kd.item(), rel=1e-5)
+    terms["kd_0"].backward()  # the teacher is detached: peer 1 learns nothing from peer 0's KD
+    assert all(p.grad is None for p in method.peers.parameters())
+    assert any(p.grad is not None for p in method.student.parameters())
+
+
+def test_peers_are_registered_and_sized_by_a_dummy_forward() -> None:
+    torch.manual_seed(0)
+    student = build_model("cnn_small", 5, 2)
+    method = create(
+        "kdcl", student=student, teacher=None, params={"peers": ["resnet8"]}, input_shape=(2, 8, 8)
+    )
+    assert isinstance(method, kdcl.KDCL) and student.training
+    peer = method.peers[0]
+    assert peer(torch.zeros(2, 2, 8, 8)).shape == (2, 5) and peer.arch == "resnet8"
+    assert any(k.startswith("peers.0.") for k in method.state_dict())
+    assert {"best_peer", "ensemble_weights"} <= set(method.state_dict())
+    n_params = len(list(student.parameters())) + len(list(peer.parameters()))
+    assert len(list(method.trainable_parameters())) == n_params
+    assert method.output_model() is student and list(method.extra_models()) == ["peer1_resnet8"]
+
+
+def test_bad_kdcl_configurations_fail_at_construction() -> None:
+    with pytest.raises(ValueError, match="unknown ensemble 'mean'"):
+        kdcl_method(ensemble="mean")
+    student = build_model("cnn_small", 3, 1)
+    with pytest.raises(ValueError, match="at least one peer"):
+        create("kdcl", student=student, teacher=None, params={"peers": []}, input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="input shape"):
+        create("kdcl", student=student, teacher=None, params={"peers": ["cnn_small"]})
+
+
+def test_linear_weights_are_logged_as_the_epoch_mean() -> None:
+    method = kdcl_method(ensemble="linear", linear_steps=5)
+    method.train()
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    ctx = context(x, y, batch_size=4, events=[])
+    method.begin_epoch(1, ctx)
+    for _ in range(3):
+        method.losses(Batch(x + 0.1 * torch.randn_like(x), y, "none"), epoch=0)
+    mean = torch.stack(method._linear_w).mean(dim=0)
+    metrics = method.end_epoch(1, ctx)
+    assert metrics["ensemble_w0"] == pytest.approx(mean[0].item()) and len(method._linear_w) == 3
+    assert metrics["ensemble_w0"] + metrics["ensemble_w1"] == pytest.approx(1.0, abs=1e-6)
+    assert {"peer0_val_acc", "peer1_val_acc", "best_peer"} <= set(metrics)
+
+
+@pytest.fixture(scope="module")
+def small_digits(digits: DataSplit) -> DataSplit:
+    """10 steps of 64 per epoch keep these runs inside the CPU test budget."""
+    return dataclasses.replace(digits, train_x=digits.train_x[:640], train_y=digits.train_y[:640])
+
+
+PARAMS = {"peers": ["resnet8"], "ensemble": "general"}
+
+
+@pytest.fixture(scope="module")
+def kdcl_run(small_digits: DataSplit, tmp_path_factory: pytest.TempPathFactory):
+    plan = make_plan(
+        small_digits, tmp_path_factory.mktemp("kdcl"), method="kdcl", params=PARAMS, epochs=2
+    )
+    recorder = Recorder()
+    return plan, train(plan, recorder), recorder
+
+
+def test_kdcl_trains_cnn_small_with_resnet8_and_keeps_the_best_peer(kdcl_run) -> None:
+    plan, result, recorder = kdcl_run
+    metrics = result.final_metrics
+    terms = ["train_ce_0", "train_kd_0", "train_ce_1", "train_kd_1"]
+    assert metrics["train_loss"] == pytest.approx(sum(metrics[t] for t in terms))
+    best = int(metrics["best_peer"])
+    assert metrics["val_acc"] == metrics[f"peer{best}_val_acc"] > 0.3  # chance: 0.1
+    assert metrics[f"peer{best}_val_acc"] == max(metrics["peer0_val_acc"], metrics["peer1_val_acc"])
+    method = plan.method
+    assert method.output_model() is method.members()[best]
+    other = 1 - best
+    assert method.extra_models() == {
+        f"peer{other}_{['cnn_small', 'resnet8'][other]}": method.members()[other]
+    }
+    weights = [data["weights"] for type_, _, data in recorder.events if type_ == "info"]
+    assert len(weights) == 2 and all(sum(w) == pytest.approx(1.0, abs=1e-5) for w in weights)
+    assert metrics["ensemble_w0"] == pytest.approx(weights[-1][0])
+
+
+def test_kdcl_resume_after_a_stop_matches_an_uninterrupted_run(
+    kdcl_run, small_digits: DataSplit, tmp_path: Path
+) -> None:
+    reference = kdcl_run[0].method
+    steps = num_batches(len(small_digits.train_y), 64, shuffle=True)
+    stopped = make_plan(small_digits, tmp_path, method="kdcl", params=PARAMS, epochs=2)
+    with pytest.raises(Stopped):
+        train(stopped, Recorder(stop_after_steps=steps + 3))
+    resumed = make_plan(
+        small_digits, tmp_path, method="kdcl", params=PARAMS, epochs=2, init_seed=123
+    )
+    result = train(resumed, Recorder())
+    assert result.resumed_from_epoch == 1
+    for (name, x), y in zip(
+        resumed.method.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y), name
+    # A finished run only loads: the chosen peer and the weights come back from the buffers.
+    loaded = make_plan(
+        small_digits,
+        kdcl_run[0].checkpoint_dir,
+        method="kdcl",
+        params=PARAMS,
+        epochs=2,
+        init_seed=7,
+    )
+    assert train(loaded, Recorder()).resumed_from_epoch == 2
+    assert isinstance(loaded.method, kdcl.KDCL) and isinstance(reference, kdcl.KDCL)
+    assert torch.equal(loaded.method.best_peer, reference.best_peer)
+    assert torch.equal(loaded.method.ensemble_weights, reference.ensemble_weights)

@@ -1,0 +1,114 @@
+"""Huang et al. 2021, "Revisiting Knowledge Distillation: An Inheritance and Exploration
+Framework" (IE-KD), following the official code's losses and auto-encoder.
+
+Phase 1 (before the first epoch): an auto-encoder on the frozen teacher's last-stage feature,
+L1 reconstruction, its own SGD. Phase 2: the student's last-stage feature is split by channels;
+each half is encoded to the teacher factor's shape F_T (the frozen encoder's output) and
+loss = ce_weight * CE + inh_weight * d(F_inh, F_T) - exp_weight * d(F_exp, F_T), with
+d(a, b) = || a/||a||_2 - b/||b||_2 ||_1 / numel on per-sample flattened factors; or, with
+exp_loss "cosine", + exp_weight * mean_n |cos(F_exp, F_T)| (pushed toward orthogonality).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worker.engine.methods.base import Batch, EpochContext, Method
+from worker.engine.methods.factor import AutoEncoder, coder, fit_epoch
+from worker.engine.methods.registry import register
+from worker.engine.models import ZooModel
+
+
+def factor_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Factor-transfer L1: each sample's flattened factor L2-normalised, then mean |a - b|."""
+    a, b = F.normalize(a.float().flatten(1), dim=1), F.normalize(b.float().flatten(1), dim=1)
+    return (a - b).abs().mean()
+
+
+def cosine_overlap(a: Tensor, b: Tensor) -> Tensor:
+    """Mean over samples of |cos(a_n, b_n)|: zero when every pair is orthogonal."""
+    a, b = F.normalize(a.float().flatten(1), dim=1), F.normalize(b.float().flatten(1), dim=1)
+    return (a * b).sum(dim=1).abs().mean()
+
+
+def exploration(f_exp: Tensor, factor_t: Tensor, kind: str) -> Tensor:
+    """The exploration term before its weight, as minimised: -d (away) or mean |cos|."""
+    return (
+        cosine_overlap(f_exp, factor_t) if kind == "cosine" else -factor_distance(f_exp, factor_t)
+    )
+
+
+def last_stage(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    assert isinstance(model, ZooModel), "iekd needs zoo models (forward_features)"
+    logits, feats = model.forward_features(x)
+    return logits, feats.feats[-1]
+
+
+@register("iekd")
+class IEKD(Method):
+    needs_teacher = True
+    ae_trained: Tensor
+    channel_order: Tensor
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        t_channels, s_channels = self.feature_channels()
+        factor = max(1, round(t_channels * float(self.param("rate", 0.5))))
+        # Built frozen: the student optimizer (made before epoch 1) never holds these weights.
+        self.autoencoder = AutoEncoder(t_channels, factor).requires_grad_(False)
+        self.n_inh = s_channels // 2  # the official split: int(C / 2) channels inherit
+        self.inherit = coder(self.n_inh, factor)
+        self.explore = coder(s_channels - self.n_inh, factor)
+        random = self.param("split", "natural") == "random"
+        order = torch.randperm(s_channels) if random else torch.arange(s_channels)
+        self.register_buffer("channel_order", order)  # a resume keeps the same random split
+        self.register_buffer("ae_trained", torch.tensor(False))  # a resume skips phase 1
+
+    def feature_channels(self) -> tuple[int, int]:
+        """Teacher and student last-stage widths, by a dummy forward pass in eval mode."""
+        if self.input_shape is None:
+            raise ValueError("iekd sizes its encoders by a dummy forward pass: pass input_shape")
+        x, was_training = torch.zeros(1, *self.input_shape), self.student.training
+        with torch.no_grad():
+            t_feat, s_feat = last_stage(self.teacher, x)[1], last_stage(self.student.eval(), x)[1]
+        self.student.train(was_training)
+        return t_feat.shape[1], s_feat.shape[1]
+
+    def train(self, mode: bool = True) -> "IEKD":
+        super().train(mode)
+        self.autoencoder.eval()  # frozen after phase 1; phase 1 switches it on by itself
+        return self
+
+    def begin_epoch(self, epoch: int, ctx: EpochContext) -> None:
+        if not bool(self.ae_trained):
+            self.train_autoencoder(ctx)
+            ctx.emit("phase", "student phase: inherit and explore", phase="student")
+
+    def train_autoencoder(self, ctx: EpochContext) -> None:
+        ae, epochs = self.autoencoder.requires_grad_(True).train(), int(self.param("ae_epochs", 30))
+        lr = float(self.param("ae_lr", 0.01))  # the official recipe: SGD, nesterov, wd 5e-4
+        opt = torch.optim.SGD(ae.parameters(), lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        for k in range(1, epochs + 1):
+            l1 = fit_epoch(ae, lambda x: last_stage(self.teacher, x)[1], opt, ctx)
+            message = f"auto-encoder epoch {k}/{epochs}: recon L1 {l1:.4f}"
+            data = {"phase": "autoencoder", "ae_epoch": k, "ae_epochs": epochs, "recon_l1": l1}
+            ctx.emit("phase", message, **data)
+        ae.requires_grad_(False).eval()
+        self.ae_trained.fill_(True)
+
+    def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
+        images = batch.view()
+        logits, feat = last_stage(self.student, images)
+        with torch.no_grad():
+            factor_t = self.autoencoder.encoder(last_stage(self.teacher, images)[1])
+        if feat.shape[-2:] != factor_t.shape[-2:]:
+            feat = F.adaptive_avg_pool2d(feat, factor_t.shape[-2:])
+        feat = feat.index_select(1, self.channel_order)
+        f_inh, f_exp = self.inherit(feat[:, : self.n_inh]), self.explore(feat[:, self.n_inh :])
+        ce = F.cross_entropy(logits.float(), batch.labels)
+        exp = exploration(f_exp, factor_t, str(self.param("exp_loss", "l1")))
+        return {
+            "ce": float(self.param("ce_weight", 1.0)) * ce,
+            "inh": float(self.param("inh_weight", 1.0)) * factor_distance(f_inh, factor_t),
+            "exp": float(self.param("exp_weight", 1.0)) * exp,
+        }

@@ -1,0 +1,125 @@
+"""Guo et al. 2020, "Online Knowledge Distillation via Collaborative Learning" (KDCL).
+
+m peers train together from scratch, each on its own augmented view. A teacher z_t built
+from their logits (`ensemble.py`) is detached; peer i minimises
+    CE(z_i, y) + kd_weight * T^2 * KL(softmax(z_t / T) || softmax(z_i / T)).
+Terms are per peer, "ce_{i}" and "kd_{i}"; peer 0 is the student passed in. The output is
+the peer with the best validation accuracy; the others are kept as artifacts.
+"""
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worker.engine.evaluate import evaluate
+from worker.engine.methods import ensemble
+from worker.engine.methods.base import Batch, EpochContext, Method
+from worker.engine.methods.kd import kd_loss
+from worker.engine.methods.registry import register
+from worker.engine.models import build_model
+
+ENSEMBLES = ("naive", "linear", "minlogit", "general")
+
+
+def peer_loss(
+    logits: Tensor, target: Tensor, labels: Tensor, temperature: float, kd_weight: float
+) -> tuple[Tensor, Tensor]:
+    """(CE(z_i, y), kd_weight * T^2 * KL(p_t || p_i)) for one peer against the ensemble."""
+    ce = F.cross_entropy(logits.float(), labels)
+    return ce, kd_weight * kd_loss(logits, target.detach(), temperature)
+
+
+def head_shape(model: nn.Module, input_shape: tuple[int, int, int] | None) -> tuple[int, int]:
+    """(num_classes, in_channels) of the student, by a dummy forward pass (no hand table)."""
+    if input_shape is None:
+        raise ValueError("kdcl needs the input shape to size its peers")
+    was_training = model.training
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        num_classes = model.eval()(torch.zeros(1, *input_shape, device=device)).shape[1]
+    model.train(was_training)
+    return num_classes, input_shape[0]
+
+
+@register("kdcl")
+class KDCL(Method):
+    needs_teacher = False
+    best_peer: Tensor  # buffers: a resume restores the chosen peer and the ensemble weights
+    ensemble_weights: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kind = self.param("ensemble", "minlogit")
+        if self.kind not in ENSEMBLES:
+            raise ValueError(f"unknown ensemble {self.kind!r}; known: {', '.join(ENSEMBLES)}")
+        archs = list(self.param("peers", []))
+        if not archs:
+            raise ValueError("kdcl needs at least one peer besides the student")
+        num_classes, in_channels = head_shape(self.student, self.input_shape)
+        self.peers = nn.ModuleList(build_model(a, num_classes, in_channels) for a in archs)
+        m = len(archs) + 1
+        self.register_buffer("best_peer", torch.zeros((), dtype=torch.long))
+        self.register_buffer("ensemble_weights", torch.full((m,), 1 / m))
+        self._linear_w: list[Tensor] = []  # this epoch's linear-ensemble weights, for logging
+
+    def members(self) -> list[nn.Module]:
+        return [self.student, *self.peers]
+
+    def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
+        logits = [peer(batch.view()) for peer in self.members()]  # a view of its own each
+        with torch.no_grad():
+            target = self.ensemble_logits(torch.stack([z.float() for z in logits]), batch.labels)
+        t, w = float(self.param("temperature", 2.0)), float(self.param("kd_weight", 1.0))
+        terms = {}
+        for i, z in enumerate(logits):
+            terms[f"ce_{i}"], terms[f"kd_{i}"] = peer_loss(z, target, batch.labels, t, w)
+        return terms
+
+    def ensemble_logits(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if self.kind == "naive":
+            return ensemble.naive(logits, labels, self.param("naive_per", "batch"))
+        if self.kind == "minlogit":
+            return ensemble.min_logit(logits, labels)
+        if self.kind == "linear":
+            weights = ensemble.linear_weights(logits, labels, int(self.param("linear_steps", 20)))
+            self._linear_w.append(weights)
+            return ensemble.combine(weights, logits)
+        return ensemble.combine(self.ensemble_weights, logits)
+
+    def begin_epoch(self, epoch: int, ctx: EpochContext) -> None:
+        self._linear_w = []
+        if self.kind == "general":
+            covariance = ensemble.validation_covariance(self.members(), ctx)
+            eps = float(self.param("general_eps", 1e-3))
+            self.ensemble_weights.copy_(ensemble.general_weights(covariance, eps))
+            weights = self.ensemble_weights.tolist()
+            ctx.emit("info", f"kdcl general ensemble weights {weights}", weights=weights)
+
+    def end_epoch(self, epoch: int, ctx: EpochContext) -> dict[str, float]:
+        accs = [
+            evaluate(p, ctx.val_x, ctx.val_y, ctx.batch_size, ctx.val_x.device, ctx.precision)
+            for p in self.members()
+        ]
+        best = max(range(len(accs)), key=lambda i: accs[i]["val_acc"])  # the first of ties
+        self.best_peer.fill_(best)
+        metrics = {f"peer{i}_val_acc": a["val_acc"] for i, a in enumerate(accs)}
+        metrics["best_peer"] = float(best)
+        if self._linear_w:
+            self.ensemble_weights.copy_(torch.stack(self._linear_w).mean(dim=0))
+        if self.kind in ("linear", "general"):
+            weights = self.ensemble_weights.tolist()
+            metrics |= {f"ensemble_w{i}": w for i, w in enumerate(weights)}
+        return metrics
+
+    def output_model(self) -> nn.Module:
+        return self.members()[int(self.best_peer)]
+
+    def extra_models(self) -> dict[str, nn.Module]:
+        best = int(self.best_peer)
+        return {
+            f"peer{i}_{getattr(p, 'arch', '') or type(p).__name__}": p
+            for i, p in enumerate(self.members())
+            if i != best
+        }
