@@ -26,7 +26,7 @@ CASES: dict[str, tuple[dict[str, Any], str, set[str]]] = {
     "kdcl": (
         {"name": "kdcl", "peers": ["resnet8"], "ensemble": "general"},
         "cnn_small",
-        {"ce", "kd"},
+        {"ce_0", "kd_0", "ce_1", "kd_1"},
     ),
     "ddgsd": ({"name": "ddgsd"}, "cnn_small", {"ce", "kl", "mmd"}),
     "rco": ({"name": "rco", "anchors": "lr_drops"}, "cnn_small", {"ce", "kd"}),
