@@ -108,7 +108,7 @@ def bench_method(
         params = {k: v for k, v in METHODS[name].items() if k != "name"}
         if name == "kdcl":
             params["peers"] = [args.student]
-        params |= route if name == "rco" else {}
+        params |= route | {"student_epochs": args.epochs} if name == "rco" else {}
         method = create(
             METHODS[name]["name"],
             student=student,

@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1_000_000  # JSON request bodies
+    max_upload_bytes: int = 2 << 30  # streamed uploads (POST /v1/models with raw bytes)
     lease_s: float = 60.0  # a running job is requeued once its lease is this old
     heartbeat_s: float = 5.0  # how often the worker extends the lease and reads cancel
     watchdog_s: float = 10.0  # how often the API's watchdog looks for expired leases (0: off)
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.artifacts_dir / "models"
 
 
 @lru_cache

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from service import store
 from service.errors import Conflict, FieldError, InvalidSpec, NotFound
-from service.models import Job, JobEvent, utcnow
+from service.models import Job, JobEvent, TeacherModel, utcnow
 from service.names import FEATURELESS, STAGES
 from service.spec import JobSpec, spec_problems
 
@@ -36,9 +36,12 @@ def get_job(s: Session, job_id: str) -> Job:
 def _check_teacher(s: Session, spec: JobSpec) -> list[FieldError]:
     if spec.teacher is None:
         return []
-    teacher = s.get(Job, spec.teacher.job)
+    if spec.teacher.model is not None:
+        return _check_model_teacher(s, spec, spec.teacher.model)
+    job_id = spec.teacher.job or ""
+    teacher = s.get(Job, job_id)
     if teacher is None:
-        return [FieldError("teacher.job", f"no job {spec.teacher.job!r}")]
+        return [FieldError("teacher.job", f"no job {job_id!r}")]
     if teacher.status != "succeeded":
         return [
             FieldError(
@@ -46,37 +49,59 @@ def _check_teacher(s: Session, spec: JobSpec) -> list[FieldError]:
                 f"job {teacher.id!r} is {teacher.status}, a teacher must have succeeded",
             )
         ]
-    t_student = teacher.spec["student"]
-    num_classes, channels, _ = spec.data.shape()
-    if (t_student["num_classes"], t_student["in_channels"]) != (num_classes, channels):
-        return [
-            FieldError(
-                "teacher.job",
-                "teacher was trained for "
-                f"{t_student['num_classes']} classes / {t_student['in_channels']} "
-                f"channels, this data has {num_classes} / {channels}",
-            )
-        ]
-    if spec.method.needs_stage_features and t_student["arch"] in FEATURELESS:
-        return [
-            FieldError(
-                "teacher.job",
-                f"{spec.method.name} needs stage features, which "
-                f"the teacher's {t_student['arch']} does not have",
-            )
-        ]
-    stages = (STAGES[t_student["arch"]], STAGES[spec.student.arch])
-    if spec.method.needs_same_stages and 0 not in stages and stages[0] != stages[1]:
-        return [
-            FieldError(
-                "teacher.job",
-                f"{spec.method.name} pairs stage by stage: the "
-                f"teacher has {stages[0]} stages, the student {stages[1]}",
-            )
-        ]
+    t = teacher.spec["student"]
+    if problem := _teacher_fit(spec, t["arch"], t["num_classes"], t["in_channels"]):
+        return [FieldError("teacher.job", problem)]
     if spec.method.needs_route:
         return _check_route(s, spec, teacher.id)
     return []
+
+
+def _check_model_teacher(s: Session, spec: JobSpec, model_id: str) -> list[FieldError]:
+    # FOR SHARE: a DELETE of the model waits for this job's row, then sees it
+    model = s.get(TeacherModel, model_id, with_for_update={"read": True})
+    if model is None:
+        return [FieldError("teacher.model", f"no model {model_id!r}")]
+    if spec.method.needs_route:
+        hint = f'; use {{"job": "{model.source_job_id}"}}' if model.source_job_id else ""
+        return [
+            FieldError(
+                "teacher.model",
+                f"{spec.method.name} follows the teacher's route checkpoints, which only a "
+                f"supervised job saves, not a model{hint}",
+            )
+        ]
+    _, _, size = spec.data.shape()
+    if model.input_size not in (None, size):
+        return [
+            FieldError(
+                "teacher.model",
+                f"model {model.id!r} takes {model.input_size}x{model.input_size} inputs, "
+                f"this data is {size}x{size}",
+            )
+        ]
+    if problem := _teacher_fit(spec, model.arch, model.num_classes, model.in_channels):
+        return [FieldError("teacher.model", problem)]
+    return []
+
+
+def _teacher_fit(spec: JobSpec, arch: str, num_classes: int, in_channels: int) -> str | None:
+    """Why a teacher of this architecture and shape cannot teach this spec, if it cannot."""
+    data_classes, data_channels, _ = spec.data.shape()
+    if (num_classes, in_channels) != (data_classes, data_channels):
+        return (
+            f"teacher was trained for {num_classes} classes / {in_channels} channels, "
+            f"this data has {data_classes} / {data_channels}"
+        )
+    if spec.method.needs_stage_features and arch in FEATURELESS:
+        return f"{spec.method.name} needs stage features, which the teacher's {arch} does not have"
+    stages = (STAGES[arch], STAGES[spec.student.arch])
+    if spec.method.needs_same_stages and 0 not in stages and stages[0] != stages[1]:
+        return (
+            f"{spec.method.name} pairs stage by stage: the teacher has {stages[0]} stages, "
+            f"the student {stages[1]}"
+        )
+    return None
 
 
 def route_epochs(s: Session, job_id: str) -> list[int]:
@@ -141,6 +166,7 @@ def create_job(
         spec=resolved,
         queue=spec.resources.queue,
         teacher_job_id=spec.teacher.job if spec.teacher else None,
+        teacher_model_id=spec.teacher.model if spec.teacher else None,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         max_attempts=spec.resources.max_attempts,
@@ -168,16 +194,17 @@ def list_events(s: Session, job_id: str, *, after: int = 0, limit: int = 100) ->
     return list(s.scalars(q))
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+def encode_cursor(created_at: datetime, ident: str) -> str:
+    """An opaque page cursor naming the last row of a page (newest-first listings)."""
+    raw = json.dumps([created_at.isoformat(), ident]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
+        created, ident = json.loads(raw)
+        return datetime.fromisoformat(created), str(ident)
     except (ValueError, TypeError) as exc:
         raise InvalidSpec([FieldError("cursor", "malformed cursor")]) from exc
 
@@ -190,12 +217,12 @@ def list_jobs(
     if status:
         q = q.where(Job.status == status)
     if cursor:
-        created, job_id = _decode_cursor(cursor)
+        created, job_id = decode_cursor(cursor)
         q = q.where(or_(Job.created_at < created, (Job.created_at == created) & (Job.id < job_id)))
     jobs = list(s.scalars(q))
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    return jobs, (_encode_cursor(jobs[-1]) if more and jobs else None)
+    return jobs, (encode_cursor(jobs[-1].created_at, jobs[-1].id) if more and jobs else None)
 
 
 def _set(s: Session, job_id: str, where: list[Any], **values: Any) -> bool:

@@ -39,6 +39,8 @@ class Job(Base):
     spec: Mapped[dict[str, Any]]
     queue: Mapped[str] = mapped_column(String(64))
     teacher_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    # no foreign key: a finished job keeps naming a model deleted after it
+    teacher_model_id: Mapped[str | None] = mapped_column(String(40), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
@@ -88,3 +90,26 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"),)
+
+
+class TeacherModel(Base):
+    """A model that can teach: uploaded safetensors, or a finished job's student."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    arch: Mapped[str] = mapped_column(String(64))
+    num_classes: Mapped[int] = mapped_column(Integer)
+    in_channels: Mapped[int] = mapped_column(Integer)
+    input_size: Mapped[int | None] = mapped_column(Integer)
+    normalisation: Mapped[dict[str, Any] | None]  # {"mean": [...], "std": [...]}
+    class_names: Mapped[list[str] | None] = mapped_column(JSONType)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(1024))  # relative to the artifacts dir
+    source: Mapped[str] = mapped_column(String(16))  # "upload" | "job"
+    source_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_models_created_at_id", "created_at", "id"),)

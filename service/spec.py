@@ -3,7 +3,7 @@ hour into a GPU run."""
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from service.method_params import MethodParams
 from service.names import FEATURELESS, Arch, Strict
@@ -34,7 +34,18 @@ class DataSpec(Strict):
 
 
 class TeacherRef(Strict):
-    job: str = Field(min_length=1, max_length=64, description="id of a succeeded job")
+    """Exactly one of a succeeded job (its student teaches) or a registered model."""
+
+    job: str | None = Field(None, min_length=1, max_length=64, description="a succeeded job")
+    model: str | None = Field(
+        None, min_length=1, max_length=64, description="a model from POST /v1/models"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "TeacherRef":
+        if (self.job is None) == (self.model is None):
+            raise ValueError("give exactly one of teacher.job and teacher.model")
+        return self
 
 
 class StudentSpec(Strict):
@@ -83,6 +94,12 @@ class JobSpec(Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+    exports: list[Literal["onnx", "torchscript"]] = Field(
+        default_factory=list,
+        max_length=2,
+        description="extra formats of the student, each checked against PyTorch at export: "
+        "onnx (student.onnx) and torchscript (student.torchscript.pt)",
+    )
 
     def resolved(self) -> dict[str, Any]:
         """The spec with every default and dataset-derived field filled in."""

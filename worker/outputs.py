@@ -1,9 +1,8 @@
 """What a job leaves behind: the student's weights, its model card and its metrics."""
 
 import json
-import platform
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,15 @@ from worker.engine.data import DataSplit
 from worker.engine.loop import TrainResult
 from worker.engine.methods import Method
 from worker.engine.models import build_model
+from worker.exports import export_onnx, export_torchscript
+from worker.model_card import model_card
 from worker.reporter import JobReporter
 
-MODEL_CARD_FORMAT = "distillery.model/v1"
+# format -> (file name, artifact kind, exporter(model, input_shape, path))
+EXPORTS: dict[str, tuple[str, str, Callable[..., dict[str, Any]]]] = {
+    "onnx": ("student.onnx", "onnx", export_onnx),
+    "torchscript": ("student.torchscript.pt", "torchscript", export_torchscript),
+}
 
 
 @dataclass
@@ -27,6 +32,8 @@ class TeacherInfo:
     job_id: str
     arch: str
     model: torch.nn.Module
+    weights_sha256: str = ""  # of its weights file, as the artifact store / model row holds it
+    model_id: str | None = None  # a registered model (POST /v1/models), when it is one
     val: dict[str, float] = field(default_factory=dict)
 
 
@@ -35,10 +42,10 @@ def load_teacher(job_id: str) -> TeacherInfo:
     with session_scope() as s:
         job = jobs.get_job(s, job_id)
         student = job.spec["student"]
-        _, path = store.get_artifact(s, job_id, "student.safetensors")
+        art, path = store.get_artifact(s, job_id, "student.safetensors")
     model = build_model(student["arch"], student["num_classes"], student["in_channels"])
     load_weights(model, path)
-    return TeacherInfo(job_id=job_id, arch=student["arch"], model=model.eval())
+    return TeacherInfo(job_id, student["arch"], model.eval(), weights_sha256=art.sha256)
 
 
 def teacher_route(job_id: str) -> dict[str, Any]:
@@ -55,16 +62,6 @@ def teacher_route(job_id: str) -> dict[str, Any]:
         "teacher_epochs": teacher.spec["train"]["epochs"],
         "teacher_milestones": schedule["milestones"] if schedule["name"] == "multistep" else [],
     }
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "torch": torch.__version__}
-    for pkg in ("distillery", "numpy", "safetensors", "scikit-learn"):
-        try:
-            found[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            found[pkg] = "unknown"
-    return found
 
 
 def write_outputs(
@@ -94,8 +91,19 @@ def write_outputs(
     warnings = _teacher_warning(teacher, outcome.final_metrics)
     for w in warnings:
         reporter.event("warning", w)
-    card = _model_card(job_id, spec, data, outcome, teacher, warnings)
-    card |= {"architecture": getattr(model, "arch", spec.student.arch), "extra_models": extras}
+    exports, export_files = _write_exports(spec.exports, model, data.input_shape, out, reporter)
+    files |= export_files
+    card = model_card(
+        job_id,
+        spec,
+        data,
+        outcome,
+        model,
+        teacher=_teacher_lineage(teacher),
+        warnings=warnings,
+        exports=exports,
+    )
+    card["extra_models"] = extras
     _write_json(out / "model.json", card)
     _write_json(out / "metrics.json", {"job_id": job_id, "epochs": outcome.history})
     with session_scope() as s:
@@ -112,42 +120,33 @@ def write_outputs(
     }
 
 
-def _model_card(
-    job_id: str,
-    spec: JobSpec,
-    data: DataSplit,
-    outcome: TrainResult,
-    teacher: TeacherInfo | None,
-    warnings: list[str],
-) -> dict[str, Any]:
+def _write_exports(
+    formats: Sequence[str],
+    model: torch.nn.Module,
+    input_shape: tuple[int, int, int],
+    out: Path,
+    reporter: JobReporter,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Each requested export, checked against `model` as it is written (an export that does
+    not reproduce it fails the job); returns (parity results by format, {file: kind})."""
+    results, files = {}, {}
+    for fmt in dict.fromkeys(formats):
+        name, kind, export = EXPORTS[fmt]
+        results[fmt] = export(model, input_shape, out / name)
+        files[name] = kind
+        reporter.event("export", f"{name}: max abs diff {results[fmt]['max_abs_diff']:.3g}")
+    return results, files
+
+
+def _teacher_lineage(teacher: TeacherInfo | None) -> dict[str, Any] | None:
+    if teacher is None:
+        return None
     return {
-        "format": MODEL_CARD_FORMAT,
-        "job_id": job_id,
-        "num_classes": data.num_classes,
-        "in_channels": data.input_shape[0],
-        "input_shape": list(data.input_shape),
-        "normalisation": {"mean": data.mean, "std": data.std},
-        "class_names": data.class_names,
-        "dataset": {
-            "name": spec.data.dataset,
-            "val_fraction": spec.data.val_fraction,
-            "split_seed": spec.data.split_seed,
-            "train_size": len(data.train_y),
-            "val_size": len(data.val_y),
-        },
-        "metrics": {
-            "final": outcome.final_metrics,
-            "best": {"val_acc": outcome.best_val_acc, "epoch": outcome.best_epoch},
-        },
-        "method": spec.method.model_dump(),
-        "teacher": None
-        if teacher is None
-        else {"job_id": teacher.job_id, "architecture": teacher.arch, **teacher.val},
-        "warnings": warnings,
-        "spec": spec.resolved(),
-        "versions": versions(),
-        "device": outcome.device,
-        "precision": outcome.precision,
+        "job_id": teacher.job_id,
+        "model_id": teacher.model_id,
+        "architecture": teacher.arch,
+        "weights_sha256": teacher.weights_sha256,
+        **teacher.val,
     }
 
 

@@ -16,10 +16,18 @@ from worker.engine import loop
 from worker.engine.data import DataSplit, load_dataset
 from worker.engine.methods import Method, registry
 from worker.engine.models import build_model
-from worker.outputs import TeacherInfo, load_teacher, teacher_route, write_outputs
+from worker.exports import ExportError
+from worker.outputs import TeacherInfo, teacher_route, write_outputs
 from worker.reporter import JobReporter, LeaseLost
+from worker.teachers import load_teacher
 
 log = logging.getLogger(__name__)
+
+
+ERROR_CODES: dict[type[Exception], str] = {
+    loop.Diverged: "diverged",
+    ExportError: "export_failed",
+}
 
 
 class JobFailed(Exception):
@@ -52,14 +60,10 @@ def run(job_id: str) -> str:
             return _finish(job_id, owner, error=exc.error)
         except Exception as exc:  # every failure reaches the job's status with a reason
             log.exception("job %s failed", job_id)
+            code = next((c for t, c in ERROR_CODES.items() if isinstance(exc, t)), "training_error")
+            message = f"{type(exc).__name__}: {exc}"
             return _finish(
-                job_id,
-                owner,
-                error={
-                    "code": "training_error",
-                    "retryable": False,
-                    "message": f"{type(exc).__name__}: {exc}",
-                },
+                job_id, owner, error={"code": code, "retryable": False, "message": message}
             )
         return _finish(job_id, owner, result=result)
 
@@ -86,11 +90,11 @@ def train(job_id: str, spec: JobSpec, reporter: JobReporter) -> dict[str, Any]:
     )
     torch.manual_seed(spec.train.seed)  # the student's initial weights
     student = build_model(spec.student.arch, data.num_classes, data.input_shape[0])
-    teacher = load_teacher(spec.teacher.job) if spec.teacher else None
+    teacher = load_teacher(spec.teacher) if spec.teacher else None
     if teacher is not None:
         _measure_teacher(teacher, spec, data, device, reporter)
     params = spec.method.model_dump(exclude={"name"})
-    if spec.method.needs_route and spec.teacher:
+    if spec.method.needs_route and spec.teacher and spec.teacher.job:  # a model has no route
         params |= teacher_route(spec.teacher.job) | {"student_epochs": spec.train.epochs}
     method = registry.create(
         spec.method.name,

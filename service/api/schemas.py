@@ -23,6 +23,7 @@ class JobOut(Out):
     method: str
     queue: str
     teacher_job_id: str | None
+    teacher_model_id: str | None
     attempt: int
     max_attempts: int
     progress: dict[str, Any]
@@ -67,3 +68,26 @@ class ArtifactOut(Out):
 class ArtifactList(BaseModel):
     object: str = "list"
     data: list[ArtifactOut]
+
+
+class ModelOut(Out):
+    id: str
+    object: str = "model"
+    name: str
+    arch: str
+    num_classes: int
+    in_channels: int
+    input_size: int | None
+    normalisation: dict[str, Any] | None
+    class_names: list[str] | None
+    sha256: str
+    size: int
+    source: str
+    source_job_id: str | None
+    created_at: datetime
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelOut]
+    next_cursor: str | None

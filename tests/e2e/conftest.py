@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.cli import worker_command
 from tests.conftest import Backend, truncate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,26 +56,9 @@ class Service:
         )
 
     def start_worker(self) -> None:
+        """The same command `distillery worker` runs."""
         self.workers += 1
-        self.worker = self._spawn(
-            f"worker{self.workers}",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                QUEUE,
-                "-c",
-                "1",
-                "-l",
-                "INFO",
-                "-n",
-                f"w{self.workers}-{os.getpid()}@%h",
-            ],
-        )
+        self.worker = self._spawn(f"worker{self.workers}", worker_command(QUEUE, 1))
 
     def kill_worker(self) -> None:
         """SIGKILL the worker and its pool child: a machine lost mid-training."""

@@ -9,14 +9,14 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from service.cli import ROOT
 from service.db import get_engine
 from service.models import Base
 from tests.conftest import PG_ADMIN
 
-TABLES = {"alembic_version", "jobs", "job_events", "artifacts"}
+TABLES = {"alembic_version", "jobs", "job_events", "artifacts", "models"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -63,3 +63,28 @@ def test_models_match_the_migrations(url):
     command.upgrade(config(url), "head")
     with get_engine(url).connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_downgrading_models_keeps_the_jobs_events(url):
+    """0002's downgrade drops a column of jobs in place: a batch copy of the table would
+    cascade-delete every job's events on SQLite (foreign keys are on)."""
+    cfg = config(url)
+    command.upgrade(cfg, "head")
+    with get_engine(url).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, name, status, method, spec, queue, attempt, max_attempts,"
+                " progress, metrics, created_at, updated_at) VALUES ('j1', 'n', 'queued', 'kd',"
+                " '{}', 'q', 0, 1, '{}', '{}', '2026-01-01', '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO job_events (job_id, type, message, data, created_at)"
+                " VALUES ('j1', 'status', '', '{}', '2026-01-01')"
+            )
+        )
+    command.downgrade(cfg, "0001")
+    assert tables(url) == TABLES - {"models"}
+    with get_engine(url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM job_events")).scalar() == 1

@@ -1,0 +1,136 @@
+"""Model routes: upload a teacher's weights (streamed), register a job's student, list,
+show and delete models."""
+
+import asyncio
+import json
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
+from service import model_info, teachers
+from service.api.schemas import ModelList, ModelOut
+from service.db import session_scope
+from service.errors import DistilleryError, FieldError
+from service.names import Arch
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+M = TypeVar("M", bound=BaseModel)
+BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "a safetensors file; the query names its architecture",
+            },
+            "application/json": {"schema": model_info.FromJob.model_json_schema()},
+        },
+    }
+}
+
+
+def _validated(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise DistilleryError(
+            "request body is not valid JSON",
+            [FieldError("body", "malformed")],
+            status=400,
+            code="malformed_json",
+            title="Malformed JSON",
+        ) from exc
+
+
+def _metadata(header: str | None) -> dict[str, Any]:
+    if not header:
+        return {}
+    try:
+        meta = json.loads(header)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        message = 'must be a JSON object, e.g. {"class_names": [...]}'
+        raise DistilleryError(
+            f"X-Model-Metadata {message}",
+            [FieldError("X-Model-Metadata", message)],
+            status=422,
+            code="invalid_request",
+            title="Invalid request",
+        )
+    return meta
+
+
+@router.post("", status_code=201, response_model=ModelOut, openapi_extra=BODY_DOC)
+async def create_model(
+    request: Request,
+    response: Response,
+    arch: Annotated[Arch | None, Query(description="upload: the zoo architecture")] = None,
+    num_classes: Annotated[int | None, Query(description="upload")] = None,
+    in_channels: Annotated[int | None, Query(description="upload")] = None,
+    input_size: Annotated[int | None, Query(description="upload: image height = width")] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    filename: Annotated[str | None, Query(description="upload: the file's name")] = None,
+    x_model_metadata: Annotated[
+        str | None, Header(description="upload: JSON, e.g. normalisation and class_names")
+    ] = None,
+) -> ModelOut:
+    """`application/octet-stream`: the body is a safetensors file, checked against `arch`
+    as it streams in (up to DISTILLERY_MAX_UPLOAD_BYTES). `application/json`:
+    `{"job": "<succeeded job>"}` registers that job's student."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        body = _validated(model_info.FromJob, _json(await request.body()))
+        model = await asyncio.to_thread(teachers.register_job, body)
+    elif content_type == "application/octet-stream":
+        teachers.refuse_pickle(filename)
+        given = {
+            "arch": arch,
+            "num_classes": num_classes,
+            "in_channels": in_channels,
+            "input_size": input_size,
+            "name": name,
+        }
+        fields = {k: v for k, v in given.items() if v is not None}
+        info = _validated(model_info.ModelInfo, _metadata(x_model_metadata) | fields)
+        model = await teachers.upload(request.stream(), info)
+    else:
+        raise DistilleryError(
+            f"Content-Type {content_type or 'none'!r}: send the safetensors bytes as "
+            'application/octet-stream, or JSON {"job": ...}',
+            status=415,
+            code="unsupported_media_type",
+            title="Unsupported media type",
+        )
+    response.headers["Location"] = f"/v1/models/{model.id}"
+    return ModelOut.model_validate(model)
+
+
+@router.get("", response_model=ModelList)
+def list_models(
+    limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
+) -> ModelList:
+    with session_scope() as s:
+        page, next_cursor = teachers.list_models(s, limit=limit, cursor=cursor)
+        return ModelList(data=[ModelOut.model_validate(m) for m in page], next_cursor=next_cursor)
+
+
+@router.get("/{model_id}", response_model=ModelOut)
+def get_model(model_id: str) -> ModelOut:
+    with session_scope() as s:
+        return ModelOut.model_validate(teachers.get_model(s, model_id))
+
+
+@router.delete("/{model_id}", status_code=204)
+def delete_model(model_id: str) -> Response:
+    teachers.delete_model(model_id)
+    return Response(status_code=204)
