@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import dispatch, jobs
 from service.api import artifacts, health
+from service.api import datasets as datasets_api
 from service.api import jobs as jobs_api
 from service.api import models as models_api
 from service.config import Settings, get_settings
@@ -136,12 +137,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
         upload_bytes=settings.max_upload_bytes,
-        upload_paths=("/v1/models",),
+        upload_paths=("/v1/models", "/v1/datasets"),
     )
     app.add_exception_handler(DistilleryError, problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_problem)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_problem)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, server_problem)
-    for module in (jobs_api, artifacts, models_api, health):
+    for module in (jobs_api, artifacts, models_api, datasets_api, health):
         app.include_router(module.router)
     return app

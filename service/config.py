@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1_000_000  # JSON request bodies
-    max_upload_bytes: int = 2 << 30  # streamed uploads (POST /v1/models with raw bytes)
+    max_upload_bytes: int = 2 << 30  # streamed uploads (POST /v1/models, /v1/datasets)
+    max_decompressed_bytes: int = 8 << 30  # what an uploaded dataset may unpack to
+    max_archive_files: int = 200_000  # members of an uploaded dataset archive
     lease_s: float = 60.0  # a running job is requeued once its lease is this old
     heartbeat_s: float = 5.0  # how often the worker extends the lease and reads cancel
     watchdog_s: float = 10.0  # how often the API's watchdog looks for expired leases (0: off)
@@ -48,6 +50,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.artifacts_dir / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.artifacts_dir / "datasets"
 
 
 @lru_cache

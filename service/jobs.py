@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from service import store
 from service.errors import Conflict, FieldError, InvalidSpec, NotFound
-from service.models import Job, JobEvent, TeacherModel, utcnow
+from service.models import Dataset, Job, JobEvent, TeacherModel, utcnow
 from service.names import FEATURELESS, STAGES
 from service.spec import JobSpec, spec_problems
 
@@ -85,6 +85,18 @@ def _check_model_teacher(s: Session, spec: JobSpec, model_id: str) -> list[Field
     return []
 
 
+def _resolve_dataset(s: Session, spec: JobSpec) -> list[FieldError]:
+    """An uploaded dataset must exist; its row gives the spec its shape."""
+    if spec.data.upload is None:
+        return []
+    # FOR SHARE: a DELETE of the dataset waits for this job's row, then sees it
+    dataset = s.get(Dataset, spec.data.upload, with_for_update={"read": True})
+    if dataset is None:
+        return [FieldError("data.upload", f"no dataset {spec.data.upload!r}")]
+    spec.data.with_upload_shape(dataset.num_classes, dataset.in_channels, dataset.input_size)
+    return []
+
+
 def _teacher_fit(spec: JobSpec, arch: str, num_classes: int, in_channels: int) -> str | None:
     """Why a teacher of this architecture and shape cannot teach this spec, if it cannot."""
     data_classes, data_channels, _ = spec.data.shape()
@@ -154,6 +166,8 @@ def create_job(
                     code="idempotency_key_reused",
                 )
             return existing, False
+    if errors := _resolve_dataset(s, spec):
+        raise InvalidSpec(errors)
     errors = [FieldError(f, m) for f, m in spec_problems(spec)] + _check_teacher(s, spec)
     if errors:
         raise InvalidSpec(errors)
@@ -167,6 +181,7 @@ def create_job(
         queue=spec.resources.queue,
         teacher_job_id=spec.teacher.job if spec.teacher else None,
         teacher_model_id=spec.teacher.model if spec.teacher else None,
+        dataset_id=spec.data.upload,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         max_attempts=spec.resources.max_attempts,

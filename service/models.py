@@ -41,6 +41,7 @@ class Job(Base):
     teacher_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     # no foreign key: a finished job keeps naming a model deleted after it
     teacher_model_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    dataset_id: Mapped[str | None] = mapped_column(String(40), index=True)  # likewise
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
@@ -113,3 +114,28 @@ class TeacherModel(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_models_created_at_id", "created_at", "id"),)
+
+
+class Dataset(Base):
+    """Uploaded, validated image classification data, stored as one canonical .npz."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    format: Mapped[str] = mapped_column(String(16))  # "npz" | "idx" | "imagefolder"
+    num_classes: Mapped[int] = mapped_column(Integer)
+    in_channels: Mapped[int] = mapped_column(Integer)
+    input_size: Mapped[int] = mapped_column(Integer)
+    num_train: Mapped[int] = mapped_column(Integer)
+    num_val: Mapped[int | None] = mapped_column(Integer)  # None: split by data.val_fraction
+    class_names: Mapped[list[str]] = mapped_column(JSONType)
+    class_counts: Mapped[list[int]] = mapped_column(JSONType)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the canonical file
+    size: Mapped[int] = mapped_column(BigInteger)
+    upload_sha256: Mapped[str] = mapped_column(String(64))
+    upload_size: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(1024))  # relative to the artifacts dir
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_datasets_created_at_id", "created_at", "id"),)

@@ -3,7 +3,7 @@ hour into a GPU run."""
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from service.method_params import MethodParams
 from service.names import FEATURELESS, Arch, Strict
@@ -18,17 +18,41 @@ class SyntheticOptions(Strict):
 
 
 class DataSpec(Strict):
-    dataset: Literal["digits", "synthetic"]
-    val_fraction: float = Field(0.1, gt=0, le=0.5)
+    dataset: Literal["digits", "synthetic", "upload"]
+    upload: str | None = Field(
+        None, min_length=1, max_length=64, description="an id from POST /v1/datasets"
+    )
+    val_fraction: float = Field(
+        0.1, gt=0, le=0.5, description="unused when the data has its own validation split"
+    )
     # apart from train.seed so a teacher and its students share one validation split
     split_seed: int = Field(0, ge=0, le=2**31 - 1)
     augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
     synthetic: SyntheticOptions | None = None
+    # an upload's shape lives in its database row: service.jobs fills it in at submission
+    _upload_shape: tuple[int, int, int] | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _upload_named(self) -> "DataSpec":
+        if (self.dataset == "upload") != (self.upload is not None):
+            raise ValueError('data.upload names the dataset exactly when data.dataset is "upload"')
+        return self
+
+    def with_upload_shape(self, num_classes: int, channels: int, size: int) -> None:
+        self._upload_shape = (num_classes, channels, size)
+
+    @property
+    def shape_known(self) -> bool:
+        return self.dataset != "upload" or self._upload_shape is not None
 
     def shape(self) -> tuple[int, int, int]:
         """(num_classes, in_channels, image size) of the dataset."""
         if self.dataset == "digits":
             return 10, 1, 8
+        if self.dataset == "upload":
+            if self._upload_shape is None:
+                raise LookupError("an uploaded dataset's shape is read from its row first")
+            return self._upload_shape
         opts = self.synthetic or SyntheticOptions()
         return opts.num_classes, opts.channels, opts.size
 
@@ -103,6 +127,8 @@ class JobSpec(Strict):
 
     def resolved(self) -> dict[str, Any]:
         """The spec with every default and dataset-derived field filled in."""
+        if not self.data.shape_known:  # a stored spec, resolved when it was submitted
+            return self.model_dump(mode="json")
         num_classes, channels, _ = self.data.shape()
         student = self.student.model_copy(
             update={"num_classes": num_classes, "in_channels": channels}

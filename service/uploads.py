@@ -80,6 +80,26 @@ class HeaderReader:
                 self.header = weights.parse_header(bytes(self.prefix[8:]))
 
 
+async def write_all(
+    sink: Sink, chunks: AsyncIterator[bytes], inspect: Callable[[bytes], None] | None = None
+) -> None:
+    """Write every chunk to `sink`, gathered into large writes made in a thread. `inspect`
+    sees each chunk first and raises to refuse the upload."""
+    pending = bytearray()
+    async for chunk in chunks:
+        if inspect is not None:
+            inspect(chunk)
+        if len(pending) + len(chunk) < FLUSH:
+            pending += chunk
+            continue
+        if pending:
+            await asyncio.to_thread(sink.write, pending)
+            pending = bytearray()
+        await asyncio.to_thread(sink.write, chunk)
+    if pending:
+        await asyncio.to_thread(sink.write, pending)
+
+
 async def receive_safetensors(
     chunks: AsyncIterator[bytes], dest: Path, check: Callable[[weights.Header], None]
 ) -> Received:
@@ -88,22 +108,15 @@ async def receive_safetensors(
     nothing behind. Raises weights.NotSafetensors for bytes that are not safetensors."""
     sink = await asyncio.to_thread(Sink, dest)
     reader = HeaderReader()
-    pending = bytearray()
+
+    def inspect(chunk: bytes) -> None:
+        if reader.header is None:
+            reader.feed(chunk)
+            if reader.header is not None:
+                check(reader.header)
+
     try:
-        async for chunk in chunks:
-            if reader.header is None:
-                reader.feed(chunk)
-                if reader.header is not None:
-                    check(reader.header)
-            if len(pending) + len(chunk) < FLUSH:
-                pending += chunk
-                continue
-            if pending:
-                await asyncio.to_thread(sink.write, pending)
-                pending = bytearray()
-            await asyncio.to_thread(sink.write, chunk)
-        if pending:
-            await asyncio.to_thread(sink.write, pending)
+        await write_all(sink, chunks, inspect)
         header = _whole(reader, sink.size)
         await asyncio.to_thread(sink.commit)
     except BaseException:

@@ -68,6 +68,7 @@ def model_card(
 def dataset_lineage(spec: JobSpec, data: DataSplit) -> dict[str, Any]:
     return {
         "name": spec.data.dataset,
+        "upload": spec.data.upload,
         "val_fraction": spec.data.val_fraction,
         "split_seed": spec.data.split_seed,
         "train_size": len(data.train_y),

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from service import jobs, store
+from service import datasets, jobs, store
 from service.config import get_settings
 from service.db import session_scope
 from service.spec import JobSpec
@@ -80,13 +80,17 @@ def _finish(
     return status or "lost"
 
 
+def data_options(spec: JobSpec) -> dict[str, Any] | None:
+    """What the engine's loader needs besides the split: an upload's file, by path."""
+    if spec.data.upload is not None:
+        return {"path": str(datasets.data_path(spec.data.upload))}
+    return spec.data.synthetic.model_dump() if spec.data.synthetic else None
+
+
 def train(job_id: str, spec: JobSpec, reporter: JobReporter) -> dict[str, Any]:
     device = _device(spec.train.device)
     data = load_dataset(
-        spec.data.dataset,
-        spec.data.val_fraction,
-        spec.data.split_seed,
-        spec.data.synthetic.model_dump() if spec.data.synthetic else None,
+        spec.data.dataset, spec.data.val_fraction, spec.data.split_seed, data_options(spec)
     )
     torch.manual_seed(spec.train.seed)  # the student's initial weights
     student = build_model(spec.student.arch, data.num_classes, data.input_shape[0])

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 
 class Out(BaseModel):
@@ -24,6 +24,7 @@ class JobOut(Out):
     queue: str
     teacher_job_id: str | None
     teacher_model_id: str | None
+    dataset_id: str | None
     attempt: int
     max_attempts: int
     progress: dict[str, Any]
@@ -85,6 +86,31 @@ class ModelOut(Out):
     source: str
     source_job_id: str | None
     created_at: datetime
+
+
+class DatasetOut(Out):
+    id: str
+    object: str = "dataset"
+    name: str
+    format: str
+    num_classes: int
+    in_channels: int
+    input_size: int
+    num_train: int
+    num_val: int | None = Field(description="size of the predefined validation split, if any")
+    class_names: list[str]
+    class_counts: list[int]
+    sha256: str = Field(description="of the stored canonical .npz")
+    size: int
+    upload_sha256: str
+    upload_size: int
+    created_at: datetime
+
+
+class DatasetList(BaseModel):
+    object: str = "list"
+    data: list[DatasetOut]
+    next_cursor: str | None
 
 
 class ModelList(BaseModel):

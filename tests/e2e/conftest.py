@@ -140,8 +140,13 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
     card = dict(json.loads(paths["model.json"].read_text()))
     model = build_model(card["architecture"], card["num_classes"], card["in_channels"])
     load_weights(model, paths["student.safetensors"])
-    data_spec = card["spec"]["data"]
-    data = load_dataset(data_spec["dataset"], data_spec["val_fraction"], data_spec["split_seed"])
+    from service.spec import JobSpec
+    from worker.runner import data_options
+
+    spec = JobSpec.model_validate(card["spec"])
+    data = load_dataset(
+        spec.data.dataset, spec.data.val_fraction, spec.data.split_seed, data_options(spec)
+    )
     measured = evaluate(model.eval(), data.val_x, data.val_y, 256, "cpu", "fp32")
     assert abs(measured["val_acc"] - card["metrics"]["final"]["val_acc"]) < 1e-6
     assert abs(measured["val_acc"] - job["metrics"]["val_acc"]) < 1e-6

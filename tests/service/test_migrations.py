@@ -16,7 +16,7 @@ from service.db import get_engine
 from service.models import Base
 from tests.conftest import PG_ADMIN
 
-TABLES = {"alembic_version", "jobs", "job_events", "artifacts", "models"}
+TABLES = {"alembic_version", "jobs", "job_events", "artifacts", "models", "datasets"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -66,8 +66,8 @@ def test_models_match_the_migrations(url):
 
 
 def test_downgrading_models_keeps_the_jobs_events(url):
-    """0002's downgrade drops a column of jobs in place: a batch copy of the table would
-    cascade-delete every job's events on SQLite (foreign keys are on)."""
+    """0002's and 0003's downgrades drop a column of jobs in place: a batch copy of the table
+    would cascade-delete every job's events on SQLite (foreign keys are on)."""
     cfg = config(url)
     command.upgrade(cfg, "head")
     with get_engine(url).begin() as conn:
@@ -85,6 +85,6 @@ def test_downgrading_models_keeps_the_jobs_events(url):
             )
         )
     command.downgrade(cfg, "0001")
-    assert tables(url) == TABLES - {"models"}
+    assert tables(url) == TABLES - {"models", "datasets"}
     with get_engine(url).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM job_events")).scalar() == 1

@@ -6,7 +6,7 @@ from worker.engine.data import DATASETS, DataSplit, load_dataset
 
 
 def test_dataset_names() -> None:
-    assert DATASETS == ("digits", "synthetic")
+    assert DATASETS == ("digits", "synthetic", "upload")
 
 
 def test_digits_shapes_and_normalisation(digits: DataSplit) -> None:

@@ -1,5 +1,6 @@
 """Datasets held in memory as tensors, batched and augmented on the training device."""
 
+from worker.engine.data import uploaded  # noqa: F401  (registers "upload")
 from worker.engine.data.augment import AUGMENT_MODES, augment_batch, crop_at
 from worker.engine.data.builtin import BUILTIN, load_dataset
 from worker.engine.data.loader import batches, num_batches

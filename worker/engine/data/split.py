@@ -35,6 +35,26 @@ def split_and_normalise(
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     train_x, val_x, train_y, val_y = seeded_split(images, labels, val_fraction, seed)
+    return normalise_split(
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        class_names=class_names,
+        default_augment=default_augment,
+    )
+
+
+def normalise_split(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    *,
+    class_names: list[str],
+    default_augment: str,
+) -> DataSplit:
+    """Normalise both halves of a split (N, C, H, W) with the train statistics."""
     mean = train_x.mean(axis=(0, 2, 3))
     # A constant channel would divide by zero; leave it unscaled instead.
     std = np.maximum(train_x.std(axis=(0, 2, 3)), 1e-6)
@@ -44,7 +64,7 @@ def split_and_normalise(
         val_x=normalise(val_x, mean, std),
         val_y=torch.from_numpy(val_y.astype(np.int64)),
         num_classes=len(class_names),
-        input_shape=(images.shape[1], images.shape[2], images.shape[3]),
+        input_shape=(train_x.shape[1], train_x.shape[2], train_x.shape[3]),
         mean=[float(m) for m in mean],
         std=[float(s) for s in std],
         class_names=class_names,

@@ -1,0 +1,75 @@
+"""Dataset routes: upload labelled images (streamed), list, show and delete datasets."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from service import datasets
+from service.api.schemas import DatasetList, DatasetOut
+from service.db import session_scope
+from service.errors import DistilleryError
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "an .npz (images, labels), a zip/tar(.gz) of the four "
+                "MNIST-style IDX files, or a zip/tar(.gz) ImageFolder tree",
+            }
+        },
+    }
+}
+
+
+@router.post("", status_code=201, response_model=DatasetOut, openapi_extra=BODY_DOC)
+async def create_dataset(
+    request: Request,
+    response: Response,
+    format: Annotated[
+        datasets.Format | None, Query(description="recognised from the content when left out")
+    ] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    num_classes: Annotated[
+        int | None, Query(ge=2, le=100_000, description="labels must be below it")
+    ] = None,
+) -> DatasetOut:
+    """The body is the file itself (up to DISTILLERY_MAX_UPLOAD_BYTES, counted as it
+    streams in); it is decoded and checked before anything is stored."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/octet-stream":
+        raise DistilleryError(
+            f"Content-Type {content_type or 'none'!r}: send the file as application/octet-stream",
+            status=415,
+            code="unsupported_media_type",
+            title="Unsupported media type",
+        )
+    info = datasets.UploadInfo(name=name, format=format, num_classes=num_classes)
+    dataset = await datasets.upload(request.stream(), info)
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    return DatasetOut.model_validate(dataset)
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(
+    limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
+) -> DatasetList:
+    with session_scope() as s:
+        page, next_cursor = datasets.list_datasets(s, limit=limit, cursor=cursor)
+        return DatasetList(
+            data=[DatasetOut.model_validate(d) for d in page], next_cursor=next_cursor
+        )
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str) -> DatasetOut:
+    with session_scope() as s:
+        return DatasetOut.model_validate(datasets.get_dataset(s, dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(dataset_id: str) -> Response:
+    datasets.delete_dataset(dataset_id)
+    return Response(status_code=204)

@@ -1,0 +1,176 @@
+"""Uploaded datasets: streamed to a temp file, decoded and checked, stored as one canonical
+file artifacts/datasets/<id>/data.npz and a row in `datasets`. A refused, truncated or
+interrupted upload leaves neither."""
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from service import archives, datafiles, imagefolder, jobs, store, uploads
+from service.archives import BadUpload, Budget
+from service.config import get_settings
+from service.db import session_scope
+from service.errors import Conflict, NotFound
+from service.models import Dataset, Job
+
+DATA = "data.npz"
+IN_USE = ("queued", *jobs.ACTIVE)
+Format = Literal["npz", "idx", "imagefolder"]
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    name: str | None = None
+    format: Format | None = None  # None: recognised from the content
+    num_classes: int | None = None
+
+
+def dataset_dir(dataset_id: str) -> Path:
+    return store.safe_child(get_settings().datasets_dir.resolve(), dataset_id)
+
+
+def data_path(dataset_id: str) -> Path:
+    return dataset_dir(dataset_id) / DATA
+
+
+async def upload(chunks: AsyncIterator[bytes], info: UploadInfo) -> Dataset:
+    """Stream, decode, check and store an uploaded dataset, then record it."""
+    dataset_id = jobs.new_id("ds")
+    directory = dataset_dir(dataset_id)
+    sink = await asyncio.to_thread(uploads.Sink, directory / "upload")
+    try:
+        await uploads.write_all(sink, chunks)
+        await asyncio.to_thread(sink.file.close)
+        fmt, decoded = await asyncio.to_thread(_decode, sink.tmp, info)
+        await asyncio.to_thread(datafiles.write_canonical, decoded, directory / DATA)
+        await asyncio.to_thread(sink.discard)  # only the canonical file is kept
+        digest = await asyncio.to_thread(store.sha256_file, directory / DATA)
+        return await asyncio.to_thread(
+            _insert, dataset_id, info, fmt, decoded, digest, sink.digest.hexdigest(), sink.size
+        )
+    except BadUpload:
+        sink.discard()
+        _discard(directory)
+        await _drain(chunks)  # so the client, still sending, gets to read the 4xx
+        raise
+    except BaseException:
+        sink.discard()
+        _discard(directory)
+        raise
+
+
+def _decode(path: Path, info: UploadInfo) -> tuple[str, datafiles.Decoded]:
+    settings = get_settings()
+    budget = Budget(settings.max_archive_files, settings.max_decompressed_bytes)
+    fmt = info.format or _sniff(path)
+    if fmt == "npz":
+        return fmt, datafiles.from_npz(path, budget, info.num_classes)
+    if fmt == "idx":
+        return fmt, datafiles.from_idx(path, budget, info.num_classes)
+    return fmt, imagefolder.from_imagefolder(path, budget, info.num_classes)
+
+
+def _sniff(path: Path) -> Format:
+    budget = Budget(get_settings().max_archive_files, get_settings().max_decompressed_bytes)
+    names = archives.names(path, budget)
+    if names and all(n.endswith(".npy") and "/" not in n for n in names):
+        return "npz"
+    stems = {n.rsplit("/", 1)[-1].removesuffix(".gz") for n in names}
+    if stems & set(datafiles.IDX_FILES):
+        return "idx"
+    return "imagefolder"
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    async for _ in chunks:
+        pass
+
+
+def _discard(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _insert(
+    dataset_id: str,
+    info: UploadInfo,
+    fmt: str,
+    decoded: datafiles.Decoded,
+    sha256: str,
+    upload_sha256: str,
+    upload_size: int,
+) -> Dataset:
+    num_classes, channels, size = decoded.shape
+    dataset = Dataset(
+        id=dataset_id,
+        name=info.name or f"{fmt} upload",
+        format=fmt,
+        num_classes=num_classes,
+        in_channels=channels,
+        input_size=size,
+        num_train=len(decoded.labels),
+        num_val=len(decoded.val_labels) if decoded.val_labels is not None else None,
+        class_names=decoded.class_names,
+        class_counts=decoded.class_counts(),
+        sha256=sha256,
+        size=data_path(dataset_id).stat().st_size,
+        upload_sha256=upload_sha256,
+        upload_size=upload_size,
+        path=f"datasets/{dataset_id}/{DATA}",
+    )
+    with session_scope() as s:
+        s.add(dataset)
+    return dataset
+
+
+def get_dataset(s: Session, dataset_id: str) -> Dataset:
+    dataset = s.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound("dataset", dataset_id)
+    return dataset
+
+
+def list_datasets(
+    s: Session, *, limit: int = 50, cursor: str | None = None
+) -> tuple[list[Dataset], str | None]:
+    """Newest first; the cursor names the last dataset of the previous page."""
+    q = select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1)
+    if cursor:
+        created, last = jobs.decode_cursor(cursor)
+        q = q.where(
+            or_(
+                Dataset.created_at < created,
+                (Dataset.created_at == created) & (Dataset.id < last),
+            )
+        )
+    rows = list(s.scalars(q))
+    more, rows = len(rows) > limit, rows[:limit]
+    if not (more and rows):
+        return rows, None
+    return rows, jobs.encode_cursor(rows[-1].created_at, rows[-1].id)
+
+
+def delete_dataset(dataset_id: str) -> None:
+    """Refused (409) while a queued or running job trains on it; removes row and file."""
+    with session_scope() as s:
+        dataset = s.get(Dataset, dataset_id, with_for_update=True)
+        if dataset is None:
+            raise NotFound("dataset", dataset_id)
+        users = list(
+            s.scalars(
+                select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(IN_USE)).limit(5)
+            )
+        )
+        if users:
+            raise Conflict(
+                f"dataset {dataset_id!r} is used by unfinished jobs {users}; "
+                "cancel them or wait for them to finish",
+                code="dataset_in_use",
+            )
+        s.delete(dataset)
+    _discard(dataset_dir(dataset_id))

@@ -1,0 +1,56 @@
+"""The "upload" loader: a canonical .npz read by path, NHWC uint8 -> normalised NCHW."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from worker.engine.data import load_dataset
+
+
+def write(path: Path, n: int = 60, val: int = 0) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "images": rng.integers(0, 256, (n, 6, 6, 3), dtype=np.uint8),
+        "labels": np.arange(n, dtype=np.int64) % 3,
+        "class_names": np.array(["a", "b", "c"]),
+    }
+    if val:
+        arrays |= {
+            "val_images": rng.integers(0, 256, (val, 6, 6, 3), dtype=np.uint8),
+            "val_labels": np.arange(val, dtype=np.int64) % 3,
+        }
+    np.savez(path, **arrays)
+    return path
+
+
+def test_seeded_split_is_deterministic_and_normalised_on_train(tmp_path: Path) -> None:
+    options = {"path": str(write(tmp_path / "d.npz"))}
+    a = load_dataset("upload", 0.2, 7, options)
+    b = load_dataset("upload", 0.2, 7, options)
+    c = load_dataset("upload", 0.2, 8, options)
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.val_y, b.val_y)
+    assert not torch.equal(a.train_x, c.train_x)
+    assert (len(a.train_y), len(a.val_y), a.input_shape) == (48, 12, (3, 6, 6))
+    assert (a.num_classes, a.class_names) == (3, ["a", "b", "c"])
+    mean = a.train_x.mean(dim=(0, 2, 3))
+    assert torch.allclose(mean, torch.zeros(3), atol=1e-5)
+
+
+def test_nhwc_becomes_nchw_scaled_by_the_train_statistics(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.npz", n=30, val=9)
+    data = load_dataset("upload", 0.1, 0, {"path": str(path)})
+    with np.load(path) as npz:
+        raw = npz["val_images"].astype(np.float32) / 255.0
+        train = npz["images"].astype(np.float32) / 255.0
+    assert np.allclose(data.mean, train.mean(axis=(0, 1, 2)), atol=1e-6)
+    assert (len(data.train_y), len(data.val_y)) == (30, 9)  # the file's own split
+    mean, std = np.array(data.mean), np.array(data.std)
+    expected = (raw.transpose(0, 3, 1, 2) - mean[:, None, None]) / std[:, None, None]
+    assert np.allclose(data.val_x.numpy(), expected, atol=1e-5)
+
+
+def test_a_missing_file_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_dataset("upload", 0.1, 0, {"path": str(tmp_path / "gone.npz")})
