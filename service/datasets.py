@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import archives, datafiles, imagefolder, jobs, store, uploads
+from service import archives, datafiles, imagefolder, jobs, paging, store, uploads
 from service.archives import BadUpload, Budget
 from service.config import get_settings
 from service.db import session_scope
@@ -138,21 +138,8 @@ def get_dataset(s: Session, dataset_id: str) -> Dataset:
 def list_datasets(
     s: Session, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[Dataset], str | None]:
-    """Newest first; the cursor names the last dataset of the previous page."""
-    q = select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1)
-    if cursor:
-        created, last = jobs.decode_cursor(cursor)
-        q = q.where(
-            or_(
-                Dataset.created_at < created,
-                (Dataset.created_at == created) & (Dataset.id < last),
-            )
-        )
-    rows = list(s.scalars(q))
-    more, rows = len(rows) > limit, rows[:limit]
-    if not (more and rows):
-        return rows, None
-    return rows, jobs.encode_cursor(rows[-1].created_at, rows[-1].id)
+    """Newest first; the cursor names the last row of the previous page."""
+    return paging.newest_first(s, Dataset, limit=limit, cursor=cursor)
 
 
 def delete_dataset(dataset_id: str) -> None:

@@ -1,16 +1,14 @@
 """The job state machine. Every transition is one conditional UPDATE, so a duplicate
 message, a stale worker or two watchdogs at once can never run a job twice."""
 
-import base64
-import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service import store
+from service import paging, store
 from service.errors import Conflict, FieldError, InvalidSpec, NotFound
 from service.models import Dataset, Job, JobEvent, TeacherModel, utcnow
 from service.names import FEATURELESS, STAGES
@@ -209,35 +207,12 @@ def list_events(s: Session, job_id: str, *, after: int = 0, limit: int = 100) ->
     return list(s.scalars(q))
 
 
-def encode_cursor(created_at: datetime, ident: str) -> str:
-    """An opaque page cursor naming the last row of a page (newest-first listings)."""
-    raw = json.dumps([created_at.isoformat(), ident]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, ident = json.loads(raw)
-        return datetime.fromisoformat(created), str(ident)
-    except (ValueError, TypeError) as exc:
-        raise InvalidSpec([FieldError("cursor", "malformed cursor")]) from exc
-
-
 def list_jobs(
     s: Session, *, status: str | None = None, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[Job], str | None]:
     """Newest first; the cursor names the last job of the previous page."""
-    q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    if status:
-        q = q.where(Job.status == status)
-    if cursor:
-        created, job_id = decode_cursor(cursor)
-        q = q.where(or_(Job.created_at < created, (Job.created_at == created) & (Job.id < job_id)))
-    jobs = list(s.scalars(q))
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
-    return jobs, (encode_cursor(jobs[-1].created_at, jobs[-1].id) if more and jobs else None)
+    where = [Job.status == status] if status else []
+    return paging.newest_first(s, Job, *where, limit=limit, cursor=cursor)
 
 
 def _set(s: Session, job_id: str, where: list[Any], **values: Any) -> bool:

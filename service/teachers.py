@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import jobs, store, uploads, weights
+from service import jobs, paging, store, uploads, weights
 from service.config import get_settings
 from service.db import session_scope
 from service.errors import Conflict, DistilleryError, FieldError, NotFound
@@ -216,25 +216,8 @@ def get_model(s: Session, model_id: str) -> TeacherModel:
 def list_models(
     s: Session, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[TeacherModel], str | None]:
-    """Newest first; the cursor names the last model of the previous page."""
-    q = (
-        select(TeacherModel)
-        .order_by(TeacherModel.created_at.desc(), TeacherModel.id.desc())
-        .limit(limit + 1)
-    )
-    if cursor:
-        created, last = jobs.decode_cursor(cursor)
-        q = q.where(
-            or_(
-                TeacherModel.created_at < created,
-                (TeacherModel.created_at == created) & (TeacherModel.id < last),
-            )
-        )
-    models = list(s.scalars(q))
-    more, models = len(models) > limit, models[:limit]
-    if not (more and models):
-        return models, None
-    return models, jobs.encode_cursor(models[-1].created_at, models[-1].id)
+    """Newest first; the cursor names the last row of the previous page."""
+    return paging.newest_first(s, TeacherModel, limit=limit, cursor=cursor)
 
 
 def delete_model(model_id: str) -> None:
