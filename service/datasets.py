@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import archives, datafiles, imagefolder, jobs, paging, store, uploads
@@ -20,7 +19,6 @@ from service.errors import Conflict, NotFound
 from service.models import Dataset, Job
 
 DATA = "data.npz"
-IN_USE = ("queued", *jobs.ACTIVE)
 Format = Literal["npz", "idx", "imagefolder"]
 
 
@@ -148,11 +146,7 @@ def delete_dataset(dataset_id: str) -> None:
         dataset = s.get(Dataset, dataset_id, with_for_update=True)
         if dataset is None:
             raise NotFound("dataset", dataset_id)
-        users = list(
-            s.scalars(
-                select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(IN_USE)).limit(5)
-            )
-        )
+        users = jobs.unfinished_users(s, Job.dataset_id, dataset_id)
         if users:
             raise Conflict(
                 f"dataset {dataset_id!r} is used by unfinished jobs {users}; "

@@ -215,6 +215,12 @@ def list_jobs(
     return paging.newest_first(s, Job, *where, limit=limit, cursor=cursor)
 
 
+def unfinished_users(s: Session, column: Any, ident: str, limit: int = 5) -> list[str]:
+    """Ids of queued or active jobs whose `column` names `ident` (a model, a dataset)."""
+    q = select(Job.id).where(column == ident, Job.status.in_(("queued", *ACTIVE))).limit(limit)
+    return list(s.scalars(q))
+
+
 def _set(s: Session, job_id: str, where: list[Any], **values: Any) -> bool:
     """One conditional UPDATE; True when it changed the row."""
     stmt = update(Job).where(Job.id == job_id, *where).values(updated_at=utcnow(), **values)

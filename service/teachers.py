@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import jobs, paging, store, uploads, weights
@@ -21,7 +20,6 @@ from service.model_info import FromJob, ModelInfo, Normalisation
 from service.models import Job, TeacherModel
 
 WEIGHTS = "weights.safetensors"
-IN_USE = ("queued", *jobs.ACTIVE)
 
 
 class InvalidWeights(DistilleryError):
@@ -226,13 +224,7 @@ def delete_model(model_id: str) -> None:
         model = s.get(TeacherModel, model_id, with_for_update=True)
         if model is None:
             raise NotFound("model", model_id)
-        users = list(
-            s.scalars(
-                select(Job.id)
-                .where(Job.teacher_model_id == model_id, Job.status.in_(IN_USE))
-                .limit(5)
-            )
-        )
+        users = jobs.unfinished_users(s, Job.teacher_model_id, model_id)
         if users:
             raise Conflict(
                 f"model {model_id!r} is the teacher of unfinished jobs {users}; "
