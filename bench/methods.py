@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from worker.engine.data import load_dataset
-from worker.engine.loop import TrainPlan, train
+from worker.engine.loop import Quiet, TrainPlan, train
 from worker.engine.methods import create
 from worker.engine.models import build_model
 
@@ -32,18 +32,6 @@ METHODS: dict[str, dict[str, Any]] = {
     "reviewkd": {"name": "reviewkd"},
 }
 NO_TEACHER = {"scratch", "kdcl", "ddgsd"}
-
-
-class Quiet:
-    """Callbacks that only remember events (for RCO's stages)."""
-
-    def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None: ...
-    def should_stop(self) -> bool:
-        return False
-
-    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
-    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None: ...
-    def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None: ...
 
 
 def run_one(

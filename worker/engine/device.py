@@ -1,6 +1,7 @@
 """Where and in what precision to run: bf16 autocast and channels_last only on CUDA."""
 
 import contextlib
+from collections.abc import Iterator
 from typing import TypeVar
 
 import torch
@@ -49,3 +50,23 @@ def place(model: M, device: torch.device) -> M:
     """Move `model` (a method moves its teacher too) to `device` in its memory format."""
     # torch's stubs omit Module.to's memory_format keyword, which exists at run time.
     return model.to(device, memory_format=memory_format(device))  # type: ignore[call-overload]
+
+
+@contextlib.contextmanager
+def compiled(method: nn.Module, enabled: bool) -> Iterator[None]:
+    """torch.compile the student's and the teacher's forward for the duration.
+
+    `Module.compile()` keeps the module and its state_dict keys, so checkpoints and exports
+    are unchanged; the compiled call is dropped on the way out.
+    """
+    if not enabled:
+        yield
+        return
+    models = [m for m in (getattr(method, "student", None), *getattr(method, "_teacher", ())) if m]
+    for model in models:
+        model.compile()
+    try:
+        yield
+    finally:
+        for model in models:
+            model._compiled_call_impl = None

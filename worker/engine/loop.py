@@ -13,14 +13,16 @@ import torch
 from torch import Tensor
 
 from worker.engine.checkpoint import save_weights
-from worker.engine.data import DataSplit, batches, num_batches
+from worker.engine.data import DataSplit, TrainFeed, num_batches
 from worker.engine.device import (
     autocast,
+    compiled,
     memory_format,
     place,
     resolve_device,
     resolve_precision,
 )
+from worker.engine.distributed import Shard, current_shard, sum_across, wrap
 from worker.engine.evaluate import evaluate
 from worker.engine.methods import Batch, EpochContext, Method
 from worker.engine.optim import base_lr, build_optimizer, lr_at, route_epochs, set_lr
@@ -30,6 +32,7 @@ from worker.engine.stop import Stopped
 __all__ = [
     "Callbacks",
     "Diverged",
+    "Quiet",
     "Stopped",
     "TrainPlan",
     "TrainResult",
@@ -54,17 +57,32 @@ class TrainPlan:
     schedule: dict[str, Any]
     seed: int
     precision: str  # "auto" | "fp32" | "bf16"
-    device: str  # "auto" | "cpu" | "cuda"
+    device: str | torch.device  # "auto" | "cpu" | "cuda", or one device (a DDP rank's GPU)
     augment: str  # "none" | "crop" | "crop_flip"
     checkpoint_dir: Path
     route_every: int = 0
     save_route: bool = False
     spec: dict[str, Any] = field(default_factory=dict)  # the resolved job spec, kept in checkpoints
+    compile: bool = False  # torch.compile the student's and teacher's forward
+    data_placement: str = "auto"  # "auto" | "device" | "host" (streamed by a DataLoader)
+    loader_workers: int = 4  # DataLoader workers when the data is streamed
 
 
 class Callbacks(Protocol):
     def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None: ...
     def should_stop(self) -> bool: ...
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None: ...
+    def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None: ...
+
+
+class Quiet:
+    """Callbacks that report nothing and never stop: benches and the other ranks of a job."""
+
+    def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None: ...
+    def should_stop(self) -> bool:
+        return False
+
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
     def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None: ...
     def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None: ...
@@ -90,10 +108,11 @@ class Run:
     callbacks: Callbacks
     device: torch.device
     precision: str
+    shard: Shard  # this process's rank in the job; rank 0 reports and writes checkpoints
+    model: torch.nn.Module  # the method, wrapped in DDP when the job spans processes
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
-    train_x: Tensor
-    train_y: Tensor
+    feed: TrainFeed
     steps_per_epoch: int
     routes: set[int]  # 1-based epochs that also save route weights
 
@@ -108,30 +127,36 @@ def train(plan: TrainPlan, callbacks: Callbacks) -> TrainResult:
         )
         resumed_from = progress.epoch
     ctx = epoch_context(run)
-    for epoch in range(progress.epoch, plan.epochs):
-        started = time.perf_counter()
-        plan.method.begin_epoch(epoch + 1, ctx)
-        metrics = train_epoch(run, epoch)
-        metrics |= plan.method.end_epoch(epoch + 1, ctx)
-        val_x, val_y = ctx.val_x, ctx.val_y
-        student = plan.method.output_model()
-        metrics |= evaluate(student, val_x, val_y, plan.batch_size, run.device, run.precision)
-        metrics["epoch_time_s"] = time.perf_counter() - started
-        progress.record(epoch + 1, metrics)
-        callbacks.on_epoch(epoch + 1, metrics)
-        save_epoch_checkpoints(run, progress, resume_path)
+    with compiled(plan.method, enabled=plan.compile):
+        for epoch in range(progress.epoch, plan.epochs):
+            metrics = run_epoch(run, ctx, progress, epoch)
+            if run.shard.is_main:
+                callbacks.on_epoch(epoch + 1, metrics)
+                save_epoch_checkpoints(run, progress, resume_path)
     return result(progress, resumed_from, run)
+
+
+def run_epoch(run: Run, ctx: EpochContext, progress: Progress, epoch: int) -> dict[str, float]:
+    plan, started = run.plan, time.perf_counter()
+    plan.method.begin_epoch(epoch + 1, ctx)
+    metrics = train_epoch(run, epoch)
+    metrics |= plan.method.end_epoch(epoch + 1, ctx)
+    student = plan.method.output_model()
+    metrics |= evaluate(student, ctx.val_x, ctx.val_y, plan.batch_size, run.device, run.precision)
+    metrics["epoch_time_s"] = time.perf_counter() - started
+    progress.record(epoch + 1, metrics)
+    return metrics
 
 
 def epoch_context(run: Run) -> EpochContext:
     plan, callbacks = run.plan, run.callbacks
 
     def emit(type_: str, message: str, **data: Any) -> None:
-        callbacks.on_event(type_, message, data)
+        if run.shard.is_main:
+            callbacks.on_event(type_, message, data)
 
     return EpochContext(
-        train_x=run.train_x,
-        train_y=run.train_y,
+        train_batches=lambda: run.feed.epoch(plan.batch_size, run.generator),
         val_x=plan.data.val_x.to(run.device),
         val_y=plan.data.val_y.to(run.device),
         batch_size=plan.batch_size,
@@ -144,10 +169,10 @@ def epoch_context(run: Run) -> EpochContext:
 
 
 def start_run(plan: TrainPlan, callbacks: Callbacks) -> Run:
-    device = resolve_device(plan.device)
-    steps = num_batches(len(plan.data.train_y), plan.batch_size, shuffle=True)
+    device, shard = resolve_device(plan.device), current_shard()
+    steps = num_batches(len(plan.data.train_y), plan.batch_size, shuffle=True, world=shard.world)
     if steps == 0:
-        raise ValueError("the training split needs at least two samples")
+        raise ValueError("the training split needs at least two samples per process")
     place(plan.method, device)
     # Batch shapes repeat every step, so cuDNN's autotuned kernels pay off.
     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -159,33 +184,41 @@ def start_run(plan: TrainPlan, callbacks: Callbacks) -> Run:
         callbacks=callbacks,
         device=device,
         precision=resolve_precision(plan.precision, device),
-        optimizer=build_optimizer(plan.method.trainable_parameters(), plan.optimizer),
+        shard=shard,
+        model=wrap(plan.method, device, shard),
+        optimizer=build_optimizer(plan.method.trainable_parameters(), plan.optimizer, device),
         generator=generator,
-        train_x=plan.data.train_x.to(device),
-        train_y=plan.data.train_y.to(device),
+        feed=TrainFeed.build(
+            plan.data.train_x,
+            plan.data.train_y,
+            device,
+            plan.data_placement,
+            plan.loader_workers,
+        ),
         steps_per_epoch=steps,
         routes=route_epochs(plan.epochs, plan.route_every, plan.schedule, plan.save_route),
     )
 
 
 def train_epoch(run: Run, epoch: int) -> dict[str, float]:
-    plan = run.plan
+    plan, shard = run.plan, run.shard
     plan.method.train()
     totals: dict[str, Tensor] = {}
     seen, lrs = 0, []
     started = time.perf_counter()
-    data = batches(run.train_x, run.train_y, plan.batch_size, shuffle=True, generator=run.generator)
+    data = run.feed.epoch(plan.batch_size, run.generator, shard.rank, shard.world)
     for step, (x, y) in enumerate(data):
         if run.callbacks.should_stop():
             raise Stopped(f"stopped at epoch {epoch + 1}, step {step + 1}")
         lrs.append(lr_for(run, epoch, step))
         set_lr(run.optimizer, lrs[-1])
         x = x.contiguous(memory_format=memory_format(run.device))
-        terms = train_step(run, Batch(x, y, plan.augment, run.generator), epoch)
-        add_terms(totals, terms, len(y))
+        batch = Batch(x, y, plan.augment, run.generator, (shard.rank, shard.world))
+        add_terms(totals, train_step(run, batch, epoch), len(y))
         seen += len(y)
-        run.callbacks.on_step(epoch + 1, step + 1, run.steps_per_epoch)
-    means = mean_terms(totals, seen)  # the epoch's one host sync
+        if shard.is_main:
+            run.callbacks.on_step(epoch + 1, step + 1, run.steps_per_epoch)
+    means, seen = mean_terms(totals, seen, shard)  # the epoch's one host sync
     elapsed = time.perf_counter() - started
     return epoch_metrics(means, lr=lrs[0], images_per_s=seen / max(elapsed, 1e-9), epoch=epoch)
 
@@ -204,7 +237,7 @@ def lr_for(run: Run, epoch: int, step: int) -> float:
 
 def train_step(run: Run, batch: Batch, epoch: int) -> dict[str, Tensor]:
     with autocast(run.device, run.precision):
-        terms = run.plan.method.losses(batch, epoch)
+        terms = run.model(batch, epoch)
     loss = torch.stack([t.float() for t in terms.values()]).sum()
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -246,10 +279,12 @@ def add_terms(totals: dict[str, Tensor], terms: dict[str, Tensor], n: int) -> No
         totals[name] = totals[name] + weighted if name in totals else weighted
 
 
-def mean_terms(totals: dict[str, Tensor], seen: int) -> dict[str, float]:
+def mean_terms(totals: dict[str, Tensor], seen: int, shard: Shard) -> tuple[dict[str, float], int]:
+    """Per-sample means over every process, and the number of samples they saw together."""
     names = list(totals)
-    values = (torch.stack([totals[n] for n in names]) / seen).tolist()
-    return dict(zip(names, values, strict=True))
+    local = [totals[n] for n in names] + [torch.tensor(float(seen), device=totals[names[0]].device)]
+    *sums, count = sum_across(torch.stack(local), shard).tolist()
+    return {n: s / count for n, s in zip(names, sums, strict=True)}, int(count)
 
 
 def plan_meta(plan: TrainPlan) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from typing import Any
 
 import torch
 
-from worker.engine.data import DataSplit
+from worker.engine.data import DataSplit, batches
 from worker.engine.loop import TrainPlan
-from worker.engine.methods import create
+from worker.engine.methods import EpochContext, create
 from worker.engine.models import build_model
 
 
@@ -72,3 +72,27 @@ def make_plan(
     }
     fields.update(overrides)
     return TrainPlan(**fields)
+
+
+def make_context(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    events: list,
+    *,
+    batch_size: int = 64,
+    augment_mode: str = "none",
+    stop: bool = False,
+) -> EpochContext:
+    """An epoch context on the CPU over (x, y) tensors, recording emitted events."""
+    generator = torch.Generator().manual_seed(0)
+    return EpochContext(
+        train_batches=lambda: batches(*train, batch_size, True, generator),
+        val_x=val[0],
+        val_y=val[1],
+        batch_size=batch_size,
+        augment_mode=augment_mode,
+        generator=generator,
+        precision="fp32",
+        emit=lambda type_, message, **data: events.append((type_, message, data)),
+        should_stop=lambda: stop,
+    )

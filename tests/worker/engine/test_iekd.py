@@ -9,11 +9,11 @@ from torch import Tensor, nn
 
 from worker.engine.data import DataSplit
 from worker.engine.loop import Stopped, train
-from worker.engine.methods import Batch, EpochContext, create
+from worker.engine.methods import Batch, create
 from worker.engine.methods.iekd import IEKD, cosine_overlap, exploration, factor_distance
 from worker.engine.models import StageFeatures, ZooModel, build_model
 
-from .helpers import Recorder, make_plan
+from .helpers import Recorder, make_context, make_plan
 
 # Two samples of a (2, 1, 2) factor, written out so the golden values below are reproducible.
 A = [[[[1.0, -2.0]], [[0.5, 3.0]]], [[[2.0, 0.0]], [[-1.0, 1.0]]]]
@@ -232,18 +232,8 @@ def test_resume_in_phase_two_does_not_retrain_the_autoencoder(
 def test_a_stop_inside_phase_one_stops_and_leaves_it_untrained(digits: DataSplit) -> None:
     method = iekd(*digits_pair(), digits.input_shape, ae_epochs=3)
     events: list = []
-    ctx = EpochContext(
-        train_x=digits.train_x[:128],
-        train_y=digits.train_y[:128],
-        val_x=digits.val_x,
-        val_y=digits.val_y,
-        batch_size=64,
-        augment_mode="crop",
-        generator=torch.Generator(),
-        precision="fp32",
-        emit=lambda type_, message, **data: events.append((type_, message, data)),
-        should_stop=lambda: True,
-    )
+    train = (digits.train_x[:128], digits.train_y[:128])
+    ctx = make_context(train, (digits.val_x, digits.val_y), events, augment_mode="crop", stop=True)
     with pytest.raises(Stopped):
         method.begin_epoch(1, ctx)
     assert not bool(method.ae_trained) and events == []

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.worker.engine.helpers import Recorder, make_plan
+from tests.worker.engine.helpers import Recorder, make_context, make_plan
 from worker.engine.data import DataSplit, num_batches
 from worker.engine.loop import Stopped, train
 from worker.engine.methods import Batch, EpochContext, create, ensemble, kdcl
@@ -149,18 +149,7 @@ def test_general_weights_by_hand_and_the_eps_regulariser() -> None:
 
 
 def context(x: torch.Tensor, y: torch.Tensor, batch_size: int, events: list) -> EpochContext:
-    return EpochContext(
-        train_x=x,
-        train_y=y,
-        val_x=x,
-        val_y=y,
-        batch_size=batch_size,
-        augment_mode="none",
-        generator=torch.Generator().manual_seed(0),
-        precision="fp32",
-        emit=lambda type_, message, **data: events.append((type_, message, data)),
-        should_stop=lambda: False,
-    )
+    return make_context((x, y), (x, y), events, batch_size=batch_size)
 
 
 def test_validation_covariance_over_partial_batches_in_eval_mode() -> None:

@@ -19,7 +19,7 @@ from worker.engine.methods.rco import (
 )
 from worker.engine.models import build_model
 
-from .helpers import Recorder, make_plan
+from .helpers import Recorder, make_context, make_plan
 
 ROUTE = [1, 2, 3, 4, 5, 6]
 
@@ -184,18 +184,7 @@ def test_resume_inside_a_stage_restores_its_anchor(
 
 
 def context(data: DataSplit, events: list) -> EpochContext:
-    return EpochContext(
-        train_x=data.train_x,
-        train_y=data.train_y,
-        val_x=data.val_x,
-        val_y=data.val_y,
-        batch_size=64,
-        augment_mode="none",
-        generator=torch.Generator(),
-        precision="fp32",
-        emit=lambda type_, message, **data: events.append((type_, message, data)),
-        should_stop=lambda: False,
-    )
+    return make_context((data.train_x, data.train_y), (data.val_x, data.val_y), events)
 
 
 def test_greedy_with_stub_gaps(small: DataSplit, route: dict[int, Path]) -> None:

@@ -3,7 +3,7 @@
 from worker.engine.data import uploaded  # noqa: F401  (registers "upload")
 from worker.engine.data.augment import AUGMENT_MODES, augment_batch, crop_at
 from worker.engine.data.builtin import BUILTIN, load_dataset
-from worker.engine.data.loader import batches, num_batches
+from worker.engine.data.loader import PLACEMENTS, TrainFeed, batches, num_batches
 from worker.engine.data.split import DataSplit
 
 DATASETS: tuple[str, ...] = BUILTIN.names()
@@ -12,6 +12,8 @@ __all__ = [
     "AUGMENT_MODES",
     "DATASETS",
     "DataSplit",
+    "PLACEMENTS",
+    "TrainFeed",
     "augment_batch",
     "batches",
     "crop_at",

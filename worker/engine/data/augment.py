@@ -11,17 +11,31 @@ from torch import Tensor
 AUGMENT_MODES = ("none", "crop", "crop_flip")
 
 
-def augment_batch(x: Tensor, mode: str, generator: torch.Generator | None = None) -> Tensor:
-    """A fresh random view of `x` (N, C, H, W); "none" returns `x` itself."""
+def augment_batch(
+    x: Tensor,
+    mode: str,
+    generator: torch.Generator | None = None,
+    part: tuple[int, int] = (0, 1),
+) -> Tensor:
+    """A fresh random view of `x` (N, C, H, W); "none" returns `x` itself.
+
+    `part` = (rank, world): `x` is that share of a global batch of N * world. The draws are
+    made for the whole global batch and this share's slice is applied, so every process keeps
+    the same generator state and the views are those one process would draw.
+    """
     if mode not in AUGMENT_MODES:
         raise ValueError(f"unknown augment mode {mode!r}; known: {', '.join(AUGMENT_MODES)}")
     if mode == "none":
         return x
     n, _, h, _ = x.shape
+    rank, world = part
+    mine = slice(rank * n, (rank + 1) * n)
     pad = crop_padding(h)
-    oy = draw_ints(2 * pad + 1, n, generator, x.device)
-    ox = draw_ints(2 * pad + 1, n, generator, x.device)
-    flip = draw_ints(2, n, generator, x.device).bool() if mode == "crop_flip" else None
+    oy = draw_ints(2 * pad + 1, n * world, generator, x.device)[mine]
+    ox = draw_ints(2 * pad + 1, n * world, generator, x.device)[mine]
+    flip = None
+    if mode == "crop_flip":
+        flip = draw_ints(2, n * world, generator, x.device)[mine].bool()
     return crop_at(x, pad, oy, ox, flip)
 
 

@@ -17,18 +17,18 @@ class Batch:
     labels: Tensor
     augment_mode: str
     generator: torch.Generator | None = None
+    part: tuple[int, int] = (0, 1)  # (rank, world): this process's share of a global batch
 
     def view(self) -> Tensor:
         """A fresh augmented view on each call; multi-view methods draw several."""
-        return augment_batch(self.images, self.augment_mode, self.generator)
+        return augment_batch(self.images, self.augment_mode, self.generator, self.part)
 
 
 @dataclass
 class EpochContext:
     """What a method's epoch hooks may use: the data on the device and a way to report."""
 
-    train_x: Tensor
-    train_y: Tensor
+    train_batches: Callable[[], Iterator[tuple[Tensor, Tensor]]]  # a shuffled epoch, on device
     val_x: Tensor
     val_y: Tensor
     batch_size: int
@@ -113,6 +113,19 @@ class Method(nn.Module):
         for teacher in self._teacher:
             teacher._apply(fn, recurse)
         return self
+
+    def forward(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
+        """The training step's losses; DDP wraps the method and calls this."""
+        return self.losses(batch, epoch)
+
+    def ask_teacher(self, images: Tensor) -> Tensor:
+        """The teacher's logits, computed in inference mode (no autograd bookkeeping).
+
+        Inference tensors cannot be saved for backward: callers use them only through an op
+        that makes a new tensor (KD's log-softmax), never directly in a loss.
+        """
+        with torch.inference_mode():
+            return self.teacher(images)
 
     def param(self, name: str, default: Any) -> Any:
         value = self.params.get(name)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.engine.data import augment_batch, batches
+from worker.engine.data import augment_batch
 from worker.engine.device import autocast
 from worker.engine.methods.base import EpochContext
 from worker.engine.models.resnet import init_weights
@@ -46,8 +46,8 @@ def fit_epoch(
     ctx: EpochContext,
 ) -> float:
     """One epoch of L1 reconstruction (sum |.| / numel) of `features(view)`; the mean loss."""
-    total, seen = torch.zeros((), device=ctx.train_x.device), 0
-    for x, _ in batches(ctx.train_x, ctx.train_y, ctx.batch_size, True, ctx.generator):
+    total, seen = torch.zeros((), device=ctx.val_x.device), 0
+    for x, _ in ctx.train_batches():
         ctx.check_stop()
         with autocast(x.device, ctx.precision):
             with torch.no_grad():

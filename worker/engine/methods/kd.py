@@ -5,7 +5,6 @@ Defaults are the CIFAR-100 recipe of RepDistiller and mdistiller. The T^2 factor
 soft-target gradients on the same scale as the hard-label ones when T changes.
 """
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -28,8 +27,7 @@ class KD(Method):
     def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
         images = batch.view()  # the teacher sees exactly the view the student sees
         logits = self.student(images)
-        with torch.no_grad():
-            teacher_logits = self.teacher(images)
+        teacher_logits = self.ask_teacher(images)
         ce = F.cross_entropy(logits.float(), batch.labels)
         kd = kd_loss(logits, teacher_logits, float(self.param("temperature", 4.0)))
         return {

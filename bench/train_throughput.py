@@ -1,0 +1,237 @@
+"""Training throughput: the engine's KD step against a plain reference step and the research
+recipe, measured side by side in one process on the same data and the same models.
+
+    python bench/train_throughput.py                        # CUDA when present, else small CPU
+    python bench/train_throughput.py --device cuda --compile --json out.json
+
+Teacher resnet32x4 -> student resnet8x4 (the zoo's), Hinton KD (T 4, 0.1 CE + 0.9 KD), on
+synthetic CIFAR-shaped data (32x32x3, 100 classes) that lives on the device:
+  (a) engine    the step a job runs: loop.train_step on a plan built as the runner builds it
+                (precision auto, channels_last, fused SGD, teacher in inference mode)
+  (b) reference the plain step of kd_ref_bench: bf16 autocast, channels_last, eager, nothing
+                more (its loop is carried below, since users have no ../shared)
+  (c) research  what the research code runs: fp32, batch 64, eager, contiguous tensors
+and the engine's whole epoch: shuffle, gather, crop + flip on the device, the lr per step and
+the epoch's metrics, as images/s over every training image. Steps are timed in rounds and
+the median is reported; nothing here is asserted.
+"""
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker.engine import loop  # noqa: E402
+from worker.engine.data import DataSplit, load_dataset  # noqa: E402
+from worker.engine.device import compiled, resolve_device  # noqa: E402
+from worker.engine.methods import Batch, create  # noqa: E402
+from worker.engine.models import build_model  # noqa: E402
+
+SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--teacher", default="resnet32x4")
+    p.add_argument("--student", default="resnet8x4")
+    p.add_argument("--batch", type=int, help="engine and reference batch (512 on CUDA, 32 on CPU)")
+    p.add_argument("--research-batch", type=int, help="research-recipe batch (64; 8 on CPU)")
+    p.add_argument("--samples", type=int, help="training images (50000 on CUDA, 256 on CPU)")
+    p.add_argument("--steps", type=int, help="timed steps per round (50 on CUDA, 2 on CPU)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="also time the engine compiled")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args(argv)
+    cuda = resolve_device(args.device).type == "cuda"
+    defaults = {"batch": 512, "research_batch": 64, "samples": 50_000, "steps": 50}
+    if not cuda:
+        defaults = {"batch": 32, "research_batch": 8, "samples": 256, "steps": 2}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def kd_loss(s: Tensor, t: Tensor, y: Tensor, temperature: float = 4.0, alpha: float = 0.9):
+    """kd_ref_bench's loss: (1 - a) CE + a T^2 KL(p_t || p_s)."""
+    kl = F.kl_div(
+        F.log_softmax(s / temperature, 1),
+        F.log_softmax(t / temperature, 1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (1 - alpha) * F.cross_entropy(s, y) + alpha * temperature**2 * kl
+
+
+def plain_step(
+    teacher: nn.Module, student: nn.Module, x: Tensor, y: Tensor, bf16: bool
+) -> Callable[[], None]:
+    """The reference KD step (b) with bf16, the research step (c) without."""
+    opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+    def autocast() -> torch.autocast:
+        return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def step() -> None:
+        with torch.no_grad(), autocast():
+            t = teacher(x)
+        with autocast():
+            loss = kd_loss(student(x).float(), t.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def images_per_s(step: Callable[[], None], batch: int, args: argparse.Namespace, dev) -> float:
+    """Median over rounds of `steps` timed steps, after warm-up steps."""
+    for _ in range(max(2, args.steps // 5)):
+        step()
+    rates = []
+    for _ in range(args.rounds):
+        sync(dev)
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        sync(dev)
+        rates.append(batch * args.steps / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def engine_run(args: argparse.Namespace, data: DataSplit, models, workdir: Path, **plan_fields):
+    teacher, student = (copy.deepcopy(m) for m in models)
+    method = create("kd", student=student, teacher=teacher, params={}, input_shape=data.input_shape)
+    plan = loop.TrainPlan(
+        method=method,
+        data=data,
+        epochs=1,
+        batch_size=args.batch,
+        optimizer=SGD,
+        schedule={"name": "constant"},
+        seed=0,
+        precision="auto",
+        device=args.device,
+        augment="none",
+        checkpoint_dir=workdir,
+        **plan_fields,
+    )
+    return loop.start_run(plan, loop.Quiet())
+
+
+def engine_step(run: loop.Run) -> Callable[[], None]:
+    x, y = next(run.feed.epoch(run.plan.batch_size, run.generator))
+    x = x.contiguous(memory_format=loop.memory_format(run.device))
+    batch = Batch(x, y, run.plan.augment, run.generator)
+    return lambda: loop.train_step(run, batch, 0)
+
+
+def whole_epoch(run: loop.Run) -> float:
+    """Images/s of the engine's second epoch with crop + flip (the first one warms up)."""
+    run.plan.augment = "crop_flip"
+    rate = 0.0
+    for epoch in range(2):
+        sync(run.device)
+        started = time.perf_counter()
+        seen = run.steps_per_epoch * run.plan.batch_size
+        loop.train_epoch(run, epoch)
+        rate = seen / (time.perf_counter() - started)
+    return rate
+
+
+def reference_inputs(run: loop.Run, batch: int, channels_last: bool) -> tuple[Tensor, Tensor]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x, y = run.feed.x[:batch], run.feed.y[:batch]
+    return x.contiguous(memory_format=fmt), y
+
+
+def plain_models(models, device: torch.device, channels_last: bool) -> tuple[nn.Module, nn.Module]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    teacher, student = (copy.deepcopy(m).to(device, memory_format=fmt) for m in models)
+    return teacher.eval(), student.train()
+
+
+def measure(args: argparse.Namespace) -> dict:
+    dev = resolve_device(args.device)
+    data = load_dataset(
+        "synthetic",
+        val_fraction=0.02,
+        seed=0,
+        options={"num_samples": args.samples, "num_classes": 100, "size": 32},
+    )
+    torch.manual_seed(0)
+    models = (build_model(args.teacher, 100, 3), build_model(args.student, 100, 3))
+    out: dict = {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "teacher": args.teacher,
+        "student": args.student,
+        "batch": args.batch,
+        "research_batch": args.research_batch,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        run = engine_run(args, data, models, Path(tmp))
+        out["engine"] = images_per_s(engine_step(run), args.batch, args, dev)
+        out["engine_epoch"] = whole_epoch(run)
+        if args.compile:
+            run = engine_run(args, data, models, Path(tmp), compile=True)
+            with compiled(run.plan.method, enabled=True):
+                out["engine_compiled"] = images_per_s(engine_step(run), args.batch, args, dev)
+                out["engine_compiled_epoch"] = whole_epoch(run)
+        cuda = dev.type == "cuda"
+        teacher, student = plain_models(models, dev, channels_last=cuda)
+        x, y = reference_inputs(run, args.batch, channels_last=cuda)
+        step = plain_step(teacher, student, x, y, bf16=cuda)
+        out["reference"] = images_per_s(step, args.batch, args, dev)
+        teacher, student = plain_models(models, dev, channels_last=False)
+        x, y = reference_inputs(run, args.research_batch, channels_last=False)
+        step = plain_step(teacher, student, x, y, bf16=False)
+        out["research"] = images_per_s(step, args.research_batch, args, dev)
+    return out | ratios(out)
+
+
+def ratios(out: dict) -> dict[str, float]:
+    best = max(out["engine"], out.get("engine_compiled", 0.0))
+    r = {
+        "engine/reference": out["engine"] / out["reference"],
+        "engine/research": out["engine"] / out["research"],
+        "epoch/step": out["engine_epoch"] / out["engine"],
+    }
+    if "engine_compiled" in out:
+        r["compiled/reference"] = out["engine_compiled"] / out["reference"]
+        r["compiled_epoch/compiled_step"] = out["engine_compiled_epoch"] / out["engine_compiled"]
+        r["best/research"] = best / out["research"]
+    return r
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = measure(args)
+    print(f"{out['device']}, torch {out['torch']}: {out['teacher']} -> {out['student']}, KD")
+    for key, value in out.items():
+        if isinstance(value, float):
+            unit = "" if "/" in key else " images/s"
+            print(f"  {key:30s} {value:12.2f}{unit}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

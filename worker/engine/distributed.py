@@ -1,0 +1,77 @@
+"""One job on several processes: DDP, one process per GPU (NCCL), or per CPU slot (gloo).
+
+Every rank builds the same method from the same seed, draws the same shuffled order and
+augmentation from the same generator, and trains on its contiguous share of each global
+batch; DDP averages the gradients, so N processes take the step one process would take on
+the whole global batch. Rank 0 alone reports and writes checkpoints.
+"""
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+# A collective that waits this long means another rank died: fail instead of hanging.
+TIMEOUT = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Shard:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def current_shard() -> Shard:
+    if dist.is_available() and dist.is_initialized():
+        return Shard(dist.get_rank(), dist.get_world_size())
+    return Shard()
+
+
+def rank_device(device: str, rank: int) -> torch.device:
+    """Rank r trains on GPU r of those visible to the job, or on the CPU."""
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", rank)
+
+
+@contextlib.contextmanager
+def process_group(rank: int, world: int, rendezvous: Path, device: torch.device) -> Iterator[None]:
+    """Join the job's group through a file every rank can see (no ports to pick)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend,
+        init_method=f"file://{rendezvous}",
+        rank=rank,
+        world_size=world,
+        timeout=TIMEOUT,
+        device_id=device if device.type == "cuda" else None,
+    )
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def wrap(model: nn.Module, device: torch.device, shard: Shard) -> nn.Module:
+    """DDP over `model` when the job spans processes; `model` itself otherwise."""
+    if shard.world == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def sum_across(t: Tensor, shard: Shard) -> Tensor:
+    if shard.world > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
