@@ -106,3 +106,15 @@ def test_training_drops_a_single_trailing_sample_but_eval_keeps_it() -> None:
     evaluation = list(batches(x, y, 32, shuffle=False))
     assert [len(b) for _, b in evaluation] == [32, 32, 1] and num_batches(65, 32, False) == 3
     assert torch.equal(torch.cat([b for _, b in evaluation]), y)
+
+
+def test_each_share_of_a_global_batch_gets_the_views_one_process_would_draw() -> None:
+    x = torch.randn(8, 3, 16, 16)
+    one = torch.Generator().manual_seed(3)
+    whole = augment_batch(x, "crop_flip", one)
+    for rank in range(2):
+        g = torch.Generator().manual_seed(3)
+        part = augment_batch(x[rank * 4 : (rank + 1) * 4], "crop_flip", g, part=(rank, 2))
+        assert torch.equal(part, whole[rank * 4 : (rank + 1) * 4])
+        # every process's generator moved as far as the one-process draw: the ranks stay in step
+        assert torch.equal(g.get_state(), one.get_state())

@@ -1,0 +1,80 @@
+"""DDP with gloo on the CPU: two processes take the step one process takes on the same
+global batch (same losses, same weights), and only rank 0 reports and writes checkpoints."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from worker.engine.data import DataSplit, load_dataset
+from worker.engine.distributed import process_group
+from worker.engine.loop import train
+from worker.engine.models import build_model
+
+from .helpers import Recorder, make_plan
+
+WORLD = 2
+
+
+def digits_1536() -> DataSplit:
+    """Digits cut to 24 whole batches of 64, so one process drops no partial batch either."""
+    data = load_dataset("digits", val_fraction=0.1, seed=0)
+    return replace(data, train_x=data.train_x[:1536], train_y=data.train_y[:1536])
+
+
+def kd_plan(data: DataSplit, checkpoint_dir: Path):
+    torch.manual_seed(7)
+    teacher = build_model("mlp", data.num_classes, 1)
+    return make_plan(
+        data,
+        checkpoint_dir,
+        arch="mlp",
+        method="kd",
+        teacher=teacher,
+        epochs=2,
+        precision="fp32",
+        augment="crop",
+    )
+
+
+def rank_main(rank: int, workdir: Path) -> None:
+    torch.set_num_threads(1)
+    with process_group(rank, WORLD, workdir / "rendezvous", torch.device("cpu")):
+        recorder = Recorder()
+        plan = kd_plan(digits_1536(), workdir / f"rank{rank}")
+        result = train(plan, recorder)
+    save_file(plan.method.student.state_dict(), str(workdir / f"student{rank}.safetensors"))
+    report = {"history": result.history, "epochs": len(recorder.epochs)}
+    report |= {"steps": len(recorder.steps), "checkpoints": len(recorder.checkpoints)}
+    (workdir / f"report{rank}.json").write_text(json.dumps(report))
+
+
+def test_two_gloo_processes_match_one_on_the_same_global_batch(tmp_path: Path) -> None:
+    mp.spawn(rank_main, args=(tmp_path,), nprocs=WORLD, join=True)
+    plan = kd_plan(digits_1536(), tmp_path / "single")
+    single = train(plan, Recorder())
+
+    reports = [json.loads((tmp_path / f"report{r}.json").read_text()) for r in range(WORLD)]
+    for key in ("train_loss", "train_ce", "train_kd", "val_acc"):
+        want = [h[key] for h in single.history]
+        for report in reports:
+            got = [h[key] for h in report["history"]]
+            assert torch.allclose(torch.tensor(got), torch.tensor(want), rtol=1e-5), key
+    expected = plan.method.student.state_dict()
+    for r in range(WORLD):
+        weights = load_file(str(tmp_path / f"student{r}.safetensors"))
+        for name, value in expected.items():
+            assert torch.allclose(weights[name], value, atol=1e-5), (r, name)
+
+    assert (reports[0]["epochs"], reports[0]["steps"]) == (2, 2 * 24)
+    assert reports[0]["checkpoints"] == 2 and (tmp_path / "rank0/resume.safetensors").exists()
+    assert reports[1] | {"history": None} == {
+        "history": None,
+        "epochs": 0,
+        "steps": 0,
+        "checkpoints": 0,
+    }
+    assert not (tmp_path / "rank1").exists()

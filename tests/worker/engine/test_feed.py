@@ -1,0 +1,50 @@
+"""Where the training split lives: resident on the device, or streamed from host memory."""
+
+import pytest
+import torch
+
+from worker.engine.data import DataSplit, TrainFeed
+from worker.engine.data.loader import choose_placement, shard_of, shuffled_batches
+from worker.engine.loop import train
+
+from .helpers import Recorder, make_plan
+
+
+def test_placement_choice() -> None:
+    cpu = torch.device("cpu")
+    assert choose_placement("auto", 10**12, cpu) == "device"  # a CPU trains from memory
+    assert choose_placement("host", 10, cpu) == "host"
+    with pytest.raises(ValueError, match="unknown data placement 'disk'"):
+        choose_placement("disk", 10, cpu)
+
+
+def test_streamed_batches_are_the_resident_ones() -> None:
+    x, y = torch.randn(50, 1, 4, 4), torch.arange(50)
+    cpu = torch.device("cpu")
+    resident = TrainFeed.build(x, y, cpu, "device", workers=0)
+    streamed = TrainFeed.build(x, y, cpu, "host", workers=2)
+    got = [list(feed.epoch(16, torch.Generator().manual_seed(1))) for feed in (resident, streamed)]
+    assert len(got[0]) == len(got[1]) == 4  # 50 = 3 * 16 + 2: the partial batch is kept
+    for (xa, ya), (xb, yb) in zip(*got, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_shards_tile_each_global_batch_and_drop_the_partial_one() -> None:
+    order = shuffled_batches(50, 16, torch.Generator().manual_seed(0), torch.device("cpu"), 2)
+    assert len(order) == 3
+    for idx in order:
+        assert torch.equal(torch.cat([shard_of(idx, r, 2) for r in range(2)]), idx)
+
+
+def test_a_streamed_run_trains_exactly_like_a_resident_one(digits: DataSplit, tmp_path) -> None:
+    results = []
+    for placement in ("device", "host"):
+        plan = make_plan(
+            digits, tmp_path / placement, epochs=2, data_placement=placement, loader_workers=2
+        )
+        result = train(plan, Recorder())
+        results.append((result.history, plan.method.student.state_dict()))
+    (hist_a, weights_a), (hist_b, weights_b) = results
+    assert [h["train_loss"] for h in hist_a] == [h["train_loss"] for h in hist_b]
+    for name, value in weights_a.items():
+        assert torch.equal(value, weights_b[name]), name
