@@ -101,12 +101,28 @@ class TrainSpec(Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    compile: bool = Field(
+        False, description="torch.compile the student and teacher forward; pays on long GPU runs"
+    )
+    data_placement: Literal["auto", "device", "host"] = Field(
+        "auto",
+        description="auto keeps the training split on the GPU when it fits in 40% of free "
+        "memory, else streams it from host memory through a DataLoader; device/host force one",
+    )
 
 
 class ResourcesSpec(Strict):
     queue: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     max_runtime_s: int = Field(86_400, ge=1, le=30 * 86_400)
     max_attempts: int = Field(3, ge=1, le=20)
+    gpus: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="processes that train the job together with DDP, one per GPU (on a CPU "
+        "worker, that many gloo processes); each trains train.batch_size / gpus samples of "
+        "every batch",
+    )
 
 
 class JobSpec(Strict):
@@ -165,4 +181,23 @@ def spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
         problems.append(("train.schedule.milestones", "must be increasing epochs in [1, epochs)"))
     if train.schedule.warmup_epochs >= train.epochs:
         problems.append(("train.schedule.warmup_epochs", "must be less than train.epochs"))
+    problems += _ddp_problems(train.batch_size, spec.resources.gpus)
     return problems
+
+
+def _ddp_problems(batch_size: int, gpus: int) -> list[tuple[str, str]]:
+    """Each of `gpus` processes trains an equal share of every batch, of 2 samples or more
+    (BatchNorm cannot normalise one)."""
+    if gpus == 1:
+        return []
+    if batch_size % gpus:
+        return [("train.batch_size", f"must be a multiple of resources.gpus ({gpus})")]
+    if batch_size // gpus < 2:
+        return [
+            (
+                "train.batch_size",
+                f"must be at least {2 * gpus}: each of the {gpus} processes needs 2 samples "
+                "or more of every batch",
+            )
+        ]
+    return []

@@ -115,6 +115,10 @@ BAD = [
     ("colour", "blue", "colour"),
     ("train.optimiser", {"lr": 1}, "train.optimiser"),
     ("resources.queue", "../etc", "resources.queue"),
+    ("train.data_placement", "gpu", "train.data_placement"),
+    ("resources.gpus", 0, "resources.gpus"),
+    ("resources.gpus", 17, "resources.gpus"),
+    ("resources.gpus", 3, "train.batch_size"),  # 64 samples do not split 3 ways
 ]
 
 
@@ -125,6 +129,35 @@ def test_bad_spec_names_the_field_and_creates_nothing(
     set_path(spec_body, path, value)
     body = problem(client.post("/v1/jobs", json=spec_body), 422)
     assert fields(body) == [field]
+    assert count_jobs() == 0
+
+
+def test_training_options_default_and_round_trip(client, spec_body):
+    job = client.post("/v1/jobs", json=spec_body).json()
+    assert (job["spec"]["train"]["compile"], job["spec"]["train"]["data_placement"]) == (
+        False,
+        "auto",
+    )
+    assert job["spec"]["resources"]["gpus"] == 1
+    spec_body["train"] |= {"compile": True, "data_placement": "host", "batch_size": 8}
+    spec_body["resources"] = {"gpus": 4}  # 2 samples of each batch per process
+    r = client.post("/v1/jobs", json=spec_body)
+    assert r.status_code == 201, r.text
+    spec = r.json()["spec"]
+    assert (spec["train"]["compile"], spec["train"]["data_placement"]) == (True, "host")
+    assert (spec["train"]["batch_size"], spec["resources"]["gpus"]) == (8, 4)
+    assert JobSpec.model_validate(spec).resolved() == spec
+
+
+@pytest.mark.parametrize(("gpus", "batch_size", "says"), [(3, 64, "multiple"), (16, 16, "32")])
+def test_each_process_needs_an_equal_share_of_two_or_more(
+    client, spec_body, count_jobs, gpus, batch_size, says
+):
+    spec_body["train"]["batch_size"] = batch_size
+    spec_body["resources"] = {"gpus": gpus}
+    body = problem(client.post("/v1/jobs", json=spec_body), 422)
+    assert fields(body) == ["train.batch_size"]
+    assert says in body["errors"][0]["message"]
     assert count_jobs() == 0
 
 

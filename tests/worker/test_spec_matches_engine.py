@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from service import method_params, names, spec
-from worker.engine.data import DATASETS, load_dataset
+from worker.engine.data import DATASETS, PLACEMENTS, load_dataset
 from worker.engine.methods import METHOD_NAMES, create
 from worker.engine.models import ARCHITECTURES, build_model
 
@@ -14,6 +14,8 @@ def test_same_names_on_both_sides() -> None:
     assert set(names.ARCHITECTURES) == set(ARCHITECTURES)
     assert set(method_params.METHODS) == set(METHOD_NAMES)
     assert set(names.DATASETS) == set(DATASETS)
+    placement = spec.TrainSpec.model_fields["data_placement"].annotation
+    assert set(placement.__args__) == set(PLACEMENTS)
 
 
 @pytest.mark.parametrize(

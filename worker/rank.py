@@ -1,0 +1,57 @@
+"""One of ranks 1..N-1 of a job on N processes: python -m worker.rank JOB RANK WORLD RENDEZVOUS
+
+Rank 0, the Celery task (worker/runner.py), claims the job, reports, writes checkpoints and
+outputs, and starts and stops this process. Here the job's spec is only read: the same plan
+is built and trained on this rank's share of each batch. No job row is ever written.
+"""
+
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from service import jobs
+from service.db import session_scope
+from service.spec import JobSpec
+from worker import runner
+from worker.engine import loop
+from worker.engine.distributed import process_group, rank_device
+
+log = logging.getLogger("worker.rank")
+
+
+def main(job_id: str, rank: int, world: int, rendezvous: Path) -> None:
+    _exit_with_parent()
+    with session_scope() as s:
+        spec = JobSpec.model_validate(jobs.get_job(s, job_id).spec)
+    device = rank_device(spec.train.device, rank)
+    runner.share_cpu(device, world)
+    built = runner.build(job_id, spec, device)
+    runner.ready_path(rendezvous, rank).touch()
+    log.info("job %s: rank %d of %d on %s joining", job_id, rank, world, device)
+    with process_group(rank, world, rendezvous, device):
+        loop.train(built.plan, loop.Quiet())
+    log.info("job %s: rank %d of %d done", job_id, rank, world)
+
+
+def _exit_with_parent() -> None:
+    """Rank 0 gone (its worker killed): leave at once rather than wait on a dead group."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        log.error("rank 0 (pid %d) is gone; exiting", parent)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    job, rank, world, rendezvous = sys.argv[1:]
+    main(job, int(rank), int(world), Path(rendezvous))
+    logging.shutdown()
+    os._exit(0)  # skip torch's seconds-long interpreter teardown: rank 0 waits on this exit
