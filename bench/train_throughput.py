@@ -12,11 +12,14 @@ synthetic CIFAR-shaped data (32x32x3, 100 classes) that lives on the device:
                 more (its loop is carried below, since users have no ../shared)
   (c) research  what the research code runs: fp32, batch 64, eager, contiguous tensors
 and the engine's whole epoch: shuffle, gather, crop + flip on the device, the lr per step and
-the epoch's metrics, as images/s over every training image. Steps are timed in rounds and
-the median is reported; nothing here is asserted.
+the epoch's metrics, as images/s over every training image, with the data resident on the
+device and streamed from host memory (and compiled, with --compile). Steps are timed in
+rounds and the median is reported (every round is in the JSON); rounds alternate between
+the runs so that drift in clocks or load falls on all of them alike. Nothing is asserted.
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
@@ -50,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--research-batch", type=int, help="research-recipe batch (64; 8 on CPU)")
     p.add_argument("--samples", type=int, help="training images (50000 on CUDA, 256 on CPU)")
     p.add_argument("--steps", type=int, help="timed steps per round (50 on CUDA, 2 on CPU)")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds per figure (median)")
     p.add_argument("--compile", action="store_true", help="also time the engine compiled")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -101,19 +104,34 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def images_per_s(step: Callable[[], None], batch: int, args: argparse.Namespace, dev) -> float:
-    """Median over rounds of `steps` timed steps, after warm-up steps."""
-    for _ in range(max(2, args.steps // 5)):
-        step()
-    rates = []
-    for _ in range(args.rounds):
-        sync(dev)
-        started = time.perf_counter()
-        for _ in range(args.steps):
+def timed(fn: Callable[[], None], dev: torch.device) -> float:
+    sync(dev)
+    started = time.perf_counter()
+    fn()
+    sync(dev)
+    return time.perf_counter() - started
+
+
+def interleaved(
+    runs: dict[str, tuple[Callable[[], None], int]], rounds: int, dev: torch.device
+) -> dict[str, list[float]]:
+    """Images/s of each run per round; rounds alternate between the runs, so a drift in
+    clocks or load falls on all of them alike. Each run is called once first to warm up."""
+    for fn, _ in runs.values():
+        fn()
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (fn, images) in runs.items():
+            rates[name].append(images / timed(fn, dev))
+    return rates
+
+
+def repeat(step: Callable[[], None], times: int) -> Callable[[], None]:
+    def steps() -> None:
+        for _ in range(times):
             step()
-        sync(dev)
-        rates.append(batch * args.steps / (time.perf_counter() - started))
-    return statistics.median(rates)
+
+    return steps
 
 
 def engine_run(args: argparse.Namespace, data: DataSplit, models, workdir: Path, **plan_fields):
@@ -143,17 +161,10 @@ def engine_step(run: loop.Run) -> Callable[[], None]:
     return lambda: loop.train_step(run, batch, 0)
 
 
-def whole_epoch(run: loop.Run) -> float:
-    """Images/s of the engine's second epoch with crop + flip (the first one warms up)."""
+def whole_epoch(run: loop.Run) -> tuple[Callable[[], None], int]:
+    """One engine epoch with crop + flip, and the number of images it trains on."""
     run.plan.augment = "crop_flip"
-    rate = 0.0
-    for epoch in range(2):
-        sync(run.device)
-        started = time.perf_counter()
-        seen = run.steps_per_epoch * run.plan.batch_size
-        loop.train_epoch(run, epoch)
-        rate = seen / (time.perf_counter() - started)
-    return rate
+    return lambda: loop.train_epoch(run, 0), run.steps_per_epoch * run.plan.batch_size
 
 
 def reference_inputs(run: loop.Run, batch: int, channels_last: bool) -> tuple[Tensor, Tensor]:
@@ -186,24 +197,29 @@ def measure(args: argparse.Namespace) -> dict:
         "batch": args.batch,
         "research_batch": args.research_batch,
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        run = engine_run(args, data, models, Path(tmp))
-        out["engine"] = images_per_s(engine_step(run), args.batch, args, dev)
-        out["engine_epoch"] = whole_epoch(run)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        steps, epochs = {}, {}
+        variants = {"engine": {}, "engine_streamed": {"data_placement": "host"}}
         if args.compile:
-            run = engine_run(args, data, models, Path(tmp), compile=True)
-            with compiled(run.plan.method, enabled=True):
-                out["engine_compiled"] = images_per_s(engine_step(run), args.batch, args, dev)
-                out["engine_compiled_epoch"] = whole_epoch(run)
+            variants["engine_compiled"] = {"compile": True}
+        for name, fields in variants.items():
+            run = engine_run(args, data, models, Path(tmp) / name, **fields)
+            stack.enter_context(compiled(run.plan.method, enabled=run.plan.compile))
+            if name != "engine_streamed":  # the same step as "engine" once the batch is there
+                steps[name] = (repeat(engine_step(run), args.steps), args.batch * args.steps)
+            epochs[f"{name}_epoch"] = whole_epoch(run)
         cuda = dev.type == "cuda"
         teacher, student = plain_models(models, dev, channels_last=cuda)
         x, y = reference_inputs(run, args.batch, channels_last=cuda)
         step = plain_step(teacher, student, x, y, bf16=cuda)
-        out["reference"] = images_per_s(step, args.batch, args, dev)
+        steps["reference"] = (repeat(step, args.steps), args.batch * args.steps)
         teacher, student = plain_models(models, dev, channels_last=False)
         x, y = reference_inputs(run, args.research_batch, channels_last=False)
         step = plain_step(teacher, student, x, y, bf16=False)
-        out["research"] = images_per_s(step, args.research_batch, args, dev)
+        steps["research"] = (repeat(step, args.steps), args.research_batch * args.steps)
+        rates = interleaved(steps, args.rounds, dev) | interleaved(epochs, args.rounds, dev)
+    out |= {name: statistics.median(values) for name, values in rates.items()}
+    out["rounds"] = rates
     return out | ratios(out)
 
 
@@ -213,6 +229,7 @@ def ratios(out: dict) -> dict[str, float]:
         "engine/reference": out["engine"] / out["reference"],
         "engine/research": out["engine"] / out["research"],
         "epoch/step": out["engine_epoch"] / out["engine"],
+        "streamed_epoch/step": out["engine_streamed_epoch"] / out["engine"],
     }
     if "engine_compiled" in out:
         r["compiled/reference"] = out["engine_compiled"] / out["reference"]

@@ -1,6 +1,6 @@
 """One of ranks 1..N-1 of a job on N processes: python -m worker.rank JOB RANK WORLD RENDEZVOUS
 
-Rank 0, the Celery task (worker/runner.py), claims the job, reports, writes checkpoints and
+Rank 0, the Celery task (worker/ranks.py), claims the job, reports, writes checkpoints and
 outputs, and starts and stops this process. Here the job's spec is only read: the same plan
 is built and trained on this rank's share of each batch. No job row is ever written.
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 from service import jobs
 from service.db import session_scope
 from service.spec import JobSpec
-from worker import runner
+from worker import ranks
+from worker.build import build
 from worker.engine import loop
 from worker.engine.distributed import process_group, rank_device
 
@@ -27,9 +28,9 @@ def main(job_id: str, rank: int, world: int, rendezvous: Path) -> None:
     with session_scope() as s:
         spec = JobSpec.model_validate(jobs.get_job(s, job_id).spec)
     device = rank_device(spec.train.device, rank)
-    runner.share_cpu(device, world)
-    built = runner.build(job_id, spec, device)
-    runner.ready_path(rendezvous, rank).touch()
+    ranks.share_cpu(device, world)
+    built = build(job_id, spec, device)
+    ranks.ready_path(rendezvous, rank).touch()
     log.info("job %s: rank %d of %d on %s joining", job_id, rank, world, device)
     with process_group(rank, world, rendezvous, device):
         loop.train(built.plan, loop.Quiet())

@@ -141,7 +141,7 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
     model = build_model(card["architecture"], card["num_classes"], card["in_channels"])
     load_weights(model, paths["student.safetensors"])
     from service.spec import JobSpec
-    from worker.runner import data_options
+    from worker.build import data_options
 
     spec = JobSpec.model_validate(card["spec"])
     data = load_dataset(

@@ -64,7 +64,9 @@ def compiled(method: nn.Module, enabled: bool) -> Iterator[None]:
         return
     models = [m for m in (getattr(method, "student", None), *getattr(method, "_teacher", ())) if m]
     for model in models:
-        model.compile()
+        # Static shapes: a trailing partial batch gets its own graph instead of turning every
+        # batch onto a slower dynamic-shape one (measured: 0.71 of the step rate per epoch).
+        model.compile(dynamic=False)
     try:
         yield
     finally:

@@ -65,7 +65,7 @@ class TrainPlan:
     spec: dict[str, Any] = field(default_factory=dict)  # the resolved job spec, kept in checkpoints
     compile: bool = False  # torch.compile the student's and teacher's forward
     data_placement: str = "auto"  # "auto" | "device" | "host" (streamed by a DataLoader)
-    loader_workers: int = 4  # DataLoader workers when the data is streamed
+    prefetch: int = 4  # batches gathered ahead when the data is streamed from the host
 
 
 class Callbacks(Protocol):
@@ -193,7 +193,7 @@ def start_run(plan: TrainPlan, callbacks: Callbacks) -> Run:
             plan.data.train_y,
             device,
             plan.data_placement,
-            plan.loader_workers,
+            plan.prefetch,
         ),
         steps_per_epoch=steps,
         routes=route_epochs(plan.epochs, plan.route_every, plan.schedule, plan.save_route),

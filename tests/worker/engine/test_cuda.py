@@ -52,7 +52,7 @@ def test_streamed_data_trains_like_resident_data_on_a_gpu(digits, tmp_path) -> N
 
 
 def test_compile_trains_and_leaves_the_modules_plain(digits, tmp_path) -> None:
-    plan = kd_plan(digits, tmp_path, epochs=3, compile=True)
+    plan = make_plan(digits, tmp_path, arch="resnet8", device="cuda", epochs=3, compile=True)
     keys = set(plan.method.student.state_dict())
     result = train(plan, Recorder())
     assert result.final_metrics["val_acc"] >= 0.8

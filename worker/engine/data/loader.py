@@ -1,18 +1,25 @@
 """Mini-batches for training and evaluation, and where the training data lives.
 
 A training split that fits on the device is moved there once and batched by indexing, with
-no host round trip. A larger one stays in host memory and streams through a DataLoader
-whose workers gather the batches (pinned, copied without blocking). Augmentation runs on
-the device either way.
-Both feeds draw the same shuffled order from the same generator, so they train identically.
+no host round trip. A larger one stays in host memory: a background thread gathers each
+batch straight into pinned memory, a few batches ahead, and the copy to the device does not
+block. Augmentation runs on the device either way. Both feeds draw the same shuffled order
+from the same generator, so they train identically.
+
+Why a thread and not DataLoader worker processes: the data is already decoded tensors, so a
+batch is one gather (torch releases the GIL for it), and a worker process would add two
+copies (into shared memory, then into pinned memory). And a job runs inside Celery's prefork
+pool child, a daemonic process, which Python forbids to start processes
+("daemonic processes are not allowed to have children").
 """
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
 PLACEMENTS = ("auto", "device", "host")
 # "auto" keeps the training split on a GPU when it takes at most this share of free memory.
@@ -84,19 +91,6 @@ def choose_placement(requested: str, nbytes: int, device: torch.device) -> str:
     return "device" if nbytes <= DEVICE_SHARE * free else "host"
 
 
-class _Rows(Dataset):
-    """Fetching a tensor of row indices returns that whole batch: one gather per batch."""
-
-    def __init__(self, x: Tensor, y: Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        return self.x[idx], self.y[idx]
-
-
 @dataclass
 class TrainFeed:
     """The training split and how its batches reach `device`."""
@@ -105,16 +99,16 @@ class TrainFeed:
     y: Tensor
     device: torch.device
     placement: str  # "device" | "host"
-    workers: int = 4
+    prefetch: int = 4  # batches gathered ahead when streaming from the host
 
     @classmethod
     def build(
-        cls, x: Tensor, y: Tensor, device: torch.device, requested: str, workers: int
+        cls, x: Tensor, y: Tensor, device: torch.device, requested: str, prefetch: int = 4
     ) -> "TrainFeed":
         placement = choose_placement(requested, x.nbytes + y.nbytes, device)
         if placement == "device":
-            return cls(x.to(device), y.to(device), device, placement, workers)
-        return cls(x, y, device, placement, workers)  # the loader pins each batch
+            x, y = x.to(device), y.to(device)
+        return cls(x, y, device, placement, prefetch)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -137,13 +131,42 @@ class TrainFeed:
         return self._stream([idx.cpu() for idx in parts])
 
     def _stream(self, parts: list[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
-        loader = DataLoader(
-            _Rows(self.x, self.y),
-            sampler=parts,
-            batch_size=None,  # the sampler already yields whole batches of indices
-            num_workers=self.workers,
-            pin_memory=self.device.type == "cuda",
-            multiprocessing_context="fork" if self.workers else None,
+        ahead: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
+        done = threading.Event()
+        gather = threading.Thread(
+            target=self._gather, args=(parts, ahead, done), daemon=True, name="feed"
         )
-        for x, y in loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        gather.start()
+        try:
+            for _ in parts:
+                item = ahead.get()
+                if isinstance(item, BaseException):
+                    raise item
+                x, y = item
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        finally:
+            done.set()  # a consumer that stops early (a cancel) releases the thread
+            gather.join()
+
+    def _gather(self, parts: list[Tensor], ahead: queue.Queue, done: threading.Event) -> None:
+        pin = self.device.type == "cuda"
+        try:
+            for idx in parts:
+                x = torch.empty((len(idx), *self.x.shape[1:]), dtype=self.x.dtype, pin_memory=pin)
+                y = torch.empty((len(idx),), dtype=self.y.dtype, pin_memory=pin)
+                torch.index_select(self.x, 0, idx, out=x)
+                torch.index_select(self.y, 0, idx, out=y)
+                if not put_unless_done(ahead, (x, y), done):
+                    return
+        except Exception as exc:  # handed to the consumer, which raises it in the loop
+            put_unless_done(ahead, exc, done)
+
+
+def put_unless_done(ahead: queue.Queue, item: object, done: threading.Event) -> bool:
+    while not done.is_set():
+        try:
+            ahead.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

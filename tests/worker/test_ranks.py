@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from service.spec import JobSpec
-from worker import runner
+from worker import build, ranks
 from worker.engine import loop
+from worker.ranks import Ranks
 
 SPEC = {
     "method": {"name": "supervised"},
@@ -36,56 +37,56 @@ def test_more_gpus_than_the_worker_sees_fails_retryably(monkeypatch, device):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     spec = JobSpec.model_validate(SPEC | {"train": {"batch_size": 64, "device": device}})
-    with pytest.raises(runner.JobFailed) as failed:
-        runner.train_ddp("job_x", spec, None)  # type: ignore[arg-type]  # fails before any use
+    with pytest.raises(build.JobFailed) as failed:
+        ranks.train_ddp("job_x", spec, None)  # type: ignore[arg-type]  # fails before any use
     error = failed.value.error
     assert (error["code"], error["retryable"]) == ("device_unavailable", True)
     assert "resources.gpus is 2" in error["message"] and "sees 1 CUDA" in error["message"]
 
 
-def rank(tmp_path: Path, code: str) -> runner.Ranks:
+def rank(tmp_path: Path, code: str) -> Ranks:
     """Ranks with one rank 1 running `code`, its output in rank1.log like the real ones."""
     rendezvous = tmp_path / "rendezvous"
-    with runner.log_path(rendezvous, 1).open("ab") as out:
+    with ranks.log_path(rendezvous, 1).open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=out)
-    return runner.Ranks(rendezvous, {1: proc})
+    return Ranks(rendezvous, {1: proc})
 
 
 def ready_then_sleep(tmp_path: Path) -> str:
-    ready = runner.ready_path(tmp_path / "rendezvous", 1)
+    ready = ranks.ready_path(tmp_path / "rendezvous", 1)
     return f"import pathlib, time; pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
 
 
 def test_rank_that_dies_while_starting_fails_rank_0_with_its_log(tmp_path):
-    ranks = rank(tmp_path, "import sys; print('no such dataset'); sys.exit(3)")
-    with pytest.raises(runner.RankFailed, match="rank 1 exited with code 3") as failed:
-        ranks.wait_ready(Reporter())  # type: ignore[arg-type]
+    children = rank(tmp_path, "import sys; print('no such dataset'); sys.exit(3)")
+    with pytest.raises(ranks.RankFailed, match="rank 1 exited with code 3") as failed:
+        children.wait_ready(Reporter())  # type: ignore[arg-type]
     assert "no such dataset" in str(failed.value)
-    ranks.stop(grace_s=0)
+    children.stop(grace_s=0)
 
 
 def test_ready_ranks_are_waited_for_then_terminated(tmp_path):
-    ranks = rank(tmp_path, ready_then_sleep(tmp_path))
-    ranks.wait_ready(Reporter())  # type: ignore[arg-type]
-    assert ranks.procs[1].poll() is None
+    children = rank(tmp_path, ready_then_sleep(tmp_path))
+    children.wait_ready(Reporter())  # type: ignore[arg-type]
+    assert children.procs[1].poll() is None
     started = time.monotonic()
-    ranks.stop(grace_s=0)
-    assert ranks.procs[1].returncode == -signal.SIGTERM and time.monotonic() - started < 5
+    children.stop(grace_s=0)
+    assert children.procs[1].returncode == -signal.SIGTERM and time.monotonic() - started < 5
 
 
 def test_cancel_while_ranks_start_stops_rank_0(tmp_path):
-    ranks = rank(tmp_path, "import time; time.sleep(60)")
+    children = rank(tmp_path, "import time; time.sleep(60)")
     with pytest.raises(loop.Stopped):
-        ranks.wait_ready(Reporter(stop=True))  # type: ignore[arg-type]
-    ranks.stop(grace_s=0)
-    assert ranks.procs[1].returncode == -signal.SIGTERM
+        children.wait_ready(Reporter(stop=True))  # type: ignore[arg-type]
+    children.stop(grace_s=0)
+    assert children.procs[1].returncode == -signal.SIGTERM
 
 
 def test_a_rank_that_fails_mid_training_stops_rank_0_at_its_next_step(tmp_path):
-    ranks = rank(tmp_path, "import sys; sys.exit('CUDA out of memory')")
-    watched = runner.Watched(Reporter(), ranks)  # type: ignore[arg-type]
-    ranks.procs[1].wait()
-    with pytest.raises(runner.RankFailed, match="(?s)code 1.*CUDA out of memory"):
+    children = rank(tmp_path, "import sys; sys.exit('CUDA out of memory')")
+    watched = ranks.Watched(Reporter(), children)  # type: ignore[arg-type]
+    children.procs[1].wait()
+    with pytest.raises(ranks.RankFailed, match="(?s)code 1.*CUDA out of memory"):
         watched.should_stop()
 
 
