@@ -6,6 +6,7 @@ from torch import nn
 
 from worker.engine.methods import METHOD_NAMES, Batch, create
 from worker.engine.methods.kd import kd_loss
+from worker.engine.models import build_model
 
 STUDENT = [[1.0, 2.0, 0.5, -1.0], [0.0, -1.0, 3.0, 0.25]]
 TEACHER = [[2.0, 1.0, 0.0, -0.5], [1.0, 1.0, 1.0, 1.0]]
@@ -113,3 +114,12 @@ def test_batch_view_draws_a_fresh_view_each_call() -> None:
     batch = Batch(x, torch.zeros(16), "crop", torch.Generator().manual_seed(0))
     assert not torch.equal(batch.view(), batch.view())
     assert Batch(x, torch.zeros(16), "none").view() is x
+
+
+@pytest.mark.parametrize("name", ["iekd", "reviewkd"])
+def test_methods_size_their_modules_with_the_teacher_on_another_device(name: str) -> None:
+    """A job measures the teacher on the GPU before the method is built (student on the
+    CPU): each dummy forward must run on its own model's device. "meta" stands in here."""
+    teacher = build_model("resnet20", 10, 3).to("meta")
+    student = build_model("resnet8", 10, 3)
+    create(name, student=student, teacher=teacher, params={}, input_shape=(3, 16, 16))

@@ -17,6 +17,7 @@ from worker.engine.methods.base import Batch, EpochContext, Method
 from worker.engine.methods.factor import AutoEncoder, coder, fit_epoch
 from worker.engine.methods.registry import register
 from worker.engine.models import ZooModel
+from worker.engine.models.base import probe
 
 
 def factor_distance(a: Tensor, b: Tensor) -> Tensor:
@@ -65,13 +66,12 @@ class IEKD(Method):
         self.register_buffer("ae_trained", torch.tensor(False))  # a resume skips phase 1
 
     def feature_channels(self) -> tuple[int, int]:
-        """Teacher and student last-stage widths, by a dummy forward pass in eval mode."""
+        """Teacher and student last-stage widths, by a dummy forward pass of each on its own
+        device (a job has measured the teacher on the GPU before the student moves there)."""
         if self.input_shape is None:
             raise ValueError("iekd sizes its encoders by a dummy forward pass: pass input_shape")
-        x, was_training = torch.zeros(1, *self.input_shape), self.student.training
-        with torch.no_grad():
-            t_feat, s_feat = last_stage(self.teacher, x)[1], last_stage(self.student.eval(), x)[1]
-        self.student.train(was_training)
+        t_feat = probe(self.teacher, self.input_shape, "iekd").feats[-1]
+        s_feat = probe(self.student, self.input_shape, "iekd").feats[-1]
         return t_feat.shape[1], s_feat.shape[1]
 
     def train(self, mode: bool = True) -> "IEKD":

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from worker.engine.methods.base import Batch, Method
 from worker.engine.methods.registry import register
-from worker.engine.models.base import StageFeatures, ZooModel
+from worker.engine.models.base import StageFeatures, ZooModel, probe
 
 
 def hcl_loss(student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
@@ -72,18 +72,6 @@ def levels(f: StageFeatures, preact: bool) -> list[Tensor]:
     return [*(f.preact if preact else f.feats), f.pooled[:, :, None, None]]
 
 
-def probe(model: nn.Module, input_shape: tuple[int, int, int]) -> StageFeatures:
-    """Stage features of one zero image, in eval mode and without gradients."""
-    if not isinstance(model, ZooModel):
-        raise ValueError(f"reviewkd needs zoo models with stage features, got {type(model)}")
-    was_training = model.training
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        _, feats = model.eval().forward_features(torch.zeros(1, *input_shape, device=device))
-    model.train(was_training)
-    return feats
-
-
 @register("reviewkd")
 class ReviewKD(Method):
     needs_teacher = True
@@ -92,8 +80,8 @@ class ReviewKD(Method):
         super().__init__(**kwargs)
         if self.input_shape is None:
             raise ValueError("reviewkd needs the input shape to size its ABF blocks")
-        s = levels(probe(self.student, self.input_shape), preact=False)
-        t = levels(probe(self.teacher, self.input_shape), preact=True)
+        s = levels(probe(self.student, self.input_shape, "reviewkd"), preact=False)
+        t = levels(probe(self.teacher, self.input_shape, "reviewkd"), preact=True)
         if len(s) != len(t):
             raise ValueError(f"reviewkd: student has {len(s)} levels, teacher {len(t)}")
         mid = int(self.param("mid_channels", min(512, s[-1].shape[1])))
