@@ -7,8 +7,9 @@ from torch import Tensor, nn
 
 from worker.engine.checkpoint import load_checkpoint, load_weights
 from worker.engine.data import DataSplit, load_dataset, num_batches
+from worker.engine.device import autocast, memory_format, resolve_precision
 from worker.engine.loop import Diverged, Stopped, TrainPlan, evaluate, resolve_device, train
-from worker.engine.methods import Batch, Method
+from worker.engine.methods import Batch, Method, create
 from worker.engine.models import build_model
 
 from .helpers import Recorder, make_plan
@@ -162,6 +163,26 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_auto_precision_is_plain_fp32_on_a_cpu() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32"
+    with autocast(cpu, resolve_precision("auto", cpu)):
+        assert not torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert memory_format(cpu) == torch.contiguous_format
+
+
+def test_the_teacher_answers_in_inference_mode_and_kd_still_backpropagates(digits) -> None:
+    teacher = build_model("cnn_small", 10, 1)
+    method = create("kd", student=build_model("cnn_small", 10, 1), teacher=teacher, params={})
+    x = digits.train_x[:8]
+    assert method.ask_teacher(x).is_inference()
+    terms = method(Batch(x, digits.train_y[:8], "crop"), 0)
+    sum(terms.values()).backward()  # inference tensors only enter through log-softmax
+    assert all(p.grad is not None for p in method.student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
 
 
 @pytest.mark.gpu
