@@ -107,7 +107,8 @@ class TrainSpec(Strict):
     data_placement: Literal["auto", "device", "host"] = Field(
         "auto",
         description="auto keeps the training split on the GPU when it fits in 40% of free "
-        "memory, else streams it from host memory through a DataLoader; device/host force one",
+        "memory, else streams it from host memory (gathered into pinned memory ahead of the "
+        "step); device/host force one",
     )
 
 

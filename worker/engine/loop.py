@@ -64,7 +64,7 @@ class TrainPlan:
     save_route: bool = False
     spec: dict[str, Any] = field(default_factory=dict)  # the resolved job spec, kept in checkpoints
     compile: bool = False  # torch.compile the student's and teacher's forward
-    data_placement: str = "auto"  # "auto" | "device" | "host" (streamed by a DataLoader)
+    data_placement: str = "auto"  # "auto" | "device" | "host" (streamed from host memory)
     prefetch: int = 4  # batches gathered ahead when the data is streamed from the host
 
 
