@@ -3,7 +3,6 @@ file artifacts/datasets/<id>/data.npz and a row in `datasets`. A refused, trunca
 interrupted upload leaves neither."""
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,7 @@ from sqlalchemy.orm import Session
 from service import archives, datafiles, imagefolder, jobs, paging, store, uploads
 from service.archives import BadUpload, Budget
 from service.config import get_settings
-from service.db import session_scope
-from service.errors import Conflict, NotFound
+from service.db import get_or_404, session_scope
 from service.models import Dataset, Job
 
 DATA = "data.npz"
@@ -54,12 +52,12 @@ async def upload(chunks: AsyncIterator[bytes], info: UploadInfo) -> Dataset:
         )
     except BadUpload:
         sink.discard()
-        _discard(directory)
-        await _drain(chunks)  # so the client, still sending, gets to read the 4xx
+        uploads.discard(directory)
+        await uploads.drain(chunks)  # so the client, still sending, gets to read the 4xx
         raise
     except BaseException:
         sink.discard()
-        _discard(directory)
+        uploads.discard(directory)
         raise
 
 
@@ -83,15 +81,6 @@ def _sniff(path: Path) -> Format:
     if stems & set(datafiles.IDX_FILES):
         return "idx"
     return "imagefolder"
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    async for _ in chunks:
-        pass
-
-
-def _discard(directory: Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _insert(
@@ -127,10 +116,7 @@ def _insert(
 
 
 def get_dataset(s: Session, dataset_id: str) -> Dataset:
-    dataset = s.get(Dataset, dataset_id)
-    if dataset is None:
-        raise NotFound("dataset", dataset_id)
-    return dataset
+    return get_or_404(s, Dataset, "dataset", dataset_id)
 
 
 def list_datasets(
@@ -143,15 +129,7 @@ def list_datasets(
 def delete_dataset(dataset_id: str) -> None:
     """Refused (409) while a queued or running job trains on it; removes row and file."""
     with session_scope() as s:
-        dataset = s.get(Dataset, dataset_id, with_for_update=True)
-        if dataset is None:
-            raise NotFound("dataset", dataset_id)
-        users = jobs.unfinished_users(s, Job.dataset_id, dataset_id)
-        if users:
-            raise Conflict(
-                f"dataset {dataset_id!r} is used by unfinished jobs {users}; "
-                "cancel them or wait for them to finish",
-                code="dataset_in_use",
-            )
-        s.delete(dataset)
-    _discard(dataset_dir(dataset_id))
+        jobs.delete_unless_used(
+            s, Dataset, dataset_id, "dataset", Job.dataset_id, "is used by", "dataset_in_use"
+        )
+    uploads.discard(dataset_dir(dataset_id))

@@ -4,13 +4,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import get_settings
+from service.errors import NotFound
+
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -53,3 +56,11 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def get_or_404(s: Session, table: type[T], what: str, ident: str, for_update: bool = False) -> T:
+    """The row `ident` of `table`, or a 404 naming it as `what`."""
+    row = s.get(table, ident, with_for_update=for_update)
+    if row is None:
+        raise NotFound(what, ident)
+    return row

@@ -29,6 +29,16 @@ class NotFound(DistilleryError):
         )
 
 
+class UnsupportedMediaType(DistilleryError):
+    def __init__(self, content_type: str, wanted: str) -> None:
+        super().__init__(
+            f"Content-Type {content_type or 'none'!r}: {wanted}",
+            status=415,
+            code="unsupported_media_type",
+            title="Unsupported media type",
+        )
+
+
 class Conflict(DistilleryError):
     def __init__(self, detail: str, code: str = "conflict") -> None:
         super().__init__(detail, status=409, code=code, title="Conflict")

@@ -9,7 +9,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service import paging, store
-from service.errors import Conflict, FieldError, InvalidSpec, NotFound
+from service.db import get_or_404
+from service.errors import Conflict, FieldError, InvalidSpec
 from service.models import Dataset, Job, JobEvent, TeacherModel, utcnow
 from service.names import FEATURELESS, STAGES
 from service.spec import JobSpec, spec_problems
@@ -25,10 +26,7 @@ def new_id(prefix: str) -> str:
 
 
 def get_job(s: Session, job_id: str) -> Job:
-    job = s.get(Job, job_id)
-    if job is None:
-        raise NotFound("job", job_id)
-    return job
+    return get_or_404(s, Job, "job", job_id)
 
 
 def _check_teacher(s: Session, spec: JobSpec) -> list[FieldError]:
@@ -219,6 +217,22 @@ def unfinished_users(s: Session, column: Any, ident: str, limit: int = 5) -> lis
     """Ids of queued or active jobs whose `column` names `ident` (a model, a dataset)."""
     q = select(Job.id).where(column == ident, Job.status.in_(("queued", *ACTIVE))).limit(limit)
     return list(s.scalars(q))
+
+
+def delete_unless_used(
+    s: Session, table: type[Any], ident: str, what: str, column: Any, role: str, code: str
+) -> None:
+    """Delete row `ident` of `table` (a model, a dataset) unless queued or running jobs
+    name it in `column`: then 409 `code`, "<what> <ident> <role> unfinished jobs [...]"."""
+    row = get_or_404(s, table, what, ident, for_update=True)
+    users = unfinished_users(s, column, ident)
+    if users:
+        raise Conflict(
+            f"{what} {ident!r} {role} unfinished jobs {users}; "
+            "cancel them or wait for them to finish",
+            code=code,
+        )
+    s.delete(row)
 
 
 def _set(s: Session, job_id: str, where: list[Any], **values: Any) -> bool:

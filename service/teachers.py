@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from service import jobs, paging, store, uploads, weights
 from service.config import get_settings
-from service.db import session_scope
-from service.errors import Conflict, DistilleryError, FieldError, NotFound
+from service.db import get_or_404, session_scope
+from service.errors import DistilleryError, FieldError, NotFound
 from service.model_info import FromJob, ModelInfo, Normalisation
 from service.models import Job, TeacherModel
 
@@ -72,19 +72,14 @@ async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> TeacherModel:
             _insert, model_id, info, received.sha256, received.size, "upload", None
         )
     except (weights.NotSafetensors, InvalidWeights) as exc:
-        _discard(directory)
-        await _drain(chunks)  # so the client, still sending, gets to read the 422
+        uploads.discard(directory)
+        await uploads.drain(chunks)  # so the client, still sending, gets to read the 422
         if isinstance(exc, InvalidWeights):
             raise
         raise InvalidWeights([str(exc)]) from exc
     except BaseException:
-        _discard(directory)
+        uploads.discard(directory)
         raise
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    async for _ in chunks:
-        pass
 
 
 def _insert(
@@ -115,10 +110,6 @@ def _insert(
     return model
 
 
-def _discard(directory: Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 def register_job(request: FromJob) -> TeacherModel:
     """A succeeded job's student as a model: its file hard-linked (copied across devices)."""
     with session_scope() as s:
@@ -140,7 +131,7 @@ def register_job(request: FromJob) -> TeacherModel:
         _link_or_copy(student, directory / WEIGHTS, art.sha256)
         return _insert(model_id, info, art.sha256, art.size, "job", job.id)
     except BaseException:
-        _discard(directory)
+        uploads.discard(directory)
         raise
 
 
@@ -205,10 +196,7 @@ def _link_or_copy(src: Path, dest: Path, sha256: str) -> None:
 
 
 def get_model(s: Session, model_id: str) -> TeacherModel:
-    model = s.get(TeacherModel, model_id)
-    if model is None:
-        raise NotFound("model", model_id)
-    return model
+    return get_or_404(s, TeacherModel, "model", model_id)
 
 
 def list_models(
@@ -221,15 +209,13 @@ def list_models(
 def delete_model(model_id: str) -> None:
     """Refused (409) while a queued or running job learns from it; removes row and file."""
     with session_scope() as s:
-        model = s.get(TeacherModel, model_id, with_for_update=True)
-        if model is None:
-            raise NotFound("model", model_id)
-        users = jobs.unfinished_users(s, Job.teacher_model_id, model_id)
-        if users:
-            raise Conflict(
-                f"model {model_id!r} is the teacher of unfinished jobs {users}; "
-                "cancel them or wait for them to finish",
-                code="model_in_use",
-            )
-        s.delete(model)
-    _discard(model_dir(model_id))
+        jobs.delete_unless_used(
+            s,
+            TeacherModel,
+            model_id,
+            "model",
+            Job.teacher_model_id,
+            "is the teacher of",
+            "model_in_use",
+        )
+    uploads.discard(model_dir(model_id))

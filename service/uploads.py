@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -135,3 +136,14 @@ def _whole(reader: HeaderReader, size: int) -> weights.Header:
         why = "truncated" if size < expected else "trailing bytes after the last tensor"
         raise weights.NotSafetensors(f"{why}: the file is {size} bytes, its header says {expected}")
     return reader.header
+
+
+async def drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read the rest of a refused body, so the client, still sending, gets to read the 4xx."""
+    async for _ in chunks:
+        pass
+
+
+def discard(directory: Path) -> None:
+    """Remove what an upload (or a deleted row) left under `directory`."""
+    shutil.rmtree(directory, ignore_errors=True)

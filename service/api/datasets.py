@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from service import datasets
 from service.api.schemas import DatasetList, DatasetOut
 from service.db import session_scope
-from service.errors import DistilleryError
+from service.errors import UnsupportedMediaType
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 BODY_DOC: dict[str, Any] = {
@@ -40,12 +40,7 @@ async def create_dataset(
     streams in); it is decoded and checked before anything is stored."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/octet-stream":
-        raise DistilleryError(
-            f"Content-Type {content_type or 'none'!r}: send the file as application/octet-stream",
-            status=415,
-            code="unsupported_media_type",
-            title="Unsupported media type",
-        )
+        raise UnsupportedMediaType(content_type, "send the file as application/octet-stream")
     info = datasets.UploadInfo(name=name, format=format, num_classes=num_classes)
     dataset = await datasets.upload(request.stream(), info)
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"

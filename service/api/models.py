@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from service import model_info, teachers
 from service.api.schemas import ModelList, ModelOut
 from service.db import session_scope
-from service.errors import DistilleryError, FieldError
+from service.errors import DistilleryError, FieldError, UnsupportedMediaType
 from service.names import Arch
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -104,12 +104,9 @@ async def create_model(
         info = _validated(model_info.ModelInfo, _metadata(x_model_metadata) | fields)
         model = await teachers.upload(request.stream(), info)
     else:
-        raise DistilleryError(
-            f"Content-Type {content_type or 'none'!r}: send the safetensors bytes as "
-            'application/octet-stream, or JSON {"job": ...}',
-            status=415,
-            code="unsupported_media_type",
-            title="Unsupported media type",
+        raise UnsupportedMediaType(
+            content_type,
+            'send the safetensors bytes as application/octet-stream, or JSON {"job": ...}',
         )
     response.headers["Location"] = f"/v1/models/{model.id}"
     return ModelOut.model_validate(model)
