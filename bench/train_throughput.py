@@ -204,7 +204,8 @@ def measure(args: argparse.Namespace) -> dict:
             variants["engine_compiled"] = {"compile": True}
         for name, fields in variants.items():
             run = engine_run(args, data, models, Path(tmp) / name, **fields)
-            stack.enter_context(compiled(run.plan.method, enabled=run.plan.compile))
+            method = run.plan.method
+            stack.enter_context(compiled(method.forward_models(), enabled=run.plan.compile))
             if name != "engine_streamed":  # the same step as "engine" once the batch is there
                 steps[name] = (repeat(engine_step(run), args.steps), args.batch * args.steps)
             epochs[f"{name}_epoch"] = whole_epoch(run)

@@ -1,7 +1,7 @@
 """Where and in what precision to run: bf16 autocast and channels_last only on CUDA."""
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import torch
@@ -53,8 +53,8 @@ def place(model: M, device: torch.device) -> M:
 
 
 @contextlib.contextmanager
-def compiled(method: nn.Module, enabled: bool) -> Iterator[None]:
-    """torch.compile the student's and the teacher's forward for the duration.
+def compiled(models: Iterable[nn.Module], enabled: bool) -> Iterator[None]:
+    """torch.compile the models' forward (a method's student and teacher) for the duration.
 
     `Module.compile()` keeps the module and its state_dict keys, so checkpoints and exports
     are unchanged; the compiled call is dropped on the way out.
@@ -62,7 +62,7 @@ def compiled(method: nn.Module, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    models = [m for m in (getattr(method, "student", None), *getattr(method, "_teacher", ())) if m]
+    models = list(models)
     for model in models:
         # Static shapes: a trailing partial batch gets its own graph instead of turning every
         # batch onto a slower dynamic-shape one (measured: 0.71 of the step rate per epoch).

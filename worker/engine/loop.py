@@ -127,7 +127,7 @@ def train(plan: TrainPlan, callbacks: Callbacks) -> TrainResult:
         )
         resumed_from = progress.epoch
     ctx = epoch_context(run)
-    with compiled(plan.method, enabled=plan.compile):
+    with compiled(plan.method.forward_models(), enabled=plan.compile):
         for epoch in range(progress.epoch, plan.epochs):
             metrics = run_epoch(run, ctx, progress, epoch)
             if run.shard.is_main:

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from worker.engine.checkpoint import load_checkpoint, load_weights
 from worker.engine.data import DataSplit, load_dataset, num_batches
-from worker.engine.device import autocast, memory_format, resolve_precision
+from worker.engine.device import autocast, compiled, memory_format, resolve_precision
 from worker.engine.loop import Diverged, Stopped, TrainPlan, evaluate, resolve_device, train
 from worker.engine.methods import Batch, Method, create
 from worker.engine.models import build_model
@@ -194,3 +194,13 @@ def test_cuda_bf16_channels_last_run(digits, tmp_path: Path) -> None:
     assert result.final_metrics["val_acc"] >= 0.8
     with pytest.raises(Stopped):
         train(make_plan(digits, tmp_path / "again", device="cuda"), Recorder(stop_after_steps=3))
+
+
+def test_compile_wraps_student_and_teacher_only_while_training() -> None:
+    teacher = build_model("mlp", 10, 1)
+    method = create("kd", student=build_model("mlp", 10, 1), teacher=teacher, params={})
+    keys = set(method.state_dict())
+    with compiled(method.forward_models(), enabled=True):
+        assert all(m._compiled_call_impl is not None for m in (method.student, teacher))
+        assert set(method.state_dict()) == keys  # checkpoints keep their names
+    assert all(m._compiled_call_impl is None for m in (method.student, teacher))

@@ -121,14 +121,15 @@ class TrainFeed:
         world: int = 1,
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """This process's part of each shuffled global batch, on the device."""
-        order_device = self.device if self.placement == "device" else generator.device
+        # the order is drawn where the generator lives and moved once, to where the data is
+        order_device = self.device if self.placement == "device" else torch.device("cpu")
         parts = [
             shard_of(idx, rank, world)
             for idx in shuffled_batches(len(self), batch_size, generator, order_device, world)
         ]
         if self.placement == "device":
             return ((self.x[idx], self.y[idx]) for idx in parts)
-        return self._stream([idx.cpu() for idx in parts])
+        return self._stream(parts)
 
     def _stream(self, parts: list[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
         ahead: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))

@@ -90,6 +90,10 @@ class Method(nn.Module):
         """The model saved as the job's student."""
         return self.student
 
+    def forward_models(self) -> tuple[nn.Module, ...]:
+        """The student and the teacher, if any: what `train.compile` compiles."""
+        return (self.student, *self._teacher)
+
     def extra_models(self) -> dict[str, nn.Module]:
         """Other models the job keeps as artifacts, by name (e.g. KDCL's other peers)."""
         return {}
