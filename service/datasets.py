@@ -11,7 +11,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from service import archives, datafiles, imagefolder, jobs, paging, store, uploads
-from service.archives import BadUpload, Budget
+from service.archives import Budget
 from service.config import get_settings
 from service.db import get_or_404, session_scope
 from service.models import Dataset, Job
@@ -50,12 +50,7 @@ async def upload(chunks: AsyncIterator[bytes], info: UploadInfo) -> Dataset:
         return await asyncio.to_thread(
             _insert, dataset_id, info, fmt, decoded, digest, sink.digest.hexdigest(), sink.size
         )
-    except BadUpload:
-        sink.discard()
-        uploads.discard(directory)
-        await uploads.drain(chunks)  # so the client, still sending, gets to read the 4xx
-        raise
-    except BaseException:
+    except BaseException:  # the body was read whole: nothing is left to drain
         sink.discard()
         uploads.discard(directory)
         raise

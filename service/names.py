@@ -34,6 +34,7 @@ Arch = Literal[ARCHITECTURES]  # type: ignore[valid-type]
 
 
 DATASETS = ("digits", "synthetic", "upload")
+DatasetName = Literal[DATASETS]  # type: ignore[valid-type]
 # stage features each architecture exposes (a test derives them from the engine's models)
 STAGES = {
     arch: 0 if arch == "mlp" else 4 if arch.startswith(("vgg", "mobilenetv2")) else 3

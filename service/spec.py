@@ -6,7 +6,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, model_validator
 
 from service.method_params import MethodParams
-from service.names import FEATURELESS, Arch, Strict
+from service.names import FEATURELESS, Arch, DatasetName, Strict
 
 
 class SyntheticOptions(Strict):
@@ -18,7 +18,7 @@ class SyntheticOptions(Strict):
 
 
 class DataSpec(Strict):
-    dataset: Literal["digits", "synthetic", "upload"]
+    dataset: DatasetName
     upload: str | None = Field(
         None, min_length=1, max_length=64, description="an id from POST /v1/datasets"
     )
@@ -40,10 +40,6 @@ class DataSpec(Strict):
 
     def with_upload_shape(self, num_classes: int, channels: int, size: int) -> None:
         self._upload_shape = (num_classes, channels, size)
-
-    @property
-    def shape_known(self) -> bool:
-        return self.dataset != "upload" or self._upload_shape is not None
 
     def shape(self) -> tuple[int, int, int]:
         """(num_classes, in_channels, image size) of the dataset."""
@@ -144,8 +140,6 @@ class JobSpec(Strict):
 
     def resolved(self) -> dict[str, Any]:
         """The spec with every default and dataset-derived field filled in."""
-        if not self.data.shape_known:  # a stored spec, resolved when it was submitted
-            return self.model_dump(mode="json")
         num_classes, channels, _ = self.data.shape()
         student = self.student.model_copy(
             update={"num_classes": num_classes, "in_channels": channels}

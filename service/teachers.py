@@ -57,7 +57,7 @@ def model_dir(model_id: str) -> Path:
 
 
 def weights_path(model: TeacherModel) -> Path:
-    return store.safe_child(get_settings().artifacts_dir.resolve(), model.path)
+    return model_dir(model.id) / WEIGHTS
 
 
 async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> TeacherModel:

@@ -109,7 +109,7 @@ def plan_for(
         checkpoint_dir=store.job_dir(job_id) / "checkpoints",
         route_every=getattr(spec.method, "route_every", 0),
         save_route=method.saves_route,
-        spec=spec.resolved(),
+        spec=spec.model_dump(mode="json"),  # resolved at submission
         compile=train_spec.compile,
         data_placement=train_spec.data_placement,
     )

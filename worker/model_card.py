@@ -58,7 +58,7 @@ def model_card(
         "method": spec.method.model_dump(),
         "teacher": teacher,
         "warnings": warnings,
-        "spec": spec.resolved(),
+        "spec": spec.model_dump(mode="json"),  # resolved at submission
         "versions": versions(),
         "device": device,
         "precision": precision,

@@ -59,8 +59,10 @@ def train_ddp(job_id: str, spec: JobSpec, reporter: JobReporter) -> dict[str, An
                 ranks.note_failures(exc)
                 raise
         done = True
-        torch.set_num_threads(threads)  # the model card times the student on the whole CPU
-        # the other ranks finish their last evaluation and exit meanwhile
+        # the other ranks finish their last evaluation; the model card then times the
+        # student alone, on the whole CPU
+        ranks.stop(grace_s=10)
+        torch.set_num_threads(threads)
         return write_outputs(
             job_id, spec, built.method, built.data, outcome, built.teacher, reporter
         )

@@ -74,6 +74,6 @@ def _finish(
 def train(job_id: str, spec: JobSpec, reporter: JobReporter) -> dict[str, Any]:
     if spec.resources.gpus > 1:
         return ranks.train_ddp(job_id, spec, reporter)
-    built = build(job_id, spec, str(job_device(spec.train.device)), reporter)
+    built = build(job_id, spec, job_device(spec.train.device), reporter)
     outcome = loop.train(built.plan, reporter)
     return write_outputs(job_id, spec, built.method, built.data, outcome, built.teacher, reporter)

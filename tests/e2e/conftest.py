@@ -126,17 +126,13 @@ class Service:
 def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str, Any]:
     """Download a finished job's student and model card, load the weights into the zoo
     architecture and check it scores the accuracy the job reported. Returns the card."""
+    import torch
+
     from worker.engine.checkpoint import load_weights
     from worker.engine.data import load_dataset
-    from worker.engine.evaluate import evaluate
     from worker.engine.models import build_model
 
-    paths = {}
-    for name in ("model.json", "student.safetensors"):
-        r = service.http.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
-        assert r.status_code == 200, r.text
-        paths[name] = dest / f"{job['id']}-{name}"
-        paths[name].write_bytes(r.content)
+    paths = {name: download(service, job["id"], name, dest) for name in STUDENT_FILES}
     card = dict(json.loads(paths["model.json"].read_text()))
     model = build_model(card["architecture"], card["num_classes"], card["in_channels"])
     load_weights(model, paths["student.safetensors"])
@@ -147,10 +143,23 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
     data = load_dataset(
         spec.data.dataset, spec.data.val_fraction, spec.data.split_seed, data_options(spec)
     )
-    measured = evaluate(model.eval(), data.val_x, data.val_y, 256, "cpu", "fp32")
-    assert abs(measured["val_acc"] - card["metrics"]["final"]["val_acc"]) < 1e-6
-    assert abs(measured["val_acc"] - job["metrics"]["val_acc"]) < 1e-6
+    with torch.no_grad():  # scored here, not with the engine's evaluate() that reported it
+        accuracy = float((model.eval()(data.val_x).argmax(1) == data.val_y).float().mean())
+    assert abs(accuracy - card["metrics"]["final"]["val_acc"]) < 1e-6
+    assert abs(accuracy - job["metrics"]["val_acc"]) < 1e-6
     return card
+
+
+STUDENT_FILES = ("model.json", "student.safetensors")
+
+
+def download(service: Service, job_id: str, name: str, dest: Path) -> Path:
+    """One artifact of a job, saved under `dest` as <job id>-<name>."""
+    r = service.http.get(f"/v1/jobs/{job_id}/artifacts/{name}")
+    assert r.status_code == 200, r.text
+    path = dest / f"{job_id}-{name}"
+    path.write_bytes(r.content)
+    return path
 
 
 @pytest.fixture(scope="module")

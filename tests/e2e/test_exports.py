@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tests.e2e.conftest import Service, load_student
+from tests.e2e.conftest import Service, download, load_student
 from worker.engine.checkpoint import load_weights
 from worker.engine.data import load_dataset
 from worker.engine.models import build_model
@@ -49,14 +49,6 @@ def distilled(service: Service, exported: dict[str, Any]) -> dict[str, Any]:
 def artifacts(service: Service, job_id: str) -> dict[str, dict[str, Any]]:
     listed = service.http.get(f"/v1/jobs/{job_id}/artifacts").json()["data"]
     return {a["name"]: a for a in listed}
-
-
-def download(service: Service, job_id: str, name: str, dest: Path) -> Path:
-    r = service.http.get(f"/v1/jobs/{job_id}/artifacts/{name}")
-    assert r.status_code == 200, r.text
-    path = dest / name
-    path.write_bytes(r.content)
-    return path
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")

@@ -4,7 +4,6 @@ how it waits for, watches and stops the other ranks (stand-in child processes he
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -69,9 +68,8 @@ def test_ready_ranks_are_waited_for_then_terminated(tmp_path):
     children = rank(tmp_path, ready_then_sleep(tmp_path))
     children.wait_ready(Reporter())  # type: ignore[arg-type]
     assert children.procs[1].poll() is None
-    started = time.monotonic()
     children.stop(grace_s=0)
-    assert children.procs[1].returncode == -signal.SIGTERM and time.monotonic() - started < 5
+    assert children.procs[1].returncode == -signal.SIGTERM  # not SIGKILL: it stopped when asked
 
 
 def test_cancel_while_ranks_start_stops_rank_0(tmp_path):

@@ -75,3 +75,11 @@ def sum_across(t: Tensor, shard: Shard) -> Tensor:
     if shard.world > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def broadcast_from_main(module: nn.Module) -> None:
+    """Every rank takes rank 0's parameters and buffers of `module` (one that trains outside
+    DDP, like IE-KD's auto-encoder, so GPU nondeterminism cannot let the ranks drift)."""
+    if current_shard().world > 1:
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)

@@ -39,7 +39,6 @@ __all__ = [
     "evaluate",
     "resolve_device",
     "train",
-    "write_student",
 ]
 
 
@@ -316,6 +315,3 @@ def result(progress: Progress, resumed_from: int | None, run: Run) -> TrainResul
         precision=run.precision,
         history=progress.history,
     )
-
-
-write_student = save_weights  # the final student: weights only, safetensors

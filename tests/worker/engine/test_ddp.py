@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from worker.engine.data import DataSplit, load_dataset
-from worker.engine.distributed import process_group
+from worker.engine.distributed import broadcast_from_main, process_group
 from worker.engine.loop import train
 from worker.engine.models import build_model
 
@@ -46,7 +46,11 @@ def rank_main(rank: int, workdir: Path) -> None:
         recorder = Recorder()
         plan = kd_plan(digits_1536(), workdir / f"rank{rank}")
         result = train(plan, recorder)
+        apart = torch.nn.Linear(2, 2).requires_grad_(False)
+        apart.weight.fill_(rank)  # each rank its own weights, as if they had drifted
+        broadcast_from_main(apart)
     save_file(plan.method.student.state_dict(), str(workdir / f"student{rank}.safetensors"))
+    save_file(apart.state_dict(), str(workdir / f"apart{rank}.safetensors"))
     report = {"history": result.history, "epochs": len(recorder.epochs)}
     report |= {"steps": len(recorder.steps), "checkpoints": len(recorder.checkpoints)}
     (workdir / f"report{rank}.json").write_text(json.dumps(report))
@@ -78,3 +82,5 @@ def test_two_gloo_processes_match_one_on_the_same_global_batch(tmp_path: Path) -
         "checkpoints": 0,
     }
     assert not (tmp_path / "rank1").exists()
+    apart = [load_file(str(tmp_path / f"apart{r}.safetensors"))["weight"] for r in range(WORLD)]
+    assert torch.equal(apart[1], torch.zeros(2, 2)) and torch.equal(apart[0], apart[1])

@@ -50,7 +50,7 @@ def mmd_gaussian(f_a: Tensor, f_b: Tensor, sigma: float | None) -> Tensor:
     """Biased MMD^2 with k(x, y) = exp(-||x - y||^2 / (2 sigma^2)); sigma None: the median
     distance among the 2N pooled features."""
     f_a, f_b = f_a.float(), f_b.float()
-    s = median_distance(torch.cat([f_a, f_b])) if sigma is None else torch.tensor(sigma)
+    s = median_distance(torch.cat([f_a, f_b])) if sigma is None else float(sigma)
 
     def k(x: Tensor, y: Tensor) -> Tensor:
         return torch.exp(-sq_distances(x, y) / (2 * s**2)).mean()

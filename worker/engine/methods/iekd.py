@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from worker.engine.distributed import broadcast_from_main
 from worker.engine.methods.base import Batch, EpochContext, Method
 from worker.engine.methods.factor import AutoEncoder, coder, fit_epoch
 from worker.engine.methods.registry import register
@@ -82,6 +83,7 @@ class IEKD(Method):
     def begin_epoch(self, epoch: int, ctx: EpochContext) -> None:
         if not bool(self.ae_trained):
             self.train_autoencoder(ctx)
+            broadcast_from_main(self.autoencoder)
             ctx.emit("phase", "student phase: inherit and explore", phase="student")
 
     def train_autoencoder(self, ctx: EpochContext) -> None:
