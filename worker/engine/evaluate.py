@@ -12,6 +12,7 @@ from worker.engine.device import (
     resolve_device,
     resolve_precision,
 )
+from worker.engine.models.base import eval_mode
 
 
 def evaluate(
@@ -27,9 +28,8 @@ def evaluate(
         raise ValueError("cannot evaluate on an empty split")
     dev = resolve_device(device)
     fmt = memory_format(dev)
-    was_training = model.training
-    place(model, dev).eval()
-    with torch.inference_mode(), autocast(dev, resolve_precision(precision, dev)):
+    place(model, dev)
+    with eval_mode(model), torch.inference_mode(), autocast(dev, resolve_precision(precision, dev)):
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev)
         for xb, yb in batches(x.to(dev), y.to(dev), batch_size, shuffle=False):
@@ -37,5 +37,4 @@ def evaluate(
             loss_sum += F.cross_entropy(logits, yb, reduction="sum")
             correct += (logits.argmax(dim=1) == yb).sum()
         loss, acc = (torch.stack([loss_sum, correct]) / len(y)).tolist()
-    model.train(was_training)
     return {"val_acc": acc, "val_loss": loss}

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from worker.engine.models import ARCHITECTURES, build_model
+from worker.engine.models.base import eval_mode
 
 RESNETS = [a for a in ARCHITECTURES if a.startswith("resnet")]
 
@@ -75,3 +76,11 @@ def test_resnet_state_dict_uses_mdistiller_names() -> None:
     keys = set(build_model("resnet8", 10).state_dict())
     for key in ("conv1.weight", "bn1.running_mean", "layer2.0.downsample.0.weight", "fc.bias"):
         assert key in keys
+
+
+def test_eval_mode_gives_each_model_its_own_mode_back_even_on_error() -> None:
+    training, frozen = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1).eval()
+    with pytest.raises(RuntimeError, match="stopped"), eval_mode(training, frozen):
+        assert not training.training and not frozen.training
+        raise RuntimeError("stopped")  # what a cancel inside a validation pass does
+    assert training.training and not frozen.training

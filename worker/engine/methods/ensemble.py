@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from worker.engine.data import batches
 from worker.engine.device import autocast, memory_format
 from worker.engine.methods.base import EpochContext
+from worker.engine.models.base import eval_mode
 
 
 def peer_ce(logits: Tensor, labels: Tensor) -> Tensor:
@@ -93,14 +94,12 @@ def validation_covariance(models: Sequence[nn.Module], ctx: EpochContext) -> Ten
     """C_ij = E[(p_i - onehot(y)) . (p_j - onehot(y))] over the validation split, each model
     in eval mode on the same images, p = softmax(z) at T = 1 (C estimates the ensemble's
     error on the labels, which are a T = 1 distribution)."""
-    modes = [m.training for m in models]
     gram = torch.zeros(len(models), len(models), device=ctx.val_x.device)
-    for x, y in batches(ctx.val_x, ctx.val_y, ctx.batch_size, shuffle=False):
-        ctx.check_stop()
-        x = x.contiguous(memory_format=memory_format(x.device))
-        with autocast(x.device, ctx.precision):
-            probs = torch.stack([F.softmax(m.eval()(x).float(), dim=1) for m in models])
-        gram += error_gram(probs, y)
-    for m, mode in zip(models, modes, strict=True):
-        m.train(mode)
+    with eval_mode(*models):
+        for x, y in batches(ctx.val_x, ctx.val_y, ctx.batch_size, shuffle=False):
+            ctx.check_stop()
+            x = x.contiguous(memory_format=memory_format(x.device))
+            with autocast(x.device, ctx.precision):
+                probs = torch.stack([F.softmax(m(x).float(), dim=1) for m in models])
+            gram += error_gram(probs, y)
     return gram / len(ctx.val_y)

@@ -71,8 +71,8 @@ class IEKD(Method):
         device (a job has measured the teacher on the GPU before the student moves there)."""
         if self.input_shape is None:
             raise ValueError("iekd sizes its encoders by a dummy forward pass: pass input_shape")
-        t_feat = probe(self.teacher, self.input_shape, "iekd").feats[-1]
-        s_feat = probe(self.student, self.input_shape, "iekd").feats[-1]
+        t_feat = probe(self.teacher, self.input_shape, "iekd")[1].feats[-1]
+        s_feat = probe(self.student, self.input_shape, "iekd")[1].feats[-1]
         return t_feat.shape[1], s_feat.shape[1]
 
     def train(self, mode: bool = True) -> "IEKD":

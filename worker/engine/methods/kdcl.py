@@ -19,6 +19,7 @@ from worker.engine.methods.base import Batch, EpochContext, Method
 from worker.engine.methods.kd import kd_loss
 from worker.engine.methods.registry import register
 from worker.engine.models import build_model
+from worker.engine.models.base import probe
 
 ENSEMBLES = ("naive", "linear", "minlogit", "general")
 
@@ -35,12 +36,8 @@ def head_shape(model: nn.Module, input_shape: tuple[int, int, int] | None) -> tu
     """(num_classes, in_channels) of the student, by a dummy forward pass (no hand table)."""
     if input_shape is None:
         raise ValueError("kdcl needs the input shape to size its peers")
-    was_training = model.training
-    with torch.no_grad():
-        device = next(model.parameters()).device
-        num_classes = model.eval()(torch.zeros(1, *input_shape, device=device)).shape[1]
-    model.train(was_training)
-    return num_classes, input_shape[0]
+    logits, _ = probe(model, input_shape, "kdcl")
+    return logits.shape[1], input_shape[0]
 
 
 @register("kdcl")

@@ -18,6 +18,7 @@ from worker.engine.checkpoint import load_weights
 from worker.engine.methods.base import EpochContext
 from worker.engine.methods.kd import KD, kd_loss
 from worker.engine.methods.registry import register
+from worker.engine.models.base import eval_mode
 
 GAP_BATCHES = 4  # validation batches the greedy choice looks at
 
@@ -109,13 +110,9 @@ class RCO(KD):
     def kl_gaps(self, epochs: list[int], ctx: EpochContext) -> list[float]:
         """KL(p_anchor || p_student) at T = 1 over the first validation batches, per epoch."""
         held_out = ctx.val_x[: GAP_BATCHES * ctx.batch_size].split(ctx.batch_size)
-        was_training = self.student.training
-        self.student.eval()
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(self.student):
             student = [self.student(x) for x in held_out]
-            gaps = [self.gap_to(epoch, held_out, student) for epoch in epochs]
-        self.student.train(was_training)
-        return gaps
+            return [self.gap_to(epoch, held_out, student) for epoch in epochs]
 
     def gap_to(self, epoch: int, held_out: tuple[Tensor, ...], student: list[Tensor]) -> float:
         load_weights(self.teacher, self.route[epoch])

@@ -80,8 +80,8 @@ class ReviewKD(Method):
         super().__init__(**kwargs)
         if self.input_shape is None:
             raise ValueError("reviewkd needs the input shape to size its ABF blocks")
-        s = levels(probe(self.student, self.input_shape, "reviewkd"), preact=False)
-        t = levels(probe(self.teacher, self.input_shape, "reviewkd"), preact=True)
+        s = levels(probe(self.student, self.input_shape, "reviewkd")[1], preact=False)
+        t = levels(probe(self.teacher, self.input_shape, "reviewkd")[1], preact=True)
         if len(s) != len(t):
             raise ValueError(f"reviewkd: student has {len(s)} levels, teacher {len(t)}")
         mid = int(self.param("mid_channels", min(512, s[-1].shape[1])))

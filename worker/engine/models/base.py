@@ -1,5 +1,7 @@
 """What every model in the zoo exposes, so methods never reach into layer indices."""
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -26,14 +28,26 @@ class ZooModel(nn.Module):
         return logits
 
 
-def probe(model: nn.Module, input_shape: tuple[int, int, int], why: str) -> StageFeatures:
-    """Stage features of one zero image on the model's own device, in eval mode and without
-    gradients; the model's mode is restored. Methods size their own modules by it."""
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """The models in eval mode for the block; each one's own mode back after, also on error."""
+    modes = [m.training for m in models]
+    try:
+        for m in models:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(models, modes, strict=True):
+            m.train(mode)
+
+
+def probe(
+    model: nn.Module, input_shape: tuple[int, int, int], why: str
+) -> tuple[Tensor, StageFeatures]:
+    """Logits and stage features of one zero image on the model's own device, in eval mode
+    and without gradients. Methods size their own modules by it."""
     if not isinstance(model, ZooModel):
         raise ValueError(f"{why} needs zoo models with stage features, got {type(model)}")
-    was_training = model.training
     device = next(model.parameters()).device
-    with torch.no_grad():
-        _, feats = model.eval().forward_features(torch.zeros(1, *input_shape, device=device))
-    model.train(was_training)
-    return feats
+    with torch.no_grad(), eval_mode(model):
+        return model.forward_features(torch.zeros(1, *input_shape, device=device))
