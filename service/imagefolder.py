@@ -41,15 +41,10 @@ def from_imagefolder(path: Path, budget: Budget, num_classes: int | None) -> Dec
     images = _same_layout([arr for _, arr, _ in found], [name for _, _, name in found])
     labels = np.array([names.index(c) for c in classes], dtype=np.int64)
     train = np.array([s == "train" for s in splits])
-    val = None if train.all() else ~train
-    return check(
-        images[train],
-        labels[train],
-        names,
-        num_classes,
-        images[val] if val is not None else None,
-        labels[val] if val is not None else None,
-    )
+    if train.all():  # no val/ folder: no masked copies
+        return check(images, labels, names, num_classes, None, None)
+    val = ~train
+    return check(images[train], labels[train], names, num_classes, images[val], labels[val])
 
 
 def _image(name: str) -> bool:
@@ -91,4 +86,7 @@ def _same_layout(arrays: list[np.ndarray], names: list[str]) -> np.ndarray:
                 f"{name} is {arr.shape[1]}x{arr.shape[0]}, {names[0]} is {size[1]}x{size[0]}: "
                 "all images must have one size"
             )
-    return np.stack([np.repeat(a, channels // a.shape[2], axis=2) for a in arrays])
+    out = np.empty((len(arrays), *size, channels), dtype=np.uint8)  # one copy of the pixels
+    for i, arr in enumerate(arrays):
+        out[i] = arr  # a grayscale (H, W, 1) image broadcasts into RGB
+    return out

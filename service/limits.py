@@ -24,8 +24,8 @@ class BodySizeLimit:
         self.app, self.max_bytes = app, max_bytes
         self.upload_bytes, self.upload_paths = upload_bytes, upload_paths
 
-    def limit(self, scope: Scope) -> int:
-        content_type = dict(scope["headers"]).get(b"content-type", b"")
+    def limit(self, scope: Scope, headers: dict[bytes, bytes]) -> int:
+        content_type = headers.get(b"content-type", b"")
         raw = content_type.split(b";")[0].strip().lower() == b"application/octet-stream"
         if raw and scope["path"].rstrip("/") in self.upload_paths:
             return self.upload_bytes
@@ -35,8 +35,9 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit(scope)
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        limit = self.limit(scope, headers)
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._reject(scope, send, limit)
             return

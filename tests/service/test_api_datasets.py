@@ -15,14 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sklearn.datasets import load_digits
-from sqlalchemy import func, select
 
 from service import datasets
 from service.app import create_app
 from service.config import Settings, get_settings
-from service.db import session_scope
 from service.models import Dataset
-from tests.service.test_api_jobs import fields, problem
+from tests.service.helpers import fields, nothing_stored_in, problem
 
 OCTET = {"Content-Type": "application/octet-stream"}
 NAMES = [f"digit_{d}" for d in range(10)]
@@ -85,20 +83,10 @@ def post(client: TestClient, data: bytes, **params: Any):
     return client.post("/v1/datasets", params=params, content=data, headers=OCTET)
 
 
-def stored() -> tuple[int, list[str]]:
-    """Rows in `datasets` and entries (temp files included) under the datasets dir."""
-    with session_scope() as s:
-        rows = s.scalar(select(func.count()).select_from(Dataset)) or 0
-    root = get_settings().datasets_dir
-    files = sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
-    return rows, files
-
-
 @pytest.fixture
 def nothing_stored(clean_db):
-    before = stored()
-    yield
-    assert stored() == before
+    with nothing_stored_in(Dataset, get_settings().datasets_dir):
+        yield
 
 
 @pytest.fixture

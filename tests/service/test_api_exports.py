@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.service.test_api_jobs import fields, problem
+from tests.service.helpers import fields, problem
 
 
 def test_exports_default_to_none(client, spec_body):

@@ -10,20 +10,7 @@ import pytest
 from service import jobs
 from service.db import session_scope
 from service.spec import JobSpec
-
-PROBLEM = "application/problem+json"
-
-
-def problem(r, status: int) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == PROBLEM
-    body = r.json()
-    assert body["status"] == status
-    return body
-
-
-def fields(body: dict) -> list[str]:
-    return [e["field"] for e in body["errors"]]
+from tests.service.helpers import fields, problem
 
 
 def test_post_creates_a_queued_job(client, spec_body, count_jobs):

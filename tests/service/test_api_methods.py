@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from service import store
 from service.db import session_scope
+from tests.service.helpers import fields, problem
 
 DIGITS = {"dataset": "digits"}
 
@@ -15,11 +16,9 @@ DIGITS = {"dataset": "digits"}
 def post(client: TestClient, count_jobs: Callable[[], int], body: dict[str, Any]) -> list[str]:
     """POST a spec that must be refused; returns the fields named; checks nothing stored."""
     before = count_jobs()
-    r = client.post("/v1/jobs", json=body)
-    assert r.status_code == 422, r.text
-    assert r.headers["content-type"] == "application/problem+json"
+    body = problem(client.post("/v1/jobs", json=body), 422)
     assert count_jobs() == before
-    return [e["field"] for e in r.json()["errors"]]
+    return fields(body)
 
 
 def with_route(job_id: str, epochs: list[int]) -> None:

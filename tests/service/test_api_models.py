@@ -14,14 +14,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save, save_file
-from sqlalchemy import func, select
 
 from service import store, uploads, weights
 from service.app import create_app
 from service.config import Settings, get_settings
 from service.db import session_scope
 from service.models import TeacherModel
-from tests.service.test_api_jobs import fields, problem
+from tests.service.helpers import fields, nothing_stored_in, problem
 from worker.engine.models import build_model
 
 RESNET8 = {"arch": "resnet8", "num_classes": 10, "in_channels": 1}  # fits digits
@@ -40,21 +39,11 @@ def upload(client: TestClient, data: bytes, headers: dict[str, str] | None = Non
     )
 
 
-def stored() -> tuple[int, list[str]]:
-    """Rows in `models` and entries (temp files included) under the models dir."""
-    with session_scope() as s:
-        rows = s.scalar(select(func.count()).select_from(TeacherModel)) or 0
-    root = get_settings().models_dir
-    files = sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
-    return rows, files
-
-
 @pytest.fixture
 def nothing_stored(clean_db):
     """Asserts the test left no model row and no file behind."""
-    before = stored()
-    yield
-    assert stored() == before
+    with nothing_stored_in(TeacherModel, get_settings().models_dir):
+        yield
 
 
 def test_upload_stores_the_file_with_its_sha256(client):
