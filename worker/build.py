@@ -11,9 +11,8 @@ from worker.engine import loop
 from worker.engine.data import DataSplit, load_dataset
 from worker.engine.methods import Method, registry
 from worker.engine.models import build_model
-from worker.outputs import TeacherInfo, teacher_route
 from worker.reporter import JobReporter
-from worker.teachers import load_teacher
+from worker.teachers import TeacherInfo, load_teacher, teacher_route
 
 
 class JobFailed(Exception):

@@ -2,66 +2,28 @@
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from service import jobs, store
+from service import store
 from service.db import session_scope
 from service.spec import JobSpec
-from worker.engine.checkpoint import load_weights, save_weights
+from worker.engine.checkpoint import save_weights
 from worker.engine.data import DataSplit
 from worker.engine.loop import TrainResult
 from worker.engine.methods import Method
-from worker.engine.models import build_model
 from worker.exports import export_onnx, export_torchscript
 from worker.model_card import model_card
 from worker.reporter import JobReporter
+from worker.teachers import TeacherInfo
 
 # format -> (file name, artifact kind, exporter(model, input_shape, path))
 EXPORTS: dict[str, tuple[str, str, Callable[..., dict[str, Any]]]] = {
     "onnx": ("student.onnx", "onnx", export_onnx),
     "torchscript": ("student.torchscript.pt", "torchscript", export_torchscript),
 }
-
-
-@dataclass
-class TeacherInfo:
-    job_id: str
-    arch: str
-    model: torch.nn.Module
-    weights_sha256: str = ""  # of its weights file, as the artifact store / model row holds it
-    model_id: str | None = None  # a registered model (POST /v1/models), when it is one
-    val: dict[str, float] = field(default_factory=dict)
-
-
-def load_teacher(job_id: str) -> TeacherInfo:
-    """A succeeded job's student, rebuilt from its spec and safetensors weights."""
-    with session_scope() as s:
-        job = jobs.get_job(s, job_id)
-        student = job.spec["student"]
-        art, path = store.get_artifact(s, job_id, "student.safetensors")
-    model = build_model(student["arch"], student["num_classes"], student["in_channels"])
-    load_weights(model, path)
-    return TeacherInfo(job_id, student["arch"], model.eval(), weights_sha256=art.sha256)
-
-
-def teacher_route(job_id: str) -> dict[str, Any]:
-    """RCO's view of the teacher's training: its route checkpoints, oldest first
-    ([{"epoch": E, "path": "/abs/..."}]), its epochs and the epochs its LR dropped after."""
-    with session_scope() as s:
-        teacher = jobs.get_job(s, job_id)
-        epochs = jobs.route_epochs(s, job_id)
-        names = [f"{jobs.ROUTE_PREFIX}epoch_{e:04d}.safetensors" for e in epochs]
-        paths = [store.get_artifact(s, job_id, name)[1] for name in names]
-    schedule = teacher.spec["train"]["schedule"]
-    return {
-        "route": [{"epoch": e, "path": str(p)} for e, p in zip(epochs, paths, strict=True)],
-        "teacher_epochs": teacher.spec["train"]["epochs"],
-        "teacher_milestones": schedule["milestones"] if schedule["name"] == "multistep" else [],
-    }
 
 
 def write_outputs(

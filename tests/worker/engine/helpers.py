@@ -1,5 +1,6 @@
 """Callbacks and plans shared by the engine tests."""
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,8 @@ def make_context(
         emit=lambda type_, message, **data: events.append((type_, message, data)),
         should_stop=lambda: stop,
     )
+
+
+def first_train(data: DataSplit, n: int) -> DataSplit:
+    """`data` with only its first `n` training samples (the validation split unchanged)."""
+    return dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])

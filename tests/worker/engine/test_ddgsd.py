@@ -1,4 +1,3 @@
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.worker.engine.helpers import Recorder, make_plan
+from tests.worker.engine.helpers import Recorder, first_train, make_plan
 from worker.engine.data import DataSplit
 from worker.engine.loop import train
 from worker.engine.methods import Batch, create, ddgsd
@@ -150,7 +149,7 @@ def test_ddgsd_needs_a_zoo_model_and_a_known_kernel() -> None:
 
 @pytest.mark.parametrize("kernel", ["linear", "gaussian"])
 def test_ddgsd_trains_on_digits(digits: DataSplit, tmp_path: Path, kernel: str) -> None:
-    small = dataclasses.replace(digits, train_x=digits.train_x[:640], train_y=digits.train_y[:640])
+    small = first_train(digits, 640)
     plan = make_plan(small, tmp_path, method="ddgsd", params={"mmd_kernel": kernel}, epochs=2)
     result = train(plan, Recorder())
     metrics = result.final_metrics

@@ -2,7 +2,6 @@
 global batch (same losses, same weights), and only rank 0 reports and writes checkpoints."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,7 +13,7 @@ from worker.engine.distributed import broadcast_from_main, process_group
 from worker.engine.loop import train
 from worker.engine.models import build_model
 
-from .helpers import Recorder, make_plan
+from .helpers import Recorder, first_train, make_plan
 
 WORLD = 2
 
@@ -22,7 +21,7 @@ WORLD = 2
 def digits_1536() -> DataSplit:
     """Digits cut to 24 whole batches of 64, so one process drops no partial batch either."""
     data = load_dataset("digits", val_fraction=0.1, seed=0)
-    return replace(data, train_x=data.train_x[:1536], train_y=data.train_y[:1536])
+    return first_train(data, 1536)
 
 
 def kd_plan(data: DataSplit, checkpoint_dir: Path):

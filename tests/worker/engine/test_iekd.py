@@ -13,7 +13,7 @@ from worker.engine.methods import Batch, create
 from worker.engine.methods.iekd import IEKD, cosine_overlap, exploration, factor_distance
 from worker.engine.models import StageFeatures, ZooModel, build_model
 
-from .helpers import Recorder, make_context, make_plan
+from .helpers import Recorder, first_train, make_context, make_plan
 
 # Two samples of a (2, 1, 2) factor, written out so the golden values below are reproducible.
 A = [[[[1.0, -2.0]], [[0.5, 3.0]]], [[[2.0, 0.0]], [[-1.0, 1.0]]]]
@@ -179,8 +179,7 @@ def clone_state(module: nn.Module) -> dict[str, Tensor]:
 
 def small(digits: DataSplit) -> DataSplit:
     """Four batches of 64 per epoch: the mechanics, not the accuracy, are under test."""
-    n = 4 * 64
-    return replace(digits, train_x=digits.train_x[:n], train_y=digits.train_y[:n])
+    return first_train(digits, 4 * 64)
 
 
 def iekd_plan(digits: DataSplit, checkpoint_dir: Path, seed: int):

@@ -1,4 +1,3 @@
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.worker.engine.helpers import Recorder, make_context, make_plan
+from tests.worker.engine.helpers import Recorder, first_train, make_context, make_plan
 from worker.engine.data import DataSplit, num_batches
 from worker.engine.loop import Stopped, train
 from worker.engine.methods import Batch, EpochContext, create, ensemble, kdcl
@@ -164,6 +163,18 @@ def test_validation_covariance_over_partial_batches_in_eval_mode() -> None:
     np.testing.assert_allclose(c.numpy(), np.einsum("inc,jnc->ij", err, err) / 7, rtol=1e-5)
 
 
+def test_one_validation_pass_gives_the_covariance_and_each_models_accuracy() -> None:
+    torch.manual_seed(1)
+    models = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3)) for _ in range(3)]
+    x, y = torch.randn(11, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])
+    ctx = context(x, y, batch_size=4, events=[])
+    gram, accs = ensemble.validation_pass(models, ctx)
+    assert torch.equal(gram, ensemble.validation_covariance(models, ctx))
+    with torch.no_grad():
+        want = [float((m(x).argmax(1) == y).float().mean()) for m in models]
+    assert accs == pytest.approx(want)
+
+
 def test_peer_loss_golden_value() -> None:
     z, t, y = [[1.0, 2.0, 0.5, -1.0], [0.0, -1.0, 3.0, 0.25]], [[2.0, 1.0, 0.0, -0.5]] * 2, [1, 2]
     temp, weight = 2.0, 0.5
@@ -254,7 +265,7 @@ def test_linear_weights_are_logged_as_the_epoch_mean() -> None:
 @pytest.fixture(scope="module")
 def small_digits(digits: DataSplit) -> DataSplit:
     """10 steps of 64 per epoch keep these runs inside the CPU test budget."""
-    return dataclasses.replace(digits, train_x=digits.train_x[:640], train_y=digits.train_y[:640])
+    return first_train(digits, 640)
 
 
 PARAMS = {"peers": ["resnet8"], "ensemble": "general"}

@@ -19,7 +19,7 @@ from worker.engine.methods.rco import (
 )
 from worker.engine.models import build_model
 
-from .helpers import Recorder, make_context, make_plan
+from .helpers import Recorder, first_train, make_context, make_plan
 
 ROUTE = [1, 2, 3, 4, 5, 6]
 
@@ -98,7 +98,7 @@ def test_stage_plans_from_params(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def small(digits: DataSplit) -> DataSplit:
     """Four batches of 64 per epoch: the mechanics, not the accuracy, are under test."""
-    return replace(digits, train_x=digits.train_x[:256], train_y=digits.train_y[:256])
+    return first_train(digits, 4 * 64)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tests.worker.engine.helpers import Recorder, make_plan
+from tests.worker.engine.helpers import Recorder, first_train, make_plan
 from worker.engine.data import DataSplit
 from worker.engine.loop import train
 from worker.engine.methods import Batch, create
@@ -190,7 +190,7 @@ def test_losses_teacher_gets_no_gradient_and_abfs_train() -> None:
 
 def test_short_run_on_digits(digits: DataSplit, tmp_path: Path) -> None:
     # A third of the training split keeps this fast on a busy CPU.
-    digits = dataclasses.replace(digits, train_x=digits.train_x[:512], train_y=digits.train_y[:512])
+    digits = first_train(digits, 512)
     torch.manual_seed(1)
     teacher = build_model("resnet8", digits.num_classes, digits.input_shape[0])
     plan = make_plan(digits, tmp_path, epochs=2)

@@ -89,12 +89,19 @@ def general_weights(covariance: Tensor, eps: float) -> Tensor:
     return (w / w.sum()).float()
 
 
-@torch.no_grad()
 def validation_covariance(models: Sequence[nn.Module], ctx: EpochContext) -> Tensor:
     """C_ij = E[(p_i - onehot(y)) . (p_j - onehot(y))] over the validation split, each model
     in eval mode on the same images, p = softmax(z) at T = 1 (C estimates the ensemble's
     error on the labels, which are a T = 1 distribution)."""
-    gram = torch.zeros(len(models), len(models), device=ctx.val_x.device)
+    return validation_pass(models, ctx)[0]
+
+
+@torch.no_grad()
+def validation_pass(models: Sequence[nn.Module], ctx: EpochContext) -> tuple[Tensor, list[float]]:
+    """The covariance above and each model's validation accuracy, from one pass."""
+    n = len(models)
+    gram = torch.zeros(n, n, device=ctx.val_x.device)
+    correct = torch.zeros(n, device=ctx.val_x.device)
     with eval_mode(*models):
         for x, y in batches(ctx.val_x, ctx.val_y, ctx.batch_size, shuffle=False):
             ctx.check_stop()
@@ -102,4 +109,5 @@ def validation_covariance(models: Sequence[nn.Module], ctx: EpochContext) -> Ten
             with autocast(x.device, ctx.precision):
                 probs = torch.stack([F.softmax(m(x).float(), dim=1) for m in models])
             gram += error_gram(probs, y)
-    return gram / len(ctx.val_y)
+            correct += (probs.argmax(dim=2) == y).sum(dim=1)
+    return gram / len(ctx.val_y), (correct / len(ctx.val_y)).tolist()

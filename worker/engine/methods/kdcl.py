@@ -60,6 +60,8 @@ class KDCL(Method):
         self.register_buffer("best_peer", torch.zeros((), dtype=torch.long))
         self.register_buffer("ensemble_weights", torch.full((m,), 1 / m))
         self._linear_w: list[Tensor] = []  # this epoch's linear-ensemble weights, for logging
+        # general: the covariance measured with each epoch's accuracies, for the next epoch
+        self._covariance: Tensor | None = None
 
     def members(self) -> list[nn.Module]:
         return [self.student, *self.peers]
@@ -88,20 +90,27 @@ class KDCL(Method):
     def begin_epoch(self, epoch: int, ctx: EpochContext) -> None:
         self._linear_w = []
         if self.kind == "general":
-            covariance = ensemble.validation_covariance(self.members(), ctx)
+            covariance = self._covariance  # the same weights as at the last epoch's end
+            if covariance is None:  # the first epoch, or the first after a resume
+                covariance = ensemble.validation_covariance(self.members(), ctx)
+            self._covariance = None
             eps = float(self.param("general_eps", 1e-3))
             self.ensemble_weights.copy_(ensemble.general_weights(covariance, eps))
             weights = self.ensemble_weights.tolist()
             ctx.emit("info", f"kdcl general ensemble weights {weights}", weights=weights)
 
     def end_epoch(self, epoch: int, ctx: EpochContext) -> dict[str, float]:
-        accs = [
-            evaluate(p, ctx.val_x, ctx.val_y, ctx.batch_size, ctx.val_x.device, ctx.precision)
-            for p in self.members()
-        ]
-        best = max(range(len(accs)), key=lambda i: accs[i]["val_acc"])  # the first of ties
+        if self.kind == "general":  # one pass: the accuracies and the next epoch's covariance
+            self._covariance, accs = ensemble.validation_pass(self.members(), ctx)
+        else:
+            evals = [
+                evaluate(p, ctx.val_x, ctx.val_y, ctx.batch_size, ctx.val_x.device, ctx.precision)
+                for p in self.members()
+            ]
+            accs = [e["val_acc"] for e in evals]
+        best = max(range(len(accs)), key=lambda i: accs[i])  # the first of ties
         self.best_peer.fill_(best)
-        metrics = {f"peer{i}_val_acc": a["val_acc"] for i, a in enumerate(accs)}
+        metrics = {f"peer{i}_val_acc": acc for i, acc in enumerate(accs)}
         metrics["best_peer"] = float(best)
         if self._linear_w:
             self.ensemble_weights.copy_(torch.stack(self._linear_w).mean(dim=0))
