@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +36,14 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from service.spec import JobSpec  # noqa: E402
+from worker.build import load_data, method_kwargs, plan_for  # noqa: E402
 from worker.engine import loop  # noqa: E402
-from worker.engine.data import DataSplit, load_dataset  # noqa: E402
+from worker.engine.data import DataSplit  # noqa: E402
 from worker.engine.device import compiled, resolve_device  # noqa: E402
 from worker.engine.methods import Batch, create  # noqa: E402
-from worker.engine.models import build_model  # noqa: E402
-
-SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
+from worker.engine.zoo import build_model  # noqa: E402
+from worker.inputs import JobInputs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,23 +136,39 @@ def repeat(step: Callable[[], None], times: int) -> Callable[[], None]:
     return steps
 
 
-def engine_run(args: argparse.Namespace, data: DataSplit, models, workdir: Path, **plan_fields):
-    teacher, student = (copy.deepcopy(m) for m in models)
-    method = create("kd", student=student, teacher=teacher, params={}, input_shape=data.input_shape)
-    plan = loop.TrainPlan(
-        method=method,
-        data=data,
-        epochs=1,
-        batch_size=args.batch,
-        optimizer=SGD,
-        schedule={"name": "constant"},
-        seed=0,
-        precision="auto",
-        device=args.device,
-        augment="none",
-        checkpoint_dir=workdir,
-        **plan_fields,
+def job_spec(args: argparse.Namespace, **train_fields: Any) -> JobSpec:
+    """The KD job the engine runs: the service's defaults (T 4, 0.1 CE + 0.9 KD, SGD with
+    momentum 0.9 and weight decay 5e-4) at a constant lr of 0.05, without augmentation."""
+    return JobSpec.model_validate(
+        {
+            "method": {"name": "kd"},
+            "teacher": {"job": "bench-teacher"},
+            "student": {"arch": args.student, "num_classes": 100, "in_channels": 3},
+            "data": {
+                "dataset": "synthetic",
+                "val_fraction": 0.02,
+                "augment": "none",
+                "synthetic": {"num_samples": args.samples, "num_classes": 100, "size": 32},
+            },
+            "train": {
+                "epochs": 1,
+                "batch_size": args.batch,
+                "device": args.device,
+                "optimizer": {"name": "sgd", "lr": 0.05},
+                "schedule": {"name": "constant"},
+                **train_fields,
+            },
+        }
     )
+
+
+def engine_run(args: argparse.Namespace, data: DataSplit, models, workdir: Path, **train_fields):
+    """A run started as the worker builds it (worker/build.py) from the job's spec."""
+    teacher, student = (copy.deepcopy(m) for m in models)
+    spec, inputs = job_spec(args, **train_fields), JobInputs(job_dir=workdir)
+    kwargs = method_kwargs(spec, inputs)
+    method = create("kd", student=student, teacher=teacher, input_shape=data.input_shape, **kwargs)
+    plan = plan_for(spec, inputs, method, data, args.device)
     return loop.start_run(plan, loop.Quiet())
 
 
@@ -158,13 +176,21 @@ def engine_step(run: loop.Run) -> Callable[[], None]:
     x, y = next(run.feed.epoch(run.plan.batch_size, run.generator))
     x = x.contiguous(memory_format=loop.memory_format(run.device))
     batch = Batch(x, y, run.plan.augment, run.generator)
-    return lambda: loop.train_step(run, batch, 0)
+
+    def step() -> None:
+        loop.train_step(run, batch, 0)
+
+    return step
 
 
 def whole_epoch(run: loop.Run) -> tuple[Callable[[], None], int]:
     """One engine epoch with crop + flip, and the number of images it trains on."""
     run.plan.augment = "crop_flip"
-    return lambda: loop.train_epoch(run, 0), run.steps_per_epoch * run.plan.batch_size
+
+    def epoch() -> None:
+        loop.train_epoch(run, 0)
+
+    return epoch, run.steps_per_epoch * run.plan.batch_size
 
 
 def reference_inputs(run: loop.Run, batch: int, channels_last: bool) -> tuple[Tensor, Tensor]:
@@ -181,12 +207,7 @@ def plain_models(models, device: torch.device, channels_last: bool) -> tuple[nn.
 
 def measure(args: argparse.Namespace) -> dict:
     dev = resolve_device(args.device)
-    data = load_dataset(
-        "synthetic",
-        val_fraction=0.02,
-        seed=0,
-        options={"num_samples": args.samples, "num_classes": 100, "size": 32},
-    )
+    data = load_data(job_spec(args), JobInputs(job_dir=Path(tempfile.gettempdir())))  # no file
     torch.manual_seed(0)
     models = (build_model(args.teacher, 100, 3), build_model(args.student, 100, 3))
     out: dict = {
@@ -199,7 +220,10 @@ def measure(args: argparse.Namespace) -> dict:
     }
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         steps, epochs = {}, {}
-        variants = {"engine": {}, "engine_streamed": {"data_placement": "host"}}
+        variants: dict[str, dict[str, Any]] = {
+            "engine": {},
+            "engine_streamed": {"data_placement": "host"},
+        }
         if args.compile:
             variants["engine_compiled"] = {"compile": True}
         for name, fields in variants.items():

@@ -3,7 +3,7 @@
 from alembic import context
 
 from service.db import get_engine
-from service.models import Base
+from service.tables import Base
 
 config = context.config
 url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url") or None

@@ -10,11 +10,11 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from service import archives, datafiles, imagefolder, jobs, paging, store, uploads
+from service import archives, datafiles, imagefolder, paging, queries, store, uploads
 from service.archives import Budget
 from service.config import get_settings
 from service.db import get_or_404, session_scope
-from service.models import Dataset, Job
+from service.tables import Dataset, Job, new_id
 
 DATA = "data.npz"
 Format = Literal["npz", "idx", "imagefolder"]
@@ -37,7 +37,7 @@ def data_path(dataset_id: str) -> Path:
 
 async def upload(chunks: AsyncIterator[bytes], info: UploadInfo) -> Dataset:
     """Stream, decode, check and store an uploaded dataset, then record it."""
-    dataset_id = jobs.new_id("ds")
+    dataset_id = new_id("ds")
     directory = dataset_dir(dataset_id)
     sink = await asyncio.to_thread(uploads.Sink, directory / "upload")
     try:
@@ -121,10 +121,10 @@ def list_datasets(
     return paging.newest_first(s, Dataset, limit=limit, cursor=cursor)
 
 
-def delete_dataset(dataset_id: str) -> None:
-    """Refused (409) while a queued or running job trains on it; removes row and file."""
-    with session_scope() as s:
-        jobs.delete_unless_used(
-            s, Dataset, dataset_id, "dataset", Job.dataset_id, "is used by", "dataset_in_use"
-        )
-    uploads.discard(dataset_dir(dataset_id))
+def delete_dataset(s: Session, dataset_id: str) -> None:
+    """Refused (409) while a queued or running job trains on it; the row goes, and its file
+    once that is committed."""
+    queries.delete_unless_used(
+        s, Dataset, dataset_id, "dataset", Job.dataset_id, "is used by", "dataset_in_use"
+    )
+    uploads.discard_after_commit(s, dataset_dir(dataset_id))

@@ -58,6 +58,12 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         session.close()
 
 
+def request_session() -> Iterator[Session]:
+    """A route's unit of work (the `DB` dependency in service/api/deps.py)."""
+    with session_scope() as s:
+        yield s
+
+
 def get_or_404(s: Session, table: type[T], what: str, ident: str, for_update: bool = False) -> T:
     """The row `ident` of `table`, or a 404 naming it as `what`."""
     row = s.get(table, ident, with_for_update=for_update)

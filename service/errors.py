@@ -54,3 +54,19 @@ class InvalidSpec(DistilleryError):
             code="invalid_spec",
             title="Invalid job spec",
         )
+
+
+@dataclass
+class JobError(Exception):
+    """Why a job failed, as its `error` column and events show it: a code to act on, a
+    message, and whether running it again could succeed."""
+
+    code: str
+    message: str
+    retryable: bool = False
+
+    def __str__(self) -> str:
+        return self.message
+
+    def as_dict(self) -> dict[str, str | bool]:
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}

@@ -40,7 +40,6 @@ STAGES = {
     arch: 0 if arch == "mlp" else 4 if arch.startswith(("vgg", "mobilenetv2")) else 3
     for arch in ARCHITECTURES
 }
-FEATURELESS = tuple(arch for arch, n in STAGES.items() if n == 0)
 
 
 class Strict(BaseModel):

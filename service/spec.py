@@ -1,12 +1,23 @@
 """The job spec, validated at the door: a bad value is a 422 at submission, not a crash an
-hour into a GPU run."""
+hour into a GPU run. It is the one place a default or an allowed value is written."""
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, model_validator
 
-from service.method_params import MethodParams
-from service.names import FEATURELESS, Arch, DatasetName, Strict
+from service.errors import FieldError
+from service.method_params import MethodParams, TeacherFacts
+from service.names import Arch, DatasetName, Strict
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What admission knows of the data: class count, channels, image height = width."""
+
+    num_classes: int
+    channels: int
+    size: int
 
 
 class SyntheticOptions(Strict):
@@ -29,8 +40,6 @@ class DataSpec(Strict):
     split_seed: int = Field(0, ge=0, le=2**31 - 1)
     augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
     synthetic: SyntheticOptions | None = None
-    # an upload's shape lives in its database row: service.jobs fills it in at submission
-    _upload_shape: tuple[int, int, int] | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _upload_named(self) -> "DataSpec":
@@ -38,19 +47,17 @@ class DataSpec(Strict):
             raise ValueError('data.upload names the dataset exactly when data.dataset is "upload"')
         return self
 
-    def with_upload_shape(self, num_classes: int, channels: int, size: int) -> None:
-        self._upload_shape = (num_classes, channels, size)
+    def synthetic_options(self) -> SyntheticOptions:
+        return self.synthetic or SyntheticOptions()
 
-    def shape(self) -> tuple[int, int, int]:
-        """(num_classes, in_channels, image size) of the dataset."""
+    def builtin_shape(self) -> DataShape:
+        """The shape of a built-in dataset (an upload's is in its database row)."""
         if self.dataset == "digits":
-            return 10, 1, 8
+            return DataShape(10, 1, 8)
         if self.dataset == "upload":
-            if self._upload_shape is None:
-                raise LookupError("an uploaded dataset's shape is read from its row first")
-            return self._upload_shape
-        opts = self.synthetic or SyntheticOptions()
-        return opts.num_classes, opts.channels, opts.size
+            raise LookupError("an uploaded dataset's shape is read from its row")
+        opts = self.synthetic_options()
+        return DataShape(opts.num_classes, opts.channels, opts.size)
 
 
 class TeacherRef(Strict):
@@ -74,12 +81,28 @@ class StudentSpec(Strict):
     in_channels: int | None = Field(None, ge=1, le=16)
 
 
+# what a field left out is for each optimizer: SGD the CIFAR recipe, AdamW torch's defaults
+OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
+    "sgd": {"lr": 0.05, "weight_decay": 5e-4},
+    "adamw": {"lr": 1e-3, "weight_decay": 0.01},
+}
+
+
 class OptimizerSpec(Strict):
     name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0, le=1)
-    nesterov: bool = False
+    lr: float = Field(0.05, gt=0, le=10, description="default: 0.05 for sgd, 1e-3 for adamw")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    weight_decay: float = Field(
+        5e-4, ge=0, le=1, description="default: 5e-4 for sgd, 0.01 for adamw (decoupled)"
+    )
+    nesterov: bool = Field(False, description="sgd only")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_by_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("name", "sgd"), str):
+            return OPTIMIZER_DEFAULTS.get(data.get("name", "sgd"), {}) | data
+        return data
 
 
 class ScheduleSpec(Strict):
@@ -87,6 +110,10 @@ class ScheduleSpec(Strict):
     milestones: list[int] = Field(default_factory=list, max_length=100)
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0)
+
+    def lr_drops(self) -> list[int]:
+        """The epochs after which the learning rate drops (RCO's lr_drops anchors)."""
+        return list(self.milestones) if self.name == "multistep" else []
 
 
 class TrainSpec(Strict):
@@ -138,61 +165,57 @@ class JobSpec(Strict):
         "onnx (student.onnx) and torchscript (student.torchscript.pt)",
     )
 
-    def resolved(self) -> dict[str, Any]:
-        """The spec with every default and dataset-derived field filled in."""
-        num_classes, channels, _ = self.data.shape()
+    def student_shape(self) -> tuple[int, int]:
+        """(num_classes, in_channels) of the student of a resolved spec."""
+        if self.student.num_classes is None or self.student.in_channels is None:
+            raise ValueError("the spec is not resolved: admission fills in the student's shape")
+        return self.student.num_classes, self.student.in_channels
+
+    def resolved(self, shape: DataShape, teacher: TeacherFacts | None) -> "JobSpec":
+        """A copy with every dataset- and teacher-derived field filled in: what is stored."""
         student = self.student.model_copy(
-            update={"num_classes": num_classes, "in_channels": channels}
+            update={"num_classes": shape.num_classes, "in_channels": shape.channels}
         )
-        return self.model_copy(update={"student": student}).model_dump(mode="json")
+        method = self.method.resolve(self, teacher)
+        return self.model_copy(update={"student": student, "method": method})
 
 
-def spec_problems(spec: JobSpec) -> list[tuple[str, str]]:
-    """Cross-field checks, as (field, message) pairs, so each error names its field."""
-    problems = []
-    method = spec.method
-    if method.needs_teacher and spec.teacher is None:
-        problems.append(("teacher", f"method {method.name!r} needs a teacher"))
-    if not method.needs_teacher and spec.teacher is not None:
-        problems.append(("teacher", f"method {method.name!r} takes no teacher"))
-    num_classes, channels, _ = spec.data.shape()
-    if spec.student.num_classes not in (None, num_classes):
-        problems.append(("student.num_classes", f"must be {num_classes} for this dataset"))
-    if spec.student.in_channels not in (None, channels):
-        problems.append(("student.in_channels", f"must be {channels} for this dataset"))
-    if method.needs_stage_features and spec.student.arch in FEATURELESS:
+def spec_problems(spec: JobSpec, shape: DataShape) -> list[FieldError]:
+    """Cross-field rules of the spec and its data, each naming its field."""
+    problems = spec.method.problems(spec)
+    if spec.student.num_classes not in (None, shape.num_classes):
         problems.append(
-            (
-                "student.arch",
-                f"{method.name} needs stage features, which {spec.student.arch} does not have",
-            )
+            FieldError("student.num_classes", f"must be {shape.num_classes} for this dataset")
         )
-    stage_epochs = getattr(method, "stage_epochs", None)
-    if stage_epochs is not None and sum(stage_epochs) != spec.train.epochs:
-        problems.append(("method.stage_epochs", "must add up to train.epochs"))
+    if spec.student.in_channels not in (None, shape.channels):
+        problems.append(
+            FieldError("student.in_channels", f"must be {shape.channels} for this dataset")
+        )
     train = spec.train
     ms = train.schedule.milestones
     if ms != sorted(set(ms)) or any(m < 1 or m >= train.epochs for m in ms):
-        problems.append(("train.schedule.milestones", "must be increasing epochs in [1, epochs)"))
+        problems.append(
+            FieldError("train.schedule.milestones", "must be increasing epochs in [1, epochs)")
+        )
     if train.schedule.warmup_epochs >= train.epochs:
-        problems.append(("train.schedule.warmup_epochs", "must be less than train.epochs"))
-    problems += _ddp_problems(train.batch_size, spec.resources.gpus)
-    return problems
+        problems.append(
+            FieldError("train.schedule.warmup_epochs", "must be less than train.epochs")
+        )
+    return problems + _ddp_problems(train.batch_size, spec.resources.gpus)
 
 
-def _ddp_problems(batch_size: int, gpus: int) -> list[tuple[str, str]]:
+def _ddp_problems(batch_size: int, gpus: int) -> list[FieldError]:
     """Each of `gpus` processes trains an equal share of every batch, of 2 samples or more
     (BatchNorm cannot normalise one)."""
     if gpus == 1:
         return []
     if batch_size % gpus:
-        return [("train.batch_size", f"must be a multiple of resources.gpus ({gpus})")]
+        why = f"must be a multiple of resources.gpus ({gpus})"
+        return [FieldError("train.batch_size", why)]
     if batch_size // gpus < 2:
-        return [
-            (
-                "train.batch_size",
-                f"must be at least {2 * gpus}: each of the {gpus} processes needs 2 samples "
-                "or more of every batch",
-            )
-        ]
+        why = (
+            f"must be at least {2 * gpus}: each of the {gpus} processes needs 2 samples "
+            "or more of every batch"
+        )
+        return [FieldError("train.batch_size", why)]
     return []

@@ -9,9 +9,11 @@ from sqlalchemy.orm import Session
 
 from service.config import get_settings
 from service.errors import NotFound
-from service.models import Artifact
+from service.tables import Artifact
 
 CHUNK = 1 << 20
+ROUTE = "route"  # a supervised run's weights-only checkpoints along its route (for RCO)
+CHECKPOINT_KINDS = ("checkpoint", ROUTE)  # resume checkpoints, and route ones
 
 
 def job_dir(job_id: str) -> Path:
@@ -52,11 +54,17 @@ def register(
     return art
 
 
-def list_artifacts(s: Session, job_id: str, kind: str | None = None) -> list[Artifact]:
+def list_artifacts(s: Session, job_id: str, kinds: tuple[str, ...] | None = None) -> list[Artifact]:
     q = select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)
-    if kind:
-        q = q.where(Artifact.kind == kind)
+    if kinds:
+        q = q.where(Artifact.kind.in_(kinds))
     return list(s.scalars(q))
+
+
+def route_checkpoints(s: Session, job_id: str) -> dict[int, Path]:
+    """{epoch: path} of a job's route checkpoints, ascending by epoch."""
+    arts = sorted(list_artifacts(s, job_id, (ROUTE,)), key=lambda a: a.epoch or 0)
+    return {a.epoch or 0: safe_child(job_dir(job_id), a.path) for a in arts}
 
 
 def get_artifact(s: Session, job_id: str, name: str) -> tuple[Artifact, Path]:

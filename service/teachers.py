@@ -12,12 +12,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service import jobs, paging, store, uploads, weights
+from service import paging, queries, store, uploads, weights
 from service.config import get_settings
 from service.db import get_or_404, session_scope
 from service.errors import DistilleryError, FieldError, NotFound
 from service.model_info import FromJob, ModelInfo, Normalisation
-from service.models import Job, TeacherModel
+from service.spec import JobSpec
+from service.tables import Job, RegisteredModel, new_id
 
 WEIGHTS = "weights.safetensors"
 
@@ -56,13 +57,13 @@ def model_dir(model_id: str) -> Path:
     return store.safe_child(get_settings().models_dir.resolve(), model_id)
 
 
-def weights_path(model: TeacherModel) -> Path:
+def weights_path(model: RegisteredModel) -> Path:
     return model_dir(model.id) / WEIGHTS
 
 
-async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> TeacherModel:
+async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> RegisteredModel:
     """Stream, check and store an uploaded safetensors file, then record it."""
-    model_id = jobs.new_id("mdl")
+    model_id = new_id("mdl")
     directory = model_dir(model_id)
     try:
         received = await uploads.receive_safetensors(
@@ -89,8 +90,8 @@ def _insert(
     size: int,
     source: str,
     source_job_id: str | None,
-) -> TeacherModel:
-    model = TeacherModel(
+) -> RegisteredModel:
+    model = RegisteredModel(
         id=model_id,
         name=info.name or info.arch,
         arch=info.arch,
@@ -110,7 +111,7 @@ def _insert(
     return model
 
 
-def register_job(request: FromJob) -> TeacherModel:
+def register_job(request: FromJob) -> RegisteredModel:
     """A succeeded job's student as a model: its file hard-linked (copied across devices)."""
     with session_scope() as s:
         job = s.get(Job, request.job)
@@ -124,7 +125,7 @@ def register_job(request: FromJob) -> TeacherModel:
     info = _job_info(job, card, request.name)
     header = _read_header(student)
     _check(info, header)
-    model_id = jobs.new_id("mdl")
+    model_id = new_id("mdl")
     directory = model_dir(model_id)
     try:
         directory.mkdir(parents=True)
@@ -159,18 +160,26 @@ def _model_card(s: Session, job_id: str) -> dict[str, Any]:
 def _job_info(job: Job, card: dict[str, Any], name: str) -> ModelInfo:
     """Architecture and shape from the model card when there is one (KDCL's output is its
     best peer, not always spec.student), else from the resolved spec."""
-    student = job.spec["student"]
+    arch, num_classes, in_channels = job_student(job)
     shape = card.get("input_shape") or []
     norm = card.get("normalisation")
     return ModelInfo(
         name=name or job.name,
-        arch=card.get("architecture", student["arch"]),
-        num_classes=card.get("num_classes", student["num_classes"]),
-        in_channels=card.get("in_channels", student["in_channels"]),
+        arch=card.get("architecture", arch),
+        num_classes=card.get("num_classes", num_classes),
+        in_channels=card.get("in_channels", in_channels),
         input_size=shape[1] if len(shape) == 3 and shape[1] == shape[2] else None,
         normalisation=Normalisation.model_validate(norm) if norm else None,
         class_names=card.get("class_names"),
     )
+
+
+def job_student(job: Job) -> tuple[str, int, int]:
+    """(architecture, num_classes, in_channels) of a succeeded job's student: the result
+    names the architecture it output (KDCL's best peer), the resolved spec its shape."""
+    spec = JobSpec.model_validate(job.spec)
+    arch = str((job.result or {}).get("architecture", spec.student.arch))
+    return arch, *spec.student_shape()
 
 
 def _read_header(path: Path) -> weights.Header:
@@ -195,27 +204,27 @@ def _link_or_copy(src: Path, dest: Path, sha256: str) -> None:
         raise DistilleryError(f"copy of {src.name} does not match its sha256", status=500)
 
 
-def get_model(s: Session, model_id: str) -> TeacherModel:
-    return get_or_404(s, TeacherModel, "model", model_id)
+def get_model(s: Session, model_id: str) -> RegisteredModel:
+    return get_or_404(s, RegisteredModel, "model", model_id)
 
 
 def list_models(
     s: Session, *, limit: int = 50, cursor: str | None = None
-) -> tuple[list[TeacherModel], str | None]:
+) -> tuple[list[RegisteredModel], str | None]:
     """Newest first; the cursor names the last row of the previous page."""
-    return paging.newest_first(s, TeacherModel, limit=limit, cursor=cursor)
+    return paging.newest_first(s, RegisteredModel, limit=limit, cursor=cursor)
 
 
-def delete_model(model_id: str) -> None:
-    """Refused (409) while a queued or running job learns from it; removes row and file."""
-    with session_scope() as s:
-        jobs.delete_unless_used(
-            s,
-            TeacherModel,
-            model_id,
-            "model",
-            Job.teacher_model_id,
-            "is the teacher of",
-            "model_in_use",
-        )
-    uploads.discard(model_dir(model_id))
+def delete_model(s: Session, model_id: str) -> None:
+    """Refused (409) while a queued or running job learns from it; the row goes, and its
+    file once that is committed."""
+    queries.delete_unless_used(
+        s,
+        RegisteredModel,
+        model_id,
+        "model",
+        Job.teacher_model_id,
+        "is the teacher of",
+        "model_in_use",
+    )
+    uploads.discard_after_commit(s, model_dir(model_id))

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
 from service import weights
 
 FLUSH = 1 << 20  # bytes gathered before one write (in a thread: the event loop never waits)
@@ -147,3 +150,8 @@ async def drain(chunks: AsyncIterator[bytes]) -> None:
 def discard(directory: Path) -> None:
     """Remove what an upload (or a deleted row) left under `directory`."""
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def discard_after_commit(s: Session, directory: Path) -> None:
+    """Remove `directory` once the deletion of its row is committed (never before)."""
+    event.listen(s, "after_commit", lambda _s: discard(directory), once=True)

@@ -1,33 +1,25 @@
-"""A job's spec -> the engine's objects (data, teacher, method, plan), the same on every rank."""
+"""The one translator from a resolved job spec to the engine's objects (data, teacher, method,
+plan): every rank of a job builds the same ones from the same inputs and seed.
 
+A method's params model (service/method_params.py) becomes its engine keywords field for
+field; the few that the engine takes in another form are listed in CONSUMED and DERIVED, and
+tests/worker/test_spec_matches_engine.py ties both sides."""
+
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from service import datasets, store
+from service.method_params import RCOParams
 from service.spec import JobSpec
 from worker.engine import loop
-from worker.engine.data import DataSplit, load_dataset
+from worker.engine.data import DataSplit, carve_holdout, load_dataset
 from worker.engine.methods import Method, registry
-from worker.engine.models import build_model
-from worker.reporter import JobReporter
-from worker.teachers import TeacherInfo, load_teacher, teacher_route
-
-
-class JobFailed(Exception):
-    """A failure with a code the user can act on."""
-
-    def __init__(self, code: str, message: str, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.error = {"code": code, "message": message, "retryable": retryable}
-
-
-def data_options(spec: JobSpec) -> dict[str, Any] | None:
-    """What the engine's loader needs besides the split: an upload's file, by path."""
-    if spec.data.upload is not None:
-        return {"path": str(datasets.data_path(spec.data.upload))}
-    return spec.data.synthetic.model_dump() if spec.data.synthetic else None
+from worker.engine.optim import Optimizer, Schedule
+from worker.engine.zoo import build_model
+from worker.inputs import JobInputs
+from worker.teachers import TeacherInfo, load_teacher
 
 
 @dataclass
@@ -40,82 +32,107 @@ class Built:
     plan: loop.TrainPlan
 
 
-def build(
-    job_id: str,
-    spec: JobSpec,
-    device: str | torch.device,
-    reporter: JobReporter | None = None,
-) -> Built:
-    """spec -> data, teacher, method and plan. Every rank of a job builds the same ones from
-    the same seed; the one with the reporter (rank 0) also measures the teacher."""
-    data = load_dataset(
-        spec.data.dataset, spec.data.val_fraction, spec.data.split_seed, data_options(spec)
-    )
+def build(spec: JobSpec, inputs: JobInputs, device: str | torch.device) -> Built:
+    data = load_data(spec, inputs)
     torch.manual_seed(spec.train.seed)  # the student's initial weights
     student = build_model(spec.student.arch, data.num_classes, data.input_shape[0])
-    teacher = load_teacher(spec.teacher) if spec.teacher else None
-    if teacher is not None and reporter is not None:
-        measure_teacher(teacher, spec, data, loop.resolve_device(device), reporter)
-    params = spec.method.model_dump(exclude={"name"})
-    if spec.method.needs_route and spec.teacher and spec.teacher.job:  # a model has no route
-        params |= teacher_route(spec.teacher.job) | {"student_epochs": spec.train.epochs}
+    teacher = load_teacher(inputs.teacher) if inputs.teacher else None
     method = registry.create(
         spec.method.name,
         student=student,
         teacher=teacher.model if teacher else None,
-        params=params,
         input_shape=data.input_shape,
+        **method_kwargs(spec, inputs),
     )
-    return Built(data, teacher, method, plan_for(job_id, spec, method, data, device))
+    return Built(data, teacher, method, plan_for(spec, inputs, method, data, device))
 
 
-def measure_teacher(
-    teacher: TeacherInfo,
-    spec: JobSpec,
-    data: DataSplit,
-    device: torch.device,
-    reporter: JobReporter,
-) -> None:
-    """The teacher on the student's validation split: an event and a model-card field."""
-    teacher.val = loop.evaluate(
-        teacher.model,
-        data.val_x,
-        data.val_y,
-        spec.train.batch_size,
-        device,
-        spec.train.precision,
+def load_data(spec: JobSpec, inputs: JobInputs) -> DataSplit:
+    """The job's train and validation splits, and the held-out part its method chooses on."""
+    data = load_dataset(
+        spec.data.dataset,
+        spec.data.val_fraction,
+        spec.data.split_seed,
+        **data_options(spec, inputs),
     )
-    message = f"teacher val_acc {teacher.val['val_acc']:.4f}"
-    reporter.event("teacher", message, job=teacher.job_id, arch=teacher.arch, **teacher.val)
+    if (fraction := spec.method.holdout()) > 0:
+        data = carve_holdout(data, fraction, spec.data.split_seed)
+    return data
+
+
+def data_options(spec: JobSpec, inputs: JobInputs) -> dict[str, Any]:
+    """The dataset's own options: an upload's file, a synthetic set's shape."""
+    if spec.data.dataset == "upload":
+        return {"path": str(inputs.dataset_path)}
+    if spec.data.dataset == "synthetic":
+        return spec.data.synthetic_options().model_dump()
+    return {}
+
+
+def _rco(spec: JobSpec, inputs: JobInputs) -> dict[str, Any]:
+    """The anchors and stages admission checked, planned on the teacher's route."""
+    params = spec.method
+    assert isinstance(params, RCOParams)
+    plan = params.plan(sorted(inputs.route), inputs.teacher_lr_drops, spec.train.epochs)
+    return {
+        "route": dict(inputs.route),
+        "anchors": plan.anchors,
+        "stage_epochs": plan.stage_epochs,
+        "greedy": params.anchors == "greedy",
+    }
+
+
+# params fields the engine does not take as they are (build uses them), by method
+CONSUMED: dict[str, tuple[str, ...]] = {
+    "kdcl": ("holdout_fraction",),  # load_data carves the held-out part
+    "rco": ("anchors", "every_n", "stage_epochs"),  # planned into DERIVED's keywords
+}
+# keywords made from the spec and the job's inputs, by method
+DERIVED: dict[str, Callable[[JobSpec, JobInputs], dict[str, Any]]] = {"rco": _rco}
+
+
+def method_kwargs(spec: JobSpec, inputs: JobInputs) -> dict[str, Any]:
+    """The engine method's own keywords for this job."""
+    name = spec.method.name
+    kwargs = spec.method.model_dump(exclude={"name", *CONSUMED.get(name, ())})
+    if derive := DERIVED.get(name):
+        kwargs |= derive(spec, inputs)
+    return kwargs
+
+
+def measure_teacher(built: Built, spec: JobSpec, device: torch.device) -> dict[str, float]:
+    """The teacher on the student's validation split (an event and a model-card field)."""
+    assert built.teacher is not None
+    data = built.data
+    train = spec.train
+    built.teacher.val = loop.evaluate(
+        built.teacher.model, data.val_x, data.val_y, train.batch_size, device, train.precision
+    )
+    return built.teacher.val
 
 
 def plan_for(
-    job_id: str, spec: JobSpec, method: Method, data: DataSplit, device: str | torch.device
+    spec: JobSpec,
+    inputs: JobInputs,
+    method: Method,
+    data: DataSplit,
+    device: str | torch.device,
 ) -> loop.TrainPlan:
-    train_spec = spec.train
+    train = spec.train
     augment = spec.data.augment if spec.data.augment != "auto" else data.default_augment
     return loop.TrainPlan(
         method=method,
         data=data,
-        epochs=train_spec.epochs,
-        batch_size=train_spec.batch_size,
-        optimizer=train_spec.optimizer.model_dump(),
-        schedule=train_spec.schedule.model_dump(),
-        seed=train_spec.seed,
-        precision=train_spec.precision,
+        epochs=train.epochs,
+        batch_size=train.batch_size,
+        optimizer=Optimizer(**train.optimizer.model_dump()),
+        schedule=Schedule(**train.schedule.model_dump()),
+        seed=train.seed,
+        precision=train.precision,
         device=device,
         augment=augment,
-        checkpoint_dir=store.job_dir(job_id) / "checkpoints",
-        route_every=getattr(spec.method, "route_every", 0),
-        save_route=method.saves_route,
+        checkpoint_dir=inputs.job_dir / "checkpoints",
         spec=spec.model_dump(mode="json"),  # resolved at submission
-        compile=train_spec.compile,
-        data_placement=train_spec.data_placement,
+        compile=train.compile,
+        data_placement=train.data_placement,
     )
-
-
-def job_device(name: str) -> torch.device:
-    try:
-        return loop.resolve_device(name)
-    except (RuntimeError, ValueError) as exc:
-        raise JobFailed("device_unavailable", str(exc), retryable=True) from exc

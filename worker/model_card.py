@@ -72,16 +72,18 @@ def dataset_lineage(spec: JobSpec, data: DataSplit) -> dict[str, Any]:
         "val_fraction": spec.data.val_fraction,
         "split_seed": spec.data.split_seed,
         "train_size": len(data.train_y),
+        "holdout_size": 0 if data.holdout_y is None else len(data.holdout_y),
         "val_size": len(data.val_y),
         "sha256": data_fingerprint(data),
     }
 
 
 def data_fingerprint(data: DataSplit) -> str:
-    """sha256 of the train and val tensors and labels as trained on (after the split and
-    normalisation): the same dataset and split give the same hash."""
+    """sha256 of the train, held-out and val tensors and labels as trained on (after the
+    split and normalisation): the same dataset and split give the same hash."""
     digest = hashlib.sha256()
-    for t in (data.train_x, data.train_y, data.val_x, data.val_y):
+    held = [t for t in (data.holdout_x, data.holdout_y) if t is not None]
+    for t in (data.train_x, data.train_y, *held, data.val_x, data.val_y):
         arr = np.ascontiguousarray(t.detach().cpu().numpy())
         digest.update(f"{arr.dtype}{arr.shape}".encode())  # so no two layouts collide
         digest.update(arr.data)

@@ -2,21 +2,18 @@
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from service import store
-from service.db import session_scope
 from service.spec import JobSpec
+from worker.build import Built
 from worker.engine.checkpoint import save_weights
-from worker.engine.data import DataSplit
 from worker.engine.loop import TrainResult
-from worker.engine.methods import Method
 from worker.exports import export_onnx, export_torchscript
 from worker.model_card import model_card
-from worker.reporter import JobReporter
 from worker.teachers import TeacherInfo
 
 # format -> (file name, artifact kind, exporter(model, input_shape, path))
@@ -26,19 +23,19 @@ EXPORTS: dict[str, tuple[str, str, Callable[..., dict[str, Any]]]] = {
 }
 
 
+@dataclass
+class Outputs:
+    files: dict[str, str]  # written under the job's folder: name -> artifact kind
+    result: dict[str, Any]  # the job's result summary
+    events: list[tuple[str, str]]  # (type, message): teacher warnings, export checks
+
+
 def write_outputs(
-    job_id: str,
-    spec: JobSpec,
-    method: Method,
-    data: DataSplit,
-    outcome: TrainResult,
-    teacher: TeacherInfo | None,
-    reporter: JobReporter,
-) -> dict[str, Any]:
-    """Write student.safetensors, model.json, metrics.json and any extra models (KDCL's other
-    peers under models/); register them all; return the job's result summary."""
-    out = store.job_dir(job_id)
-    model = method.output_model()
+    job_id: str, out: Path, spec: JobSpec, built: Built, outcome: TrainResult
+) -> Outputs:
+    """Write student.safetensors, model.json, metrics.json, the requested exports and any
+    extra models (KDCL's other peers under models/) into the job's folder `out`."""
+    model, data, teacher = built.method.output_model(), built.data, built.teacher
     files = {
         "student.safetensors": "student",
         "model.json": "model_card",
@@ -46,14 +43,12 @@ def write_outputs(
     }
     save_weights(out / "student.safetensors", model)
     extras = {}
-    for name, extra in method.extra_models().items():
+    for name, extra in built.method.extra_models().items():
         files[f"models/{name}.safetensors"] = "model"
         extras[name] = getattr(extra, "arch", "")
         save_weights(out / "models" / f"{name}.safetensors", extra)
     warnings = _teacher_warning(teacher, outcome.final_metrics)
-    for w in warnings:
-        reporter.event("warning", w)
-    exports, export_files = _write_exports(spec.exports, model, data.input_shape, out, reporter)
+    exports, export_files = _write_exports(spec.exports, model, data.input_shape, out)
     files |= export_files
     card = model_card(
         job_id,
@@ -61,17 +56,17 @@ def write_outputs(
         data,
         outcome,
         model,
-        teacher=_teacher_lineage(teacher),
+        teacher=teacher.lineage() if teacher else None,
         warnings=warnings,
         exports=exports,
     )
     card["extra_models"] = extras
     _write_json(out / "model.json", card)
     _write_json(out / "metrics.json", {"job_id": job_id, "epochs": outcome.history})
-    with session_scope() as s:
-        for name, kind in files.items():
-            store.register(s, job_id, out / name, kind=kind)
-    return {
+    checks = [
+        ("export", f"{e['file']}: max abs diff {e['max_abs_diff']:.3g}") for e in exports.values()
+    ]
+    result = {
         "metrics": card["metrics"],
         "teacher": card["teacher"],
         "device": card["device"],
@@ -80,14 +75,11 @@ def write_outputs(
         "warnings": warnings,
         "resumed_from_epoch": outcome.resumed_from_epoch,
     }
+    return Outputs(files, result, [("warning", w) for w in warnings] + checks)
 
 
 def _write_exports(
-    formats: Sequence[str],
-    model: torch.nn.Module,
-    input_shape: tuple[int, int, int],
-    out: Path,
-    reporter: JobReporter,
+    formats: Sequence[str], model: torch.nn.Module, input_shape: tuple[int, int, int], out: Path
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Each requested export, checked against `model` as it is written (an export that does
     not reproduce it fails the job); returns (parity results by format, {file: kind})."""
@@ -96,20 +88,7 @@ def _write_exports(
         name, kind, export = EXPORTS[fmt]
         results[fmt] = export(model, input_shape, out / name)
         files[name] = kind
-        reporter.event("export", f"{name}: max abs diff {results[fmt]['max_abs_diff']:.3g}")
     return results, files
-
-
-def _teacher_lineage(teacher: TeacherInfo | None) -> dict[str, Any] | None:
-    if teacher is None:
-        return None
-    return {
-        "job_id": teacher.job_id,
-        "model_id": teacher.model_id,
-        "architecture": teacher.arch,
-        "weights_sha256": teacher.weights_sha256,
-        **teacher.val,
-    }
 
 
 def _teacher_warning(teacher: TeacherInfo | None, final: dict[str, float]) -> list[str]:

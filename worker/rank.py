@@ -1,10 +1,14 @@
-"""One of ranks 1..N-1 of a job on N processes: python -m worker.rank JOB RANK WORLD RENDEZVOUS
+"""One of ranks 1..N-1 of a job on N processes:
+
+    python -m worker.rank JOB_FILE RANK WORLD RENDEZVOUS
 
 Rank 0, the Celery task (worker/ranks.py), claims the job, reports, writes checkpoints and
-outputs, and starts and stops this process. Here the job's spec is only read: the same plan
-is built and trained on this rank's share of each batch. No job row is ever written.
+outputs, writes JOB_FILE (the resolved spec and the job's inputs) and starts and stops this
+process. Here the same plan is built from that file and trained on this rank's share of each
+batch; nothing touches the database.
 """
 
+import json
 import logging
 import os
 import sys
@@ -12,29 +16,29 @@ import threading
 import time
 from pathlib import Path
 
-from service import jobs
-from service.db import session_scope
 from service.spec import JobSpec
 from worker import ranks
 from worker.build import build
 from worker.engine import loop
 from worker.engine.distributed import process_group, rank_device
+from worker.inputs import JobInputs
 
 log = logging.getLogger("worker.rank")
 
 
-def main(job_id: str, rank: int, world: int, rendezvous: Path) -> None:
+def main(job_file: Path, rank: int, world: int, rendezvous: Path) -> None:
     _exit_with_parent()
-    with session_scope() as s:
-        spec = JobSpec.model_validate(jobs.get_job(s, job_id).spec)
+    job = json.loads(job_file.read_text())
+    spec = JobSpec.model_validate(job["spec"])
+    inputs = JobInputs.from_dict(job["inputs"])
     device = rank_device(spec.train.device, rank)
     ranks.share_cpu(device, world)
-    built = build(job_id, spec, device)
+    built = build(spec, inputs, device)
     ranks.ready_path(rendezvous, rank).touch()
-    log.info("job %s: rank %d of %d on %s joining", job_id, rank, world, device)
+    log.info("%s: rank %d of %d on %s joining", job_file.parent.name, rank, world, device)
     with process_group(rank, world, rendezvous, device):
         loop.train(built.plan, loop.Quiet())
-    log.info("job %s: rank %d of %d done", job_id, rank, world)
+    log.info("%s: rank %d of %d done", job_file.parent.name, rank, world)
 
 
 def _exit_with_parent() -> None:
@@ -52,7 +56,7 @@ def _exit_with_parent() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    job, rank, world, rendezvous = sys.argv[1:]
-    main(job, int(rank), int(world), Path(rendezvous))
+    job_file, rank, world, rendezvous = sys.argv[1:]
+    main(Path(job_file), int(rank), int(world), Path(rendezvous))
     logging.shutdown()
     os._exit(0)  # skip torch's seconds-long interpreter teardown: rank 0 waits on this exit

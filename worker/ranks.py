@@ -1,91 +1,43 @@
-"""A job on N processes (`resources.gpus`): this process is rank 0 (it reports and writes the
-outputs); ranks 1..N-1 are `python -m worker.rank` children, watched and always stopped.
+"""The processes that train a job. This one is rank 0: the Celery task, which reports and
+writes the outputs. A job with `resources.gpus: N` also has ranks 1..N-1, `python -m
+worker.rank` children that read the job from a file rank 0 writes, watched and always
+stopped. One sequence for one process and for N: a job of one has no other ranks.
 
 Not multiprocessing: the job runs in Celery's prefork pool child, a daemonic process, and
 those may not start processes of their own.
 """
 
 import contextlib
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from service import store
+from service.errors import JobError
 from service.spec import JobSpec
-from worker.build import JobFailed, build
+from worker.context import JobContext, LeaseLost
 from worker.engine import loop
 from worker.engine.distributed import TIMEOUT, process_group, rank_device
-from worker.outputs import write_outputs
-from worker.reporter import JobReporter, LeaseLost
+from worker.inputs import JobInputs
 
 log = logging.getLogger(__name__)
+JOB_FILE = "job.json"  # the resolved spec and the inputs, for ranks 1..N-1
 
 
-def train_ddp(job_id: str, spec: JobSpec, reporter: JobReporter) -> dict[str, Any]:
-    """The job on `resources.gpus` processes: this one is rank 0 (it reports and writes the
-    outputs); ranks 1..N-1 are `python -m worker.rank` children, stopped whatever happens."""
-    world = spec.resources.gpus
-    device = _ddp_device(spec.train.device, world)
-    ranks = Ranks(_attempt_dir(job_id) / "rendezvous", {})
-    threads, done = torch.get_num_threads(), False
-    try:
-        ranks.spawn(job_id, world)
-        share_cpu(device, world)
-        built = build(job_id, spec, device, reporter)
-        ranks.wait_ready(reporter)
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        reporter.event(
-            "distributed",
-            f"training on {world} processes ({backend})",
-            world=world,
-            backend=backend,
-            devices=[str(rank_device(spec.train.device, r)) for r in range(world)],
-            logs=str(ranks.rendezvous.parent.relative_to(store.job_dir(job_id))),
-        )
-        with process_group(0, world, ranks.rendezvous, device):
-            try:
-                outcome = loop.train(built.plan, Watched(reporter, ranks))
-            except (loop.Stopped, LeaseLost, RankFailed):
-                raise
-            except Exception as exc:  # another rank's death is the usual cause: say so
-                ranks.note_failures(exc)
-                raise
-        done = True
-        # the other ranks finish their last evaluation; the model card then times the
-        # student alone, on the whole CPU
-        ranks.stop(grace_s=10)
-        torch.set_num_threads(threads)
-        return write_outputs(
-            job_id, spec, built.method, built.data, outcome, built.teacher, reporter
-        )
-    finally:
-        ranks.stop(grace_s=10 if done else 0)
-        torch.set_num_threads(threads)
-
-
-def _attempt_dir(job_id: str) -> Path:
-    """A new folder per attempt for the rendezvous file (it must not exist beforehand), the
-    ranks' logs and their ready files."""
-    path = (
-        store.job_dir(job_id) / "ddp" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    )
-    path.mkdir(parents=True)
-    return path
-
-
-def _ddp_device(name: str, world: int) -> torch.device:
+def job_device(name: str, world: int) -> torch.device:
     """Rank 0's device; a CUDA job needs a GPU for each of its processes."""
     device = rank_device(name, 0)
     if device.type == "cuda" and (have := torch.cuda.device_count()) < world:
-        raise JobFailed(
+        raise JobError(
             "device_unavailable",
             f"resources.gpus is {world} but this worker sees {have} CUDA device(s); "
             f"run it on a worker with at least {world} GPUs",
@@ -98,6 +50,12 @@ def share_cpu(device: torch.device, world: int) -> None:
     """N processes training on one machine's CPU share its cores instead of each taking all."""
     if device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads() // world))
+
+
+def _attempt_dir(job_dir: Path) -> Path:
+    """A new folder per attempt for the rendezvous file (it must not exist beforehand), the
+    job file, the ranks' logs and their ready files."""
+    return job_dir / "ddp" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
 class RankFailed(RuntimeError):
@@ -115,18 +73,72 @@ def log_path(rendezvous: Path, rank: int) -> Path:
 
 @dataclass
 class Ranks:
-    """Ranks 1..N-1 of a job, each a child process with its own log."""
+    """Ranks 1..N-1 of a job, each a child process with its own log, around rank 0."""
 
-    rendezvous: Path
-    procs: dict[int, subprocess.Popen[bytes]]
+    rendezvous: Path  # in a new folder per attempt, with the job file and the ranks' logs
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")  # rank 0's
+    layout: dict[str, Any] = field(default_factory=dict)  # devices and logs, for an event
 
-    def spawn(self, job_id: str, world: int) -> None:
+    @property
+    def world(self) -> int:
+        return len(self.procs) + 1
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls, spec: JobSpec, inputs: JobInputs, device: torch.device) -> Iterator["Ranks"]:
+        """The job's other ranks, started; stopped on the way out (given a few seconds to
+        finish their last evaluation when the block succeeded)."""
+        world = spec.resources.gpus
+        ranks = cls(_attempt_dir(inputs.job_dir) / "rendezvous", device=device)
+        threads, done = torch.get_num_threads(), False
+        try:
+            if world > 1:
+                ranks.spawn(spec, inputs, world)
+            share_cpu(device, world)
+            yield ranks
+            done = True
+        finally:
+            ranks.stop(grace_s=10 if done else 0)
+            torch.set_num_threads(threads)
+
+    def spawn(self, spec: JobSpec, inputs: JobInputs, world: int) -> None:
+        self.rendezvous.parent.mkdir(parents=True)
+        job_file = self.rendezvous.with_name(JOB_FILE)
+        job = {"spec": spec.model_dump(mode="json"), "inputs": inputs.to_dict()}
+        job_file.write_text(json.dumps(job))
+        self.layout = {
+            "devices": [str(rank_device(spec.train.device, r)) for r in range(world)],
+            "logs": str(self.rendezvous.parent.relative_to(inputs.job_dir)),
+        }
         for rank in range(1, world):
-            cmd = [sys.executable, "-m", "worker.rank", job_id, str(rank), str(world)]
+            cmd = [sys.executable, "-m", "worker.rank", str(job_file), str(rank), str(world)]
             with log_path(self.rendezvous, rank).open("ab") as out:  # the child has its own fd
                 self.procs[rank] = subprocess.Popen(
                     [*cmd, str(self.rendezvous)], stdin=subprocess.DEVNULL, stdout=out, stderr=out
                 )
+
+    def train(self, plan: loop.TrainPlan, ctx: JobContext) -> loop.TrainResult:
+        """Rank 0's run: alone, or in the job's process group once every rank is ready."""
+        if not self.procs:
+            return loop.train(plan, ctx)
+        self.wait_ready(ctx)
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        ctx.event(
+            "distributed",
+            f"training on {self.world} processes ({backend})",
+            world=self.world,
+            backend=backend,
+            **self.layout,
+        )
+        with process_group(0, self.world, self.rendezvous, self.device):
+            try:
+                return loop.train(plan, Watched(ctx, self))
+            except (loop.Stopped, LeaseLost, RankFailed):
+                raise
+            except Exception as exc:  # another rank's death is the usual cause: say so
+                self.note_failures(exc)
+                raise
 
     def failed(self) -> dict[int, int]:
         """{rank: exit code} of the ranks that have exited with an error."""
@@ -144,7 +156,7 @@ class Ranks:
             for rank, code in sorted(failed.items())
         )
 
-    def wait_ready(self, reporter: JobReporter) -> None:
+    def wait_ready(self, reporter: Any) -> None:
         """Until every rank has built its plan. Joining the group blocks until all ranks join,
         so a rank that died or a cancel would be noticed only after its 10-minute timeout."""
         deadline = time.monotonic() + TIMEOUT.total_seconds()
@@ -188,10 +200,10 @@ class Ranks:
 
 @dataclass
 class Watched:
-    """Rank 0's callbacks: the reporter's, and a rank that exited with an error stops the
+    """Rank 0's callbacks: the context's, and a rank that exited with an error stops the
     loop at its next step (before the next collective waits on it)."""
 
-    reporter: JobReporter
+    reporter: JobContext
     ranks: Ranks
 
     def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None:

@@ -1,27 +1,21 @@
-"""A job from its claim to its outcome: train it (on one process or several), record the end."""
+"""A job from its claim to its outcome: build, train on one process or several, write the
+outputs, record the end. All its database and store I/O goes through its JobContext."""
 
 import logging
-import os
-import socket
-import uuid
 from typing import Any
 
-from service import jobs
 from service.config import get_settings
-from service.db import session_scope
-from service.spec import JobSpec
-from worker import ranks
-from worker.build import JobFailed, build, job_device
+from service.errors import JobError
+from worker.build import build, measure_teacher
+from worker.context import JobContext, LeaseLost
 from worker.engine import loop
 from worker.exports import ExportError
 from worker.outputs import write_outputs
-from worker.reporter import JobReporter, LeaseLost
-
-__all__ = ["ERROR_CODES", "JobFailed", "run", "train"]
+from worker.ranks import Ranks, job_device
 
 log = logging.getLogger(__name__)
 
-
+# exceptions that mean something to a user -> the job's error code ("training_error" else)
 ERROR_CODES: dict[type[Exception], str] = {
     loop.Diverged: "diverged",
     ExportError: "export_failed",
@@ -30,50 +24,48 @@ ERROR_CODES: dict[type[Exception], str] = {
 
 def run(job_id: str) -> str:
     """Claim the job, train, record the outcome. Returns the final status (or 'skipped')."""
-    settings = get_settings()
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    with session_scope() as s:
-        job = jobs.claim(s, job_id, owner, settings.lease_s)
-        if job is None:  # a duplicate or stale delivery: someone else has it, or it is done
-            log.info("job %s not claimable; skipping", job_id)
-            return "skipped"
-        spec = JobSpec.model_validate(job.spec)
-    with JobReporter(job_id, owner, settings, spec.resources.max_runtime_s) as reporter:
+    ctx = JobContext.claim(job_id, get_settings())
+    if ctx is None:
+        log.info("job %s not claimable; skipping", job_id)
+        return "skipped"
+    with ctx:
         try:
-            result = train(job_id, spec, reporter)
+            result = train(ctx)
         except LeaseLost:
             log.warning("job %s: lease lost, another attempt owns it now", job_id)
             return "lost"
         except loop.Stopped:
-            return _finish(job_id, owner, error=reporter.stop_error())
-        except JobFailed as exc:
-            return _finish(job_id, owner, error=exc.error)
+            return ctx.finish(error=ctx.stop_error())
         except Exception as exc:  # every failure reaches the job's status with a reason
             log.exception("job %s failed", job_id)
-            code = next((c for t, c in ERROR_CODES.items() if isinstance(exc, t)), "training_error")
-            # notes: the logs of the job's other processes that failed (train_ddp)
-            message = "\n".join([f"{type(exc).__name__}: {exc}", *getattr(exc, "__notes__", [])])
-            return _finish(
-                job_id, owner, error={"code": code, "retryable": False, "message": message}
-            )
-        return _finish(job_id, owner, result=result)
+            return ctx.finish(error=job_error(exc))
+        return ctx.finish(result=result)
 
 
-def _finish(
-    job_id: str,
-    owner: str,
-    *,
-    result: dict[str, Any] | None = None,
-    error: dict[str, Any] | None = None,
-) -> str:
-    with session_scope() as s:
-        status = jobs.finish(s, job_id, owner, result=result, error=error)
-    return status or "lost"
+def train(ctx: JobContext) -> dict[str, Any]:
+    spec, inputs = ctx.spec, ctx.inputs()
+    device = job_device(spec.train.device, spec.resources.gpus)
+    with Ranks.started(spec, inputs, device) as ranks:
+        built = build(spec, inputs, device)
+        if built.teacher is not None:
+            val = measure_teacher(built, spec, device)
+            source = built.teacher.source
+            message = f"teacher val_acc {val['val_acc']:.4f}"
+            ctx.event("teacher", message, job=source.job_id, arch=source.arch, **val)
+        outcome = ranks.train(built.plan, ctx)
+    written = write_outputs(ctx.job_id, inputs.job_dir, spec, built, outcome)
+    for type_, message in written.events:
+        ctx.event(type_, message)
+    ctx.register(written.files)
+    return written.result
 
 
-def train(job_id: str, spec: JobSpec, reporter: JobReporter) -> dict[str, Any]:
-    if spec.resources.gpus > 1:
-        return ranks.train_ddp(job_id, spec, reporter)
-    built = build(job_id, spec, job_device(spec.train.device), reporter)
-    outcome = loop.train(built.plan, reporter)
-    return write_outputs(job_id, spec, built.method, built.data, outcome, built.teacher, reporter)
+def job_error(exc: Exception) -> JobError:
+    """The job's error for an exception: its own when it is one, else by its type."""
+    if isinstance(exc, JobError):
+        return exc
+    code = next((c for t, c in ERROR_CODES.items() if isinstance(exc, t)), "training_error")
+    # notes: the logs of the job's other processes that failed (worker/ranks.py)
+    return JobError(
+        code, "\n".join([f"{type(exc).__name__}: {exc}", *getattr(exc, "__notes__", [])])
+    )

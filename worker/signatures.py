@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.engine.models import ARCHITECTURES, build_model
+from worker.engine.zoo import ARCHITECTURES, build_model
 
 PATH = Path(__file__).resolve().parent.parent / "service" / "signatures.json"
 FORMAT = "distillery.signatures/v1"

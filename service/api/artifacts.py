@@ -6,31 +6,31 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
 from service import jobs, store
+from service.api.deps import DB
 from service.api.schemas import ArtifactList, ArtifactOut
-from service.db import session_scope
 from service.errors import DistilleryError
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["artifacts"])
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def _list(job_id: str, kind: str | None) -> ArtifactList:
-    with session_scope() as s:
-        jobs.get_job(s, job_id)
-        arts = store.list_artifacts(s, job_id, kind)
-        return ArtifactList(data=[ArtifactOut.model_validate(a) for a in arts])
+def _list(s: Session, job_id: str, kinds: tuple[str, ...] | None) -> ArtifactList:
+    jobs.get_job(s, job_id)
+    arts = store.list_artifacts(s, job_id, kinds)
+    return ArtifactList(data=[ArtifactOut.model_validate(a) for a in arts])
 
 
 @router.get("/artifacts", response_model=ArtifactList)
-def list_artifacts(job_id: str) -> ArtifactList:
-    return _list(job_id, None)
+def list_artifacts(s: DB, job_id: str) -> ArtifactList:
+    return _list(s, job_id, None)
 
 
 @router.get("/checkpoints", response_model=ArtifactList)
-def list_checkpoints(job_id: str) -> ArtifactList:
-    return _list(job_id, "checkpoint")
+def list_checkpoints(s: DB, job_id: str) -> ArtifactList:
+    return _list(s, job_id, store.CHECKPOINT_KINDS)
 
 
 def parse_range(header: str, size: int) -> tuple[int, int]:
@@ -67,14 +67,14 @@ def etag_matches(header: str, etag: str) -> bool:
 
 @router.get("/artifacts/{name:path}")
 def download(
+    s: DB,
     job_id: str,
     name: str,
     range_: Annotated[str | None, Header(alias="range")] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    with session_scope() as s:
-        art, path = store.get_artifact(s, job_id, name)
-        sha, size = art.sha256, art.size
+    art, path = store.get_artifact(s, job_id, name)
+    sha, size = art.sha256, art.size
     etag = f'"{sha}"'
     headers = {
         "ETag": etag,

@@ -5,8 +5,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from service import datasets
+from service.api.deps import DB
 from service.api.schemas import DatasetList, DatasetOut
-from service.db import session_scope
 from service.errors import UnsupportedMediaType
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -49,22 +49,18 @@ async def create_dataset(
 
 @router.get("", response_model=DatasetList)
 def list_datasets(
-    limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
+    s: DB, limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
 ) -> DatasetList:
-    with session_scope() as s:
-        page, next_cursor = datasets.list_datasets(s, limit=limit, cursor=cursor)
-        return DatasetList(
-            data=[DatasetOut.model_validate(d) for d in page], next_cursor=next_cursor
-        )
+    page, next_cursor = datasets.list_datasets(s, limit=limit, cursor=cursor)
+    return DatasetList(data=[DatasetOut.model_validate(d) for d in page], next_cursor=next_cursor)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str) -> DatasetOut:
-    with session_scope() as s:
-        return DatasetOut.model_validate(datasets.get_dataset(s, dataset_id))
+def get_dataset(s: DB, dataset_id: str) -> DatasetOut:
+    return DatasetOut.model_validate(datasets.get_dataset(s, dataset_id))
 
 
 @router.delete("/{dataset_id}", status_code=204)
-def delete_dataset(dataset_id: str) -> Response:
-    datasets.delete_dataset(dataset_id)
+def delete_dataset(s: DB, dataset_id: str) -> Response:
+    datasets.delete_dataset(s, dataset_id)
     return Response(status_code=204)

@@ -5,8 +5,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select, text
 
 from service import dispatch, jobs
-from service.db import get_engine, session_scope
-from service.models import Job
+from service.api.deps import DB
+from service.db import get_engine
+from service.tables import Job
 
 router = APIRouter(tags=["health"])
 
@@ -43,9 +44,8 @@ def readyz() -> JSONResponse:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics() -> str:
-    with session_scope() as s:
-        counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+def metrics(s: DB) -> str:
+    counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
     lines = ["# HELP distillery_jobs Jobs by status.", "# TYPE distillery_jobs gauge"]
     for status in jobs.STATUSES:
         lines.append(f'distillery_jobs{{status="{status}"}} {counts.get(status, 0)}')

@@ -8,8 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from service import dispatch, jobs
+from service import admission, dispatch, jobs, queries
+from service.api.deps import DB
 from service.api.schemas import EventList, EventOut, JobList, JobOut
 from service.db import session_scope
 from service.spec import JobSpec
@@ -20,66 +22,66 @@ Status = Literal[jobs.STATUSES]  # type: ignore[valid-type]
 
 @router.post("", status_code=201, response_model=JobOut)
 def create_job(
+    s: DB,
     spec: JobSpec,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
     digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
     try:
-        out, created = _create(spec, idempotency_key, digest)
+        job, created = admission.submit(
+            s, spec, idempotency_key=idempotency_key, request_hash=digest
+        )
     except IntegrityError:
         # a concurrent retry with the same Idempotency-Key committed first: answer with it
-        out, created = _create(spec, idempotency_key, digest)
+        s.rollback()
+        job, created = admission.submit(
+            s, spec, idempotency_key=idempotency_key, request_hash=digest
+        )
+    if created:
+        dispatch.send_after_commit(s, job.id, job.queue)
     response.status_code = 201 if created else 200
-    response.headers["Location"] = f"/v1/jobs/{out.id}"
-    return out
-
-
-def _create(spec: JobSpec, key: str | None, digest: str) -> tuple[JobOut, bool]:
-    with session_scope() as s:
-        job, created = jobs.create_job(s, spec, idempotency_key=key, request_hash=digest)
-        if created:
-            dispatch.send_after_commit(s, job.id, job.queue)
-        return JobOut.model_validate(job), created
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.model_validate(job)
 
 
 @router.get("", response_model=JobList)
 def list_jobs(
+    s: DB,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> JobList:
-    with session_scope() as s:
-        page, next_cursor = jobs.list_jobs(s, status=status, limit=limit, cursor=cursor)
-        return JobList(data=[JobOut.model_validate(j) for j in page], next_cursor=next_cursor)
+    page, next_cursor = queries.list_jobs(s, status=status, limit=limit, cursor=cursor)
+    return JobList(data=[JobOut.model_validate(j) for j in page], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str) -> JobOut:
-    with session_scope() as s:
-        return JobOut.model_validate(jobs.get_job(s, job_id))
+def get_job(s: DB, job_id: str) -> JobOut:
+    return JobOut.model_validate(jobs.get_job(s, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: str) -> JobOut:
-    with session_scope() as s:
-        return JobOut.model_validate(jobs.cancel(s, job_id))
+def cancel_job(s: DB, job_id: str) -> JobOut:
+    return JobOut.model_validate(jobs.cancel(s, job_id))
 
 
-def _events_page(job_id: str, after: int, limit: int) -> tuple[list[EventOut], str]:
+def _events_page(s: Session, job_id: str, after: int, limit: int) -> tuple[list[EventOut], str]:
+    # status first: a job finishing between the two reads still shows its last events
+    status = jobs.get_job(s, job_id).status
+    events = queries.list_events(s, job_id, after=after, limit=limit)
+    return [EventOut.model_validate(e) for e in events], status
+
+
+def _poll(job_id: str, after: int) -> tuple[list[EventOut], str]:
+    """One page for a live stream: a stream outlives its request's unit of work."""
     with session_scope() as s:
-        # status first: a job finishing between the two reads still shows its last events
-        status = jobs.get_job(s, job_id).status
-        events = [
-            EventOut.model_validate(e)
-            for e in jobs.list_events(s, job_id, after=after, limit=limit)
-        ]
-        return events, status
+        return _events_page(s, job_id, after, 500)
 
 
 async def _sse(job_id: str, after: int) -> AsyncIterator[str]:
     while True:
-        events, status = await asyncio.to_thread(_events_page, job_id, after, 500)
+        events, status = await asyncio.to_thread(_poll, job_id, after)
         for e in events:
             after = e.id
             yield f"id: {e.id}\nevent: {e.type}\ndata: {e.model_dump_json()}\n\n"
@@ -92,13 +94,14 @@ async def _sse(job_id: str, after: int) -> AsyncIterator[str]:
 
 @router.get("/{job_id}/events", response_model=EventList)
 def list_events(
+    s: DB,
     job_id: str,
     request: Request,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response | EventList:
     """JSON page after a cursor; with Accept: text/event-stream, a live SSE stream."""
-    events, _ = _events_page(job_id, after, limit)
+    events, _ = _events_page(s, job_id, after, limit)
     if "text/event-stream" in request.headers.get("accept", ""):
         last = request.headers.get("last-event-id", "")
         start = int(last) if last.isdigit() else after

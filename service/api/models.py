@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from service import model_info, teachers
+from service.api.deps import DB
 from service.api.schemas import ModelList, ModelOut
-from service.db import session_scope
 from service.errors import DistilleryError, FieldError, UnsupportedMediaType
 from service.names import Arch
 
@@ -114,20 +114,18 @@ async def create_model(
 
 @router.get("", response_model=ModelList)
 def list_models(
-    limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
+    s: DB, limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
 ) -> ModelList:
-    with session_scope() as s:
-        page, next_cursor = teachers.list_models(s, limit=limit, cursor=cursor)
-        return ModelList(data=[ModelOut.model_validate(m) for m in page], next_cursor=next_cursor)
+    page, next_cursor = teachers.list_models(s, limit=limit, cursor=cursor)
+    return ModelList(data=[ModelOut.model_validate(m) for m in page], next_cursor=next_cursor)
 
 
 @router.get("/{model_id}", response_model=ModelOut)
-def get_model(model_id: str) -> ModelOut:
-    with session_scope() as s:
-        return ModelOut.model_validate(teachers.get_model(s, model_id))
+def get_model(s: DB, model_id: str) -> ModelOut:
+    return ModelOut.model_validate(teachers.get_model(s, model_id))
 
 
 @router.delete("/{model_id}", status_code=204)
-def delete_model(model_id: str) -> Response:
-    teachers.delete_model(model_id)
+def delete_model(s: DB, model_id: str) -> Response:
+    teachers.delete_model(s, model_id)
     return Response(status_code=204)

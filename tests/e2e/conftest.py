@@ -128,20 +128,26 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
     architecture and check it scores the accuracy the job reported. Returns the card."""
     import torch
 
+    from service import datasets
+    from service.spec import JobSpec
+    from worker.build import data_options
     from worker.engine.checkpoint import load_weights
     from worker.engine.data import load_dataset
-    from worker.engine.models import build_model
+    from worker.engine.zoo import build_model
+    from worker.inputs import JobInputs
 
     paths = {name: download(service, job["id"], name, dest) for name in STUDENT_FILES}
     card = dict(json.loads(paths["model.json"].read_text()))
     model = build_model(card["architecture"], card["num_classes"], card["in_channels"])
     load_weights(model, paths["student.safetensors"])
-    from service.spec import JobSpec
-    from worker.build import data_options
-
     spec = JobSpec.model_validate(card["spec"])
+    upload = spec.data.upload
+    inputs = JobInputs(job_dir=dest, dataset_path=datasets.data_path(upload) if upload else None)
     data = load_dataset(
-        spec.data.dataset, spec.data.val_fraction, spec.data.split_seed, data_options(spec)
+        spec.data.dataset,
+        spec.data.val_fraction,
+        spec.data.split_seed,
+        **data_options(spec, inputs),
     )
     with torch.no_grad():  # scored here, not with the engine's evaluate() that reported it
         accuracy = float((model.eval()(data.val_x).argmax(1) == data.val_y).float().mean())

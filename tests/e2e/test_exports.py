@@ -14,7 +14,7 @@ import torch
 from tests.e2e.conftest import Service, download, load_student
 from worker.engine.checkpoint import load_weights
 from worker.engine.data import load_dataset
-from worker.engine.models import build_model
+from worker.engine.zoo import build_model
 from worker.exports import OPSET, TOLERANCE
 
 VAL_FRACTION, SPLIT_SEED = 0.2, 3

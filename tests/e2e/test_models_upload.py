@@ -10,7 +10,7 @@ from safetensors.torch import save
 
 from tests.e2e.conftest import Service, load_student
 from tests.e2e.test_distill import KD_SPEC, teacher_job
-from worker.engine.models import build_model
+from worker.engine.zoo import build_model
 
 OCTET = {"Content-Type": "application/octet-stream"}
 

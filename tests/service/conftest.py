@@ -8,12 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from service import jobs
+from service import admission, jobs
 from service.app import create_app
 from service.config import Settings
 from service.db import session_scope
-from service.models import Job
+from service.errors import JobError
 from service.spec import JobSpec
+from service.tables import Job
 
 SUPERVISED: dict[str, Any] = {
     "name": "digits-teacher",
@@ -64,7 +65,9 @@ def new_job(clean_db: Any) -> Callable[..., str]:
     def make(**overrides: Any) -> str:
         body = copy.deepcopy(SUPERVISED) | overrides
         with session_scope() as s:
-            job, _ = jobs.create_job(s, JobSpec.model_validate(body))
+            job, _ = admission.submit(
+                s, JobSpec.model_validate(body), idempotency_key=None, request_hash=""
+            )
             return job.id
 
     return make
@@ -89,7 +92,7 @@ def job_in(new_job: Callable[..., str]) -> Callable[..., str]:
             elif status == "succeeded":
                 jobs.finish(s, job_id, "w1", result={"val_acc": 0.9})
             elif status == "failed":
-                jobs.finish(s, job_id, "w1", error={"code": "boom", "message": "x"})
+                jobs.finish(s, job_id, "w1", error=JobError("boom", "x"))
         with session_scope() as s:
             assert jobs.get_job(s, job_id).status == status
         return job_id

@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits
 from service import datasets
 from service.app import create_app
 from service.config import Settings, get_settings
-from service.models import Dataset
+from service.tables import Dataset
 from tests.service.helpers import fields, nothing_stored_in, problem
 
 OCTET = {"Content-Type": "application/octet-stream"}

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service import jobs
+from service import admission, jobs, queries
 from service.db import session_scope
-from service.spec import JobSpec
+from service.spec import DataShape, JobSpec
 from tests.service.helpers import fields, problem
 
 
@@ -71,7 +71,7 @@ def test_concurrent_retry_with_the_same_key(client_500s, spec_body, count_jobs):
     headers = {"Idempotency-Key": "retry-1"}
     with ThreadPoolExecutor(1) as pool:
         with session_scope() as s:  # the first request, still in flight
-            first, _ = jobs.create_job(s, spec, idempotency_key="retry-1", request_hash=digest)
+            first, _ = admission.submit(s, spec, idempotency_key="retry-1", request_hash=digest)
             retry = pool.submit(client_500s.post, "/v1/jobs", json=spec_body, headers=headers)
             time.sleep(0.5)  # the retry reads before the first commits
         r = retry.result()
@@ -133,7 +133,8 @@ def test_training_options_default_and_round_trip(client, spec_body):
     spec = r.json()["spec"]
     assert (spec["train"]["compile"], spec["train"]["data_placement"]) == (True, "host")
     assert (spec["train"]["batch_size"], spec["resources"]["gpus"]) == (8, 4)
-    assert JobSpec.model_validate(spec).resolved() == spec
+    digits = DataShape(num_classes=10, channels=1, size=8)
+    assert JobSpec.model_validate(spec).resolved(digits, None).model_dump(mode="json") == spec
 
 
 @pytest.mark.parametrize(("gpus", "batch_size", "says"), [(3, 64, "multiple"), (16, 16, "32")])
@@ -349,7 +350,7 @@ def test_event_stream_keeps_the_last_event_of_a_job_finishing_meanwhile(
 ):
     job_id = job_in("running")
     calls = []
-    list_events = jobs.list_events
+    list_events = queries.list_events
 
     def finish_after_reading(s, *args, **kwargs):
         found = list_events(s, *args, **kwargs)
@@ -360,7 +361,7 @@ def test_event_stream_keeps_the_last_event_of_a_job_finishing_meanwhile(
         return found
 
     last = client.get(f"/v1/jobs/{job_id}/events").json()["next_after"]
-    monkeypatch.setattr(jobs, "list_events", finish_after_reading)
+    monkeypatch.setattr(queries, "list_events", finish_after_reading)
     r = client.get(
         f"/v1/jobs/{job_id}/events?after={last}", headers={"Accept": "text/event-stream"}
     )

@@ -29,7 +29,7 @@ def with_route(job_id: str, epochs: list[int]) -> None:
             path = root / "checkpoints" / "route" / f"epoch_{epoch:04d}.safetensors"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"weights")
-            store.register(s, job_id, path, kind="checkpoint", epoch=epoch)
+            store.register(s, job_id, path, kind="route", epoch=epoch)
 
 
 @pytest.mark.parametrize("method", [{"name": "kdcl", "peers": ["resnet8"]}, {"name": "ddgsd"}])
@@ -81,8 +81,8 @@ def test_rco_explicit_anchors_must_be_route_epochs(
 
 
 def test_rco_stage_epochs_must_add_up(client: TestClient, count_jobs: Any, job_in: Any) -> None:
-    teacher = job_in("succeeded")
-    with_route(teacher, [4])
+    teacher = job_in("succeeded")  # its learning rate drops after epochs 2 and 3
+    with_route(teacher, [2, 4])  # lr_drops anchors: 2 and 4
     body = {
         "method": {"name": "rco", "stage_epochs": [3, 3]},
         "student": {"arch": "cnn_small"},
@@ -135,6 +135,30 @@ def test_rco_stage_epochs_needs_one_entry_per_anchor(
     }
     assert post(client, count_jobs, body) == ["method.stage_epochs"]  # anchors 2 and 6
     body["method"]["stage_epochs"] = [2, 3]
+    assert client.post("/v1/jobs", json=body).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("anchors", "stages"), [("lr_drops", 2), ("every_n", 3), ([4], 2), ("greedy", None)]
+)
+def test_rco_stage_count_follows_every_anchor_mode(
+    client: TestClient, count_jobs: Any, job_in: Any, anchors: Any, stages: int | None
+) -> None:
+    """The same plan the worker follows (RCOParams.plan), checked at the door."""
+    teacher = job_in("succeeded")  # its learning rate drops after epochs 2 and 3
+    with_route(teacher, [2, 4, 6])  # lr_drops: 2 and the last, 6; every_n (1): all three
+    body = {
+        "method": {"name": "rco", "anchors": anchors, "stage_epochs": [1, 1, 1, 1, 1]},
+        "student": {"arch": "cnn_small"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+        "train": {"epochs": 5},
+    }
+    if stages is None:  # greedy runs as many stages as it is given
+        assert client.post("/v1/jobs", json=body).status_code == 201
+        return
+    assert post(client, count_jobs, body) == ["method.stage_epochs"]
+    body["method"]["stage_epochs"] = [5 - (stages - 1)] + [1] * (stages - 1)
     assert client.post("/v1/jobs", json=body).status_code == 201
 
 

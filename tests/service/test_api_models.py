@@ -19,9 +19,9 @@ from service import store, uploads, weights
 from service.app import create_app
 from service.config import Settings, get_settings
 from service.db import session_scope
-from service.models import TeacherModel
+from service.tables import RegisteredModel
 from tests.service.helpers import fields, nothing_stored_in, problem
-from worker.engine.models import build_model
+from worker.engine.zoo import build_model
 
 RESNET8 = {"arch": "resnet8", "num_classes": 10, "in_channels": 1}  # fits digits
 
@@ -42,7 +42,7 @@ def upload(client: TestClient, data: bytes, headers: dict[str, str] | None = Non
 @pytest.fixture
 def nothing_stored(clean_db):
     """Asserts the test left no model row and no file behind."""
-    with nothing_stored_in(TeacherModel, get_settings().models_dir):
+    with nothing_stored_in(RegisteredModel, get_settings().models_dir):
         yield
 
 

@@ -11,7 +11,7 @@ from service import jobs
 from service.app import create_app
 from service.config import Settings
 from service.db import session_scope
-from service.models import Job, utcnow
+from service.tables import Job, utcnow
 
 
 def test_lifespan_runs_the_watchdog(job_in):

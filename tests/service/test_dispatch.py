@@ -11,7 +11,7 @@ from service import dispatch
 from service.app import run_watchdog
 from service.config import Settings
 from service.db import session_scope
-from service.models import Job, utcnow
+from service.tables import Job, utcnow
 
 
 @pytest.fixture

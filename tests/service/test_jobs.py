@@ -1,16 +1,22 @@
 """The job state machine in service/jobs.py, against a real database."""
 
+import copy
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from service import jobs
-from service.db import session_scope
-from service.errors import Conflict, InvalidSpec
-from service.models import Job, JobEvent, utcnow
+from service import admission, jobs, queries
+from service.db import _factory, session_scope
+from service.errors import Conflict, InvalidSpec, JobError
+from service.spec import JobSpec
+from service.tables import Job, JobEvent, utcnow
+from tests.service.conftest import SUPERVISED
 
 
 def load(job_id: str) -> Job:
@@ -20,7 +26,7 @@ def load(job_id: str) -> Job:
 
 def events(job_id: str) -> list[JobEvent]:
     with session_scope() as s:
-        return jobs.list_events(s, job_id, limit=1000)
+        return queries.list_events(s, job_id, limit=1000)
 
 
 def expire_lease(job_id: str) -> None:
@@ -35,167 +41,198 @@ def watchdog(**kwargs: float) -> list[str]:
         return [j.id for j in jobs.watchdog(s, **kwargs)]
 
 
-def test_create_is_queued_with_a_status_event(new_job):
-    job_id = new_job()
-    job = load(job_id)
+# Transitions of one job: each test runs in one transaction, rolled back at its end.
+
+
+@pytest.fixture
+def db(backend: Any) -> Iterator[Session]:
+    """One session for the whole test, never committed: nothing is left to clean up."""
+    with _factory()() as s:
+        try:
+            yield s
+        finally:
+            s.rollback()
+
+
+def queued(db: Session, **overrides: Any) -> str:
+    spec = JobSpec.model_validate(copy.deepcopy(SUPERVISED) | overrides)
+    job, _ = admission.submit(db, spec, idempotency_key=None, request_hash="")
+    return job.id
+
+
+def driven(db: Session, status: str, **overrides: Any) -> str:
+    """A job driven through the state machine to `status` (owner "w1")."""
+    job_id = queued(db, **overrides)
+    if status == "cancelled":
+        jobs.cancel(db, job_id)
+    elif status != "queued":
+        assert jobs.claim(db, job_id, "w1", lease_s=60) is not None
+    if status == "cancelling":
+        jobs.cancel(db, job_id)
+    elif status in ("succeeded", "failed"):
+        error = JobError("boom", "x") if status == "failed" else None
+        jobs.finish(db, job_id, "w1", result={"val_acc": 0.9}, error=error)
+    assert state(db, job_id).status == status
+    return job_id
+
+
+def state(db: Session, job_id: str) -> Job:
+    """The row as the database has it now (conditional UPDATEs bypass the session)."""
+    q = select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+    return db.execute(q).scalar_one()
+
+
+def events_of(db: Session, job_id: str) -> list[JobEvent]:
+    return queries.list_events(db, job_id, limit=1000)
+
+
+def test_create_is_queued_with_a_status_event(db):
+    job_id = queued(db)
+    job = state(db, job_id)
     assert (job.status, job.attempt, job.owner) == ("queued", 0, None)
     assert job.spec["student"] == {"arch": "resnet8", "num_classes": 10, "in_channels": 1}
-    [event] = events(job_id)
+    [event] = events_of(db, job_id)
     assert (event.type, event.data["status"]) == ("status", "queued")
 
 
-def test_claim_starts_the_job(new_job):
-    job_id = new_job()
-    with session_scope() as s:
-        job = jobs.claim(s, job_id, "w1", lease_s=60)
-        assert job is not None
-    job = load(job_id)
+def test_claim_starts_the_job(db):
+    job_id = queued(db)
+    assert jobs.claim(db, job_id, "w1", lease_s=60) is not None
+    job = state(db, job_id)
     assert (job.status, job.owner, job.attempt) == ("running", "w1", 1)
     assert job.started_at is not None
     assert job.lease_until > utcnow() + timedelta(seconds=50)
-    assert events(job_id)[-1].data == {"status": "running", "attempt": 1, "owner": "w1"}
+    assert events_of(db, job_id)[-1].data == {"status": "running", "attempt": 1, "owner": "w1"}
 
 
-def test_second_claim_gets_nothing(new_job):
-    job_id = new_job()
-    with session_scope() as s:
-        assert jobs.claim(s, job_id, "w1", lease_s=60) is not None
-    with session_scope() as s:
-        assert jobs.claim(s, job_id, "w2", lease_s=60) is None
-    job = load(job_id)
+def test_second_claim_gets_nothing(db):
+    job_id = queued(db)
+    assert jobs.claim(db, job_id, "w1", lease_s=60) is not None
+    assert jobs.claim(db, job_id, "w2", lease_s=60) is None
+    job = state(db, job_id)
     assert (job.owner, job.attempt) == ("w1", 1)
 
 
 @pytest.mark.parametrize("status", ["running", "cancelling", "succeeded", "failed", "cancelled"])
-def test_claim_of_a_job_not_queued_gets_nothing(job_in, status):
-    job_id = job_in(status)
-    with session_scope() as s:
-        assert jobs.claim(s, job_id, "w2", lease_s=60) is None
-    assert load(job_id).status == status
+def test_claim_of_a_job_not_queued_gets_nothing(db, status):
+    job_id = driven(db, status)
+    assert jobs.claim(db, job_id, "w2", lease_s=60) is None
+    assert state(db, job_id).status == status
 
 
-def test_heartbeat_by_the_owner_extends_the_lease(job_in):
-    job_id = job_in("running")
-    before = load(job_id).lease_until
-    with session_scope() as s:
-        assert jobs.heartbeat(s, job_id, "w1", lease_s=600, progress={"step": 7}) == "running"
-    job = load(job_id)
+def test_heartbeat_by_the_owner_extends_the_lease(db):
+    job_id = driven(db, "running")
+    before = state(db, job_id).lease_until
+    assert jobs.heartbeat(db, job_id, "w1", lease_s=600, progress={"step": 7}) == "running"
+    job = state(db, job_id)
     assert job.lease_until > before + timedelta(seconds=500)
     assert job.progress == {"step": 7}
 
 
-def test_heartbeat_reports_a_cancel_request(job_in):
-    job_id = job_in("cancelling")
-    with session_scope() as s:
-        assert jobs.heartbeat(s, job_id, "w1", lease_s=60) == "cancelling"
+def test_heartbeat_reports_a_cancel_request(db):
+    job_id = driven(db, "cancelling")
+    assert jobs.heartbeat(db, job_id, "w1", lease_s=60) == "cancelling"
 
 
-def test_heartbeat_by_another_owner_changes_nothing(job_in):
-    job_id = job_in("running")
-    before = load(job_id).lease_until
-    with session_scope() as s:
-        assert jobs.heartbeat(s, job_id, "w2", lease_s=600) is None
-    assert load(job_id).lease_until == before
+def test_heartbeat_by_another_owner_changes_nothing(db):
+    job_id = driven(db, "running")
+    before = state(db, job_id).lease_until
+    assert jobs.heartbeat(db, job_id, "w2", lease_s=600) is None
+    assert state(db, job_id).lease_until == before
 
 
-def test_heartbeat_after_finish_is_refused(job_in):
-    job_id = job_in("succeeded")
-    with session_scope() as s:
-        assert jobs.heartbeat(s, job_id, "w1", lease_s=60) is None
+def test_heartbeat_after_finish_is_refused(db):
+    job_id = driven(db, "succeeded")
+    assert jobs.heartbeat(db, job_id, "w1", lease_s=60) is None
 
 
-def test_record_epoch_stores_metrics_and_an_event(job_in):
-    job_id = job_in("running")
+def test_record_epoch_stores_metrics_and_an_event(db):
+    job_id = driven(db, "running")
     metrics = {"epoch": 1, "val_acc": 0.5}
-    with session_scope() as s:
-        assert jobs.record_epoch(s, job_id, "w1", metrics)
-    assert load(job_id).metrics == metrics
-    event = events(job_id)[-1]
+    assert jobs.record_epoch(db, job_id, "w1", metrics)
+    assert state(db, job_id).metrics == metrics
+    event = events_of(db, job_id)[-1]
     assert (event.type, event.data) == ("metrics", metrics)
 
 
-def test_record_epoch_by_another_owner_is_refused(job_in):
-    job_id = job_in("running")
-    n = len(events(job_id))
-    with session_scope() as s:
-        assert not jobs.record_epoch(s, job_id, "w2", {"epoch": 1})
-    assert load(job_id).metrics == {}
-    assert len(events(job_id)) == n
+def test_record_epoch_by_another_owner_is_refused(db):
+    job_id = driven(db, "running")
+    n = len(events_of(db, job_id))
+    assert not jobs.record_epoch(db, job_id, "w2", {"epoch": 1})
+    assert state(db, job_id).metrics == {}
+    assert len(events_of(db, job_id)) == n
 
 
-def test_finish_succeeds_with_a_result(job_in):
-    job_id = job_in("running")
-    with session_scope() as s:
-        assert jobs.finish(s, job_id, "w1", result={"val_acc": 0.97}) == "succeeded"
-    job = load(job_id)
+def test_finish_succeeds_with_a_result(db):
+    job_id = driven(db, "running")
+    assert jobs.finish(db, job_id, "w1", result={"val_acc": 0.97}) == "succeeded"
+    job = state(db, job_id)
     assert (job.status, job.result, job.error) == ("succeeded", {"val_acc": 0.97}, None)
     assert job.finished_at is not None and job.lease_until is None
-    assert events(job_id)[-1].data["status"] == "succeeded"
+    assert events_of(db, job_id)[-1].data["status"] == "succeeded"
 
 
-def test_finish_with_an_error_fails(job_in):
-    job_id = job_in("running")
-    error = {"code": "nan_loss", "message": "loss is NaN", "retryable": False}
-    with session_scope() as s:
-        assert jobs.finish(s, job_id, "w1", error=error) == "failed"
-    job = load(job_id)
-    assert (job.status, job.error) == ("failed", error)
+def test_finish_with_an_error_fails(db):
+    job_id = driven(db, "running")
+    error = JobError("nan_loss", "loss is NaN")
+    assert jobs.finish(db, job_id, "w1", error=error) == "failed"
+    job = state(db, job_id)
+    assert (job.status, job.error) == (
+        "failed",
+        {"code": "nan_loss", "message": "loss is NaN", "retryable": False},
+    )
 
 
-def test_finish_while_cancelling_cancels(job_in):
-    job_id = job_in("cancelling")
-    with session_scope() as s:
-        assert jobs.finish(s, job_id, "w1", result={"val_acc": 0.9}) == "cancelled"
-    job = load(job_id)
+def test_finish_while_cancelling_cancels(db):
+    job_id = driven(db, "cancelling")
+    assert jobs.finish(db, job_id, "w1", result={"val_acc": 0.9}) == "cancelled"
+    job = state(db, job_id)
     assert (job.status, job.result) == ("cancelled", None)
 
 
-def test_finish_by_another_owner_changes_nothing(job_in):
-    job_id = job_in("running")
-    n = len(events(job_id))
-    with session_scope() as s:
-        assert jobs.finish(s, job_id, "w2", result={}) is None
-    assert load(job_id).status == "running"
-    assert len(events(job_id)) == n
+def test_finish_by_another_owner_changes_nothing(db):
+    job_id = driven(db, "running")
+    n = len(events_of(db, job_id))
+    assert jobs.finish(db, job_id, "w2", result={}) is None
+    assert state(db, job_id).status == "running"
+    assert len(events_of(db, job_id)) == n
 
 
-def test_finish_twice_is_refused(job_in):
-    job_id = job_in("succeeded")
-    with session_scope() as s:
-        assert jobs.finish(s, job_id, "w1", error={"code": "late"}) is None
-    assert load(job_id).error is None
+def test_finish_twice_is_refused(db):
+    job_id = driven(db, "succeeded")
+    assert jobs.finish(db, job_id, "w1", error=JobError("late", "too late")) is None
+    assert state(db, job_id).error is None
 
 
-def test_cancel_queued_is_immediate(job_in):
-    job_id = job_in("queued")
-    with session_scope() as s:
-        assert jobs.cancel(s, job_id).status == "cancelled"
-    assert load(job_id).finished_at is not None
+def test_cancel_queued_is_immediate(db):
+    job_id = driven(db, "queued")
+    assert jobs.cancel(db, job_id).status == "cancelled"
+    assert state(db, job_id).finished_at is not None
 
 
-def test_cancel_running_asks_the_worker(job_in):
-    job_id = job_in("running")
-    with session_scope() as s:
-        assert jobs.cancel(s, job_id).status == "cancelling"
-    with session_scope() as s:
-        assert jobs.cancel(s, job_id).status == "cancelling"
-    requests = [e for e in events(job_id) if e.data.get("status") == "cancelling"]
+def test_cancel_running_asks_the_worker(db):
+    job_id = driven(db, "running")
+    assert jobs.cancel(db, job_id).status == "cancelling"
+    assert jobs.cancel(db, job_id).status == "cancelling"
+    requests = [e for e in events_of(db, job_id) if e.data.get("status") == "cancelling"]
     assert len(requests) == 1
 
 
-def test_cancel_cancelled_is_fine(job_in):
-    job_id = job_in("cancelled")
-    with session_scope() as s:
-        assert jobs.cancel(s, job_id).status == "cancelled"
+def test_cancel_cancelled_is_fine(db):
+    job_id = driven(db, "cancelled")
+    assert jobs.cancel(db, job_id).status == "cancelled"
 
 
 @pytest.mark.parametrize("status", ["succeeded", "failed"])
-def test_cancel_finished_conflicts(job_in, status):
-    job_id = job_in(status)
-    with pytest.raises(Conflict) as info, session_scope() as s:
-        jobs.cancel(s, job_id)
+def test_cancel_finished_conflicts(db, status):
+    job_id = driven(db, status)
+    with pytest.raises(Conflict) as info:
+        jobs.cancel(db, job_id)
     assert (info.value.status, info.value.code) == (409, "job_finished")
-    assert load(job_id).status == status
+    assert state(db, job_id).status == status
+
+
+# Watchdog, lists and concurrency: separate units of work, committed, on emptied tables.
 
 
 def test_watchdog_requeues_an_expired_lease(job_in):
@@ -259,7 +296,7 @@ def walk(status: str | None = None, limit: int = 2) -> list[str]:
     cursor = None
     while True:
         with session_scope() as s:
-            page, cursor = jobs.list_jobs(s, status=status, limit=limit, cursor=cursor)
+            page, cursor = queries.list_jobs(s, status=status, limit=limit, cursor=cursor)
             seen += [j.id for j in page]
         if cursor is None:
             return seen
@@ -299,7 +336,7 @@ def test_list_jobs_filters_by_status(job_in):
 @pytest.mark.parametrize("cursor", ["garbage", "bm90IGpzb24", "WzEsMl0", "WyJ4Il0", "é"])
 def test_list_jobs_rejects_a_malformed_cursor(clean_db, cursor):
     with pytest.raises(InvalidSpec) as info, session_scope() as s:
-        jobs.list_jobs(s, cursor=cursor)
+        queries.list_jobs(s, cursor=cursor)
     assert info.value.status == 422
     assert [e.field for e in info.value.errors] == ["cursor"]
 

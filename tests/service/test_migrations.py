@@ -2,9 +2,11 @@
 
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -13,7 +15,8 @@ from sqlalchemy import inspect, text
 
 from service.cli import ROOT
 from service.db import get_engine
-from service.models import Base
+from service.spec import JobSpec
+from service.tables import Base, JSONType
 from tests.conftest import PG_ADMIN
 
 TABLES = {"alembic_version", "jobs", "job_events", "artifacts", "models", "datasets"}
@@ -88,3 +91,131 @@ def test_downgrading_models_keeps_the_jobs_events(url):
     assert tables(url) == TABLES - {"models", "datasets"}
     with get_engine(url).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM job_events")).scalar() == 1
+
+
+# A KDCL job's spec as the code before 0004 stored it (resolved, every default filled in).
+OLD_KDCL_SPEC = {
+    "name": "old-kdcl",
+    "method": {
+        "name": "kdcl",
+        "peers": ["resnet8"],
+        "ensemble": "linear",
+        "naive_per": "batch",
+        "temperature": 2.0,
+        "kd_weight": 1.0,
+        "linear_steps": 20,
+        "general_eps": 0.001,
+    },
+    "teacher": None,
+    "student": {"arch": "cnn_small", "num_classes": 10, "in_channels": 1},
+    "data": {
+        "dataset": "digits",
+        "upload": None,
+        "val_fraction": 0.1,
+        "split_seed": 0,
+        "augment": "auto",
+        "synthetic": None,
+    },
+    "train": {
+        "epochs": 2,
+        "batch_size": 128,
+        "precision": "auto",
+        "device": "auto",
+        "seed": 0,
+        "optimizer": {
+            "name": "adamw",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "weight_decay": 0.0005,
+            "nesterov": False,
+        },
+        "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "warmup_epochs": 0},
+        "compile": False,
+        "data_placement": "auto",
+    },
+    "resources": {"queue": "default", "max_runtime_s": 86400, "max_attempts": 3, "gpus": 1},
+    "metadata": {},
+    "exports": [],
+}
+JOBS = sa.table(
+    "jobs",
+    *(sa.column(c) for c in ("id", "name", "status", "method", "queue", "attempt")),
+    sa.column("max_attempts"),
+    sa.column("spec", JSONType),
+    sa.column("progress", JSONType),
+    sa.column("metrics", JSONType),
+    sa.column("created_at"),
+    sa.column("updated_at"),
+)
+ARTIFACTS = sa.table(
+    "artifacts",
+    *(sa.column(c) for c in ("job_id", "name", "kind", "path", "size", "sha256")),
+    sa.column("epoch"),
+    sa.column("created_at"),
+)
+OLD_ARTIFACTS = {  # name -> kind before 0004
+    "checkpoints/resume.safetensors": "checkpoint",
+    "checkpoints/route/epoch_0002.safetensors": "checkpoint",
+    "student.safetensors": "student",
+}
+
+
+def artifact_kinds(url: str) -> dict[str, str]:
+    with get_engine(url).connect() as conn:
+        return dict(conn.execute(sa.select(ARTIFACTS.c.name, ARTIFACTS.c.kind)).all())
+
+
+def stored_spec(url: str) -> dict:
+    with get_engine(url).connect() as conn:
+        return dict(conn.execute(sa.select(JOBS.c.spec)).scalar_one())
+
+
+def test_0004_gives_route_checkpoints_their_kind_and_old_specs_still_load(url):
+    cfg = config(url)
+    command.upgrade(cfg, "0003")
+    now = datetime(2026, 11, 30)
+    with get_engine(url).begin() as conn:
+        conn.execute(
+            JOBS.insert().values(
+                id="j1",
+                name="old-kdcl",
+                status="succeeded",
+                method="kdcl",
+                queue="q",
+                attempt=1,
+                max_attempts=3,
+                spec=OLD_KDCL_SPEC,
+                progress={},
+                metrics={},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        for epoch, (name, kind) in enumerate(OLD_ARTIFACTS.items(), start=1):
+            conn.execute(
+                ARTIFACTS.insert().values(
+                    job_id="j1",
+                    name=name,
+                    kind=kind,
+                    path=name,
+                    size=1,
+                    sha256="0" * 64,
+                    epoch=epoch,
+                    created_at=now,
+                )
+            )
+    command.upgrade(cfg, "head")
+    assert artifact_kinds(url) == OLD_ARTIFACTS | {
+        "checkpoints/route/epoch_0002.safetensors": "route"
+    }
+    spec = stored_spec(url)
+    assert "linear_steps" not in spec["method"]
+    loaded = JobSpec.model_validate(spec).model_dump(mode="json")  # as the worker reads it
+    # what 0004 added to KDCL: the held-out part it chooses on, at its default
+    assert loaded.pop("method").pop("holdout_fraction") == 0.1
+    old = dict(OLD_KDCL_SPEC, method=dict(OLD_KDCL_SPEC["method"]))
+    del old["method"]["linear_steps"]
+    assert {**loaded, "method": spec["method"]} == old == spec
+    command.downgrade(cfg, "0003")
+    assert artifact_kinds(url) == OLD_ARTIFACTS
+    assert stored_spec(url) == OLD_KDCL_SPEC

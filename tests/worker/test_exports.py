@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from worker.engine.models import build_model
+from worker.engine.zoo import build_model
 from worker.exports import (
     OPSET,
     TOLERANCE,

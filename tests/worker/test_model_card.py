@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from worker.engine.data import load_dataset
-from worker.engine.models import build_model
+from worker.engine.zoo import build_model
 from worker.model_card import data_fingerprint, latency_ms, per_class_accuracy
 
 

@@ -9,18 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.spec import JobSpec
-from worker import build, ranks
+from service.errors import JobError
+from worker import ranks
 from worker.engine import loop
 from worker.ranks import Ranks
-
-SPEC = {
-    "method": {"name": "supervised"},
-    "student": {"arch": "cnn_small"},
-    "data": {"dataset": "digits"},
-    "train": {"batch_size": 64},
-    "resources": {"gpus": 2},
-}
 
 
 class Reporter:
@@ -35,12 +27,21 @@ class Reporter:
 def test_more_gpus_than_the_worker_sees_fails_retryably(monkeypatch, device):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    spec = JobSpec.model_validate(SPEC | {"train": {"batch_size": 64, "device": device}})
-    with pytest.raises(build.JobFailed) as failed:
-        ranks.train_ddp("job_x", spec, None)  # type: ignore[arg-type]  # fails before any use
-    error = failed.value.error
-    assert (error["code"], error["retryable"]) == ("device_unavailable", True)
-    assert "resources.gpus is 2" in error["message"] and "sees 1 CUDA" in error["message"]
+    with pytest.raises(JobError) as failed:
+        ranks.job_device(device, 2)
+    error = failed.value
+    assert (error.code, error.retryable) == ("device_unavailable", True)
+    assert "resources.gpus is 2" in error.message and "sees 1 CUDA" in error.message
+    assert ranks.job_device(device, 1) == torch.device("cuda", 0)
+
+
+def test_a_cuda_job_on_a_worker_without_cuda_fails_retryably(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(JobError) as failed:
+        ranks.job_device("cuda", 1)
+    assert (failed.value.code, failed.value.retryable) == ("device_unavailable", True)
+    assert ranks.job_device("auto", 1) == torch.device("cpu")
 
 
 def rank(tmp_path: Path, code: str) -> Ranks:

@@ -7,7 +7,7 @@ from safetensors.torch import save
 
 from service import weights
 from worker import signatures
-from worker.engine.models import build_model
+from worker.engine.zoo import build_model
 
 
 def test_committed_signatures_are_current():

@@ -12,7 +12,7 @@ from worker.engine.device import (
     resolve_device,
     resolve_precision,
 )
-from worker.engine.models.base import eval_mode
+from worker.engine.zoo.base import eval_mode
 
 
 def evaluate(
@@ -20,8 +20,8 @@ def evaluate(
     x: Tensor,
     y: Tensor,
     batch_size: int,
-    device: str | torch.device = "auto",
-    precision: str = "auto",
+    device: str | torch.device,
+    precision: str,
 ) -> dict[str, float]:
     """{"val_acc", "val_loss"} of `model` on (x, y). Moves the model to `device`."""
     if len(y) == 0:

@@ -5,7 +5,7 @@ Epochs are 0-based inside, 1-based in callbacks, metrics and checkpoint names.
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from worker.engine.device import (
 from worker.engine.distributed import Shard, current_shard, sum_across, wrap
 from worker.engine.evaluate import evaluate
 from worker.engine.methods import Batch, EpochContext, Method
-from worker.engine.optim import base_lr, build_optimizer, lr_at, route_epochs, set_lr
+from worker.engine.optim import Optimizer, Schedule, build_optimizer, lr_at, set_lr
 from worker.engine.resume import Progress, load_resume, save_resume
 from worker.engine.stop import Stopped
 
@@ -48,22 +48,22 @@ class Diverged(RuntimeError):
 
 @dataclass
 class TrainPlan:
+    """One run, every job value given (worker/build.py makes it from the job spec)."""
+
     method: Method
     data: DataSplit
     epochs: int
     batch_size: int
-    optimizer: dict[str, Any]
-    schedule: dict[str, Any]
+    optimizer: Optimizer
+    schedule: Schedule
     seed: int
     precision: str  # "auto" | "fp32" | "bf16"
     device: str | torch.device  # "auto" | "cpu" | "cuda", or one device (a DDP rank's GPU)
     augment: str  # "none" | "crop" | "crop_flip"
-    checkpoint_dir: Path
-    route_every: int = 0
-    save_route: bool = False
-    spec: dict[str, Any] = field(default_factory=dict)  # the resolved job spec, kept in checkpoints
-    compile: bool = False  # torch.compile the student's and teacher's forward
-    data_placement: str = "auto"  # "auto" | "device" | "host" (streamed from host memory)
+    checkpoint_dir: Path  # resume.safetensors, and route/epoch_NNNN.safetensors
+    spec: dict[str, Any]  # the resolved job spec, kept in checkpoints
+    compile: bool  # torch.compile the student's and teacher's forward
+    data_placement: str  # "auto" | "device" | "host" (streamed from host memory)
     prefetch: int = 4  # batches gathered ahead when the data is streamed from the host
 
 
@@ -154,10 +154,13 @@ def epoch_context(run: Run) -> EpochContext:
         if run.shard.is_main:
             callbacks.on_event(type_, message, data)
 
+    held_x, held_y = plan.data.holdout_x, plan.data.holdout_y
     return EpochContext(
         train_batches=lambda: run.feed.epoch(plan.batch_size, run.generator),
         val_x=plan.data.val_x.to(run.device),
         val_y=plan.data.val_y.to(run.device),
+        holdout_x=None if held_x is None else held_x.to(run.device),
+        holdout_y=None if held_y is None else held_y.to(run.device),
         batch_size=plan.batch_size,
         augment_mode=plan.augment,
         generator=run.generator,
@@ -195,7 +198,7 @@ def start_run(plan: TrainPlan, callbacks: Callbacks) -> Run:
             plan.prefetch,
         ),
         steps_per_epoch=steps,
-        routes=route_epochs(plan.epochs, plan.route_every, plan.schedule, plan.save_route),
+        routes=plan.method.route_epochs(plan.epochs, plan.schedule.drops()),
     )
 
 
@@ -228,7 +231,7 @@ def lr_for(run: Run, epoch: int, step: int) -> float:
         epoch,
         step,
         run.steps_per_epoch,
-        base_lr=base_lr(plan.optimizer),
+        base_lr=plan.optimizer.lr,
         epochs=plan.epochs,
         schedule=plan.schedule,
     )
@@ -291,12 +294,11 @@ def plan_meta(plan: TrainPlan) -> dict[str, Any]:
         "method": type(plan.method).__name__,
         "epochs": plan.epochs,
         "batch_size": plan.batch_size,
-        "optimizer": plan.optimizer,
-        "schedule": plan.schedule,
+        "optimizer": asdict(plan.optimizer),
+        "schedule": asdict(plan.schedule),
         "seed": plan.seed,
         "precision": plan.precision,
         "augment": plan.augment,
-        "route_every": plan.route_every,
         "spec": plan.spec,
     }
 

@@ -1,15 +1,53 @@
-"""Callbacks and plans shared by the engine tests."""
+"""Callbacks, methods and plans shared by the engine tests."""
 
 import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
+from service.method_params import PARAMS_MODELS, method_name
+from service.spec import OptimizerSpec, ScheduleSpec, SyntheticOptions
+from worker.build import CONSUMED
 from worker.engine.data import DataSplit, batches
 from worker.engine.loop import TrainPlan
-from worker.engine.methods import EpochContext, create
-from worker.engine.models import build_model
+from worker.engine.methods import EpochContext, Method, create
+from worker.engine.optim import Optimizer, Schedule
+from worker.engine.zoo import build_model
+
+PARAMS = {method_name(model): model for model in PARAMS_MODELS}
+REQUIRED = {"kdcl": {"peers": ["cnn_small"]}}  # params without a default
+
+
+def method_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
+    """A method's engine keywords as a job gets them: its params model's defaults (the one
+    place they are written), then `overrides` (engine keywords, any of them)."""
+    fields = set(PARAMS[name].model_fields)
+    given = {k: v for k, v in overrides.items() if k in fields}
+    params = PARAMS[name].model_validate({"name": name, **REQUIRED.get(name, {}), **given})
+    return params.model_dump(exclude={"name", *CONSUMED.get(name, ())}) | overrides
+
+
+def make_method(
+    name: str,
+    student: nn.Module,
+    teacher: nn.Module | None = None,
+    input_shape: tuple[int, int, int] = (1, 8, 8),
+    **overrides: Any,
+) -> Method:
+    return create(
+        name,
+        student=student,
+        teacher=teacher,
+        input_shape=input_shape,
+        **method_kwargs(name, **overrides),
+    )
+
+
+SGD = Optimizer(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False)
+COSINE = Schedule(name="cosine", milestones=[], gamma=0.1, warmup_epochs=0)
 
 
 class Recorder:
@@ -49,27 +87,25 @@ def make_plan(
     init_seed: int = 0,
     **overrides: object,
 ) -> TrainPlan:
-    """The fast digits recipe: SGD lr 0.1, momentum 0.9, cosine, batch 64, crop."""
+    """The fast digits recipe: SGD lr 0.1, momentum 0.9, cosine, batch 64, crop. `params`
+    override the method's keywords (its spec defaults otherwise)."""
     torch.manual_seed(init_seed)
     student = build_model(arch, data.num_classes, data.input_shape[0])
     fields: dict = {
-        "method": create(
-            method,
-            student=student,
-            teacher=teacher,
-            params=params or {},
-            input_shape=data.input_shape,
-        ),
+        "method": make_method(method, student, teacher, data.input_shape, **(params or {})),
         "data": data,
         "epochs": 5,
         "batch_size": 64,
-        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
-        "schedule": {"name": "cosine"},
+        "optimizer": SGD,
+        "schedule": COSINE,
         "seed": 0,
         "precision": "auto",
         "device": "cpu",
         "augment": "crop",
         "checkpoint_dir": checkpoint_dir,
+        "spec": {},
+        "compile": False,
+        "data_placement": "auto",
     }
     fields.update(overrides)
     return TrainPlan(**fields)
@@ -83,6 +119,7 @@ def make_context(
     batch_size: int = 64,
     augment_mode: str = "none",
     stop: bool = False,
+    holdout: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> EpochContext:
     """An epoch context on the CPU over (x, y) tensors, recording emitted events."""
     generator = torch.Generator().manual_seed(0)
@@ -90,6 +127,8 @@ def make_context(
         train_batches=lambda: batches(*train, batch_size, True, generator),
         val_x=val[0],
         val_y=val[1],
+        holdout_x=None if holdout is None else holdout[0],
+        holdout_y=None if holdout is None else holdout[1],
         batch_size=batch_size,
         augment_mode=augment_mode,
         generator=generator,
@@ -102,3 +141,29 @@ def make_context(
 def first_train(data: DataSplit, n: int) -> DataSplit:
     """`data` with only its first `n` training samples (the validation split unchanged)."""
     return dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
+
+
+def synthetic_options(**overrides: Any) -> dict[str, Any]:
+    """A synthetic dataset's options as a job gets them: the spec's defaults, then
+    `overrides`."""
+    return SyntheticOptions(**overrides).model_dump()
+
+
+def spec_optimizer(**fields: Any) -> Optimizer:
+    """An engine optimizer as a job gets it: the spec's defaults (by name), then `fields`."""
+    return Optimizer(**OptimizerSpec(**fields).model_dump())
+
+
+def spec_schedule(**fields: Any) -> Schedule:
+    """An engine schedule as a job gets it: the spec's defaults, then `fields`."""
+    return Schedule(**ScheduleSpec(**fields).model_dump())
+
+
+def np_log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def np_ce(z: np.ndarray, y: list[int]) -> np.ndarray:
+    """Per-sample CE of (..., N, C) logits, in float64."""
+    return -np_log_softmax(z)[..., np.arange(len(y)), y]

@@ -13,7 +13,7 @@ from worker.engine.checkpoint import (
     save_weights,
     unflatten_optimizer,
 )
-from worker.engine.models import build_model
+from worker.engine.zoo import build_model
 
 
 def test_roundtrip_keeps_tensors_dtypes_and_meta(tmp_path: Path) -> None:

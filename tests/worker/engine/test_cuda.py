@@ -9,7 +9,7 @@ import torch
 from worker.engine.data import DataSplit
 from worker.engine.loop import Quiet, start_run, train, train_step
 from worker.engine.methods import Batch
-from worker.engine.models import build_model
+from worker.engine.zoo import build_model
 
 from .helpers import Recorder, make_plan
 

@@ -4,6 +4,8 @@ import torch
 
 from worker.engine.data import DATASETS, DataSplit, load_dataset
 
+from .helpers import synthetic_options
+
 
 def test_dataset_names() -> None:
     assert DATASETS == ("digits", "synthetic", "upload")
@@ -36,17 +38,17 @@ def test_split_is_stratified(digits: DataSplit) -> None:
 
 
 def test_synthetic_options_and_determinism() -> None:
-    options = {"num_samples": 300, "num_classes": 5, "channels": 2, "size": 12}
-    data = load_dataset("synthetic", val_fraction=0.2, seed=3, options=options)
+    options = synthetic_options(num_samples=300, num_classes=5, channels=2, size=12)
+    data = load_dataset("synthetic", val_fraction=0.2, seed=3, **options)
     assert data.train_x.shape == (240, 2, 12, 12) and data.val_x.shape == (60, 2, 12, 12)
     assert data.num_classes == 5 and len(data.mean) == len(data.std) == 2
     assert data.default_augment == "crop_flip"
-    again = load_dataset("synthetic", val_fraction=0.2, seed=3, options=options)
+    again = load_dataset("synthetic", val_fraction=0.2, seed=3, **options)
     assert torch.equal(again.train_x, data.train_x)
 
 
 def test_synthetic_is_learnable() -> None:
-    data = load_dataset("synthetic", val_fraction=0.2, seed=0)
+    data = load_dataset("synthetic", val_fraction=0.2, seed=0, **synthetic_options())
     assert data.train_x.shape[1:] == (3, 32, 32) and data.num_classes == 10
     # Nearest class mean, the simplest learner there is, already beats chance (0.1) by far.
     means = torch.stack([data.train_x[data.train_y == c].mean(0) for c in range(10)])
@@ -57,7 +59,8 @@ def test_synthetic_is_learnable() -> None:
 
 def test_split_seed_does_not_change_synthetic_images() -> None:
     def raw_image_sums(seed: int) -> torch.Tensor:
-        data = load_dataset("synthetic", 0.5, seed=seed, options={"num_samples": 40, "size": 8})
+        options = synthetic_options(num_samples=40, size=8)
+        data = load_dataset("synthetic", 0.5, seed=seed, **options)
         mean = torch.tensor(data.mean)[:, None, None]
         std = torch.tensor(data.std)[:, None, None]
         raw = torch.cat([data.train_x, data.val_x]) * std + mean

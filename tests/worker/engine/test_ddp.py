@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from worker.engine.data import DataSplit, load_dataset
 from worker.engine.distributed import broadcast_from_main, process_group
 from worker.engine.loop import train
-from worker.engine.models import build_model
+from worker.engine.zoo import build_model
 
 from .helpers import Recorder, first_train, make_plan
 

@@ -9,11 +9,11 @@ from torch import Tensor, nn
 
 from worker.engine.data import DataSplit
 from worker.engine.loop import Stopped, train
-from worker.engine.methods import Batch, create
-from worker.engine.methods.iekd import IEKD, cosine_overlap, exploration, factor_distance
-from worker.engine.models import StageFeatures, ZooModel, build_model
+from worker.engine.methods import Batch
+from worker.engine.methods.iekd import EXPLORATION, IEKD, cosine_overlap, factor_distance
+from worker.engine.zoo import StageFeatures, ZooModel, build_model
 
-from .helpers import Recorder, first_train, make_context, make_plan
+from .helpers import Recorder, first_train, make_context, make_method, make_plan
 
 # Two samples of a (2, 1, 2) factor, written out so the golden values below are reproducible.
 A = [[[[1.0, -2.0]], [[0.5, 3.0]]], [[[2.0, 0.0]], [[-1.0, 1.0]]]]
@@ -59,21 +59,21 @@ def test_cosine_overlap_golden_and_by_hand() -> None:
 def test_exploration_term_is_negative_and_descent_moves_away() -> None:
     target = torch.tensor(B)
     start = torch.tensor(A)
-    assert exploration(start, target, "l1").item() == pytest.approx(-0.515495142213213, rel=1e-6)
-    assert exploration(start, target, "cosine").item() == pytest.approx(0.33199269, rel=1e-6)
-    for kind in ("l1", "cosine"):
+    assert EXPLORATION["l1"](start, target).item() == pytest.approx(-0.515495142213213, rel=1e-6)
+    assert EXPLORATION["cosine"](start, target).item() == pytest.approx(0.33199269, rel=1e-6)
+    for kind, exploration in EXPLORATION.items():
         f_exp = start.clone().requires_grad_(True)
-        exploration(f_exp, target, kind).backward()
+        exploration(f_exp, target).backward()
         assert f_exp.grad is not None
         moved = (start - 0.5 * f_exp.grad).detach()  # one descent step on the loss
         # Minimising the term pushes the exploration factor away from the teacher's (l1) or
         # toward orthogonality (cosine): both lower the term.
-        assert exploration(moved, target, kind) < exploration(start, target, kind)
+        assert exploration(moved, target) < exploration(start, target), kind
     assert factor_distance(-target, target) > factor_distance(start, target)
 
 
 def iekd(teacher: nn.Module, student: nn.Module, shape: tuple, **params) -> IEKD:
-    method = create("iekd", student=student, teacher=teacher, params=params, input_shape=shape)
+    method = make_method("iekd", student, teacher, shape, **params)
     assert isinstance(method, IEKD)
     return method
 
@@ -98,8 +98,6 @@ def test_sizes_from_a_dummy_pass_and_the_autoencoder_is_not_trainable() -> None:
     assert not any(id(p) in trainable for p in method.autoencoder.parameters())
     assert all(id(p) in trainable for p in method.inherit.parameters())
     assert method.channel_order.tolist() == list(range(64))
-    with pytest.raises(ValueError, match="input_shape"):
-        create("iekd", student=student, teacher=teacher, params={})
 
 
 def test_losses_wire_halves_to_the_teacher_factor() -> None:
@@ -118,7 +116,7 @@ def test_losses_wire_halves_to_the_teacher_factor() -> None:
     assert terms["inh"].item() == pytest.approx(2.0 * d_inh.item(), rel=1e-5)
     assert terms["exp"].item() == pytest.approx(-0.5 * d_exp.item(), rel=1e-5)
     assert terms["exp"].item() < 0
-    method.params["exp_loss"] = "cosine"
+    method.exploration = EXPLORATION["cosine"]  # what exp_loss "cosine" chooses
     cos = cosine_overlap(method.explore(s[:, 32:]), factor_t)
     terms = method.losses(Batch(x, y, "none"), epoch=0)
     assert terms["exp"].item() == pytest.approx(0.5 * cos.item(), rel=1e-5)

@@ -6,11 +6,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.worker.engine.helpers import Recorder, first_train, make_context, make_plan
-from worker.engine.data import DataSplit, num_batches
+from tests.worker.engine.helpers import (
+    Recorder,
+    first_train,
+    make_context,
+    make_method,
+    make_plan,
+    np_ce,
+    np_log_softmax,
+)
+from worker.engine.data import DataSplit, carve_holdout, num_batches
 from worker.engine.loop import Stopped, train
-from worker.engine.methods import Batch, EpochContext, create, ensemble, kdcl
-from worker.engine.models import build_model
+from worker.engine.methods import Batch, EpochContext, ensemble, kdcl
+from worker.engine.zoo import build_model
 
 # Three peers, two samples, three classes; labels 0 and 1.
 PEERS = [
@@ -19,16 +27,6 @@ PEERS = [
     [[3.0, 0.0, 1.5], [1.0, 0.5, 0.0]],
 ]
 LABELS = [0, 1]
-
-
-def np_log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def np_ce(z: np.ndarray, y: list[int]) -> np.ndarray:
-    """Per-sample CE of (..., N, C) logits, in float64."""
-    return -np_log_softmax(z)[..., np.arange(len(y)), y]
 
 
 def stacked() -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,47 +73,6 @@ def test_naive_picks_the_lowest_ce_per_batch_and_per_sample() -> None:
         ensemble.naive(logits, labels, "epoch")
 
 
-def np_mix_ce(w: np.ndarray, z: np.ndarray, y: list[int]) -> float:
-    return float(np_ce(np.einsum("i,inc->nc", w, z), y).mean())
-
-
-def complementary() -> tuple[torch.Tensor, torch.Tensor]:
-    """Peer 0 is confidently right on samples 0-2 and wrong on 3; peer 1 the reverse."""
-    y = torch.tensor([0, 1, 2, 0])
-    right, wrong = F.one_hot(y, 3).float(), F.one_hot((y + 1) % 3, 3).float()
-    mask = torch.tensor([1.0, 1.0, 1.0, 0.0])[:, None]
-    return torch.stack(
-        [3 * (mask * right + (1 - mask) * wrong), 3 * ((1 - mask) * right + mask * wrong)]
-    ), y
-
-
-def test_linear_weights_reach_the_interior_optimum_and_beat_each_peer() -> None:
-    logits, y = complementary()
-    w = ensemble.linear_weights(logits, y, steps=20)
-    assert (w >= 0).all() and w.sum().item() == pytest.approx(1.0, abs=1e-6)
-    z = logits.double().numpy()
-    grid = np.linspace(0, 1, 2001)
-    best = min(np_mix_ce(np.array([a, 1 - a]), z, y.tolist()) for a in grid)  # at a = 0.7046
-    got = np_mix_ce(w.double().numpy(), z, y.tolist())
-    assert got == pytest.approx(best, abs=1e-6)
-    assert w[0].item() == pytest.approx(0.7046, abs=1e-3)
-    assert all(got < np_mix_ce(np.eye(2)[i], z, y.tolist()) for i in range(2))
-
-
-def test_linear_weights_go_to_the_peer_that_is_clearly_right() -> None:
-    g = torch.Generator().manual_seed(0)
-    y = torch.randint(0, 5, (16,), generator=g)
-    right = 6 * F.one_hot(y, 5).float()
-    wrong = 6 * F.one_hot((y + 2) % 5, 5).float()
-    noise = torch.randn(16, 5, generator=g)
-    logits = torch.stack([noise, right, wrong])
-    w = ensemble.linear_weights(logits, y, steps=20)
-    assert (w >= 0).all() and w.sum().item() == pytest.approx(1.0, abs=1e-6) and w[1] > 0.99
-    z = logits.double().numpy()
-    got = np_mix_ce(w.double().numpy(), z, y.tolist())
-    assert all(got <= np_mix_ce(np.eye(3)[i], z, y.tolist()) + 1e-7 for i in range(3))
-
-
 PROBS = [
     [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1]],
     [[0.4, 0.4, 0.2], [0.2, 0.6, 0.2], [0.1, 0.2, 0.7], [0.6, 0.2, 0.2]],
@@ -148,14 +105,14 @@ def test_general_weights_by_hand_and_the_eps_regulariser() -> None:
 
 
 def context(x: torch.Tensor, y: torch.Tensor, batch_size: int, events: list) -> EpochContext:
-    return make_context((x, y), (x, y), events, batch_size=batch_size)
+    return make_context((x, y), (x, y), events, batch_size=batch_size, holdout=(x, y))
 
 
-def test_validation_covariance_over_partial_batches_in_eval_mode() -> None:
+def test_covariance_over_partial_batches_in_eval_mode() -> None:
     torch.manual_seed(0)
     models = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Dropout(0.5)) for _ in range(2)]
     x, y = torch.randn(7, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2, 0])
-    c = ensemble.validation_covariance(models, context(x, y, batch_size=3, events=[]))
+    c = ensemble.covariance(models, x, y, context(x, y, batch_size=3, events=[]))
     assert all(m.training for m in models)  # modes restored
     with torch.no_grad():
         p = np.stack([F.softmax(m.eval()(x), dim=1).double().numpy() for m in models])
@@ -163,13 +120,13 @@ def test_validation_covariance_over_partial_batches_in_eval_mode() -> None:
     np.testing.assert_allclose(c.numpy(), np.einsum("inc,jnc->ij", err, err) / 7, rtol=1e-5)
 
 
-def test_one_validation_pass_gives_the_covariance_and_each_models_accuracy() -> None:
+def test_one_pass_gives_the_covariance_and_each_models_accuracy() -> None:
     torch.manual_seed(1)
     models = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3)) for _ in range(3)]
     x, y = torch.randn(11, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])
     ctx = context(x, y, batch_size=4, events=[])
-    gram, accs = ensemble.validation_pass(models, ctx)
-    assert torch.equal(gram, ensemble.validation_covariance(models, ctx))
+    gram, accs = ensemble.holdout_pass(models, x, y, ctx)
+    assert torch.equal(gram, ensemble.covariance(models, x, y, ctx))
     with torch.no_grad():
         want = [float((m(x).argmax(1) == y).float().mean()) for m in models]
     assert accs == pytest.approx(want)
@@ -188,8 +145,7 @@ def test_peer_loss_golden_value() -> None:
 def kdcl_method(peer: str = "cnn_small", **params: object) -> kdcl.KDCL:
     torch.manual_seed(0)
     student = build_model("cnn_small", 3, 1)
-    params = {"peers": [peer], **params}
-    method = create("kdcl", student=student, teacher=None, params=params, input_shape=(1, 8, 8))
+    method = make_method("kdcl", student, peers=[peer], **params)
     assert isinstance(method, kdcl.KDCL)
     return method
 
@@ -224,9 +180,7 @@ def test_losses_per_peer_with_a_detached_minlogit_teacher() -> None:
 def test_peers_are_registered_and_sized_by_a_dummy_forward() -> None:
     torch.manual_seed(0)
     student = build_model("cnn_small", 5, 2)
-    method = create(
-        "kdcl", student=student, teacher=None, params={"peers": ["resnet8"]}, input_shape=(2, 8, 8)
-    )
+    method = make_method("kdcl", student, input_shape=(2, 8, 8), peers=["resnet8"])
     assert isinstance(method, kdcl.KDCL) and student.training
     peer = method.peers[0]
     assert peer(torch.zeros(2, 2, 8, 8)).shape == (2, 5) and peer.arch == "resnet8"
@@ -237,18 +191,36 @@ def test_peers_are_registered_and_sized_by_a_dummy_forward() -> None:
     assert method.output_model() is student and list(method.extra_models()) == ["peer1_resnet8"]
 
 
-def test_bad_kdcl_configurations_fail_at_construction() -> None:
-    with pytest.raises(ValueError, match="unknown ensemble 'mean'"):
-        kdcl_method(ensemble="mean")
-    student = build_model("cnn_small", 3, 1)
-    with pytest.raises(ValueError, match="at least one peer"):
-        create("kdcl", student=student, teacher=None, params={"peers": []}, input_shape=(1, 8, 8))
-    with pytest.raises(ValueError, match="input shape"):
-        create("kdcl", student=student, teacher=None, params={"peers": ["cnn_small"]})
+def always(model: nn.Module, label: int) -> None:
+    """Make a zoo model predict `label` for every image."""
+    fc = model.fc  # type: ignore[attr-defined]
+    with torch.no_grad():
+        fc.weight.zero_()
+        fc.bias.copy_(torch.nn.functional.one_hot(torch.tensor(label), fc.out_features) * 5.0)
+
+
+@pytest.mark.parametrize("ensemble_kind", ["minlogit", "general"])
+def test_the_output_peer_is_chosen_on_the_holdout_not_on_the_reported_validation_split(
+    ensemble_kind: str,
+) -> None:
+    method = kdcl_method(ensemble=ensemble_kind)
+    always(method.student, 0)
+    always(method.peers[0], 1)
+    x = torch.randn(6, 1, 8, 8)
+    zeros, ones = torch.zeros(6, dtype=torch.long), torch.ones(6, dtype=torch.long)
+    # peer 0 is right on the held-out part, peer 1 on the validation split
+    ctx = make_context((x, zeros), (x, ones), [], batch_size=4, holdout=(x, zeros))
+    method.begin_epoch(1, ctx)
+    metrics = method.end_epoch(1, ctx)
+    assert (metrics["peer0_holdout_acc"], metrics["peer1_holdout_acc"]) == (1.0, 0.0)
+    assert metrics["best_peer"] == 0 and method.output_model() is method.student
+    no_holdout = make_context((x, zeros), (x, ones), [], batch_size=4)
+    with pytest.raises(ValueError, match="held-out part"):
+        method.end_epoch(1, no_holdout)
 
 
 def test_linear_weights_are_logged_as_the_epoch_mean() -> None:
-    method = kdcl_method(ensemble="linear", linear_steps=5)
+    method = kdcl_method(ensemble="linear")
     method.train()
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
     ctx = context(x, y, batch_size=4, events=[])
@@ -259,13 +231,16 @@ def test_linear_weights_are_logged_as_the_epoch_mean() -> None:
     metrics = method.end_epoch(1, ctx)
     assert metrics["ensemble_w0"] == pytest.approx(mean[0].item()) and len(method._linear_w) == 3
     assert metrics["ensemble_w0"] + metrics["ensemble_w1"] == pytest.approx(1.0, abs=1e-6)
-    assert {"peer0_val_acc", "peer1_val_acc", "best_peer"} <= set(metrics)
+    assert {"peer0_holdout_acc", "peer1_holdout_acc", "best_peer"} <= set(metrics)
 
 
 @pytest.fixture(scope="module")
 def small_digits(digits: DataSplit) -> DataSplit:
-    """10 steps of 64 per epoch keep these runs inside the CPU test budget."""
-    return first_train(digits, 640)
+    """10 steps of 64 per epoch keep these runs inside the CPU test budget; 72 samples of
+    the training split held out, as worker/build.py holds them out for a KDCL job."""
+    data = carve_holdout(first_train(digits, 712), 0.1, 0)
+    assert (len(data.train_y), len(data.holdout_y)) == (640, 72)
+    return data
 
 
 PARAMS = {"peers": ["resnet8"], "ensemble": "general"}
@@ -286,8 +261,8 @@ def test_kdcl_trains_cnn_small_with_resnet8_and_keeps_the_best_peer(kdcl_run) ->
     terms = ["train_ce_0", "train_kd_0", "train_ce_1", "train_kd_1"]
     assert metrics["train_loss"] == pytest.approx(sum(metrics[t] for t in terms))
     best = int(metrics["best_peer"])
-    assert metrics["val_acc"] == metrics[f"peer{best}_val_acc"] > 0.3  # chance: 0.1
-    assert metrics[f"peer{best}_val_acc"] == max(metrics["peer0_val_acc"], metrics["peer1_val_acc"])
+    held = [metrics["peer0_holdout_acc"], metrics["peer1_holdout_acc"]]
+    assert metrics[f"peer{best}_holdout_acc"] == max(held) and metrics["val_acc"] > 0.3  # 0.1
     method = plan.method
     assert method.output_model() is method.members()[best]
     other = 1 - best

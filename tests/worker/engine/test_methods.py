@@ -4,9 +4,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.worker.engine.helpers import make_method
 from worker.engine.methods import METHOD_NAMES, Batch, create
 from worker.engine.methods.kd import kd_loss
-from worker.engine.models import build_model
+from worker.engine.zoo import build_model
 
 STUDENT = [[1.0, 2.0, 0.5, -1.0], [0.0, -1.0, 3.0, 0.25]]
 TEACHER = [[2.0, 1.0, 0.0, -0.5], [1.0, 1.0, 1.0, 1.0]]
@@ -56,14 +57,14 @@ def test_method_names_and_unknown_name() -> None:
     assert METHOD_NAMES == ("ddgsd", "iekd", "kd", "kdcl", "rco", "reviewkd", "supervised")
     known = "ddgsd, iekd, kd, kdcl, rco, reviewkd, supervised"
     with pytest.raises(ValueError, match=f"unknown method 'crd'; known: {known}"):
-        create("crd", student=nn.Linear(2, 2), teacher=None, params={})
+        create("crd", student=nn.Linear(2, 2), teacher=None, input_shape=(1, 2, 2))
 
 
 def test_teacher_requirements() -> None:
     with pytest.raises(ValueError, match="needs a teacher"):
-        create("kd", student=nn.Linear(2, 2), teacher=None, params={})
+        make_method("kd", nn.Linear(2, 2))
     with pytest.raises(ValueError, match="takes no teacher"):
-        create("supervised", student=nn.Linear(2, 2), teacher=nn.Linear(2, 2), params={})
+        make_method("supervised", nn.Linear(2, 2), nn.Linear(2, 2))
 
 
 def linear_pair() -> tuple[nn.Module, nn.Module]:
@@ -75,7 +76,7 @@ def linear_pair() -> tuple[nn.Module, nn.Module]:
 
 def test_kd_losses_are_weighted_terms_and_teacher_gets_no_gradient() -> None:
     student, teacher = linear_pair()
-    method = create("kd", student=student, teacher=teacher, params={"temperature": 2.0})
+    method = make_method("kd", student, teacher, (1, 2, 2), temperature=2.0)
     method.train()
     x, y = torch.randn(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
     terms = method.losses(Batch(x, y, "none"), epoch=0)
@@ -89,7 +90,7 @@ def test_kd_losses_are_weighted_terms_and_teacher_gets_no_gradient() -> None:
 
 def test_teacher_is_not_trained_saved_or_switched_to_train_mode() -> None:
     student, teacher = linear_pair()
-    method = create("kd", student=student, teacher=teacher, params={})
+    method = make_method("kd", student, teacher, (1, 2, 2))
     assert all(k.startswith("student.") for k in method.state_dict())
     assert len(list(method.trainable_parameters())) == 2
     method.train()
@@ -101,11 +102,11 @@ def test_teacher_is_not_trained_saved_or_switched_to_train_mode() -> None:
 
 def test_supervised_is_cross_entropy_on_a_view() -> None:
     student, _ = linear_pair()
-    method = create("supervised", student=student, teacher=None, params={"route_every": 2})
+    method = make_method("supervised", student, None, (1, 2, 2), route_every=2)
     x, y = torch.randn(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
     terms = method.losses(Batch(x, y, "none"), epoch=0)
     assert list(terms) == ["ce"]
-    assert method.saves_route and not method.needs_teacher
+    assert method.route_epochs(5, []) == {2, 4, 5} and not method.needs_teacher
     assert terms["ce"].item() == pytest.approx(F.cross_entropy(student(x), y).item())
 
 
@@ -122,4 +123,4 @@ def test_methods_size_their_modules_with_the_teacher_on_another_device(name: str
     CPU): each dummy forward must run on its own model's device. "meta" stands in here."""
     teacher = build_model("resnet20", 10, 3).to("meta")
     student = build_model("resnet8", 10, 3)
-    create(name, student=student, teacher=teacher, params={}, input_shape=(3, 16, 16))
+    make_method(name, student, teacher, (3, 16, 16))

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.engine.models import ARCHITECTURES, build_model
-from worker.engine.models.base import eval_mode
+from worker.engine.zoo import ARCHITECTURES, build_model
+from worker.engine.zoo.base import eval_mode
 
 RESNETS = [a for a in ARCHITECTURES if a.startswith("resnet")]
 

@@ -9,52 +9,16 @@ from torch import Tensor
 from worker.engine.checkpoint import load_weights
 from worker.engine.data import DataSplit
 from worker.engine.loop import Stopped, train
-from worker.engine.methods import EpochContext, create
-from worker.engine.methods.rco import (
-    RCO,
-    fixed_anchors,
-    greedy_pick,
-    split_epochs,
-    stage_at,
-)
-from worker.engine.models import build_model
+from worker.engine.methods import EpochContext
+from worker.engine.methods.rco import RCO, greedy_pick, stage_at
+from worker.engine.zoo import build_model
 
-from .helpers import Recorder, first_train, make_context, make_plan
-
-ROUTE = [1, 2, 3, 4, 5, 6]
+from .helpers import Recorder, first_train, make_context, make_method, make_plan, spec_schedule
 
 
-@pytest.mark.parametrize(
-    ("anchors", "milestones", "n", "expected"),
-    [
-        ("lr_drops", [2, 4], 1, [2, 4, 6]),  # the drop checkpoints plus the converged teacher
-        ("lr_drops", [3, 9], 1, [3, 6]),  # a milestone without a checkpoint is no anchor
-        ("lr_drops", [], 1, ROUTE),  # cosine teacher: every route checkpoint
-        ("every_n", [2, 4], 2, [2, 4, 6]),
-        ("every_n", [], 4, [4, 6]),  # always ending at the last checkpoint
-        ("every_n", [], 1, ROUTE),
-        ([3, 1], [2, 4], 1, [1, 3, 6]),  # explicit teacher epochs, sorted, final appended
-        ([2, 6], [], 1, [2, 6]),
-    ],
-)
-def test_fixed_anchor_choices(anchors, milestones: list, n: int, expected: list) -> None:
-    assert fixed_anchors(ROUTE, anchors, milestones, n) == expected
-
-
-def test_anchor_errors() -> None:
-    with pytest.raises(ValueError, match=r"no route checkpoint at epochs \[7\]"):
-        fixed_anchors(ROUTE, [2, 7], [], 1)
-    with pytest.raises(ValueError, match="unknown anchors 'best'"):
-        fixed_anchors(ROUTE, "best", [], 1)
-
-
-def test_even_split_gives_the_remainder_to_the_last_stages() -> None:
-    assert split_epochs(12, 3) == [4, 4, 4]
-    assert split_epochs(10, 3) == [3, 3, 4]
-    assert split_epochs(11, 3) == [3, 4, 4]
-    assert split_epochs(2, 3) == [0, 1, 1]  # too few epochs: the earliest anchor is skipped
+def test_stage_at_follows_the_planned_stage_epochs() -> None:
     assert [stage_at(e, [3, 3, 4]) for e in range(1, 11)] == [0] * 3 + [1] * 3 + [2] * 4
-    assert [stage_at(e, [0, 1, 1]) for e in (1, 2)] == [1, 2]
+    assert [stage_at(e, [0, 1, 1]) for e in (1, 2)] == [1, 2]  # a 0-epoch stage is skipped
     assert stage_at(11, [3, 3, 4]) == 2
 
 
@@ -65,34 +29,29 @@ def test_greedy_pick_takes_the_farthest_under_threshold() -> None:
     assert greedy_pick([0.1, 0.2], 2.0) == 1
 
 
-def route_params(paths: dict[int, Path], **params) -> dict:
-    route = [{"epoch": e, "path": str(p)} for e, p in sorted(paths.items())]
-    return {"route": route, "teacher_epochs": max(paths), **params}
-
-
-def fake_route(tmp_path: Path) -> dict[int, Path]:
-    return {e: tmp_path / f"epoch_{e:04d}.safetensors" for e in ROUTE}
-
-
-def rco(teacher, student, params: dict) -> RCO:
-    method = create("rco", student=student, teacher=teacher, params=params)
+def rco(
+    teacher: torch.nn.Module,
+    student: torch.nn.Module,
+    route: dict[int, Path],
+    *,
+    anchors: list[int],
+    stage_epochs: list[int],
+    greedy: bool = False,
+    **params: object,
+) -> RCO:
+    """An RCO with the plan admission makes (service/method_params.py: RCOParams.plan)."""
+    method = make_method(
+        "rco",
+        student,
+        teacher,
+        route=route,
+        anchors=anchors,
+        stage_epochs=stage_epochs,
+        greedy=greedy,
+        **params,
+    )
     assert isinstance(method, RCO)
     return method
-
-
-def test_stage_plans_from_params(tmp_path: Path) -> None:
-    net = torch.nn.Linear(2, 2)
-    paths = fake_route(tmp_path)
-    params = route_params(paths, teacher_milestones=[2, 4], student_epochs=10)
-    assert rco(net, net, params).stage_epochs == [3, 3, 4]
-    method = rco(net, net, params | {"stage_epochs": [5, 2, 3]})
-    assert (method.anchors, method.stage_epochs) == ([2, 4, 6], [5, 2, 3])
-    with pytest.raises(ValueError, match="stage_epochs has 2 stages for 3 anchors"):
-        rco(net, net, params | {"stage_epochs": [5, 5]})
-    with pytest.raises(ValueError, match="stage_epochs or student_epochs"):
-        rco(net, net, route_params(paths))
-    with pytest.raises(ValueError, match="route checkpoints"):
-        rco(net, net, {"student_epochs": 3})
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +64,9 @@ def small(digits: DataSplit) -> DataSplit:
 def route(small: DataSplit, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """A real supervised teacher, LR drops after epochs 1 and 2: route checkpoints 1, 2, 3."""
     directory = tmp_path_factory.mktemp("teacher")
-    schedule = {"name": "multistep", "milestones": [1, 2], "gamma": 0.1}
+    schedule = spec_schedule(name="multistep", milestones=[1, 2], gamma=0.1)
     plan = make_plan(small, directory, arch="resnet8", epochs=3, schedule=schedule)
-    train(replace(plan, save_route=True), Recorder())
+    train(plan, Recorder())
     paths = {e: directory / "route" / f"epoch_{e:04d}.safetensors" for e in (1, 2, 3)}
     assert all(p.exists() for p in paths.values())
     return paths
@@ -144,14 +103,14 @@ class TeacherWatch(Recorder):
 
 def rco_plan(small: DataSplit, paths: dict[int, Path], tmp_path: Path, params: dict, epochs: int):
     plan = make_plan(small, tmp_path, epochs=epochs)  # its student, with an rco method below
-    method = rco(converged(paths), plan.method.student, route_params(paths, **params))
+    method = rco(converged(paths), plan.method.student, paths, **params)
     return replace(plan, method=method), method
 
 
 def test_real_run_switches_anchor_per_stage(
     small: DataSplit, route: dict[int, Path], tmp_path: Path
 ) -> None:
-    params = {"teacher_milestones": [1, 2], "student_epochs": 3}
+    params = {"anchors": [1, 2, 3], "stage_epochs": [1, 1, 1]}  # the teacher's lr drops, 1 and 2
     plan, method = rco_plan(small, route, tmp_path, params, epochs=3)
     watch = TeacherWatch()
     watch.method = method
@@ -169,7 +128,7 @@ def test_real_run_switches_anchor_per_stage(
 def test_resume_inside_a_stage_restores_its_anchor(
     small: DataSplit, route: dict[int, Path], tmp_path: Path
 ) -> None:
-    params = {"anchors": [1, 2], "stage_epochs": [1, 2, 1]}  # anchors 1, 2 and the final 3
+    params = {"anchors": [1, 2, 3], "stage_epochs": [1, 2, 1]}  # anchors 1, 2 and the final 3
     plan, _ = rco_plan(small, route, tmp_path, params, epochs=4)
     with pytest.raises(Stopped):
         train(plan, Recorder(stop_after_steps=4 * 2 + 2))  # inside epoch 3: stage 2, anchor 2
@@ -188,8 +147,15 @@ def context(data: DataSplit, events: list) -> EpochContext:
 
 
 def test_greedy_with_stub_gaps(small: DataSplit, route: dict[int, Path]) -> None:
-    params = route_params(route, anchors="greedy", stage_epochs=[1, 1, 1], threshold=2.0)
-    method = rco(converged(route), build_model("cnn_small", 10, 1), params)
+    method = rco(
+        converged(route),
+        build_model("cnn_small", 10, 1),
+        route,
+        anchors=[1, 2, 3],  # greedy uses only the number of stages
+        stage_epochs=[1, 1, 1],
+        greedy=True,
+        threshold=2.0,
+    )
     gaps = {1: 0.5, 2: 1.5, 3: 4.0}
     asked: list[list[int]] = []
 
@@ -220,8 +186,15 @@ def test_greedy_with_real_gaps_known_by_construction(
     student = build_model("resnet8", 10, 1)
     load_weights(student, route[1])
     for threshold, expected in ((1e-6, 1), (1e6, 3)):
-        params = route_params(route, anchors="greedy", stage_epochs=[1, 1], threshold=threshold)
-        method = rco(converged(route), student, params)
+        method = rco(
+            converged(route),
+            student,
+            route,
+            anchors=[1, 2, 3],
+            stage_epochs=[1, 1],
+            greedy=True,
+            threshold=threshold,
+        )
         events: list = []
         method.begin_epoch(1, context(small, events))
         ((_, message, data),) = events

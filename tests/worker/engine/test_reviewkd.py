@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tests.worker.engine.helpers import Recorder, first_train, make_plan
+from tests.worker.engine.helpers import Recorder, first_train, make_method, make_plan
 from worker.engine.data import DataSplit
 from worker.engine.loop import train
-from worker.engine.methods import Batch, create
+from worker.engine.methods import Batch
 from worker.engine.methods.reviewkd import ABF, ReviewKD, hcl_loss, levels, warmup
-from worker.engine.models import StageFeatures, ZooModel, build_model
-from worker.engine.models import wrn as _wrn  # noqa: F401  (registers the wrn_* names)
+from worker.engine.zoo import StageFeatures, ZooModel, build_model
+from worker.engine.zoo import wrn as _wrn  # noqa: F401  (registers the wrn_* names)
 
 # One level of each pooling regime: 8x8 pools to 4, 2, 1; 4x4 to 2, 1; 2x2 to 1; 1x1 not at all.
 SHAPES = [(2, 3, 8, 8), (2, 3, 4, 4), (2, 2, 2, 2), (2, 4, 1, 1)]
@@ -85,7 +85,7 @@ def test_abf_fusion_shapes() -> None:
 def reviewkd(student: str, teacher: str, shape=(3, 32, 32), classes=100, **params) -> ReviewKD:
     torch.manual_seed(0)
     s, t = build_model(student, classes, shape[0]), build_model(teacher, classes, shape[0])
-    method = create("reviewkd", student=s, teacher=t, params=params, input_shape=shape)
+    method = make_method("reviewkd", s, t, shape, **params)
     assert isinstance(method, ReviewKD)
     return method
 
@@ -140,9 +140,7 @@ class HalfSize(ZooModel):
 def test_spatial_mismatch_is_resized_to_the_teacher() -> None:
     torch.manual_seed(0)
     student, teacher = HalfSize(build_model("cnn_small", 10, 3)), build_model("resnet8", 10, 3)
-    method = create(
-        "reviewkd", student=student, teacher=teacher, params={}, input_shape=(3, 16, 16)
-    )
+    method = make_method("reviewkd", student, teacher, (3, 16, 16))
     assert isinstance(method, ReviewKD)
     outputs, targets = outputs_and_targets(method, torch.randn(2, 3, 16, 16))
     assert [o.shape for o in outputs] == [t.shape for t in targets]
@@ -151,14 +149,10 @@ def test_spatial_mismatch_is_resized_to_the_teacher() -> None:
 
 def test_construction_errors_and_modes() -> None:
     s, t = build_model("resnet8", 10, 1), build_model("resnet8", 10, 1)
-    with pytest.raises(ValueError, match="input shape"):
-        create("reviewkd", student=s, teacher=t, params={})
     with pytest.raises(ValueError, match="zoo models"):
-        create(
-            "reviewkd", student=torch.nn.Linear(2, 2), teacher=t, params={}, input_shape=(1, 8, 8)
-        )
+        make_method("reviewkd", torch.nn.Linear(2, 2), t, (1, 8, 8))
     s.train()
-    method = create("reviewkd", student=s, teacher=t, params={}, input_shape=(1, 8, 8))
+    method = make_method("reviewkd", s, t, (1, 8, 8))
     assert method.student.training and not method.teacher.training  # the probe restored modes
 
 
@@ -194,13 +188,7 @@ def test_short_run_on_digits(digits: DataSplit, tmp_path: Path) -> None:
     torch.manual_seed(1)
     teacher = build_model("resnet8", digits.num_classes, digits.input_shape[0])
     plan = make_plan(digits, tmp_path, epochs=2)
-    method = create(
-        "reviewkd",
-        student=plan.method.student,
-        teacher=teacher,
-        params={"weight": 5.0},
-        input_shape=digits.input_shape,
-    )
+    method = make_method("reviewkd", plan.method.student, teacher, digits.input_shape, weight=5.0)
     recorder = Recorder()
     result = train(dataclasses.replace(plan, method=method), recorder)
     (_, first), (_, second) = recorder.epochs

@@ -26,10 +26,10 @@ def write(path: Path, n: int = 60, val: int = 0) -> Path:
 
 
 def test_seeded_split_is_deterministic_and_normalised_on_train(tmp_path: Path) -> None:
-    options = {"path": str(write(tmp_path / "d.npz"))}
-    a = load_dataset("upload", 0.2, 7, options)
-    b = load_dataset("upload", 0.2, 7, options)
-    c = load_dataset("upload", 0.2, 8, options)
+    path = str(write(tmp_path / "d.npz"))
+    a = load_dataset("upload", 0.2, 7, path=path)
+    b = load_dataset("upload", 0.2, 7, path=path)
+    c = load_dataset("upload", 0.2, 8, path=path)
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.val_y, b.val_y)
     assert not torch.equal(a.train_x, c.train_x)
     assert (len(a.train_y), len(a.val_y), a.input_shape) == (48, 12, (3, 6, 6))
@@ -40,7 +40,7 @@ def test_seeded_split_is_deterministic_and_normalised_on_train(tmp_path: Path) -
 
 def test_nhwc_becomes_nchw_scaled_by_the_train_statistics(tmp_path: Path) -> None:
     path = write(tmp_path / "d.npz", n=30, val=9)
-    data = load_dataset("upload", 0.1, 0, {"path": str(path)})
+    data = load_dataset("upload", 0.1, 0, path=str(path))
     with np.load(path) as npz:
         raw = npz["val_images"].astype(np.float32) / 255.0
         train = npz["images"].astype(np.float32) / 255.0
@@ -53,4 +53,4 @@ def test_nhwc_becomes_nchw_scaled_by_the_train_statistics(tmp_path: Path) -> Non
 
 def test_a_missing_file_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        load_dataset("upload", 0.1, 0, {"path": str(tmp_path / "gone.npz")})
+        load_dataset("upload", 0.1, 0, path=str(tmp_path / "gone.npz"))

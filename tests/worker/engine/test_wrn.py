@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.engine.models import build_model
-from worker.engine.models.wrn import VARIANTS, WideResNet
+from worker.engine.zoo import build_model
+from worker.engine.zoo.wrn import VARIANTS, WideResNet
 
 # Published (RepDistiller / CRD and mdistiller tables, num_classes=100): 2.26M, 0.70M, 0.57M,
 # 0.18M. The exact counts are derived by hand in `counted` from the architecture.

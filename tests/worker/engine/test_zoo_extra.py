@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.engine.models import build_model, mlp, mobilenetv2, shufflenet, vgg
-from worker.engine.models.registry import ZOO
+from worker.engine.zoo import build_model, mlp, mobilenetv2, shufflenet, vgg
+from worker.engine.zoo.registry import ZOO
 
 CONV = ["vgg8", "vgg11", "vgg13", "vgg16", "vgg19", "mobilenetv2", "mobilenetv2_half"]
 CONV += ["shufflenetv1", "shufflenetv2"]

@@ -4,7 +4,7 @@ from worker.engine.data import uploaded  # noqa: F401  (registers "upload")
 from worker.engine.data.augment import AUGMENT_MODES, augment_batch, crop_at
 from worker.engine.data.builtin import BUILTIN, load_dataset
 from worker.engine.data.loader import PLACEMENTS, TrainFeed, batches, num_batches
-from worker.engine.data.split import DataSplit
+from worker.engine.data.split import DataSplit, carve_holdout
 
 DATASETS: tuple[str, ...] = BUILTIN.names()
 
@@ -16,6 +16,7 @@ __all__ = [
     "TrainFeed",
     "augment_batch",
     "batches",
+    "carve_holdout",
     "crop_at",
     "load_dataset",
     "num_batches",

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-AUGMENT_MODES = ("none", "crop", "crop_flip")
+FLIPS = {"crop": False, "crop_flip": True}  # the modes that pad and crop: whether they flip
+AUGMENT_MODES = ("none", *FLIPS)
 
 
 def augment_batch(
@@ -23,10 +24,9 @@ def augment_batch(
     made for the whole global batch and this share's slice is applied, so every process keeps
     the same generator state and the views are those one process would draw.
     """
-    if mode not in AUGMENT_MODES:
-        raise ValueError(f"unknown augment mode {mode!r}; known: {', '.join(AUGMENT_MODES)}")
     if mode == "none":
         return x
+    flips = FLIPS[mode]
     n, _, h, _ = x.shape
     rank, world = part
     mine = slice(rank * n, (rank + 1) * n)
@@ -34,7 +34,7 @@ def augment_batch(
     oy = draw_ints(2 * pad + 1, n * world, generator, x.device)[mine]
     ox = draw_ints(2 * pad + 1, n * world, generator, x.device)[mine]
     flip = None
-    if mode == "crop_flip":
+    if flips:
         flip = draw_ints(2, n * world, generator, x.device)[mine].bool()
     return crop_at(x, pad, oy, ox, flip)
 

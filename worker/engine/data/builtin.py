@@ -9,20 +9,19 @@ from sklearn.datasets import load_digits
 from worker.engine.data.split import DataSplit, split_and_normalise
 from worker.engine.registry import Registry
 
-Loader = Callable[[float, int, dict[str, Any]], DataSplit]  # (val_fraction, seed, options)
+Loader = Callable[..., DataSplit]  # (val_fraction, seed, **the dataset's own options)
 
 BUILTIN: Registry[Loader] = Registry("dataset")
 
 
-def load_dataset(
-    name: str, val_fraction: float, seed: int, options: dict[str, Any] | None = None
-) -> DataSplit:
-    """`seed` chooses the train/val split only; the same seed always gives the same split."""
-    return BUILTIN.get(name)(val_fraction, seed, options or {})
+def load_dataset(name: str, val_fraction: float, seed: int, **options: Any) -> DataSplit:
+    """`seed` chooses the train/val split only; the same seed always gives the same split.
+    `options` are the dataset's own (a synthetic set's shape, an upload's path)."""
+    return BUILTIN.get(name)(val_fraction, seed, **options)
 
 
 @BUILTIN.register("digits")
-def digits(val_fraction: float, seed: int, options: dict[str, Any]) -> DataSplit:
+def digits(val_fraction: float, seed: int) -> DataSplit:
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8) in [0, 1]
     return split_and_normalise(
@@ -36,17 +35,24 @@ def digits(val_fraction: float, seed: int, options: dict[str, Any]) -> DataSplit
 
 
 @BUILTIN.register("synthetic")
-def synthetic(val_fraction: float, seed: int, options: dict[str, Any]) -> DataSplit:
-    num_samples = int(options.get("num_samples", 2048))
-    num_classes = int(options.get("num_classes", 10))
+def synthetic(
+    val_fraction: float,
+    seed: int,
+    *,
+    num_samples: int,
+    num_classes: int,
+    channels: int,
+    size: int,
+    data_seed: int,
+) -> DataSplit:
+    # The images depend on their own seed, not the split seed: a teacher and its student
+    # trained with different seeds must still see the same data.
     images, labels = prototype_images(
         num_samples=num_samples,
         num_classes=num_classes,
-        channels=int(options.get("channels", 3)),
-        size=int(options.get("size", 32)),
-        # The images depend on their own seed, not the split seed: a teacher and its student
-        # trained with different seeds must still see the same data.
-        data_seed=int(options.get("data_seed", 0)),
+        channels=channels,
+        size=size,
+        data_seed=data_seed,
     )
     return split_and_normalise(
         images,

@@ -1,5 +1,6 @@
 """The in-memory dataset handed to the loop, and how it is split and normalised."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,24 @@ class DataSplit:
     std: list[float]
     class_names: list[str]
     default_augment: str
+    # a part of the training split kept aside for a method to choose on (carve_holdout)
+    holdout_x: Tensor | None = None
+    holdout_y: Tensor | None = None
+
+
+def carve_holdout(data: DataSplit, fraction: float, seed: int) -> DataSplit:
+    """`data` with `fraction` of its training split moved to a held-out part: stratified
+    by class when every class can give one, and the same for the same seed."""
+    labels = data.train_y.numpy()
+    train, held, _, _ = seeded_split(np.arange(len(labels)), labels, fraction, seed)
+    train_idx, held_idx = torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(held))
+    return dataclasses.replace(
+        data,
+        train_x=data.train_x[train_idx],
+        train_y=data.train_y[train_idx],
+        holdout_x=data.train_x[held_idx],
+        holdout_y=data.train_y[held_idx],
+    )
 
 
 def split_and_normalise(

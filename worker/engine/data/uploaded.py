@@ -2,7 +2,6 @@
 `images` (N, H, W, C) uint8, `labels`, `class_names`, optionally `val_images`/`val_labels`."""
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,9 +15,9 @@ def to_nchw(images: np.ndarray) -> np.ndarray:
 
 
 @BUILTIN.register("upload")
-def uploaded(val_fraction: float, seed: int, options: dict[str, Any]) -> DataSplit:
+def uploaded(val_fraction: float, seed: int, *, path: str) -> DataSplit:
     """A predefined validation split when the file has one, else a seeded split."""
-    with np.load(Path(options["path"]), allow_pickle=False) as npz:
+    with np.load(Path(path), allow_pickle=False) as npz:
         arrays = {key: npz[key] for key in npz.files}
     class_names = [str(n) for n in arrays["class_names"]]
     # crops are safe for any image; flips are not (a flipped digit is another glyph)

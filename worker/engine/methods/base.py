@@ -31,12 +31,20 @@ class EpochContext:
     train_batches: Callable[[], Iterator[tuple[Tensor, Tensor]]]  # a shuffled epoch, on device
     val_x: Tensor
     val_y: Tensor
+    holdout_x: Tensor | None  # the part of the training split a method chooses on (KDCL)
+    holdout_y: Tensor | None
     batch_size: int
     augment_mode: str
     generator: torch.Generator
     precision: str
     emit: Callable[..., None]  # emit(type, message, **data) -> a job event
     should_stop: Callable[[], bool]
+
+    def holdout(self, why: str) -> tuple[Tensor, Tensor]:
+        """The held-out part of the training split, on the device; `why` names the user."""
+        if self.holdout_x is None or self.holdout_y is None:
+            raise ValueError(f"{why} needs a held-out part of the training split")
+        return self.holdout_x, self.holdout_y
 
     def check_stop(self) -> None:
         """A long hook (IE-KD's auto-encoder phase) stops like the loop does."""
@@ -52,16 +60,12 @@ class Method(nn.Module):
     """
 
     needs_teacher: ClassVar[bool] = False
-    saves_route: ClassVar[bool] = False  # route checkpoints at LR drops and the end (for RCO)
 
     def __init__(
-        self,
-        *,
-        student: nn.Module,
-        teacher: nn.Module | None,
-        params: dict,
-        input_shape: tuple[int, int, int] | None = None,
+        self, *, student: nn.Module, teacher: nn.Module | None, input_shape: tuple[int, int, int]
     ) -> None:
+        """Every method takes these and, as keywords without defaults, its own params: the
+        fields of its params model in service/method_params.py (worker/build.py passes them)."""
         super().__init__()
         self.input_shape = input_shape
         name = type(self).__name__
@@ -71,7 +75,6 @@ class Method(nn.Module):
             raise ValueError(f"method {name} takes no teacher")
         self.student = student
         self._teacher = (teacher.eval().requires_grad_(False),) if teacher is not None else ()
-        self.params = dict(params)
 
     @property
     def teacher(self) -> nn.Module:
@@ -93,6 +96,10 @@ class Method(nn.Module):
     def forward_models(self) -> tuple[nn.Module, ...]:
         """The student and the teacher, if any: what `train.compile` compiles."""
         return (self.student, *self._teacher)
+
+    def route_epochs(self, epochs: int, lr_drops: list[int]) -> set[int]:
+        """1-based epochs after which the loop saves route weights (a supervised run's)."""
+        return set()
 
     def extra_models(self) -> dict[str, nn.Module]:
         """Other models the job keeps as artifacts, by name (e.g. KDCL's other peers)."""
@@ -130,7 +137,3 @@ class Method(nn.Module):
         """
         with torch.inference_mode():
             return self.teacher(images)
-
-    def param(self, name: str, default: Any) -> Any:
-        value = self.params.get(name)
-        return default if value is None else value

@@ -8,6 +8,7 @@ pooled penultimate feature:
 T^2 is Hinton's scale correction; it is 1 at the paper's T = 1.
 """
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -17,9 +18,7 @@ from torch import Tensor
 from worker.engine.methods.base import Batch, Method
 from worker.engine.methods.kd import kd_loss
 from worker.engine.methods.registry import register
-from worker.engine.models import ZooModel
-
-KERNELS = ("linear", "gaussian")
+from worker.engine.zoo import ZooModel
 
 
 def symmetric_kl(z_a: Tensor, z_b: Tensor, temperature: float, detach_targets: bool) -> Tensor:
@@ -58,32 +57,44 @@ def mmd_gaussian(f_a: Tensor, f_b: Tensor, sigma: float | None) -> Tensor:
     return k(f_a, f_a) + k(f_b, f_b) - 2 * k(f_a, f_b)
 
 
+# mmd_kernel -> MMD^2(f_a, f_b, sigma)
+KERNELS: dict[str, Callable[[Tensor, Tensor, float | None], Tensor]] = {
+    "linear": lambda f_a, f_b, _sigma: mmd_linear(f_a, f_b),
+    "gaussian": mmd_gaussian,
+}
+
+
 @register("ddgsd")
 class DDGSD(Method):
     needs_teacher = False
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        kl_weight: float,
+        mmd_weight: float,
+        temperature: float,
+        detach_targets: bool,
+        mmd_kernel: str,
+        mmd_sigma: float | None,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
         if not isinstance(self.student, ZooModel):
             raise ValueError("ddgsd needs a zoo model: it reads the pooled penultimate feature")
-        if self.param("mmd_kernel", "linear") not in KERNELS:
-            raise ValueError(f"unknown mmd_kernel; known: {', '.join(KERNELS)}")
+        self.kl_weight, self.mmd_weight, self.temperature = kl_weight, mmd_weight, temperature
+        self.detach_targets, self.mmd = detach_targets, KERNELS[mmd_kernel]
+        self.mmd_sigma = mmd_sigma
 
     def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
         # One forward over both views: BatchNorm sees the 2N images together.
         views = torch.cat([batch.view(), batch.view()])
         logits, stages = cast(ZooModel, self.student).forward_features(views)
         (z_a, z_b), (f_a, f_b) = logits.chunk(2), stages.pooled.chunk(2)
-        kl = symmetric_kl(
-            z_a, z_b, float(self.param("temperature", 1.0)), self.param("detach_targets", True)
-        )
-        if self.param("mmd_kernel", "linear") == "linear":
-            mmd = mmd_linear(f_a, f_b)
-        else:
-            mmd = mmd_gaussian(f_a, f_b, self.param("mmd_sigma", None))
+        kl = symmetric_kl(z_a, z_b, self.temperature, self.detach_targets)
         return {
             "ce": F.cross_entropy(z_a.float(), batch.labels)
             + F.cross_entropy(z_b.float(), batch.labels),
-            "kl": float(self.param("kl_weight", 1.0)) * kl,
-            "mmd": float(self.param("mmd_weight", 5e-4)) * mmd,
+            "kl": self.kl_weight * kl,
+            "mmd": self.mmd_weight * self.mmd(f_a, f_b, self.mmd_sigma),
         }

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from worker.engine.data import augment_batch
 from worker.engine.device import autocast
 from worker.engine.methods.base import EpochContext
-from worker.engine.models.resnet import init_weights
+from worker.engine.zoo.resnet import init_weights
 
 
 def coder(cin: int, cout: int) -> nn.Sequential:

@@ -9,6 +9,9 @@ d(a, b) = || a/||a||_2 - b/||b||_2 ||_1 / numel on per-sample flattened factors;
 exp_loss "cosine", + exp_weight * mean_n |cos(F_exp, F_T)| (pushed toward orthogonality).
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,8 +20,8 @@ from worker.engine.distributed import broadcast_from_main
 from worker.engine.methods.base import Batch, EpochContext, Method
 from worker.engine.methods.factor import AutoEncoder, coder, fit_epoch
 from worker.engine.methods.registry import register
-from worker.engine.models import ZooModel
-from worker.engine.models.base import probe
+from worker.engine.zoo import ZooModel
+from worker.engine.zoo.base import probe
 
 
 def factor_distance(a: Tensor, b: Tensor) -> Tensor:
@@ -33,11 +36,14 @@ def cosine_overlap(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(dim=1).abs().mean()
 
 
-def exploration(f_exp: Tensor, factor_t: Tensor, kind: str) -> Tensor:
-    """The exploration term before its weight, as minimised: -d (away) or mean |cos|."""
-    return (
-        cosine_overlap(f_exp, factor_t) if kind == "cosine" else -factor_distance(f_exp, factor_t)
-    )
+# exp_loss -> the exploration term before its weight, as minimised: -d (away) or mean |cos|
+EXPLORATION: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "l1": lambda f_exp, factor_t: -factor_distance(f_exp, factor_t),
+    "cosine": cosine_overlap,
+}
+# split -> the order of the student's channels before the inherit/explore halves
+SPLITS: dict[str, Callable[[int], Tensor]] = {"natural": torch.arange, "random": torch.randperm}
+AE_MOMENTUM, AE_WEIGHT_DECAY = 0.9, 5e-4  # the official auto-encoder SGD (nesterov)
 
 
 def last_stage(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -52,25 +58,36 @@ class IEKD(Method):
     ae_trained: Tensor
     channel_order: Tensor
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        ae_epochs: int,
+        ae_lr: float,
+        rate: float,
+        split: str,
+        exp_loss: str,
+        ce_weight: float,
+        inh_weight: float,
+        exp_weight: float,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self.ae_epochs, self.ae_lr, self.exploration = ae_epochs, ae_lr, EXPLORATION[exp_loss]
+        self.ce_weight, self.inh_weight, self.exp_weight = ce_weight, inh_weight, exp_weight
         t_channels, s_channels = self.feature_channels()
-        factor = max(1, round(t_channels * float(self.param("rate", 0.5))))
+        factor = max(1, round(t_channels * rate))
         # Built frozen: the student optimizer (made before epoch 1) never holds these weights.
         self.autoencoder = AutoEncoder(t_channels, factor).requires_grad_(False)
         self.n_inh = s_channels // 2  # the official split: int(C / 2) channels inherit
         self.inherit = coder(self.n_inh, factor)
         self.explore = coder(s_channels - self.n_inh, factor)
-        random = self.param("split", "natural") == "random"
-        order = torch.randperm(s_channels) if random else torch.arange(s_channels)
+        order = SPLITS[split](s_channels)
         self.register_buffer("channel_order", order)  # a resume keeps the same random split
         self.register_buffer("ae_trained", torch.tensor(False))  # a resume skips phase 1
 
     def feature_channels(self) -> tuple[int, int]:
         """Teacher and student last-stage widths, by a dummy forward pass of each on its own
         device (a job has measured the teacher on the GPU before the student moves there)."""
-        if self.input_shape is None:
-            raise ValueError("iekd sizes its encoders by a dummy forward pass: pass input_shape")
         t_feat = probe(self.teacher, self.input_shape, "iekd")[1].feats[-1]
         s_feat = probe(self.student, self.input_shape, "iekd")[1].feats[-1]
         return t_feat.shape[1], s_feat.shape[1]
@@ -87,9 +104,14 @@ class IEKD(Method):
             ctx.emit("phase", "student phase: inherit and explore", phase="student")
 
     def train_autoencoder(self, ctx: EpochContext) -> None:
-        ae, epochs = self.autoencoder.requires_grad_(True).train(), int(self.param("ae_epochs", 30))
-        lr = float(self.param("ae_lr", 0.01))  # the official recipe: SGD, nesterov, wd 5e-4
-        opt = torch.optim.SGD(ae.parameters(), lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        ae, epochs = self.autoencoder.requires_grad_(True).train(), self.ae_epochs
+        opt = torch.optim.SGD(
+            ae.parameters(),
+            self.ae_lr,
+            momentum=AE_MOMENTUM,
+            nesterov=True,
+            weight_decay=AE_WEIGHT_DECAY,
+        )
         for k in range(1, epochs + 1):
             l1 = fit_epoch(ae, lambda x: last_stage(self.teacher, x)[1], opt, ctx)
             message = f"auto-encoder epoch {k}/{epochs}: recon L1 {l1:.4f}"
@@ -108,9 +130,8 @@ class IEKD(Method):
         feat = feat.index_select(1, self.channel_order)
         f_inh, f_exp = self.inherit(feat[:, : self.n_inh]), self.explore(feat[:, self.n_inh :])
         ce = F.cross_entropy(logits.float(), batch.labels)
-        exp = exploration(f_exp, factor_t, str(self.param("exp_loss", "l1")))
         return {
-            "ce": float(self.param("ce_weight", 1.0)) * ce,
-            "inh": float(self.param("inh_weight", 1.0)) * factor_distance(f_inh, factor_t),
-            "exp": float(self.param("exp_weight", 1.0)) * exp,
+            "ce": self.ce_weight * ce,
+            "inh": self.inh_weight * factor_distance(f_inh, factor_t),
+            "exp": self.exp_weight * self.exploration(f_exp, factor_t),
         }

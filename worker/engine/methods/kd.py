@@ -5,6 +5,8 @@ Defaults are the CIFAR-100 recipe of RepDistiller and mdistiller. The T^2 factor
 soft-target gradients on the same scale as the hard-label ones when T changes.
 """
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -24,13 +26,16 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
 class KD(Method):
     needs_teacher = True
 
+    def __init__(
+        self, *, temperature: float, ce_weight: float, kd_weight: float, **base: Any
+    ) -> None:
+        super().__init__(**base)
+        self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
+
     def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
         images = batch.view()  # the teacher sees exactly the view the student sees
         logits = self.student(images)
         teacher_logits = self.ask_teacher(images)
         ce = F.cross_entropy(logits.float(), batch.labels)
-        kd = kd_loss(logits, teacher_logits, float(self.param("temperature", 4.0)))
-        return {
-            "ce": float(self.param("ce_weight", 0.1)) * ce,
-            "kd": float(self.param("kd_weight", 0.9)) * kd,
-        }
+        kd = kd_loss(logits, teacher_logits, self.temperature)
+        return {"ce": self.ce_weight * ce, "kd": self.kd_weight * kd}

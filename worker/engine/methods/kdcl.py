@@ -4,9 +4,12 @@ m peers train together from scratch, each on its own augmented view. A teacher z
 from their logits (`ensemble.py`) is detached; peer i minimises
     CE(z_i, y) + kd_weight * T^2 * KL(softmax(z_t / T) || softmax(z_i / T)).
 Terms are per peer, "ce_{i}" and "kd_{i}"; peer 0 is the student passed in. The output is
-the peer with the best validation accuracy; the others are kept as artifacts.
+the peer with the best accuracy on the held-out part of the training split (never on the
+validation split the job reports); the others are kept as artifacts. The "general" ensemble's
+error covariance is estimated on that held-out part too.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,14 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worker.engine.evaluate import evaluate
-from worker.engine.methods import ensemble
+from worker.engine.methods import ensemble as ens
 from worker.engine.methods.base import Batch, EpochContext, Method
 from worker.engine.methods.kd import kd_loss
 from worker.engine.methods.registry import register
-from worker.engine.models import build_model
-from worker.engine.models.base import probe
-
-ENSEMBLES = ("naive", "linear", "minlogit", "general")
+from worker.engine.zoo import build_model
+from worker.engine.zoo.base import probe
 
 
 def peer_loss(
@@ -32,10 +33,8 @@ def peer_loss(
     return ce, kd_weight * kd_loss(logits, target.detach(), temperature)
 
 
-def head_shape(model: nn.Module, input_shape: tuple[int, int, int] | None) -> tuple[int, int]:
+def head_shape(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:
     """(num_classes, in_channels) of the student, by a dummy forward pass (no hand table)."""
-    if input_shape is None:
-        raise ValueError("kdcl needs the input shape to size its peers")
     logits, _ = probe(model, input_shape, "kdcl")
     return logits.shape[1], input_shape[0]
 
@@ -46,17 +45,24 @@ class KDCL(Method):
     best_peer: Tensor  # buffers: a resume restores the chosen peer and the ensemble weights
     ensemble_weights: Tensor
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.kind = self.param("ensemble", "minlogit")
-        if self.kind not in ENSEMBLES:
-            raise ValueError(f"unknown ensemble {self.kind!r}; known: {', '.join(ENSEMBLES)}")
-        archs = list(self.param("peers", []))
-        if not archs:
-            raise ValueError("kdcl needs at least one peer besides the student")
+    def __init__(
+        self,
+        *,
+        peers: list[str],
+        ensemble: str,
+        naive_per: str,
+        temperature: float,
+        kd_weight: float,
+        general_eps: float,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self.kind, self.target = ensemble, ENSEMBLES[ensemble]
+        self.naive_per, self.temperature = naive_per, temperature
+        self.kd_weight, self.general_eps = kd_weight, general_eps
         num_classes, in_channels = head_shape(self.student, self.input_shape)
-        self.peers = nn.ModuleList(build_model(a, num_classes, in_channels) for a in archs)
-        m = len(archs) + 1
+        self.peers = nn.ModuleList(build_model(a, num_classes, in_channels) for a in peers)
+        m = len(peers) + 1
         self.register_buffer("best_peer", torch.zeros((), dtype=torch.long))
         self.register_buffer("ensemble_weights", torch.full((m,), 1 / m))
         self._linear_w: list[Tensor] = []  # this epoch's linear-ensemble weights, for logging
@@ -69,48 +75,41 @@ class KDCL(Method):
     def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
         logits = [peer(batch.view()) for peer in self.members()]  # a view of its own each
         with torch.no_grad():
-            target = self.ensemble_logits(torch.stack([z.float() for z in logits]), batch.labels)
-        t, w = float(self.param("temperature", 2.0)), float(self.param("kd_weight", 1.0))
+            target = self.target(self, torch.stack([z.float() for z in logits]), batch.labels)
+        t, w = self.temperature, self.kd_weight
         terms = {}
         for i, z in enumerate(logits):
             terms[f"ce_{i}"], terms[f"kd_{i}"] = peer_loss(z, target, batch.labels, t, w)
         return terms
 
-    def ensemble_logits(self, logits: Tensor, labels: Tensor) -> Tensor:
-        if self.kind == "naive":
-            return ensemble.naive(logits, labels, self.param("naive_per", "batch"))
-        if self.kind == "minlogit":
-            return ensemble.min_logit(logits, labels)
-        if self.kind == "linear":
-            weights = ensemble.linear_weights(logits, labels, int(self.param("linear_steps", 20)))
-            self._linear_w.append(weights)
-            return ensemble.combine(weights, logits)
-        return ensemble.combine(self.ensemble_weights, logits)
+    def linear_target(self, logits: Tensor, labels: Tensor) -> Tensor:
+        weights = ens.linear_weights(logits, labels)
+        self._linear_w.append(weights)
+        return ens.combine(weights, logits)
 
     def begin_epoch(self, epoch: int, ctx: EpochContext) -> None:
         self._linear_w = []
         if self.kind == "general":
             covariance = self._covariance  # the same weights as at the last epoch's end
             if covariance is None:  # the first epoch, or the first after a resume
-                covariance = ensemble.validation_covariance(self.members(), ctx)
+                covariance = ens.covariance(self.members(), *ctx.holdout("kdcl"), ctx)
             self._covariance = None
-            eps = float(self.param("general_eps", 1e-3))
-            self.ensemble_weights.copy_(ensemble.general_weights(covariance, eps))
+            self.ensemble_weights.copy_(ens.general_weights(covariance, self.general_eps))
             weights = self.ensemble_weights.tolist()
             ctx.emit("info", f"kdcl general ensemble weights {weights}", weights=weights)
 
     def end_epoch(self, epoch: int, ctx: EpochContext) -> dict[str, float]:
+        x, y = ctx.holdout("kdcl")
         if self.kind == "general":  # one pass: the accuracies and the next epoch's covariance
-            self._covariance, accs = ensemble.validation_pass(self.members(), ctx)
+            self._covariance, accs = ens.holdout_pass(self.members(), x, y, ctx)
         else:
             evals = [
-                evaluate(p, ctx.val_x, ctx.val_y, ctx.batch_size, ctx.val_x.device, ctx.precision)
-                for p in self.members()
+                evaluate(p, x, y, ctx.batch_size, x.device, ctx.precision) for p in self.members()
             ]
             accs = [e["val_acc"] for e in evals]
         best = max(range(len(accs)), key=lambda i: accs[i])  # the first of ties
         self.best_peer.fill_(best)
-        metrics = {f"peer{i}_val_acc": acc for i, acc in enumerate(accs)}
+        metrics = {f"peer{i}_holdout_acc": acc for i, acc in enumerate(accs)}
         metrics["best_peer"] = float(best)
         if self._linear_w:
             self.ensemble_weights.copy_(torch.stack(self._linear_w).mean(dim=0))
@@ -129,3 +128,12 @@ class KDCL(Method):
             for i, p in enumerate(self.members())
             if i != best
         }
+
+
+# ensemble -> the teacher logits z_t from the peers' (m, N, C) logits and the labels
+ENSEMBLES: dict[str, Callable[[KDCL, Tensor, Tensor], Tensor]] = {
+    "naive": lambda kdcl, z, y: ens.naive(z, y, kdcl.naive_per),
+    "linear": KDCL.linear_target,
+    "minlogit": lambda _kdcl, z, y: ens.min_logit(z, y),
+    "general": lambda kdcl, z, _y: ens.combine(kdcl.ensemble_weights, z),
+}

@@ -1,5 +1,7 @@
 """Method names -> classes. Method modules are imported explicitly in `methods/__init__`."""
 
+from typing import Any
+
 from torch import nn
 
 from worker.engine.methods.base import Method
@@ -14,12 +16,13 @@ def create(
     *,
     student: nn.Module,
     teacher: nn.Module | None,
-    params: dict,
-    input_shape: tuple[int, int, int] | None = None,
+    input_shape: tuple[int, int, int],
+    **params: Any,
 ) -> Method:
-    """`input_shape` (C, H, W) lets a method size its own modules by a dummy forward pass."""
+    """`params` are the method's own keywords; `input_shape` (C, H, W) lets a method size its
+    own modules by a dummy forward pass."""
     cls = METHODS.get(name)
-    return cls(student=student, teacher=teacher, params=params, input_shape=input_shape)
+    return cls(student=student, teacher=teacher, input_shape=input_shape, **params)
 
 
 def names() -> tuple[str, ...]:

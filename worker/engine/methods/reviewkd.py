@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from worker.engine.methods.base import Batch, Method
 from worker.engine.methods.registry import register
-from worker.engine.models.base import StageFeatures, ZooModel, probe
+from worker.engine.zoo.base import StageFeatures, ZooModel, probe
 
 
 def hcl_loss(student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
@@ -76,15 +76,22 @@ def levels(f: StageFeatures, preact: bool) -> list[Tensor]:
 class ReviewKD(Method):
     needs_teacher = True
 
-    def __init__(self, **kwargs: Any) -> None:  # Method's keywords
-        super().__init__(**kwargs)
-        if self.input_shape is None:
-            raise ValueError("reviewkd needs the input shape to size its ABF blocks")
+    def __init__(
+        self,
+        *,
+        weight: float,
+        warmup_epochs: int,
+        mid_channels: int | None,
+        ce_weight: float,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        self.weight, self.warmup_epochs, self.ce_weight = weight, warmup_epochs, ce_weight
         s = levels(probe(self.student, self.input_shape, "reviewkd")[1], preact=False)
         t = levels(probe(self.teacher, self.input_shape, "reviewkd")[1], preact=True)
         if len(s) != len(t):
             raise ValueError(f"reviewkd: student has {len(s)} levels, teacher {len(t)}")
-        mid = int(self.param("mid_channels", min(512, s[-1].shape[1])))
+        mid = mid_channels or min(512, s[-1].shape[1])
         self.out_sizes = [(f.shape[2], f.shape[3]) for f in t]
         # Shallow to deep, as the levels; all but the deepest fuse a deeper residual.
         fuse = [True] * (len(s) - 1) + [False]
@@ -109,8 +116,8 @@ class ReviewKD(Method):
             _, t = self.teacher.forward_features(images)
         ce = F.cross_entropy(logits.float(), batch.labels)
         hcl = hcl_loss(self.review(levels(s, preact=False)), levels(t, preact=True))
-        factor = float(self.param("weight", 1.0)) * warmup(epoch, self.param("warmup_epochs", 20))
-        return {"ce": float(self.param("ce_weight", 1.0)) * ce, "hcl": factor * hcl}
+        factor = self.weight * warmup(epoch, self.warmup_epochs)
+        return {"ce": self.ce_weight * ce, "hcl": factor * hcl}
 
 
 def warmup(epoch: int, warmup_epochs: int) -> float:

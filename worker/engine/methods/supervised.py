@@ -1,7 +1,10 @@
 """Plain cross-entropy from scratch: how a user trains a teacher.
 
-Route checkpoints for RCO (`route_every`) are written by the loop, not here.
+Such a run also chooses its route checkpoints for RCO (the loop writes them): every
+`route_every`-th epoch, the last epoch before each learning-rate drop, and the final epoch.
 """
+
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -13,8 +16,17 @@ from worker.engine.methods.registry import register
 @register("supervised")
 class Supervised(Method):
     needs_teacher = False
-    saves_route = True  # a supervised run is how a teacher is made, and RCO needs its route
+
+    def __init__(self, *, route_every: int, **base: Any) -> None:
+        super().__init__(**base)
+        self.route_every = route_every
 
     def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
         logits = self.student(batch.view())
         return {"ce": F.cross_entropy(logits.float(), batch.labels)}
+
+    def route_epochs(self, epochs: int, lr_drops: list[int]) -> set[int]:
+        chosen = {epochs} | {m for m in lr_drops if 1 <= m < epochs}
+        if self.route_every > 0:
+            chosen |= set(range(self.route_every, epochs + 1, self.route_every))
+        return chosen

@@ -16,9 +16,9 @@ block4) only runs on maps wider than 4x4: skipped at 32x32 like RepDistiller, ap
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.engine.models.base import StageFeatures, ZooModel
-from worker.engine.models.registry import register
-from worker.engine.models.resnet import init_weights
+from worker.engine.zoo.base import StageFeatures, ZooModel
+from worker.engine.zoo.registry import register
+from worker.engine.zoo.resnet import init_weights
 
 CONFIGS: dict[str, list[list[int]]] = {
     "vgg8": [[64], [128], [256], [512], [512]],

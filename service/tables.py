@@ -1,5 +1,6 @@
 """ORM tables. The database is the source of truth for every job."""
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def new_id(prefix: str) -> str:
+    """A row id: `job_`, `mdl_` or `ds_` and 24 hex digits."""
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
 def utcnow() -> datetime:
@@ -93,7 +99,7 @@ class Artifact(Base):
     __table_args__ = (UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"),)
 
 
-class TeacherModel(Base):
+class RegisteredModel(Base):
     """A model that can teach: uploaded safetensors, or a finished job's student."""
 
     __tablename__ = "models"

@@ -12,8 +12,8 @@ the net is a plain MLP on the flattened pixels; larger images are averaged down 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.engine.models.base import StageFeatures, ZooModel
-from worker.engine.models.registry import register
+from worker.engine.zoo.base import StageFeatures, ZooModel
+from worker.engine.zoo.registry import register
 
 GRID = 8
 HIDDEN = (256, 128)

@@ -7,8 +7,8 @@ as they are. Pooling is adaptive so any input size works.
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.engine.models.base import StageFeatures, ZooModel
-from worker.engine.models.registry import register
+from worker.engine.zoo.base import StageFeatures, ZooModel
+from worker.engine.zoo.registry import register
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:

@@ -16,9 +16,9 @@ its running statistics twice per step). Logits are the same as theirs.
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.engine.models.base import StageFeatures, ZooModel
-from worker.engine.models.registry import register
-from worker.engine.models.resnet import init_weights
+from worker.engine.zoo.base import StageFeatures, ZooModel
+from worker.engine.zoo.registry import register
+from worker.engine.zoo.resnet import init_weights
 
 
 class WideBlock(nn.Module):

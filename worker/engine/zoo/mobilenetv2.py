@@ -16,9 +16,9 @@ below one pixel, and the head pools adaptively; 8x8 inputs need nothing special.
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.engine.models.base import StageFeatures, ZooModel
-from worker.engine.models.registry import register
-from worker.engine.models.vgg import init_with_small_head
+from worker.engine.zoo.base import StageFeatures, ZooModel
+from worker.engine.zoo.registry import register
+from worker.engine.zoo.vgg import init_with_small_head
 
 EXPANSION = 6
 # (expansion, channels, blocks, first stride) per group, as their `interverted_residual_setting`

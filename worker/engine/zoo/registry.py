@@ -2,8 +2,8 @@
 
 from collections.abc import Callable
 
-from worker.engine.models.base import ZooModel
 from worker.engine.registry import Registry
+from worker.engine.zoo.base import ZooModel
 
 Factory = Callable[[int, int], ZooModel]  # (num_classes, in_channels) -> model
 

@@ -1,0 +1,112 @@
+"""Admission: a submitted spec checked against the database (its uploaded dataset, its
+teacher) and resolved into the spec that is stored. A refused spec changes nothing."""
+
+from sqlalchemy.orm import Session
+
+from service import jobs, store, teachers
+from service.errors import Conflict, FieldError, InvalidSpec
+from service.method_params import TeacherFacts
+from service.spec import DataShape, DataSpec, JobSpec, TeacherRef, spec_problems
+from service.tables import Dataset, Job, RegisteredModel
+
+
+def submit(
+    s: Session, spec: JobSpec, *, idempotency_key: str | None, request_hash: str
+) -> tuple[Job, bool]:
+    """The queued job for `spec`, and whether it is new: a retry with the same
+    Idempotency-Key and body gets the job it made (409 with another body)."""
+    key = idempotency_key or None
+    if key and (existing := jobs.find_by_key(s, key)) is not None:
+        if existing.request_hash != request_hash:
+            raise Conflict(
+                "Idempotency-Key was used with a different request body",
+                code="idempotency_key_reused",
+            )
+        return existing, False
+    resolved = admit(s, spec)
+    return jobs.create_job(s, resolved, idempotency_key=key, request_hash=request_hash), True
+
+
+def admit(s: Session, spec: JobSpec) -> JobSpec:
+    """The resolved spec to store, or InvalidSpec naming every bad field."""
+    shape = data_shape(s, spec.data)
+    teacher = teacher_facts(s, spec.teacher) if spec.teacher is not None else None
+    return resolve(spec, shape, teacher)
+
+
+def resolve(spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None) -> JobSpec:
+    """`spec` on data of `shape` with this teacher, checked and resolved; InvalidSpec naming
+    every bad field when it cannot run."""
+    errors = spec_problems(spec, shape)
+    if teacher is not None:
+        errors += spec.method.teacher_problems(spec, teacher) or teacher_fit(teacher, shape)
+    if errors:
+        raise InvalidSpec(errors)
+    return spec.resolved(shape, teacher)
+
+
+def data_shape(s: Session, data: DataSpec) -> DataShape:
+    if data.upload is None:
+        return data.builtin_shape()
+    # FOR SHARE: a DELETE of the dataset waits for this job's row, then sees it
+    row = s.get(Dataset, data.upload, with_for_update={"read": True})
+    if row is None:
+        raise InvalidSpec([FieldError("data.upload", f"no dataset {data.upload!r}")])
+    return DataShape(row.num_classes, row.in_channels, row.input_size)
+
+
+def teacher_facts(s: Session, ref: TeacherRef) -> TeacherFacts:
+    """What a teacher is, or InvalidSpec when it cannot teach anything."""
+    if ref.model is not None:
+        return _model_facts(s, ref.model)
+    job_id = ref.job or ""
+    job = s.get(Job, job_id)
+    if job is None:
+        raise InvalidSpec([FieldError("teacher.job", f"no job {job_id!r}")])
+    if job.status != "succeeded":
+        why = f"job {job.id!r} is {job.status}, a teacher must have succeeded"
+        raise InvalidSpec([FieldError("teacher.job", why)])
+    arch, num_classes, in_channels = teachers.job_student(job)
+    return TeacherFacts(
+        field="teacher.job",
+        ident=job.id,
+        arch=arch,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        input_size=None,
+        route=list(store.route_checkpoints(s, job.id)),
+        lr_drops=JobSpec.model_validate(job.spec).train.schedule.lr_drops(),
+    )
+
+
+def _model_facts(s: Session, model_id: str) -> TeacherFacts:
+    # FOR SHARE: a DELETE of the model waits for this job's row, then sees it
+    model = s.get(RegisteredModel, model_id, with_for_update={"read": True})
+    if model is None:
+        raise InvalidSpec([FieldError("teacher.model", f"no model {model_id!r}")])
+    return TeacherFacts(
+        field="teacher.model",
+        ident=model.id,
+        arch=model.arch,
+        num_classes=model.num_classes,
+        in_channels=model.in_channels,
+        input_size=model.input_size,
+        route=None,
+        lr_drops=[],
+        source_job_id=model.source_job_id,
+    )
+
+
+def teacher_fit(teacher: TeacherFacts, shape: DataShape) -> list[FieldError]:
+    """Whether the teacher takes this data's images and predicts its classes."""
+    if teacher.input_size not in (None, shape.size):
+        size = teacher.input_size
+        why = f"takes {size}x{size} inputs, this data is {shape.size}x{shape.size}"
+        return [FieldError(teacher.field, f"model {teacher.ident!r} {why}")]
+    if (teacher.num_classes, teacher.in_channels) != (shape.num_classes, shape.channels):
+        why = (
+            f"teacher was trained for {teacher.num_classes} classes / {teacher.in_channels} "
+            f"channels, this data has {shape.num_classes} / {shape.channels}"
+        )
+        return [FieldError(teacher.field, why)]
+    return []

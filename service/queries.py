@@ -1,0 +1,54 @@
+"""Reads and deletes around jobs that are not transitions: pages of jobs and events, and
+refusing to delete what unfinished jobs still use."""
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import paging
+from service.db import get_or_404
+from service.errors import Conflict
+from service.jobs import ACTIVE, get_job
+from service.tables import Job, JobEvent
+
+
+def list_events(s: Session, job_id: str, *, after: int = 0, limit: int = 100) -> list[JobEvent]:
+    get_job(s, job_id)
+    q = (
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.id > after)
+        .order_by(JobEvent.id)
+        .limit(limit)
+    )
+    return list(s.scalars(q))
+
+
+def list_jobs(
+    s: Session, *, status: str | None = None, limit: int = 50, cursor: str | None = None
+) -> tuple[list[Job], str | None]:
+    """Newest first; the cursor names the last job of the previous page."""
+    where = [Job.status == status] if status else []
+    return paging.newest_first(s, Job, *where, limit=limit, cursor=cursor)
+
+
+def unfinished_users(s: Session, column: Any, ident: str, limit: int = 5) -> list[str]:
+    """Ids of queued or active jobs whose `column` names `ident` (a model, a dataset)."""
+    q = select(Job.id).where(column == ident, Job.status.in_(("queued", *ACTIVE))).limit(limit)
+    return list(s.scalars(q))
+
+
+def delete_unless_used(
+    s: Session, table: type[Any], ident: str, what: str, column: Any, role: str, code: str
+) -> None:
+    """Delete row `ident` of `table` (a model, a dataset) unless queued or running jobs
+    name it in `column`: then 409 `code`, "<what> <ident> <role> unfinished jobs [...]"."""
+    row = get_or_404(s, table, what, ident, for_update=True)
+    users = unfinished_users(s, column, ident)
+    if users:
+        raise Conflict(
+            f"{what} {ident!r} {role} unfinished jobs {users}; "
+            "cancel them or wait for them to finish",
+            code=code,
+        )
+    s.delete(row)

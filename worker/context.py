@@ -1,0 +1,195 @@
+"""A job's one link to the database and the artifact store while a worker runs it.
+
+The runner claims the job through it; it reads what the job needs (JobInputs), records
+progress, events, metrics, checkpoints and outputs, and ends the job. Every write first
+extends this worker's lease in the same transaction (a conditional UPDATE): a worker that
+lost the job to another attempt writes nothing and gets LeaseLost. A background thread
+extends the lease every few seconds whatever the engine is doing, and reads the cancel flag;
+the engine only checks a boolean each step."""
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service import datasets, jobs, store, teachers
+from service.config import Settings
+from service.db import session_scope
+from service.errors import JobError
+from service.spec import JobSpec
+from worker.inputs import JobInputs, TeacherSource
+
+log = logging.getLogger(__name__)
+
+# the engine's checkpoint kinds -> artifact kinds
+ARTIFACT_KINDS = {"resume": "checkpoint", "route": store.ROUTE}
+
+
+class LeaseLost(Exception):
+    """The watchdog gave this job to another attempt: stop and write nothing."""
+
+
+class JobContext:
+    def __init__(self, job_id: str, owner: str, spec: JobSpec, settings: Settings) -> None:
+        self.job_id, self.owner, self.spec, self.settings = job_id, owner, spec, settings
+        self.deadline = time.monotonic() + spec.resources.max_runtime_s
+        self.progress: dict[str, Any] = {}
+        self.status: str | None = "running"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat_forever, daemon=True, name=f"heartbeat-{job_id}"
+        )
+
+    @classmethod
+    def claim(cls, job_id: str, settings: Settings) -> "JobContext | None":
+        """The job, now this worker's; None when it is not queued (a duplicate or stale
+        delivery: someone else has it, or it is done)."""
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        with session_scope() as s:
+            job = jobs.claim(s, job_id, owner, settings.lease_s)
+            if job is None:
+                return None
+            return cls(job_id, owner, JobSpec.model_validate(job.spec), settings)
+
+    def inputs(self) -> JobInputs:
+        """The files and facts the job reads: its dataset, its teacher and that one's route."""
+        upload, ref = self.spec.data.upload, self.spec.teacher
+        route: dict[int, Path] = {}
+        drops: list[int] = []
+        teacher = None
+        with session_scope() as s:
+            if ref is not None and ref.model is not None:
+                teacher = _model_source(s, ref.model)
+            elif ref is not None and ref.job is not None:
+                teacher, route, drops = _job_source(s, ref.job)
+        return JobInputs(
+            job_dir=store.job_dir(self.job_id),
+            dataset_path=datasets.data_path(upload) if upload else None,
+            teacher=teacher,
+            route=route,
+            teacher_lr_drops=drops,
+        )
+
+    # the lease
+    def __enter__(self) -> "JobContext":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType]) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat_forever(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            try:
+                self.beat()
+            except LeaseLost:
+                return
+            except Exception:  # a DB blip: the lease has slack, try again next beat
+                log.exception("heartbeat for job %s failed", self.job_id)
+
+    def beat(self) -> None:
+        with self._owned():
+            pass
+
+    @contextlib.contextmanager
+    def _owned(self) -> Iterator[Session]:
+        """A transaction that starts by extending this worker's lease (and saving progress);
+        LeaseLost, and nothing written, when the job is no longer this worker's."""
+        with session_scope() as s:
+            status = jobs.heartbeat(
+                s, self.job_id, self.owner, self.settings.lease_s, dict(self.progress)
+            )
+            self.status = status
+            if status is None:
+                raise LeaseLost(self.job_id)
+            yield s
+
+    # engine callbacks (worker.engine.loop.Callbacks)
+    def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None:
+        self.progress.update(epoch=epoch, step=step, steps_per_epoch=steps_per_epoch)
+
+    def should_stop(self) -> bool:
+        if self.status is None:
+            raise LeaseLost(self.job_id)
+        return self.status == "cancelling" or time.monotonic() > self.deadline
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.progress.update(epoch=epoch)
+        with self._owned() as s:
+            jobs.record_epoch(s, self.job_id, self.owner, {"epoch": epoch, **metrics})
+
+    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None:
+        with self._owned() as s:
+            art = store.register(s, self.job_id, path, kind=ARTIFACT_KINDS[kind], epoch=epoch)
+            jobs.add_event(
+                s,
+                self.job_id,
+                "checkpoint",
+                f"{kind} checkpoint at epoch {epoch}",
+                name=art.name,
+                kind=kind,
+                epoch=epoch,
+                sha256=art.sha256,
+            )
+
+    def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None:
+        if "phase" in data:
+            self.progress["phase"] = data["phase"]
+        self.event(type_, message, **data)
+
+    # the job's record
+    def event(self, type_: str, message: str, **data: Any) -> None:
+        with self._owned() as s:
+            jobs.add_event(s, self.job_id, type_, message, **data)
+
+    def register(self, files: dict[str, str]) -> None:
+        """Record files written under the job's folder: {name: artifact kind}."""
+        root = store.job_dir(self.job_id)
+        with self._owned() as s:
+            for name, kind in files.items():
+                store.register(s, self.job_id, root / name, kind=kind)
+
+    def stop_error(self) -> JobError | None:
+        """Why the loop stopped: None for a cancel, an error past max_runtime_s."""
+        if self.status == "cancelling":
+            return None
+        return JobError("max_runtime_exceeded", "job ran past resources.max_runtime_s")
+
+    def finish(self, *, result: dict[str, Any] | None = None, error: JobError | None = None) -> str:
+        """The job's end: its final status, or "lost" when it is no longer this worker's."""
+        with session_scope() as s:
+            status = jobs.finish(s, self.job_id, self.owner, result=result, error=error)
+        return status or "lost"
+
+
+def _model_source(s: Session, model_id: str) -> TeacherSource:
+    row = teachers.get_model(s, model_id)
+    return TeacherSource(
+        arch=row.arch,
+        num_classes=row.num_classes,
+        in_channels=row.in_channels,
+        path=teachers.weights_path(row),
+        sha256=row.sha256,
+        job_id=row.source_job_id or "",
+        model_id=row.id,
+    )
+
+
+def _job_source(s: Session, job_id: str) -> tuple[TeacherSource, dict[int, Path], list[int]]:
+    """A succeeded job's student, its route checkpoints and the epochs its LR dropped after."""
+    job = jobs.get_job(s, job_id)
+    arch, num_classes, in_channels = teachers.job_student(job)
+    art, path = store.get_artifact(s, job_id, "student.safetensors")
+    source = TeacherSource(arch, num_classes, in_channels, path, art.sha256, job_id)
+    drops = JobSpec.model_validate(job.spec).train.schedule.lr_drops()
+    return source, store.route_checkpoints(s, job_id), drops

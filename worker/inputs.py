@@ -1,0 +1,45 @@
+"""What a job reads from the database and the artifact store before it trains, as plain
+values. The worker's context gathers them once; build, teachers and the other ranks of a
+job take these, never a database session."""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TeacherSource:
+    """A teacher's weights file and what it is: a succeeded job's student or a model."""
+
+    arch: str
+    num_classes: int
+    in_channels: int
+    path: Path  # safetensors
+    sha256: str  # what the file must hash to (the artifact store's or the model row's)
+    job_id: str  # the job it came from; "" for an upload
+    model_id: str | None = None  # the registered model (POST /v1/models), when it is one
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    job_dir: Path  # the job's artifact folder: its checkpoints and outputs go here
+    dataset_path: Path | None = None  # an uploaded dataset's canonical file
+    teacher: TeacherSource | None = None
+    route: dict[int, Path] = field(default_factory=dict)  # a teacher job's route, by epoch
+    teacher_lr_drops: list[int] = field(default_factory=list)  # epochs its LR dropped after
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe (paths as strings): what rank 0 hands the job's other ranks."""
+        return dict(json.loads(json.dumps(asdict(self), default=str)))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "JobInputs":
+        teacher = raw["teacher"]
+        return cls(
+            job_dir=Path(raw["job_dir"]),
+            dataset_path=Path(raw["dataset_path"]) if raw["dataset_path"] else None,
+            teacher=TeacherSource(**teacher | {"path": Path(teacher["path"])}) if teacher else None,
+            route={int(epoch): Path(path) for epoch, path in raw["route"].items()},
+            teacher_lr_drops=[int(e) for e in raw["teacher_lr_drops"]],
+        )
