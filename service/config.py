@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     redispatch_s: float = 600.0  # re-send a job still queued this long (a lost message)
     default_max_attempts: int = 3
     worker_concurrency: int = 1
+    # CPU threads of each training process; 0: the cores it may use, shared among the job's
+    # processes (a busy or small machine often trains faster with fewer)
+    train_threads: int = Field(0, ge=0)
     log_level: str = "INFO"
 
     @model_validator(mode="after")

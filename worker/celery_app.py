@@ -1,4 +1,5 @@
-"""The Celery app and all its settings. The parent process never imports torch."""
+"""The Celery app and all its settings. No process of it imports torch: a job trains in
+processes its task starts (worker/ranks.py)."""
 
 from celery import Celery
 
@@ -21,8 +22,8 @@ def make_app() -> Celery:
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
-        # A fresh child per job: CUDA state and GPU memory go away with it.
-        worker_max_tasks_per_child=1,
+        # No fresh pool child per job: a job's CUDA state and GPU memory live in the
+        # processes its task starts, and go away with them.
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options(settings.queue_url),
     )

@@ -105,10 +105,10 @@ class JobContext:
     def _owned(self) -> Iterator[Session]:
         """A transaction that starts by extending this worker's lease (and saving progress);
         LeaseLost, and nothing written, when the job is no longer this worker's."""
+        # only the process that trains has progress to save (the task's beat leaves it)
+        progress = dict(self.progress) or None
         with session_scope() as s:
-            status = jobs.heartbeat(
-                s, self.job_id, self.owner, self.settings.lease_s, dict(self.progress)
-            )
+            status = jobs.heartbeat(s, self.job_id, self.owner, self.settings.lease_s, progress)
             self.status = status
             if status is None:
                 raise LeaseLost(self.job_id)

@@ -1,13 +1,14 @@
-"""One of ranks 1..N-1 of a job on N processes:
+"""One process of a job: python -m worker.rank FOLDER RANK WORLD
 
-    python -m worker.rank JOB_FILE RANK WORLD RENDEZVOUS
-
-Rank 0, the Celery task (worker/ranks.py), claims the job, reports, writes checkpoints and
-outputs, writes JOB_FILE (the resolved spec and the job's inputs) and starts and stops this
-process. Here the same plan is built from that file and trained on this rank's share of each
-batch; nothing touches the database.
+The Celery task (worker/runner.py) claims the job, writes FOLDER/job.json and starts one
+process per rank (worker/ranks.py). Each builds the same plan from that file and trains its
+share of each batch (all of it on one process). Rank 0 also reports through the job's
+context (every write checked against the lease the task holds), writes the outputs and
+leaves the outcome in FOLDER: result.json and exit 0, error.json and exit 1, or an exit code
+for a stop or a lost lease.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -15,40 +16,146 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from service.config import get_settings
+from service.errors import JobError
 from service.spec import JobSpec
 from worker import ranks
-from worker.build import build
+from worker.build import Built, build, measure_teacher
+from worker.context import JobContext, LeaseLost
 from worker.engine import loop
 from worker.engine.distributed import process_group, rank_device
+from worker.exports import ExportError
 from worker.inputs import JobInputs
+from worker.outputs import write_outputs
 
 log = logging.getLogger("worker.rank")
 
+# exceptions that mean something to a user -> the job's error code ("training_error" else)
+ERROR_CODES: dict[type[Exception], str] = {
+    loop.Diverged: "diverged",
+    ExportError: "export_failed",
+}
 
-def main(job_file: Path, rank: int, world: int, rendezvous: Path) -> None:
+
+def main(folder: Path, rank: int, world: int) -> int:
     _exit_with_parent()
-    job = json.loads(job_file.read_text())
-    spec = JobSpec.model_validate(job["spec"])
-    inputs = JobInputs.from_dict(job["inputs"])
+    job_id, owner, spec, inputs = ranks.read_job(folder)
+    set_threads(world)
+    if rank == 0:
+        return report(folder, JobContext(job_id, owner, spec, get_settings()), inputs, world)
     device = rank_device(spec.train.device, rank)
-    ranks.share_cpu(device, world)
     built = build(spec, inputs, device)
-    ranks.ready_path(rendezvous, rank).touch()
-    log.info("%s: rank %d of %d on %s joining", job_file.parent.name, rank, world, device)
-    with process_group(rank, world, rendezvous, device):
+    log.info("job %s: rank %d of %d on %s joining", job_id, rank, world, device)
+    with joined(folder, rank, world, device):
         loop.train(built.plan, loop.Quiet())
-    log.info("%s: rank %d of %d done", job_file.parent.name, rank, world)
+    log.info("job %s: rank %d of %d done", job_id, rank, world)
+    return 0
+
+
+def report(folder: Path, ctx: JobContext, inputs: JobInputs, world: int) -> int:
+    """Rank 0: train and write the outputs, reporting as it goes; the outcome into FOLDER."""
+    with ctx:
+        try:
+            result = train(ctx, inputs, folder, world)
+        except loop.Stopped:
+            return ranks.EXIT_STOPPED
+        except LeaseLost:
+            log.warning("job %s: lease lost, another attempt owns it now", ctx.job_id)
+            return ranks.EXIT_LEASE_LOST
+        except Exception as exc:  # every failure reaches the job's status with a reason
+            log.exception("job %s failed", ctx.job_id)
+            _write(folder / ranks.ERROR_FILE, job_error(exc).as_dict())
+            return 1
+    _write(folder / ranks.RESULT_FILE, result)
+    return 0
+
+
+def train(ctx: JobContext, inputs: JobInputs, folder: Path, world: int) -> dict[str, Any]:
+    spec = ctx.spec
+    device = job_device(spec.train.device, world)
+    built = build(spec, inputs, device)
+    if built.teacher is not None:
+        report_teacher(ctx, built, spec, device)
+    if world > 1:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        devices = [str(rank_device(spec.train.device, r)) for r in range(world)]
+        logs = str(folder.relative_to(inputs.job_dir))
+        message = f"training on {world} processes ({backend})"
+        ctx.event("distributed", message, world=world, backend=backend, devices=devices, logs=logs)
+    with joined(folder, 0, world, device):
+        outcome = loop.train(built.plan, ctx)
+    written = write_outputs(ctx.job_id, inputs.job_dir, spec, built, outcome)
+    for type_, message in written.events:
+        ctx.event(type_, message)
+    ctx.register(written.files)
+    return written.result
+
+
+def report_teacher(ctx: JobContext, built: Built, spec: JobSpec, device: torch.device) -> None:
+    assert built.teacher is not None
+    val, source = measure_teacher(built, spec, device), built.teacher.source
+    message = f"teacher val_acc {val['val_acc']:.4f}"
+    ctx.event("teacher", message, job=source.job_id, arch=source.arch, **val)
+
+
+@contextlib.contextmanager
+def joined(folder: Path, rank: int, world: int, device: torch.device) -> Any:
+    """This rank in the job's process group when the job spans processes."""
+    if world == 1:
+        yield
+        return
+    ranks.ready_path(folder, rank).touch()
+    with process_group(rank, world, ranks.rendezvous(folder), device):
+        yield
+
+
+def job_device(name: str, world: int) -> torch.device:
+    """Rank 0's device; a CUDA job needs a GPU for each of its processes."""
+    device = rank_device(name, 0)
+    if device.type == "cuda" and (have := torch.cuda.device_count()) < world:
+        raise JobError(
+            "device_unavailable",
+            f"resources.gpus is {world} but this worker sees {have} CUDA device(s); "
+            f"run it on a worker with at least {world} GPUs",
+            retryable=True,
+        )
+    return device
+
+
+def set_threads(world: int) -> None:
+    """CPU threads from the cores this process is given: the setting, else the cores the
+    machine lets it use, shared among the job's processes."""
+    threads = get_settings().train_threads or max(1, len(os.sched_getaffinity(0)) // world)
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+
+
+def job_error(exc: Exception) -> JobError:
+    """The job's error for an exception: its own when it is one, else by its type."""
+    if isinstance(exc, JobError):
+        return exc
+    code = next((c for t, c in ERROR_CODES.items() if isinstance(exc, t)), "training_error")
+    return JobError(code, f"{type(exc).__name__}: {exc}")
+
+
+def _write(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
 
 
 def _exit_with_parent() -> None:
-    """Rank 0 gone (its worker killed): leave at once rather than wait on a dead group."""
+    """The task gone (its worker killed): leave at once rather than train for nobody."""
     parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1)
-        log.error("rank 0 (pid %d) is gone; exiting", parent)
+        log.error("the job's task (pid %d) is gone; exiting", parent)
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
@@ -56,7 +163,7 @@ def _exit_with_parent() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    job_file, rank, world, rendezvous = sys.argv[1:]
-    main(Path(job_file), int(rank), int(world), Path(rendezvous))
+    folder, rank, world = sys.argv[1:]
+    code = main(Path(folder), int(rank), int(world))
     logging.shutdown()
-    os._exit(0)  # skip torch's seconds-long interpreter teardown: rank 0 waits on this exit
+    os._exit(code)  # skip torch's seconds-long interpreter teardown: the task waits on this exit

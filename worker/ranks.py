@@ -1,10 +1,14 @@
-"""The processes that train a job. This one is rank 0: the Celery task, which reports and
-writes the outputs. A job with `resources.gpus: N` also has ranks 1..N-1, `python -m
-worker.rank` children that read the job from a file rank 0 writes, watched and always
-stopped. One sequence for one process and for N: a job of one has no other ranks.
+"""The processes that train a job, seen from the Celery task that supervises them.
 
-Not multiprocessing: the job runs in Celery's prefork pool child, a daemonic process, and
-those may not start processes of their own.
+Every job trains in processes the task launches, one per rank (`resources.gpus`, one by
+default): `python -m worker.rank FOLDER RANK WORLD`, each reading the job from a file the
+task writes into a new folder per attempt. Rank 0 reports (events, checkpoints, outputs)
+through its own JobContext and leaves its outcome in the folder; the task only watches the
+processes, and stops them all whatever happens. One code path for one process and for N.
+
+Not multiprocessing, and not inside the task's own process: Celery's prefork pool child is
+daemonic, so it may have no children of its own (DataLoader workers), and CUDA cannot be
+re-initialised in a forked child. Nothing here imports torch.
 """
 
 import contextlib
@@ -20,166 +24,119 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from service.errors import JobError
 from service.spec import JobSpec
 from worker.context import JobContext, LeaseLost
-from worker.engine import loop
-from worker.engine.distributed import TIMEOUT, process_group, rank_device
+from worker.engine.stop import Stopped
 from worker.inputs import JobInputs
 
 log = logging.getLogger(__name__)
-JOB_FILE = "job.json"  # the resolved spec and the inputs, for ranks 1..N-1
 
-
-def job_device(name: str, world: int) -> torch.device:
-    """Rank 0's device; a CUDA job needs a GPU for each of its processes."""
-    device = rank_device(name, 0)
-    if device.type == "cuda" and (have := torch.cuda.device_count()) < world:
-        raise JobError(
-            "device_unavailable",
-            f"resources.gpus is {world} but this worker sees {have} CUDA device(s); "
-            f"run it on a worker with at least {world} GPUs",
-            retryable=True,
-        )
-    return device
-
-
-def share_cpu(device: torch.device, world: int) -> None:
-    """N processes training on one machine's CPU share its cores instead of each taking all."""
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads() // world))
-
-
-def _attempt_dir(job_dir: Path) -> Path:
-    """A new folder per attempt for the rendezvous file (it must not exist beforehand), the
-    job file, the ranks' logs and their ready files."""
-    return job_dir / "ddp" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+JOB_FILE = "job.json"  # the job id, the owner of its lease, the resolved spec, its inputs
+RESULT_FILE = "result.json"  # rank 0's result summary, once the job's outputs are written
+ERROR_FILE = "error.json"  # rank 0's JobError, when it failed with one
+# rank 0's exit codes besides 0 (result written) and 1 (error written)
+EXIT_STOPPED = 3  # cancelled, or past max_runtime_s
+EXIT_LEASE_LOST = 4  # another attempt owns the job now
+POLL_S = 0.2
+STOP_GRACE_S = 30.0  # a rank 0 asked to stop (a cancel) that has not, is terminated after it
 
 
 class RankFailed(RuntimeError):
-    """Another rank of the job exited on its own before rank 0 was done."""
+    """A process of the job exited without the job's outcome."""
 
 
-def ready_path(rendezvous: Path, rank: int) -> Path:
+def rendezvous(folder: Path) -> Path:
+    """The file the ranks of a job on several processes meet at (it must not exist yet)."""
+    return folder / "rendezvous"
+
+
+def ready_path(folder: Path, rank: int) -> Path:
     """A rank touches it once it has built its plan, just before it joins the group."""
-    return rendezvous.with_name(f"rank{rank}.ready")
+    return folder / f"rank{rank}.ready"
 
 
-def log_path(rendezvous: Path, rank: int) -> Path:
-    return rendezvous.with_name(f"rank{rank}.log")
+def log_path(folder: Path, rank: int) -> Path:
+    return folder / f"rank{rank}.log"
 
 
 @dataclass
 class Ranks:
-    """Ranks 1..N-1 of a job, each a child process with its own log, around rank 0."""
+    """A job's processes, each with its own log in the attempt's folder."""
 
-    rendezvous: Path  # in a new folder per attempt, with the job file and the ranks' logs
+    folder: Path
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
-    device: torch.device = torch.device("cpu")  # rank 0's
-    layout: dict[str, Any] = field(default_factory=dict)  # devices and logs, for an event
-
-    @property
-    def world(self) -> int:
-        return len(self.procs) + 1
 
     @classmethod
     @contextlib.contextmanager
-    def started(cls, spec: JobSpec, inputs: JobInputs, device: torch.device) -> Iterator["Ranks"]:
-        """The job's other ranks, started; stopped on the way out (given a few seconds to
-        finish their last evaluation when the block succeeded)."""
-        world = spec.resources.gpus
-        ranks = cls(_attempt_dir(inputs.job_dir) / "rendezvous", device=device)
-        threads, done = torch.get_num_threads(), False
+    def started(cls, ctx: JobContext, inputs: JobInputs) -> Iterator["Ranks"]:
+        """The job's processes, started; stopped on the way out (given a few seconds to
+        finish when rank 0 has the outcome)."""
+        ranks = cls(attempt_dir(inputs.job_dir))
+        done = False
         try:
-            if world > 1:
-                ranks.spawn(spec, inputs, world)
-            share_cpu(device, world)
+            ranks.spawn(job_file(ctx, inputs), ctx.spec.resources.gpus)
             yield ranks
             done = True
         finally:
             ranks.stop(grace_s=10 if done else 0)
-            torch.set_num_threads(threads)
 
-    def spawn(self, spec: JobSpec, inputs: JobInputs, world: int) -> None:
-        self.rendezvous.parent.mkdir(parents=True)
-        job_file = self.rendezvous.with_name(JOB_FILE)
-        job = {"spec": spec.model_dump(mode="json"), "inputs": inputs.to_dict()}
-        job_file.write_text(json.dumps(job))
-        self.layout = {
-            "devices": [str(rank_device(spec.train.device, r)) for r in range(world)],
-            "logs": str(self.rendezvous.parent.relative_to(inputs.job_dir)),
-        }
-        for rank in range(1, world):
-            cmd = [sys.executable, "-m", "worker.rank", str(job_file), str(rank), str(world)]
-            with log_path(self.rendezvous, rank).open("ab") as out:  # the child has its own fd
+    def spawn(self, job: dict[str, Any], world: int) -> None:
+        self.folder.mkdir(parents=True)
+        (self.folder / JOB_FILE).write_text(json.dumps(job))
+        for rank in range(world):
+            cmd = [sys.executable, "-m", "worker.rank", str(self.folder), str(rank), str(world)]
+            with log_path(self.folder, rank).open("ab") as out:  # the child has its own fd
                 self.procs[rank] = subprocess.Popen(
-                    [*cmd, str(self.rendezvous)], stdin=subprocess.DEVNULL, stdout=out, stderr=out
+                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out
                 )
 
-    def train(self, plan: loop.TrainPlan, ctx: JobContext) -> loop.TrainResult:
-        """Rank 0's run: alone, or in the job's process group once every rank is ready."""
-        if not self.procs:
-            return loop.train(plan, ctx)
-        self.wait_ready(ctx)
-        backend = "nccl" if self.device.type == "cuda" else "gloo"
-        ctx.event(
-            "distributed",
-            f"training on {self.world} processes ({backend})",
-            world=self.world,
-            backend=backend,
-            **self.layout,
-        )
-        with process_group(0, self.world, self.rendezvous, self.device):
-            try:
-                return loop.train(plan, Watched(ctx, self))
-            except (loop.Stopped, LeaseLost, RankFailed):
-                raise
-            except Exception as exc:  # another rank's death is the usual cause: say so
-                self.note_failures(exc)
-                raise
+    def outcome(self, ctx: JobContext) -> dict[str, Any]:
+        """Wait for rank 0's outcome, watching every process and the job: the job's result,
+        or the exception that says how it ended."""
+        asked_to_stop: float | None = None
+        while (code := self.procs[0].poll()) is None:
+            self.check(exclude_rank_0=True)
+            if ctx.status is None:
+                raise LeaseLost(ctx.job_id)
+            if ctx.status == "cancelling":
+                asked_to_stop = asked_to_stop or time.monotonic()
+                if time.monotonic() - asked_to_stop > STOP_GRACE_S:
+                    raise Stopped("the job's processes did not stop when asked")
+            time.sleep(POLL_S)
+        return self.read_outcome(code)
 
-    def failed(self) -> dict[int, int]:
+    def read_outcome(self, code: int) -> dict[str, Any]:
+        if code == 0:
+            return dict(json.loads((self.folder / RESULT_FILE).read_text()))
+        if code == EXIT_STOPPED:
+            raise Stopped("rank 0 stopped")
+        if code == EXIT_LEASE_LOST:
+            raise LeaseLost(str(self.folder))
+        error = self.folder / ERROR_FILE
+        if error.exists():
+            raise JobError(**json.loads(error.read_text()))
+        self.check()  # another rank's death is the usual cause of rank 0's: name it first
+        raise RankFailed(self.describe({0: code}))
+
+    def failed(self, exclude_rank_0: bool = False) -> dict[int, int]:
         """{rank: exit code} of the ranks that have exited with an error."""
-        codes = {rank: proc.poll() for rank, proc in self.procs.items()}
+        codes = {r: p.poll() for r, p in self.procs.items() if r or not exclude_rank_0}
         return {rank: code for rank, code in codes.items() if code}
 
-    def check(self) -> None:
-        if failed := self.failed():
+    def check(self, exclude_rank_0: bool = False) -> None:
+        if failed := self.failed(exclude_rank_0):
             raise RankFailed(self.describe(failed))
 
     def describe(self, failed: dict[int, int]) -> str:
         return "\n".join(
             f"rank {rank} exited with code {code}; the end of its log "
-            f"({log_path(self.rendezvous, rank).name}):\n{_tail(log_path(self.rendezvous, rank))}"
+            f"({log_path(self.folder, rank).name}):\n{_tail(log_path(self.folder, rank))}"
             for rank, code in sorted(failed.items())
         )
 
-    def wait_ready(self, reporter: Any) -> None:
-        """Until every rank has built its plan. Joining the group blocks until all ranks join,
-        so a rank that died or a cancel would be noticed only after its 10-minute timeout."""
-        deadline = time.monotonic() + TIMEOUT.total_seconds()
-        waiting = set(self.procs)
-        while waiting:
-            self.check()
-            if reporter.should_stop():
-                raise loop.Stopped("stopped while the job's processes started")
-            if time.monotonic() > deadline:
-                raise RankFailed(f"ranks {sorted(waiting)} did not start within {TIMEOUT}")
-            waiting = {r for r in waiting if not ready_path(self.rendezvous, r).exists()}
-            time.sleep(0.1 if waiting else 0)
-
-    def note_failures(self, exc: BaseException, grace_s: float = 2.0) -> None:
-        """Add to `exc` the log of any rank that exited with an error (within `grace_s`)."""
-        deadline = time.monotonic() + grace_s
-        while not (failed := self.failed()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if failed:
-            exc.add_note(self.describe(failed))
-
     def stop(self, grace_s: float) -> None:
-        """Let the ranks exit on their own for `grace_s`, then terminate, then kill; reap."""
+        """Let the processes exit on their own for `grace_s`, then terminate, then kill; reap."""
         deadline = time.monotonic() + grace_s
         for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -193,34 +150,28 @@ class Ranks:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            log.info(
-                "rank %d of %s exited with code %s", rank, self.rendezvous.parent, proc.returncode
-            )
+            log.info("rank %d of %s exited with code %s", rank, self.folder, proc.returncode)
 
 
-@dataclass
-class Watched:
-    """Rank 0's callbacks: the context's, and a rank that exited with an error stops the
-    loop at its next step (before the next collective waits on it)."""
+def job_file(ctx: JobContext, inputs: JobInputs) -> dict[str, Any]:
+    """What every rank reads: the job, the owner of its lease, its spec and inputs."""
+    return {
+        "job_id": ctx.job_id,
+        "owner": ctx.owner,
+        "spec": ctx.spec.model_dump(mode="json"),
+        "inputs": inputs.to_dict(),
+    }
 
-    reporter: JobContext
-    ranks: Ranks
 
-    def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None:
-        self.reporter.on_step(epoch, step, steps_per_epoch)
+def read_job(folder: Path) -> tuple[str, str, JobSpec, JobInputs]:
+    job = json.loads((folder / JOB_FILE).read_text())
+    spec = JobSpec.model_validate(job["spec"])
+    return job["job_id"], job["owner"], spec, JobInputs.from_dict(job["inputs"])
 
-    def should_stop(self) -> bool:
-        self.ranks.check()
-        return self.reporter.should_stop()
 
-    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.reporter.on_epoch(epoch, metrics)
-
-    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None:
-        self.reporter.on_checkpoint(path, epoch, kind)
-
-    def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None:
-        self.reporter.on_event(type_, message, data)
+def attempt_dir(job_dir: Path) -> Path:
+    """A new folder per attempt: the job file, the rendezvous, the ranks' logs, the outcome."""
+    return job_dir / "ranks" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
 def _tail(path: Path, size: int = 2000) -> str:

@@ -5,6 +5,6 @@ from worker.celery_app import RUN_JOB_TASK, app
 
 @app.task(name=RUN_JOB_TASK)
 def run_job(job_id: str) -> str:
-    from worker import runner  # imported here so only the pool child ever loads torch
+    from worker import runner  # the pool child's own imports stay out of the parent
 
     return runner.run(job_id)

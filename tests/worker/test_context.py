@@ -177,3 +177,18 @@ def test_past_its_runtime_the_job_stops_with_a_reason(clean_db: Any) -> None:
     assert ctx.finish(error=error) == "failed"
     with session_scope() as s:
         assert jobs.get_job(s, ctx.job_id).error == error.as_dict()
+
+
+def test_a_beat_without_progress_of_its_own_leaves_the_jobs(clean_db: Any) -> None:
+    """The task's context beats too, while rank 0's saves the progress: it must not erase it."""
+    trainer = claimed()
+    task = JobContext(trainer.job_id, trainer.owner, trainer.spec, SETTINGS)
+    trainer.on_step(2, 5, 10)
+    trainer.beat()
+    task.beat()
+    with session_scope() as s:
+        assert jobs.get_job(s, trainer.job_id).progress == {
+            "epoch": 2,
+            "step": 5,
+            "steps_per_epoch": 10,
+        }
