@@ -1,9 +1,11 @@
 # Two commands do all the set-up on a fresh machine:  make run  |  make test
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU wheel of torch lies on this project's dev/CI machines; a GPU host installs its
-# CUDA build instead (make TORCH=torch install, or pip install -e '.[worker]').
-TORCH ?= torch==2.13.0
+# The torch stack, pinned: this pair of torch and torchvision lies on this project's dev/CI
+# machines (a CUDA build that runs on the CPU); timm's model list is committed for its version
+# (service/timm_archs.json). A GPU host may install its own build instead
+# (make TORCH="torch torchvision timm" install, or pip install -e '.[worker]').
+TORCH ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31
 
 .PHONY: install run test lint clean
 
@@ -12,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 

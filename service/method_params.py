@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Self
 from pydantic import Field
 
 from service.errors import FieldError
-from service.names import STAGES, Arch, Strict
+from service.names import Arch, Strict, stages
 
 if TYPE_CHECKING:
     from service.spec import JobSpec
@@ -48,21 +48,21 @@ class MethodBase(Strict):
             errors.append(FieldError("teacher", f"method {name!r} needs a teacher"))
         if not self.needs_teacher and spec.teacher is not None:
             errors.append(FieldError("teacher", f"method {name!r} takes no teacher"))
-        if self.needs_stage_features and not STAGES[spec.student.arch]:
+        if self.needs_stage_features and not stages(spec.student.arch):
             why = f"{name} needs stage features, which {spec.student.arch} does not have"
             errors.append(FieldError("student.arch", why))
         return errors
 
     def teacher_problems(self, spec: "JobSpec", teacher: TeacherFacts) -> list[FieldError]:
         """Rules between this method and a teacher that fits the data."""
-        name, stages = self.name, (STAGES[teacher.arch], STAGES[spec.student.arch])
-        if self.needs_stage_features and not stages[0]:
+        name, counts = self.name, (stages(teacher.arch), stages(spec.student.arch))
+        if self.needs_stage_features and not counts[0]:
             why = f"{name} needs stage features, which the teacher's {teacher.arch} does not have"
             return [FieldError(teacher.field, why)]
-        if self.needs_same_stages and 0 not in stages and stages[0] != stages[1]:
+        if self.needs_same_stages and 0 not in counts and counts[0] != counts[1]:
             why = (
-                f"{name} pairs stage by stage: the teacher has {stages[0]} stages, "
-                f"the student {stages[1]}"
+                f"{name} pairs stage by stage: the teacher has {counts[0]} stages, "
+                f"the student {counts[1]}"
             )
             return [FieldError(teacher.field, why)]
         return []

@@ -1,8 +1,12 @@
-"""Names the API shares with the engine without importing it (a test keeps them equal)."""
+"""Names the API shares with the engine without importing it (tests keep them equal)."""
 
-from typing import Literal
+import difflib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 ARCHITECTURES = (
     "cnn_small",
@@ -30,16 +34,60 @@ ARCHITECTURES = (
     "shufflenetv2",
     "mlp",
 )
-Arch = Literal[ARCHITECTURES]  # type: ignore[valid-type]
+ZooArch = Literal[ARCHITECTURES]  # type: ignore[valid-type]
+TIMM = "timm/"  # any timm architecture: "timm/<name>", e.g. "timm/mobilenetv3_large_100"
+TIMM_ARCHS = Path(__file__).with_name("timm_archs.json")  # python -m worker.timm_archs
 
 
 DATASETS = ("digits", "synthetic", "upload")
 DatasetName = Literal[DATASETS]  # type: ignore[valid-type]
-# stage features each architecture exposes (a test derives them from the engine's models)
+# stage features each zoo architecture exposes (a test derives them from the engine's models)
 STAGES = {
     arch: 0 if arch == "mlp" else 4 if arch.startswith(("vgg", "mobilenetv2")) else 3
     for arch in ARCHITECTURES
 }
+
+
+@lru_cache
+def timm_archs() -> dict[str, object]:
+    return dict(json.loads(TIMM_ARCHS.read_text()))
+
+
+def timm_stages() -> dict[str, int]:
+    """{timm model name: its stage features}, for the timm version the file was made with."""
+    return dict(timm_archs()["stages"])  # type: ignore[call-overload]
+
+
+def stages(arch: str) -> int:
+    """How many stage features an architecture exposes (0: none)."""
+    if arch.startswith(TIMM):
+        return timm_stages()[arch.removeprefix(TIMM)]
+    return STAGES[arch]
+
+
+def known_arch(arch: str) -> str:
+    """`arch` when it is a zoo name or timm/<a timm model name>, else why not."""
+    timm = arch.startswith(TIMM) and arch.removeprefix(TIMM) in timm_stages()
+    if arch in ARCHITECTURES or timm:
+        return arch
+    names = [*ARCHITECTURES, *(TIMM + n for n in timm_stages())]
+    close = difflib.get_close_matches(arch, names, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"unknown architecture {arch!r}: a zoo name ({', '.join(ARCHITECTURES)}) or "
+        f"timm/<one of timm {timm_archs()['timm']}'s {len(timm_stages())} models>{hint}"
+    )
+
+
+Arch = Annotated[
+    str,
+    Field(
+        max_length=100,
+        description="a zoo architecture, or timm/<name> for any timm model "
+        '(e.g. "timm/mobilenetv3_large_100")',
+    ),
+    AfterValidator(known_arch),
+]
 
 
 class Strict(BaseModel):

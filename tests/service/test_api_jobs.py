@@ -92,6 +92,8 @@ BAD = [
     ("method", {"name": "dark_magic"}, "method.name"),
     ("method", {"name": "kd", "temperature": -1}, "method.temperature"),
     ("student.arch", "vit_huge", "student.arch"),
+    ("student.arch", "timm/no_such_model", "student.arch"),
+    ("student.arch", "timm/", "student.arch"),
     ("data.dataset", "imagenet", "data.dataset"),
     ("train.epochs", -3, "train.epochs"),
     ("train.schedule.milestones", [0, 2], "train.schedule.milestones"),
@@ -367,3 +369,16 @@ def test_event_stream_keeps_the_last_event_of_a_job_finishing_meanwhile(
     )
     frames = sse_frames(r.text)
     assert [json.loads(f["data"])["data"]["status"] for f in frames] == ["succeeded"]
+
+
+def test_any_timm_architecture_by_name(client, spec_body, count_jobs):
+    spec_body["student"] = {"arch": "timm/mobilenetv3_small_050"}
+    spec_body["method"] = {"name": "kdcl", "peers": ["timm/resnet18", "resnet8"]}
+    r = client.post("/v1/jobs", json=spec_body)
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["student"]["arch"] == "timm/mobilenetv3_small_050"
+    spec_body["student"] = {"arch": "timm/mobilenetv3_smal_050"}  # a typo
+    body = problem(client.post("/v1/jobs", json=spec_body), 422)
+    assert fields(body) == ["student.arch"]
+    assert "did you mean timm/mobilenetv3_small_050" in body["errors"][0]["message"]
+    assert count_jobs() == 1

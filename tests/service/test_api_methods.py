@@ -173,3 +173,35 @@ def test_reviewkd_refuses_pairs_with_different_stage_counts(
         "teacher": {"job": teacher},
     }
     assert post(client, count_jobs, body) == ["teacher.job"]
+
+
+def test_reviewkd_pairs_timm_models_by_their_stage_counts(
+    client: TestClient, count_jobs: Any, job_in: Any
+) -> None:
+    teacher = job_in("succeeded", student={"arch": "timm/resnet18"})  # 5 stages
+    body = {
+        "method": {"name": "reviewkd"},
+        "student": {"arch": "timm/convnext_atto"},  # 4 stages
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+    }
+    assert post(client, count_jobs, body) == ["teacher.job"]
+    body["student"] = {"arch": "timm/mobilenetv3_small_050"}  # 5 stages
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["method"]["weight"] == 1.0  # no published value for this pair
+
+
+def test_reviewkd_takes_the_published_weight_of_its_pair_unless_given(
+    client: TestClient, job_in: Any
+) -> None:
+    teacher = job_in("succeeded", student={"arch": "resnet32x4"})
+    body = {
+        "method": {"name": "reviewkd"},
+        "student": {"arch": "resnet8x4"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+    }
+    assert client.post("/v1/jobs", json=body).json()["spec"]["method"]["weight"] == 5.0
+    body["method"]["weight"] = 2.0
+    assert client.post("/v1/jobs", json=body).json()["spec"]["method"]["weight"] == 2.0

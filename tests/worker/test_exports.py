@@ -30,6 +30,8 @@ FAMILIES = [
     ("shufflenetv1", (1, 8, 8)),
     ("shufflenetv2", (1, 8, 8)),
     ("mlp", (1, 8, 8)),
+    ("timm/mobilenetv3_small_050", (3, 32, 32)),
+    ("timm/resnet18", (1, 32, 32)),
 ]
 
 

@@ -135,8 +135,8 @@ def test_identical_views_give_no_kl_and_no_mmd() -> None:
     assert terms["mmd"].item() == pytest.approx(0.0, abs=1e-9)
 
 
-def test_ddgsd_needs_a_zoo_model() -> None:
-    with pytest.raises(ValueError, match="zoo model"):
+def test_ddgsd_needs_a_model_with_stage_features() -> None:
+    with pytest.raises(ValueError, match="stage features"):
         make_method("ddgsd", nn.Linear(2, 2))
 
 

@@ -149,7 +149,7 @@ def test_spatial_mismatch_is_resized_to_the_teacher() -> None:
 
 def test_construction_errors_and_modes() -> None:
     s, t = build_model("resnet8", 10, 1), build_model("resnet8", 10, 1)
-    with pytest.raises(ValueError, match="zoo models"):
+    with pytest.raises(ValueError, match="stage features"):
         make_method("reviewkd", torch.nn.Linear(2, 2), t, (1, 8, 8))
     s.train()
     method = make_method("reviewkd", s, t, (1, 8, 8))

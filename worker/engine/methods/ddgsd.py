@@ -9,7 +9,7 @@ T^2 is Hinton's scale correction; it is 1 at the paper's T = 1.
 """
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from torch import Tensor
 from worker.engine.methods.base import Batch, Method
 from worker.engine.methods.kd import kd_loss
 from worker.engine.methods.registry import register
-from worker.engine.zoo import ZooModel
+from worker.engine.zoo.base import forward_stages, has_stages
 
 
 def symmetric_kl(z_a: Tensor, z_b: Tensor, temperature: float, detach_targets: bool) -> Tensor:
@@ -80,8 +80,8 @@ class DDGSD(Method):
         **base: Any,
     ) -> None:
         super().__init__(**base)
-        if not isinstance(self.student, ZooModel):
-            raise ValueError("ddgsd needs a zoo model: it reads the pooled penultimate feature")
+        if not has_stages(self.student):
+            raise ValueError("ddgsd needs a model with stage features: it reads the pooled one")
         self.kl_weight, self.mmd_weight, self.temperature = kl_weight, mmd_weight, temperature
         self.detach_targets, self.mmd = detach_targets, KERNELS[mmd_kernel]
         self.mmd_sigma = mmd_sigma
@@ -89,7 +89,7 @@ class DDGSD(Method):
     def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
         # One forward over both views: BatchNorm sees the 2N images together.
         views = torch.cat([batch.view(), batch.view()])
-        logits, stages = cast(ZooModel, self.student).forward_features(views)
+        logits, stages = forward_stages(self.student, views)
         (z_a, z_b), (f_a, f_b) = logits.chunk(2), stages.pooled.chunk(2)
         kl = symmetric_kl(z_a, z_b, self.temperature, self.detach_targets)
         return {

@@ -20,8 +20,7 @@ from worker.engine.distributed import broadcast_from_main
 from worker.engine.methods.base import Batch, EpochContext, Method
 from worker.engine.methods.factor import AutoEncoder, coder, fit_epoch
 from worker.engine.methods.registry import register
-from worker.engine.zoo import ZooModel
-from worker.engine.zoo.base import probe
+from worker.engine.zoo.base import forward_stages, probe
 
 
 def factor_distance(a: Tensor, b: Tensor) -> Tensor:
@@ -47,8 +46,7 @@ AE_MOMENTUM, AE_WEIGHT_DECAY = 0.9, 5e-4  # the official auto-encoder SGD (neste
 
 
 def last_stage(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    assert isinstance(model, ZooModel), "iekd needs zoo models (forward_features)"
-    logits, feats = model.forward_features(x)
+    logits, feats = forward_stages(model, x)
     return logits, feats.feats[-1]
 
 

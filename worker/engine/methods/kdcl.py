@@ -124,7 +124,7 @@ class KDCL(Method):
     def extra_models(self) -> dict[str, nn.Module]:
         best = int(self.best_peer)
         return {
-            f"peer{i}_{getattr(p, 'arch', '') or type(p).__name__}": p
+            f"peer{i}_{(getattr(p, 'arch', '') or type(p).__name__).replace('/', '-')}": p
             for i, p in enumerate(self.members())
             if i != best
         }

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from worker.engine.methods.base import Batch, Method
 from worker.engine.methods.registry import register
-from worker.engine.zoo.base import StageFeatures, ZooModel, probe
+from worker.engine.zoo.base import StageFeatures, forward_stages, probe
 
 
 def hcl_loss(student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
@@ -110,10 +110,9 @@ class ReviewKD(Method):
 
     def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
         images = batch.view()
-        assert isinstance(self.student, ZooModel) and isinstance(self.teacher, ZooModel)
-        logits, s = self.student.forward_features(images)
+        logits, s = forward_stages(self.student, images)
         with torch.no_grad():
-            _, t = self.teacher.forward_features(images)
+            _, t = forward_stages(self.teacher, images)
         ce = F.cross_entropy(logits.float(), batch.labels)
         hcl = hcl_loss(self.review(levels(s, preact=False)), levels(t, preact=True))
         factor = self.weight * warmup(epoch, self.warmup_epochs)

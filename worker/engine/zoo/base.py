@@ -41,13 +41,30 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
+def has_stages(model: nn.Module) -> bool:
+    """Whether `forward_stages` can read the model's stage features."""
+    return isinstance(model, ZooModel) or hasattr(model, "forward_intermediates")
+
+
+def forward_stages(model: nn.Module, x: Tensor) -> tuple[Tensor, StageFeatures]:
+    """Logits and stage features: a zoo model's own, or a timm model's through timm's
+    feature API (`forward_intermediates`: each stage's output, which timm gives after its
+    activation, so preact and feats are the same maps)."""
+    if isinstance(model, ZooModel):
+        return model.forward_features(x)
+    final, stages = model.forward_intermediates(x)  # type: ignore[operator]
+    logits = model.forward_head(final)  # type: ignore[operator]
+    pooled = model.forward_head(final, pre_logits=True)  # type: ignore[operator]
+    return logits, StageFeatures(preact=list(stages), feats=list(stages), pooled=pooled)
+
+
 def probe(
     model: nn.Module, input_shape: tuple[int, int, int], why: str
 ) -> tuple[Tensor, StageFeatures]:
     """Logits and stage features of one zero image on the model's own device, in eval mode
     and without gradients. Methods size their own modules by it."""
-    if not isinstance(model, ZooModel):
-        raise ValueError(f"{why} needs zoo models with stage features, got {type(model)}")
+    if not has_stages(model):
+        raise ValueError(f"{why} needs models with stage features, got {type(model)}")
     device = next(model.parameters()).device
     with torch.no_grad(), eval_mode(model):
-        return model.forward_features(torch.zeros(1, *input_shape, device=device))
+        return forward_stages(model, torch.zeros(1, *input_shape, device=device))

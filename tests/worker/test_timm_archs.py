@@ -1,0 +1,49 @@
+"""service/timm_archs.json is the installed timm's model list, with the stage counts the
+engine's models really have."""
+
+import json
+
+import pytest
+import timm
+import torch
+
+from service import names
+from worker import timm_archs
+from worker.engine.zoo import build_model
+from worker.engine.zoo.base import forward_stages
+from worker.engine.zoo.registry import TIMM
+
+COMMITTED = json.loads(timm_archs.PATH.read_text())
+
+
+def test_committed_names_are_the_installed_timms():
+    """If this fails, run `python -m worker.timm_archs` and commit service/timm_archs.json."""
+    assert COMMITTED["timm"] == timm.__version__
+    assert sorted(COMMITTED["stages"]) == sorted(timm.list_models())
+    assert COMMITTED["pretrained"] == timm_archs.pretrained()
+    assert timm_archs.PATH.read_text() == timm_archs.render(COMMITTED)
+
+
+# every 50th model (the whole list takes minutes to rebuild) and those the tests train
+SAMPLE = sorted(COMMITTED["stages"])[::50] + ["resnet18", "mobilenetv3_small_050"]
+
+
+@pytest.mark.parametrize("name", SAMPLE)
+def test_committed_stage_counts_are_the_models(name: str) -> None:
+    assert COMMITTED["stages"][name] == timm_archs.stage_count(name)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv3_small_050", "convnext_atto"])
+def test_a_timm_model_has_the_stage_features_the_api_counts(name: str) -> None:
+    model = build_model(f"{TIMM}{name}", 7, 2).eval()
+    with torch.no_grad():
+        logits, stages = forward_stages(model, torch.zeros(2, 2, 64, 64))
+        assert torch.allclose(logits, model(torch.zeros(2, 2, 64, 64)), atol=1e-5)
+    assert logits.shape == (2, 7) and stages.pooled.shape[0] == 2
+    assert len(stages.feats) == names.stages(f"{TIMM}{name}")
+    assert all(f.dim() == 4 for f in stages.feats)
+    assert model.arch == f"{TIMM}{name}"  # type: ignore[comparison-overlap]
+
+
+def test_the_api_and_the_engine_name_timm_alike():
+    assert names.TIMM == TIMM
