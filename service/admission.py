@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 from service import jobs, store, teachers
 from service.errors import Conflict, FieldError, InvalidSpec
 from service.method_params import TeacherFacts
+from service.names import TIMM, has_pretrained
 from service.spec import DataShape, DataSpec, JobSpec, TeacherRef, spec_problems
 from service.tables import Dataset, Job, RegisteredModel
 
@@ -31,6 +32,8 @@ def admit(s: Session, spec: JobSpec) -> JobSpec:
     """The resolved spec to store, or InvalidSpec naming every bad field."""
     shape = data_shape(s, spec.data)
     teacher = teacher_facts(s, spec.teacher) if spec.teacher is not None else None
+    if spec.student.init is not None and (errors := init_problems(s, spec, shape)):
+        raise InvalidSpec(errors)
     return resolve(spec, shape, teacher)
 
 
@@ -109,4 +112,43 @@ def teacher_fit(teacher: TeacherFacts, shape: DataShape) -> list[FieldError]:
             f"channels, this data has {shape.num_classes} / {shape.channels}"
         )
         return [FieldError(teacher.field, why)]
+    return []
+
+
+def init_problems(s: Session, spec: JobSpec, shape: DataShape) -> list[FieldError]:
+    """Whether the student can start from the weights `student.init` names: the same
+    architecture and input channels (a classifier for other classes is replaced)."""
+    init, arch = spec.student.init, spec.student.arch
+    assert init is not None
+    if init.pretrained:
+        if has_pretrained(arch):
+            return []
+        why = (
+            f"timm has no pretrained weights for {arch}"
+            if arch.startswith(TIMM)
+            else ("pretrained weights come from timm: use a timm/<name> architecture")
+        )
+        return [FieldError("student.init.pretrained", why)]
+    if init.model is not None:
+        # FOR SHARE: a DELETE of the model waits for this job's row, then sees it
+        row = s.get(RegisteredModel, init.model, with_for_update={"read": True})
+        if row is None:
+            return [FieldError("student.init.model", f"no model {init.model!r}")]
+        return _start_fit("student.init.model", row.arch, row.in_channels, arch, shape)
+    job = s.get(Job, init.job or "")
+    if job is None or job.status != "succeeded":
+        why = f"job {init.job!r} is {job.status}" if job else f"no job {init.job!r}"
+        return [FieldError("student.init.job", f"{why}; a start must be a succeeded job")]
+    start_arch, _, in_channels = teachers.job_student(job)
+    return _start_fit("student.init.job", start_arch, in_channels, arch, shape)
+
+
+def _start_fit(
+    field: str, start_arch: str, in_channels: int, arch: str, shape: DataShape
+) -> list[FieldError]:
+    if start_arch != arch:
+        return [FieldError(field, f"the weights are a {start_arch}, the student a {arch}")]
+    if in_channels != shape.channels:
+        why = f"the weights take {in_channels} channels, this data has {shape.channels}"
+        return [FieldError(field, why)]
     return []

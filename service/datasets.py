@@ -125,6 +125,6 @@ def delete_dataset(s: Session, dataset_id: str) -> None:
     """Refused (409) while a queued or running job trains on it; the row goes, and its file
     once that is committed."""
     queries.delete_unless_used(
-        s, Dataset, dataset_id, "dataset", Job.dataset_id, "is used by", "dataset_in_use"
+        s, Dataset, dataset_id, "dataset", (Job.dataset_id,), "is used by", "dataset_in_use"
     )
     uploads.discard_after_commit(s, dataset_dir(dataset_id))

@@ -38,6 +38,7 @@ def create_job(
         queue=spec.resources.queue,
         teacher_job_id=spec.teacher.job if spec.teacher else None,
         teacher_model_id=spec.teacher.model if spec.teacher else None,
+        init_model_id=spec.student.init.model if spec.student.init else None,
         dataset_id=spec.data.upload,
         idempotency_key=idempotency_key,
         request_hash=request_hash,

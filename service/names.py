@@ -58,6 +58,12 @@ def timm_stages() -> dict[str, int]:
     return dict(timm_archs()["stages"])  # type: ignore[call-overload]
 
 
+def has_pretrained(arch: str) -> bool:
+    """Whether timm has pretrained weights for a timm/<name> architecture."""
+    names = timm_archs()["pretrained"]
+    return arch.startswith(TIMM) and arch.removeprefix(TIMM) in names  # type: ignore[operator]
+
+
 def stages(arch: str) -> int:
     """How many stage features an architecture exposes (0: none)."""
     if arch.startswith(TIMM):

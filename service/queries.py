@@ -3,7 +3,7 @@ refusing to delete what unfinished jobs still use."""
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from service import paging
@@ -32,19 +32,27 @@ def list_jobs(
     return paging.newest_first(s, Job, *where, limit=limit, cursor=cursor)
 
 
-def unfinished_users(s: Session, column: Any, ident: str, limit: int = 5) -> list[str]:
-    """Ids of queued or active jobs whose `column` names `ident` (a model, a dataset)."""
-    q = select(Job.id).where(column == ident, Job.status.in_(("queued", *ACTIVE))).limit(limit)
+def unfinished_users(s: Session, columns: tuple[Any, ...], ident: str, limit: int = 5) -> list[str]:
+    """Ids of queued or active jobs that name `ident` (a model, a dataset) in any of
+    `columns`."""
+    named = or_(*(column == ident for column in columns))
+    q = select(Job.id).where(named, Job.status.in_(("queued", *ACTIVE))).limit(limit)
     return list(s.scalars(q))
 
 
 def delete_unless_used(
-    s: Session, table: type[Any], ident: str, what: str, column: Any, role: str, code: str
+    s: Session,
+    table: type[Any],
+    ident: str,
+    what: str,
+    columns: tuple[Any, ...],
+    role: str,
+    code: str,
 ) -> None:
     """Delete row `ident` of `table` (a model, a dataset) unless queued or running jobs
-    name it in `column`: then 409 `code`, "<what> <ident> <role> unfinished jobs [...]"."""
+    name it in `columns`: then 409 `code`, "<what> <ident> <role> unfinished jobs [...]"."""
     row = get_or_404(s, table, what, ident, for_update=True)
-    users = unfinished_users(s, column, ident)
+    users = unfinished_users(s, columns, ident)
     if users:
         raise Conflict(
             f"{what} {ident!r} {role} unfinished jobs {users}; "

@@ -39,6 +39,12 @@ class DataSpec(Strict):
     # apart from train.seed so a teacher and its students share one validation split
     split_seed: int = Field(0, ge=0, le=2**31 - 1)
     augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
+    normalisation: Literal["auto", "dataset", "imagenet"] = Field(
+        "auto",
+        description="per-channel statistics the images are normalised with: the training "
+        "split's own, or ImageNet's; auto: ImageNet's when the student starts from "
+        "pretrained weights, else the dataset's",
+    )
     synthetic: SyntheticOptions | None = None
 
     @model_validator(mode="after")
@@ -46,6 +52,12 @@ class DataSpec(Strict):
         if (self.dataset == "upload") != (self.upload is not None):
             raise ValueError('data.upload names the dataset exactly when data.dataset is "upload"')
         return self
+
+    def normalisation_for(self, pretrained: bool) -> str:
+        """The normalisation a job uses: "dataset" or "imagenet"."""
+        if self.normalisation != "auto":
+            return self.normalisation
+        return "imagenet" if pretrained else "dataset"
 
     def synthetic_options(self) -> SyntheticOptions:
         return self.synthetic or SyntheticOptions()
@@ -75,10 +87,29 @@ class TeacherRef(Strict):
         return self
 
 
+class InitRef(Strict):
+    """Where the student's weights start, besides random: exactly one of timm's pretrained
+    weights for its architecture, a registered model or a succeeded job's student, all of
+    the student's architecture. A classifier for another class count is replaced."""
+
+    pretrained: bool = Field(
+        False, description="timm's default pretrained weights (the worker's Hugging Face cache)"
+    )
+    model: str | None = Field(None, min_length=1, max_length=64, description="a model's id")
+    job: str | None = Field(None, min_length=1, max_length=64, description="a succeeded job")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "InitRef":
+        if sum([self.pretrained, self.model is not None, self.job is not None]) != 1:
+            raise ValueError("give exactly one of pretrained (true), model and job")
+        return self
+
+
 class StudentSpec(Strict):
     arch: Arch
     num_classes: int | None = Field(None, ge=2, le=100_000)
     in_channels: int | None = Field(None, ge=1, le=16)
+    init: InitRef | None = Field(None, description="left out: random weights")
 
 
 # what a field left out is for each optimizer: SGD the CIFAR recipe, AdamW torch's defaults

@@ -47,6 +47,7 @@ class Job(Base):
     teacher_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     # no foreign key: a finished job keeps naming a model deleted after it
     teacher_model_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    init_model_id: Mapped[str | None] = mapped_column(String(40), index=True)  # likewise
     dataset_id: Mapped[str | None] = mapped_column(String(40), index=True)  # likewise
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))

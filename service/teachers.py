@@ -223,8 +223,8 @@ def delete_model(s: Session, model_id: str) -> None:
         RegisteredModel,
         model_id,
         "model",
-        Job.teacher_model_id,
-        "is the teacher of",
+        (Job.teacher_model_id, Job.init_model_id),
+        "is the teacher or the start of",
         "model_in_use",
     )
     uploads.discard_after_commit(s, model_dir(model_id))

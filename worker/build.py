@@ -14,11 +14,17 @@ import torch
 from service.method_params import RCOParams
 from service.spec import JobSpec
 from worker.engine import loop
-from worker.engine.data import DataSplit, carve_holdout, load_dataset
+from worker.engine.data import (
+    DataSplit,
+    carve_holdout,
+    imagenet_stats,
+    load_dataset,
+    with_stats,
+)
 from worker.engine.methods import Method, registry
 from worker.engine.optim import Optimizer, Schedule
-from worker.engine.zoo import build_model
 from worker.inputs import JobInputs
+from worker.starts import start_student
 from worker.teachers import TeacherInfo, load_teacher
 
 
@@ -30,12 +36,13 @@ class Built:
     teacher: TeacherInfo | None
     method: Method
     plan: loop.TrainPlan
+    start: dict[str, Any] | None = None  # where the student's weights came from (not random)
 
 
 def build(spec: JobSpec, inputs: JobInputs, device: str | torch.device) -> Built:
     data = load_data(spec, inputs)
-    torch.manual_seed(spec.train.seed)  # the student's initial weights
-    student = build_model(spec.student.arch, data.num_classes, data.input_shape[0])
+    torch.manual_seed(spec.train.seed)  # the student's initial weights (a fresh head's too)
+    student, start = start_student(spec, inputs, data.num_classes, data.input_shape[0])
     teacher = load_teacher(inputs.teacher) if inputs.teacher else None
     method = registry.create(
         spec.method.name,
@@ -44,11 +51,12 @@ def build(spec: JobSpec, inputs: JobInputs, device: str | torch.device) -> Built
         input_shape=data.input_shape,
         **method_kwargs(spec, inputs),
     )
-    return Built(data, teacher, method, plan_for(spec, inputs, method, data, device))
+    return Built(data, teacher, method, plan_for(spec, inputs, method, data, device), start)
 
 
 def load_data(spec: JobSpec, inputs: JobInputs) -> DataSplit:
-    """The job's train and validation splits, and the held-out part its method chooses on."""
+    """The job's train and validation splits, and the held-out part its method chooses on,
+    normalised as the job says."""
     data = load_dataset(
         spec.data.dataset,
         spec.data.val_fraction,
@@ -57,6 +65,9 @@ def load_data(spec: JobSpec, inputs: JobInputs) -> DataSplit:
     )
     if (fraction := spec.method.holdout()) > 0:
         data = carve_holdout(data, fraction, spec.data.split_seed)
+    init = spec.student.init
+    if spec.data.normalisation_for(bool(init and init.pretrained)) == "imagenet":
+        data = with_stats(data, *imagenet_stats(data.input_shape[0]))
     return data
 
 

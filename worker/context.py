@@ -26,7 +26,7 @@ from service.config import Settings
 from service.db import session_scope
 from service.errors import JobError
 from service.spec import JobSpec
-from worker.inputs import JobInputs, TeacherSource
+from worker.inputs import JobInputs, StartSource, TeacherSource
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,14 @@ class JobContext:
                 teacher = _model_source(s, ref.model)
             elif ref is not None and ref.job is not None:
                 teacher, route, drops = _job_source(s, ref.job)
+            start = _start_source(s, self.spec)
         return JobInputs(
             job_dir=store.job_dir(self.job_id),
             dataset_path=datasets.data_path(upload) if upload else None,
             teacher=teacher,
             route=route,
             teacher_lr_drops=drops,
+            start=start,
         )
 
     # the lease
@@ -183,6 +185,18 @@ def _model_source(s: Session, model_id: str) -> TeacherSource:
         job_id=row.source_job_id or "",
         model_id=row.id,
     )
+
+
+def _start_source(s: Session, spec: JobSpec) -> StartSource | None:
+    """The file student.init names (None for random or pretrained weights)."""
+    init = spec.student.init
+    if init is None or init.pretrained:
+        return None
+    if init.model is not None:
+        row = teachers.get_model(s, init.model)
+        return StartSource(teachers.weights_path(row), row.sha256, model_id=row.id)
+    art, path = store.get_artifact(s, init.job or "", "student.safetensors")
+    return StartSource(path, art.sha256, job_id=init.job)
 
 
 def _job_source(s: Session, job_id: str) -> tuple[TeacherSource, dict[int, Path], list[int]]:

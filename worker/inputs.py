@@ -22,12 +22,23 @@ class TeacherSource:
 
 
 @dataclass(frozen=True)
+class StartSource:
+    """Weights the student starts from: a registered model's or a succeeded job's file."""
+
+    path: Path  # safetensors
+    sha256: str
+    model_id: str | None = None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
 class JobInputs:
     job_dir: Path  # the job's artifact folder: its checkpoints and outputs go here
     dataset_path: Path | None = None  # an uploaded dataset's canonical file
     teacher: TeacherSource | None = None
     route: dict[int, Path] = field(default_factory=dict)  # a teacher job's route, by epoch
     teacher_lr_drops: list[int] = field(default_factory=list)  # epochs its LR dropped after
+    start: StartSource | None = None  # student.init's model or job (pretrained: the hub's)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (paths as strings): what rank 0 hands the job's other ranks."""
@@ -35,11 +46,12 @@ class JobInputs:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "JobInputs":
-        teacher = raw["teacher"]
+        teacher, start = raw["teacher"], raw["start"]
         return cls(
             job_dir=Path(raw["job_dir"]),
             dataset_path=Path(raw["dataset_path"]) if raw["dataset_path"] else None,
             teacher=TeacherSource(**teacher | {"path": Path(teacher["path"])}) if teacher else None,
             route={int(epoch): Path(path) for epoch, path in raw["route"].items()},
             teacher_lr_drops=[int(e) for e in raw["teacher_lr_drops"]],
+            start=StartSource(**start | {"path": Path(start["path"])}) if start else None,
         )

@@ -61,6 +61,7 @@ def write_outputs(
         exports=exports,
     )
     card["extra_models"] = extras
+    card["init"] = built.start
     _write_json(out / "model.json", card)
     _write_json(out / "metrics.json", {"job_id": job_id, "epochs": outcome.history})
     checks = [

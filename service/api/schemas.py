@@ -24,6 +24,7 @@ class JobOut(Out):
     queue: str
     teacher_job_id: str | None
     teacher_model_id: str | None
+    init_model_id: str | None
     dataset_id: str | None
     attempt: int
     max_attempts: int

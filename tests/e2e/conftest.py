@@ -35,8 +35,16 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, backend: Backend, log_dir: Path) -> None:
-        self.env = {**os.environ, **backend.env, **FAST, "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self, backend: Backend, log_dir: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.env = {
+            **os.environ,
+            **backend.env,
+            **FAST,
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_dir = log_dir
@@ -130,9 +138,8 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
 
     from service import datasets
     from service.spec import JobSpec
-    from worker.build import data_options
+    from worker.build import load_data
     from worker.engine.checkpoint import load_weights
-    from worker.engine.data import load_dataset
     from worker.engine.zoo import build_model
     from worker.inputs import JobInputs
 
@@ -143,12 +150,8 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
     spec = JobSpec.model_validate(card["spec"])
     upload = spec.data.upload
     inputs = JobInputs(job_dir=dest, dataset_path=datasets.data_path(upload) if upload else None)
-    data = load_dataset(
-        spec.data.dataset,
-        spec.data.val_fraction,
-        spec.data.split_seed,
-        **data_options(spec, inputs),
-    )
+    data = load_data(spec, inputs)  # the validation split as the job normalised it
+    assert (data.mean, data.std) == (card["normalisation"]["mean"], card["normalisation"]["std"])
     with torch.no_grad():  # scored here, not with the engine's evaluate() that reported it
         accuracy = float((model.eval()(data.val_x).argmax(1) == data.val_y).float().mean())
     assert abs(accuracy - card["metrics"]["final"]["val_acc"]) < 1e-6

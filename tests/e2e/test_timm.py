@@ -1,9 +1,18 @@
 """timm architectures through the service: a timm teacher trained by a real worker, then
-ReviewKD (timm's feature API on both sides) into a timm student exported to ONNX."""
+ReviewKD (timm's feature API on both sides) into a timm student exported to ONNX; and a
+student that starts from timm's pretrained weights, read from an offline hub cache."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.e2e.conftest import Service, load_student
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from service.store import sha256_file
+from tests.conftest import Backend, truncate
+from tests.e2e.conftest import Service, download, load_student
+from tests.hub_cache import REVISION, cache_timm_weights
 
 DATA = {
     "dataset": "synthetic",
@@ -13,7 +22,10 @@ DATA = {
 TRAIN = {"epochs": 2, "batch_size": 32, "optimizer": {"name": "adamw"}}
 
 
-def test_a_timm_teacher_distils_into_a_timm_student(service: Service, tmp_path: Path) -> None:
+def test_a_timm_teacher_distils_into_a_timm_student(
+    offline_service: Service, tmp_path: Path
+) -> None:
+    service = offline_service
     teacher = service.submit(
         {
             "method": {"name": "supervised"},
@@ -43,3 +55,54 @@ def test_a_timm_teacher_distils_into_a_timm_student(service: Service, tmp_path: 
     assert card["teacher"]["architecture"] == "timm/resnet18"
     assert card["exports"]["onnx"]["max_abs_diff"] <= 1e-3
     assert "student.onnx" in job["result"]["artifacts"]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """An offline Hugging Face hub cache holding timm's resnet18 weights (random ones)."""
+    cache = tmp_path_factory.mktemp("hf") / "hub"
+    return cache, cache_timm_weights(cache, "resnet18")
+
+
+@pytest.fixture(scope="module")
+def offline_service(
+    backend: Backend, hub: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    truncate()
+    env = {"HF_HUB_CACHE": str(hub[0]), "HF_HUB_OFFLINE": "1"}
+    svc = Service(backend, tmp_path_factory.mktemp(f"logs-hub-{backend.name}"), env)
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+def test_a_student_starts_from_pretrained_weights_with_a_new_head(
+    offline_service: Service, hub: tuple[Path, dict], tmp_path: Path
+) -> None:
+    cache, cached = hub
+    spec = {
+        "method": {"name": "supervised"},
+        "student": {"arch": "timm/resnet18", "init": {"pretrained": True}},
+        "data": DATA,  # 3 classes: the 1000-class head is replaced
+        "train": {
+            "epochs": 1,
+            "batch_size": 32,
+            "optimizer": {"lr": 1e-7, "momentum": 0, "weight_decay": 0},
+            "schedule": {"name": "constant"},
+        },
+    }
+    job = offline_service.wait_status(offline_service.submit(spec)["id"], "succeeded")
+    card = load_student(offline_service, job, tmp_path)
+    weights = cache / "models--timm--resnet18.a1_in1k" / "snapshots" / REVISION
+    assert card["init"] == {
+        "pretrained": "timm/resnet18.a1_in1k",
+        "revision": REVISION,
+        "sha256": sha256_file(weights / "model.safetensors"),
+        "head_replaced": True,
+    }
+    assert card["normalisation"]["mean"] == [0.485, 0.456, 0.406]  # auto: ImageNet's
+    student = load_file(str(download(offline_service, job["id"], "student.safetensors", tmp_path)))
+    assert student["fc.weight"].shape == (3, 512)
+    for key in ("conv1.weight", "layer4.1.conv2.weight"):  # one epoch at lr 1e-7 moved them ~0
+        torch.testing.assert_close(student[key], cached[key], atol=1e-4, rtol=0)

@@ -19,7 +19,12 @@ def test_post_creates_a_queued_job(client, spec_body, count_jobs):
     job = r.json()
     assert r.headers["location"] == f"/v1/jobs/{job['id']}"
     assert (job["status"], job["method"], job["attempt"]) == ("queued", "supervised", 0)
-    assert job["spec"]["student"] == {"arch": "resnet8", "num_classes": 10, "in_channels": 1}
+    assert job["spec"]["student"] == {
+        "arch": "resnet8",
+        "num_classes": 10,
+        "in_channels": 1,
+        "init": None,
+    }
     assert job["spec"]["train"]["optimizer"]["name"] == "sgd"  # defaults are resolved
     assert client.get(r.headers["location"]).json() == job
     assert count_jobs() == 1

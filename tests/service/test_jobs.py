@@ -90,7 +90,12 @@ def test_create_is_queued_with_a_status_event(db):
     job_id = queued(db)
     job = state(db, job_id)
     assert (job.status, job.attempt, job.owner) == ("queued", 0, None)
-    assert job.spec["student"] == {"arch": "resnet8", "num_classes": 10, "in_channels": 1}
+    assert job.spec["student"] == {
+        "arch": "resnet8",
+        "num_classes": 10,
+        "in_channels": 1,
+        "init": None,
+    }
     [event] = events_of(db, job_id)
     assert (event.type, event.data["status"]) == ("status", "queued")
 

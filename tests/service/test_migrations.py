@@ -211,11 +211,14 @@ def test_0004_gives_route_checkpoints_their_kind_and_old_specs_still_load(url):
     spec = stored_spec(url)
     assert "linear_steps" not in spec["method"]
     loaded = JobSpec.model_validate(spec).model_dump(mode="json")  # as the worker reads it
-    # what 0004 added to KDCL: the held-out part it chooses on, at its default
-    assert loaded.pop("method").pop("holdout_fraction") == 0.1
+    # what the spec gained since, each at its default: KDCL's held-out part it chooses on,
+    # the student's start, the data's normalisation
+    assert loaded["method"].pop("holdout_fraction") == 0.1
+    assert loaded["student"].pop("init") is None
+    assert loaded["data"].pop("normalisation") == "auto"
     old = dict(OLD_KDCL_SPEC, method=dict(OLD_KDCL_SPEC["method"]))
     del old["method"]["linear_steps"]
-    assert {**loaded, "method": spec["method"]} == old == spec
+    assert loaded == old == spec
     command.downgrade(cfg, "0003")
     assert artifact_kinds(url) == OLD_ARTIFACTS
     assert stored_spec(url) == OLD_KDCL_SPEC

@@ -15,7 +15,13 @@ import torch
 from service import method_params, names, spec
 from service.method_params import PARAMS_MODELS, method_name
 from worker import build
-from worker.engine.data import AUGMENT_MODES, DATASETS, PLACEMENTS, load_dataset
+from worker.engine.data import (
+    AUGMENT_MODES,
+    DATASETS,
+    NORMALISATIONS,
+    PLACEMENTS,
+    load_dataset,
+)
 from worker.engine.data.builtin import synthetic
 from worker.engine.device import DEVICES, PRECISIONS
 from worker.engine.methods import METHOD_NAMES, create, registry
@@ -44,6 +50,7 @@ def test_same_names_on_both_sides() -> None:
     assert allowed(train, "precision") == set(PRECISIONS)
     assert allowed(train, "device") == set(DEVICES)
     assert allowed(data, "augment") == {"auto", *AUGMENT_MODES}  # auto: the dataset's own
+    assert allowed(data, "normalisation") == {"auto", *NORMALISATIONS}
     assert allowed(spec.OptimizerSpec, "name") == set(OPTIMIZERS)
     assert allowed(spec.OptimizerSpec, "name") == set(spec.OPTIMIZER_DEFAULTS)
     assert allowed(spec.ScheduleSpec, "name") == set(SCHEDULES)

@@ -26,6 +26,38 @@ class DataSplit:
     holdout_y: Tensor | None = None
 
 
+# ImageNet's per-channel statistics of images in [0, 1] (what pretrained models expect)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+NORMALISATIONS = ("dataset", "imagenet")  # the train split's own statistics, or ImageNet's
+
+
+def imagenet_stats(channels: int) -> tuple[list[float], list[float]]:
+    """ImageNet's statistics for `channels`: as they are for RGB, else their channel mean."""
+    if channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    mean, std = sum(IMAGENET_MEAN) / 3, sum(IMAGENET_STD) / 3
+    return [mean] * channels, [std] * channels
+
+
+def with_stats(data: DataSplit, mean: list[float], std: list[float]) -> DataSplit:
+    """`data` normalised with other per-channel statistics (images in [0, 1])."""
+    old_m, old_s = (torch.tensor(v).view(1, -1, 1, 1) for v in (data.mean, data.std))
+    new_m, new_s = (torch.tensor(v).view(1, -1, 1, 1) for v in (mean, std))
+
+    def renormalise(x: Tensor) -> Tensor:
+        return ((x * old_s + old_m - new_m) / new_s).float()
+
+    held = data.holdout_x
+    return dataclasses.replace(
+        data,
+        train_x=renormalise(data.train_x),
+        val_x=renormalise(data.val_x),
+        holdout_x=None if held is None else renormalise(held),
+        mean=list(mean),
+        std=list(std),
+    )
+
+
 def carve_holdout(data: DataSplit, fraction: float, seed: int) -> DataSplit:
     """`data` with `fraction` of its training split moved to a held-out part: stratified
     by class when every class can give one, and the same for the same seed."""
