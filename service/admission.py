@@ -87,6 +87,8 @@ def _model_facts(s: Session, model_id: str) -> TeacherFacts:
     model = s.get(RegisteredModel, model_id, with_for_update={"read": True})
     if model is None:
         raise InvalidSpec([FieldError("teacher.model", f"no model {model_id!r}")])
+    if why := teachers.not_ready(model):
+        raise InvalidSpec([FieldError("teacher.model", why)])
     return TeacherFacts(
         field="teacher.model",
         ident=model.id,
@@ -123,17 +125,16 @@ def init_problems(s: Session, spec: JobSpec, shape: DataShape) -> list[FieldErro
     if init.pretrained:
         if has_pretrained(arch):
             return []
-        why = (
-            f"timm has no pretrained weights for {arch}"
-            if arch.startswith(TIMM)
-            else ("pretrained weights come from timm: use a timm/<name> architecture")
-        )
-        return [FieldError("student.init.pretrained", why)]
+        never = "pretrained weights come from timm: use a timm/<name> architecture"
+        none = f"timm has no pretrained weights for {arch}"
+        return [FieldError("student.init.pretrained", none if arch.startswith(TIMM) else never)]
     if init.model is not None:
         # FOR SHARE: a DELETE of the model waits for this job's row, then sees it
         row = s.get(RegisteredModel, init.model, with_for_update={"read": True})
         if row is None:
             return [FieldError("student.init.model", f"no model {init.model!r}")]
+        if busy := teachers.not_ready(row):
+            return [FieldError("student.init.model", busy)]
         return _start_fit("student.init.model", row.arch, row.in_channels, arch, shape)
     job = s.get(Job, init.job or "")
     if job is None or job.status != "succeeded":

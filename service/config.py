@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     redispatch_s: float = 600.0  # re-send a job still queued this long (a lost message)
     default_max_attempts: int = 3
     worker_concurrency: int = 1
+    check_queue: str = "default"  # where uploaded timm models are sent to be checked
     # CPU threads of each training process; 0: the cores it may use, shared among the job's
     # processes (a busy or small machine often trains faster with fewer)
     train_threads: int = Field(0, ge=0)

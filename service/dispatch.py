@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from service.config import get_settings
 
 RUN_JOB_TASK = "distillery.run_job"
+CHECK_MODEL_TASK = "distillery.check_model"
 log = logging.getLogger(__name__)
 
 
@@ -24,6 +25,14 @@ def send(job_id: str, queue: str) -> None:
         producer().send_task(RUN_JOB_TASK, kwargs={"job_id": job_id}, queue=queue)
     except Exception:  # the watchdog re-sends queued jobs, so a broker hiccup loses nothing
         log.exception("could not send job %s to queue %s", job_id, queue)
+
+
+def send_check(model_id: str, queue: str) -> None:
+    """Ask a worker to check an uploaded model's weights (a timm architecture's)."""
+    try:
+        producer().send_task(CHECK_MODEL_TASK, kwargs={"model_id": model_id}, queue=queue)
+    except Exception:  # the model stays validating; uploading it again is the way out
+        log.exception("could not send the check of model %s to queue %s", model_id, queue)
 
 
 def send_after_commit(s: Session, job_id: str, queue: str) -> None:

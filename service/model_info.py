@@ -3,7 +3,7 @@ X-Model-Metadata) and the body that registers a job's student."""
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from service.names import Strict, ZooArch
+from service.names import Arch, Strict
 
 
 class Normalisation(Strict):
@@ -21,7 +21,7 @@ class ModelInfo(Strict):
     """What an upload says about its weights (query parameters and X-Model-Metadata)."""
 
     name: str = Field("", max_length=200)
-    arch: ZooArch  # uploads are checked against the zoo's signatures
+    arch: Arch  # a zoo architecture's are checked at upload, a timm one's by a worker
     num_classes: int = Field(ge=2, le=100_000)
     in_channels: int = Field(ge=1, le=16)
     input_size: int | None = Field(None, ge=4, le=4096, description="height = width")

@@ -119,6 +119,11 @@ class RegisteredModel(Base):
     source: Mapped[str] = mapped_column(String(16))  # "upload" | "job"
     source_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # "ready" (it may teach), "validating" (a worker checks a timm model's weights), "invalid"
+    status: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
+    problems: Mapped[list[str] | None] = mapped_column(JSONType)  # why it is invalid
+    parameters: Mapped[int | None] = mapped_column(BigInteger)  # counted by the worker's check
+    output_shape: Mapped[list[int] | None] = mapped_column(JSONType)  # of one image's logits
 
     __table_args__ = (Index("ix_models_created_at_id", "created_at", "id"),)
 

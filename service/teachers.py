@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from service import paging, queries, store, uploads, weights
+from service import dispatch, paging, queries, store, uploads, weights
 from service.config import get_settings
 from service.db import get_or_404, session_scope
 from service.errors import DistilleryError, FieldError, NotFound
 from service.model_info import FromJob, ModelInfo, Normalisation
+from service.names import TIMM
 from service.spec import JobSpec
 from service.tables import Job, RegisteredModel, new_id
 
@@ -48,6 +50,10 @@ def refuse_pickle(filename: str | None) -> None:
 
 
 def _check(info: ModelInfo, header: weights.Header) -> None:
+    """A zoo architecture's weights against its signature; a timm one's are checked by a
+    worker after the upload (the API has no torch to build it)."""
+    if info.arch.startswith(TIMM):
+        return
     problems = weights.signature_problems(header, info.arch, info.num_classes, info.in_channels)
     if problems:
         raise InvalidWeights(problems, code="weights_mismatch")
@@ -69,7 +75,7 @@ async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> RegisteredMod
         received = await uploads.receive_safetensors(
             chunks, directory / WEIGHTS, lambda header: _check(info, header)
         )
-        return await asyncio.to_thread(
+        model = await asyncio.to_thread(
             _insert, model_id, info, received.sha256, received.size, "upload", None
         )
     except (weights.NotSafetensors, InvalidWeights) as exc:
@@ -81,6 +87,9 @@ async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> RegisteredMod
     except BaseException:
         uploads.discard(directory)
         raise
+    if model.status == "validating":  # a worker checks it; the row is committed first
+        await asyncio.to_thread(dispatch.send_check, model.id, get_settings().check_queue)
+    return model
 
 
 def _insert(
@@ -105,6 +114,8 @@ def _insert(
         path=f"models/{model_id}/{WEIGHTS}",
         source=source,
         source_job_id=source_job_id,
+        # a job's student is the worker's own output; an uploaded timm model is not yet known
+        status="validating" if source == "upload" and info.arch.startswith(TIMM) else "ready",
     )
     with session_scope() as s:
         s.add(model)
@@ -228,3 +239,26 @@ def delete_model(s: Session, model_id: str) -> None:
         "model_in_use",
     )
     uploads.discard_after_commit(s, model_dir(model_id))
+
+
+def record_check(s: Session, model_id: str, outcome: dict[str, Any]) -> bool:
+    """A worker's check of a validating model: ready (with its parameter count and output
+    shape) or invalid (with its problems). One conditional UPDATE: a repeated check of a
+    model already decided changes nothing."""
+    values = {k: outcome.get(k) for k in ("status", "problems", "parameters", "output_shape")}
+    stmt = (
+        update(RegisteredModel)
+        .where(RegisteredModel.id == model_id, RegisteredModel.status == "validating")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+def not_ready(model: RegisteredModel) -> str | None:
+    """Why a model cannot be used yet, if it cannot."""
+    if model.status == "ready":
+        return None
+    if model.status == "validating":
+        return f"model {model.id!r} is still being checked by a worker; try when it is ready"
+    return f"model {model.id!r} is invalid: {'; '.join(model.problems or [])}"

@@ -4,9 +4,9 @@ processes its task starts (worker/ranks.py)."""
 from celery import Celery
 
 from service.config import get_settings
-from service.dispatch import RUN_JOB_TASK
+from service.dispatch import CHECK_MODEL_TASK, RUN_JOB_TASK
 
-__all__ = ["RUN_JOB_TASK", "app"]
+__all__ = ["CHECK_MODEL_TASK", "RUN_JOB_TASK", "app"]
 
 
 def make_app() -> Celery:

@@ -113,10 +113,10 @@ class Ranks:
             raise Stopped("rank 0 stopped")
         if code == EXIT_LEASE_LOST:
             raise LeaseLost(str(self.folder))
+        self.check(exclude_rank_0=True)  # another rank's death is the usual cause: name it
         error = self.folder / ERROR_FILE
         if error.exists():
             raise JobError(**json.loads(error.read_text()))
-        self.check()  # another rank's death is the usual cause of rank 0's: name it first
         raise RankFailed(self.describe({0: code}))
 
     def failed(self, exclude_rank_0: bool = False) -> dict[int, int]:

@@ -13,7 +13,7 @@ from service import model_info, teachers
 from service.api.deps import DB
 from service.api.schemas import ModelList, ModelOut
 from service.errors import DistilleryError, FieldError, UnsupportedMediaType
-from service.names import ZooArch
+from service.names import Arch
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 M = TypeVar("M", bound=BaseModel)
@@ -74,7 +74,7 @@ def _metadata(header: str | None) -> dict[str, Any]:
 async def create_model(
     request: Request,
     response: Response,
-    arch: Annotated[ZooArch | None, Query(description="upload: the zoo architecture")] = None,
+    arch: Annotated[Arch | None, Query(description="upload: the architecture")] = None,
     num_classes: Annotated[int | None, Query(description="upload")] = None,
     in_channels: Annotated[int | None, Query(description="upload")] = None,
     input_size: Annotated[int | None, Query(description="upload: image height = width")] = None,

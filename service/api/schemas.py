@@ -86,6 +86,10 @@ class ModelOut(Out):
     size: int
     source: str
     source_job_id: str | None
+    status: str = Field(description="ready: it may teach; validating: a worker checks it")
+    problems: list[str] | None = Field(description="why it is invalid")
+    parameters: int | None
+    output_shape: list[int] | None
     created_at: datetime
 
 

@@ -25,6 +25,7 @@ FAST = {  # short leases so a killed worker is noticed in seconds
     "DISTILLERY_HEARTBEAT_S": "0.5",
     "DISTILLERY_WATCHDOG_S": "0.5",
     "DISTILLERY_LOG_LEVEL": "INFO",
+    "DISTILLERY_CHECK_QUEUE": QUEUE,  # uploaded timm models are checked by the e2e worker
 }
 
 

@@ -1,9 +1,12 @@
 """Bring your own teacher, end to end: a teacher's weights downloaded, uploaded as a model
-(and registered from its job), then a real worker distils from the model."""
+(and registered from its job), then a real worker distils from the model; a timm teacher's
+upload is checked by the worker before it may teach."""
 
 import hashlib
 import io
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save
@@ -57,3 +60,41 @@ def test_refusals_reach_the_client_over_real_http(service: Service) -> None:
         )
         assert r.status_code == 422, r.text
     assert service.http.get("/v1/models", params={"limit": 200}).json()["data"] == before
+
+
+def checked(service: Service, model_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The model once the worker's check has decided it."""
+    deadline = time.monotonic() + timeout
+    while (model := service.http.get(f"/v1/models/{model_id}").json())["status"] == "validating":
+        assert time.monotonic() < deadline, f"model {model_id} still validating"
+        time.sleep(0.25)
+    return dict(model)
+
+
+def test_a_timm_teacher_upload_is_checked_by_the_worker_then_teaches(
+    service: Service, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    arch, params = "timm/mobilenetv3_small_050", {"num_classes": 10, "in_channels": 1}
+    good = save(dict(build_model(arch, 10, 1).state_dict()))
+    other = save(dict(build_model("timm/resnet18", 10, 1).state_dict()))
+    uploads = [
+        service.http.post(
+            "/v1/models", params={"arch": arch, **params}, content=body, headers=OCTET
+        )
+        for body in (good, other)
+    ]
+    assert [r.status_code for r in uploads] == [201, 201]
+    assert all(r.json()["status"] == "validating" for r in uploads)
+
+    ready, invalid = (checked(service, r.json()["id"]) for r in uploads)
+    assert (ready["status"], ready["output_shape"]) == ("ready", [10])
+    assert ready["parameters"] == sum(p.numel() for p in build_model(arch, 10, 1).parameters())
+    assert invalid["status"] == "invalid"
+    assert any(p.startswith("missing keys: blocks.") for p in invalid["problems"])
+
+    job = service.submit({**KD_SPEC, "teacher": {"model": ready["id"]}})
+    job = service.wait_status(job["id"], "succeeded")
+    assert load_student(service, job, tmp_path)["teacher"]["architecture"] == arch
+    refused = service.http.post("/v1/jobs", json={**KD_SPEC, "teacher": {"model": invalid["id"]}})
+    assert refused.status_code == 422 and "is invalid" in refused.text

@@ -15,7 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save, save_file
 
-from service import store, uploads, weights
+from service import store, teachers, uploads, weights
 from service.app import create_app
 from service.config import Settings, get_settings
 from service.db import session_scope
@@ -287,3 +287,53 @@ def test_upload_streams_in_constant_memory(tmp_path: Path):
     assert received.size == len(prefix) + size == (tmp_path / "w.safetensors").stat().st_size
     assert peak < 8 << 20, f"peak {peak} bytes"
     assert received.header.tensors["w"] == weights.TensorInfo("U8", (size,), 0, size)
+
+
+TIMM_SMALL = {"arch": "timm/mobilenetv3_small_050", "num_classes": 10, "in_channels": 1}
+
+
+def timm_upload(client: TestClient) -> dict[str, Any]:
+    data = save(dict(build_model(TIMM_SMALL["arch"], 10, 1).state_dict()))
+    r = upload(client, data, **TIMM_SMALL)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def kd_with(client: TestClient, model_id: str) -> Any:
+    body = {
+        "method": {"name": "kd"},
+        "teacher": {"model": model_id},
+        "student": {"arch": "cnn_small"},
+        "data": {"dataset": "digits"},
+    }
+    return client.post("/v1/jobs", json=body)
+
+
+def test_a_timm_upload_teaches_once_a_worker_has_checked_it(client):
+    model = timm_upload(client)
+    assert (model["status"], model["parameters"], model["output_shape"]) == (
+        "validating",
+        None,
+        None,
+    )
+    body = problem(kd_with(client, model["id"]), 422)
+    assert fields(body) == ["teacher.model"] and "being checked" in body["errors"][0]["message"]
+    ready = {"status": "ready", "parameters": 123, "output_shape": [10]}
+    with session_scope() as s:
+        assert teachers.record_check(s, model["id"], ready)
+    with session_scope() as s:  # a repeated check of a decided model changes nothing
+        assert not teachers.record_check(s, model["id"], {"status": "invalid"})
+    shown = client.get(f"/v1/models/{model['id']}").json()
+    assert (shown["status"], shown["parameters"], shown["output_shape"]) == ("ready", 123, [10])
+    assert kd_with(client, model["id"]).status_code == 201
+
+
+def test_an_invalid_timm_upload_says_why_and_cannot_teach(client):
+    model = timm_upload(client)
+    with session_scope() as s:
+        teachers.record_check(
+            s, model["id"], {"status": "invalid", "problems": ["missing keys: blocks.0"]}
+        )
+    assert client.get(f"/v1/models/{model['id']}").json()["problems"] == ["missing keys: blocks.0"]
+    body = problem(kd_with(client, model["id"]), 422)
+    assert "is invalid: missing keys: blocks.0" in body["errors"][0]["message"]

@@ -96,3 +96,16 @@ def test_a_rank_0_that_ignores_a_cancel_is_stopped_after_a_grace(tmp_path, monke
         children.outcome(Job(status="cancelling"))  # type: ignore[arg-type]
     children.stop(grace_s=0)
     assert children.procs[0].returncode == -signal.SIGTERM
+
+
+def test_rank_0s_error_caused_by_another_ranks_death_names_that_rank(tmp_path):
+    error = {"code": "training_error", "message": "Connection closed by peer", "retryable": False}
+    children = started(
+        tmp_path,
+        r1="import sys; sys.exit('rank 1 ran out of memory')",
+        r0="import time; time.sleep(1); " + writes(ranks.ERROR_FILE, error, 1),
+    )
+    children.procs[1].wait()
+    children.procs[0].wait()  # both gone before the task looks
+    with pytest.raises(ranks.RankFailed, match="(?s)rank 1 exited.*out of memory"):
+        children.outcome(Job())  # type: ignore[arg-type]
