@@ -4,7 +4,7 @@ import difflib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -49,19 +49,21 @@ STAGES = {
 
 
 @lru_cache
-def timm_archs() -> dict[str, object]:
-    return dict(json.loads(TIMM_ARCHS.read_text()))
+def timm_archs() -> dict[str, Any]:
+    """The committed list: the timm version, each model's stage count, those pretrained."""
+    archs = dict(json.loads(TIMM_ARCHS.read_text()))
+    return archs | {"pretrained": frozenset(archs["pretrained"])}
 
 
 def timm_stages() -> dict[str, int]:
     """{timm model name: its stage features}, for the timm version the file was made with."""
-    return dict(timm_archs()["stages"])  # type: ignore[call-overload]
+    stages: dict[str, int] = timm_archs()["stages"]  # shared: callers only read it
+    return stages
 
 
 def has_pretrained(arch: str) -> bool:
     """Whether timm has pretrained weights for a timm/<name> architecture."""
-    names = timm_archs()["pretrained"]
-    return arch.startswith(TIMM) and arch.removeprefix(TIMM) in names  # type: ignore[operator]
+    return arch.startswith(TIMM) and arch.removeprefix(TIMM) in timm_archs()["pretrained"]
 
 
 def stages(arch: str) -> int:
