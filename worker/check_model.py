@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from worker.engine.checkpoint import state_problems
 from worker.engine.zoo import build_model
 
 MAX_LISTED = 20  # keys named in one problem
@@ -28,7 +29,7 @@ def check(arch: str, num_classes: int, in_channels: int, size: int, path: Path) 
     except (SafetensorError, OSError) as exc:
         return {"status": "invalid", "problems": [f"not readable as safetensors: {exc}"]}
     model = build_model(arch, num_classes, in_channels).eval()
-    if problems := mismatches(model.state_dict(), state):
+    if problems := state_problems(model.state_dict(), state, limit=MAX_LISTED):
         return {"status": "invalid", "problems": problems}
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     try:
@@ -42,21 +43,6 @@ def check(arch: str, num_classes: int, in_channels: int, size: int, path: Path) 
         "parameters": sum(p.numel() for p in model.parameters()),
         "output_shape": list(out.shape[1:]),
     }
-
-
-def mismatches(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> list[str]:
-    """Missing, unexpected and misshapen keys, each kind named (up to MAX_LISTED keys)."""
-    shapes = [
-        f"{k} {list(state[k].shape)} != {list(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    kinds = (
-        ("missing keys", sorted(set(own) - set(state))),
-        ("unexpected keys", sorted(set(state) - set(own))),
-        ("shape mismatch", shapes),
-    )
-    return [f"{label}: {', '.join(keys[:MAX_LISTED])}" for label, keys in kinds if keys]
 
 
 if __name__ == "__main__":

@@ -71,12 +71,9 @@ def load_start(model: nn.Module, start: StartSource) -> dict[str, Any]:
     if store.sha256_file(start.path) != start.sha256:
         raise JobError("start_changed", f"{start.path.name} does not match its sha256")
     state, own = load_file(str(start.path)), model.state_dict()
-    head = classifier_keys(model)
-    replaced = sorted(k for k in head if k in state and state[k].shape != own[k].shape)
-    misfit = sorted(
-        set(own) ^ set(state) | {k for k in state if k in own and state[k].shape != own[k].shape}
-    )
-    if unexpected := [k for k in misfit if k not in replaced]:
+    misshapen = {k for k in set(state) & set(own) if state[k].shape != own[k].shape}
+    replaced = misshapen & classifier_keys(model)
+    if unexpected := sorted((set(own) ^ set(state) | misshapen) - replaced):
         raise JobError("start_mismatch", f"the start's weights do not fit: {unexpected[:10]}")
     model.load_state_dict({k: v for k, v in state.items() if k not in replaced}, strict=False)
     ident = {"model": start.model_id} if start.model_id else {"job": start.job_id}

@@ -162,29 +162,27 @@ def test_rco_stage_count_follows_every_anchor_mode(
     assert client.post("/v1/jobs", json=body).status_code == 201
 
 
+def reviewkd(teacher: str, student: str) -> dict[str, Any]:
+    return {
+        "method": {"name": "reviewkd"},
+        "student": {"arch": student},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+    }
+
+
 def test_reviewkd_refuses_pairs_with_different_stage_counts(
     client: TestClient, count_jobs: Any, job_in: Any
 ) -> None:
     teacher = job_in("succeeded", student={"arch": "resnet8"})
-    body = {
-        "method": {"name": "reviewkd"},
-        "student": {"arch": "vgg8"},
-        "data": DIGITS,
-        "teacher": {"job": teacher},
-    }
-    assert post(client, count_jobs, body) == ["teacher.job"]
+    assert post(client, count_jobs, reviewkd(teacher, "vgg8")) == ["teacher.job"]
 
 
 def test_reviewkd_pairs_timm_models_by_their_stage_counts(
     client: TestClient, count_jobs: Any, job_in: Any
 ) -> None:
     teacher = job_in("succeeded", student={"arch": "timm/resnet18"})  # 5 stages
-    body = {
-        "method": {"name": "reviewkd"},
-        "student": {"arch": "timm/convnext_atto"},  # 4 stages
-        "data": DIGITS,
-        "teacher": {"job": teacher},
-    }
+    body = reviewkd(teacher, "timm/convnext_atto")  # 4 stages
     assert post(client, count_jobs, body) == ["teacher.job"]
     body["student"] = {"arch": "timm/mobilenetv3_small_050"}  # 5 stages
     r = client.post("/v1/jobs", json=body)
@@ -195,13 +193,7 @@ def test_reviewkd_pairs_timm_models_by_their_stage_counts(
 def test_reviewkd_takes_the_published_weight_of_its_pair_unless_given(
     client: TestClient, job_in: Any
 ) -> None:
-    teacher = job_in("succeeded", student={"arch": "resnet32x4"})
-    body = {
-        "method": {"name": "reviewkd"},
-        "student": {"arch": "resnet8x4"},
-        "data": DIGITS,
-        "teacher": {"job": teacher},
-    }
+    body = reviewkd(job_in("succeeded", student={"arch": "resnet32x4"}), "resnet8x4")
     assert client.post("/v1/jobs", json=body).json()["spec"]["method"]["weight"] == 5.0
     body["method"]["weight"] = 2.0
     assert client.post("/v1/jobs", json=body).json()["spec"]["method"]["weight"] == 2.0

@@ -33,7 +33,7 @@ def test_fitting_weights_are_ready_with_their_size_and_output(tmp_path: Path) ->
     ("arch", "num_classes", "says"),
     [
         ("timm/resnet18", 5, "missing keys: blocks."),  # another architecture's weights
-        (ARCH, 7, "classifier.bias [7] != [5]"),  # another class count
+        (ARCH, 7, "classifier.bias (7,) != (5,)"),  # another class count
     ],
 )
 def test_weights_that_do_not_fit_are_invalid_naming_the_keys(

@@ -68,7 +68,16 @@ def load_weights(model: nn.Module, path: Path) -> None:
 
 def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
     """`load_state_dict(strict=True)` with an error that names every offending key."""
-    expected = model.state_dict()
+    if problems := state_problems(model.state_dict(), state):
+        raise CheckpointError(f"{source} does not fit the model; " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def state_problems(
+    expected: dict[str, Tensor], state: dict[str, Tensor], limit: int | None = None
+) -> list[str]:
+    """Missing, unexpected and misshapen keys of `state`, one line per kind naming the keys
+    (the first `limit` of each)."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(
@@ -76,18 +85,12 @@ def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     )
-    problems = [
-        f"{label}: {', '.join(keys)}"
-        for label, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatch", wrong_shape),
-        )
-        if keys
-    ]
-    if problems:
-        raise CheckpointError(f"{source} does not fit the model; " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
+    kinds = (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatch", wrong_shape),
+    )
+    return [f"{label}: {', '.join(keys[:limit])}" for label, keys in kinds if keys]
 
 
 def prefixed(prefix: str, tensors: dict[str, Tensor]) -> dict[str, Tensor]:

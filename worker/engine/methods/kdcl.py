@@ -57,7 +57,7 @@ class KDCL(Method):
         **base: Any,
     ) -> None:
         super().__init__(**base)
-        self.kind, self.target = ensemble, ENSEMBLES[ensemble]
+        self.kind = ensemble  # a key of ENSEMBLES
         self.naive_per, self.temperature = naive_per, temperature
         self.kd_weight, self.general_eps = kd_weight, general_eps
         num_classes, in_channels = head_shape(self.student, self.input_shape)
@@ -75,7 +75,8 @@ class KDCL(Method):
     def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
         logits = [peer(batch.view()) for peer in self.members()]  # a view of its own each
         with torch.no_grad():
-            target = self.target(self, torch.stack([z.float() for z in logits]), batch.labels)
+            stacked = torch.stack([z.float() for z in logits])
+            target = ENSEMBLES[self.kind](self, stacked, batch.labels)
         t, w = self.temperature, self.kd_weight
         terms = {}
         for i, z in enumerate(logits):
