@@ -21,6 +21,7 @@ the runs so that drift in clocks or load falls on all of them alike. Nothing is 
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service.spec import JobSpec  # noqa: E402
 from worker.build import load_data, method_kwargs, plan_for  # noqa: E402
 from worker.engine import loop  # noqa: E402
-from worker.engine.data import DataSplit  # noqa: E402
+from worker.engine.data import Augment, DataSplit  # noqa: E402
 from worker.engine.device import compiled, resolve_device  # noqa: E402
 from worker.engine.methods import Batch, create  # noqa: E402
 from worker.engine.zoo import build_model  # noqa: E402
@@ -173,9 +174,9 @@ def engine_run(args: argparse.Namespace, data: DataSplit, models, workdir: Path,
 
 
 def engine_step(run: loop.Run) -> Callable[[], None]:
-    x, y = next(run.feed.epoch(run.plan.batch_size, run.generator))
+    x, y = next(run.data.train.epoch(run.plan.batch_size, run.generator))
     x = x.contiguous(memory_format=loop.memory_format(run.device))
-    batch = Batch(x, y, run.plan.augment, run.generator)
+    batch = Batch(x, y, run.plan.data.augment, run.generator)
 
     def step() -> None:
         loop.train_step(run, batch, 0)
@@ -185,7 +186,8 @@ def engine_step(run: loop.Run) -> Callable[[], None]:
 
 def whole_epoch(run: loop.Run) -> tuple[Callable[[], None], int]:
     """One engine epoch with crop + flip, and the number of images it trains on."""
-    run.plan.augment = "crop_flip"
+    data = run.plan.data  # kept at the training size ("none"): crop + flip keeps that base
+    run.plan.data = dataclasses.replace(data, augment=Augment("crop_flip", data.augment.size))
 
     def epoch() -> None:
         loop.train_epoch(run, 0)
@@ -195,7 +197,7 @@ def whole_epoch(run: loop.Run) -> tuple[Callable[[], None], int]:
 
 def reference_inputs(run: loop.Run, batch: int, channels_last: bool) -> tuple[Tensor, Tensor]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x, y = run.feed.x[:batch], run.feed.y[:batch]
+    x, y = next(run.data.train.ordered(batch))  # normalised, on the device
     return x.contiguous(memory_format=fmt), y
 
 

@@ -55,7 +55,7 @@ def data_shape(s: Session, data: DataSpec) -> DataShape:
     row = s.get(Dataset, data.upload, with_for_update={"read": True})
     if row is None:
         raise InvalidSpec([FieldError("data.upload", f"no dataset {data.upload!r}")])
-    return DataShape(row.num_classes, row.in_channels, row.input_size)
+    return data.shape(row.num_classes, row.in_channels, row.input_size)
 
 
 def teacher_facts(s: Session, ref: TeacherRef) -> TeacherFacts:

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     # CPU threads of each training process; 0: the cores it may use, shared among the job's
     # processes (a busy or small machine often trains faster with fewer)
     train_threads: int = Field(0, ge=0)
+    # uploaded ImageFolder data: decoded once and held in memory when it takes at most this
+    # (at the training resolution, uint8), else streamed from its shards every epoch
+    resident_bytes: int = Field(4 << 30, ge=0)
+    # DataLoader processes decoding streamed data, per training process; 0: its cores
+    data_workers: int = Field(0, ge=0)
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ int64, `class_names`, and optionally `val_images` / `val_labels`, a predefined v
 split. The canonical file is itself a valid npz upload."""
 
 import math
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -18,13 +19,19 @@ from service.archives import BadUpload, Budget
 REQUIRED = ("images", "labels")
 OPTIONAL = ("val_images", "val_labels", "class_names")
 MIN_SIZE, MAX_SIZE, MAX_CHANNELS = 4, 1024, 4
-IDX_FILES = {  # basename (without .gz) -> (split, kind)
-    "train-images-idx3-ubyte": ("train", "images"),
-    "train-labels-idx1-ubyte": ("train", "labels"),
-    "t10k-images-idx3-ubyte": ("val", "images"),
-    "t10k-labels-idx1-ubyte": ("val", "labels"),
-}
-IDX_MAGIC = {"images": 2051, "labels": 2049}
+# IDX file names: the one table. A name's split ("t10k" and "test" are the test set, kept as
+# the validation split) and kind, with the kind's dimension count, which the name states
+# ("idx3") and the header's magic number ends in (0x0803 = 2051, 0x0801 = 2049).
+IDX_SPLITS = {"train": "train", "t10k": "val", "test": "val"}
+IDX_DIMS = {"images": 3, "labels": 1}
+IDX_MAGIC = {kind: 0x0800 + dims for kind, dims in IDX_DIMS.items()}
+IDX_ROLES = [(split, kind) for split in ("train", "val") for kind in IDX_DIMS]
+# [prefix sep] split sep kind sep "idx" N sep "ubyte" [".gz"], sep one of - _ . : the classic
+# train-images-idx3-ubyte, Kaggle's train-images.idx3-ubyte, emnist-balanced-train-images-...
+IDX_NAME = re.compile(
+    rf"(?:.*[-_.])?({'|'.join(IDX_SPLITS)})[-_.]({'|'.join(IDX_DIMS)})[-_.]idx(\d)[-_.]ubyte"
+    r"(?:\.gz)?"
+)
 
 
 @dataclass
@@ -170,28 +177,63 @@ def _labels(labels: np.ndarray, count: int, name: str) -> np.ndarray:
 # --- IDX (the MNIST family) ------------------------------------------------------------------
 
 
-def from_idx(path: Path, budget: Budget, num_classes: int | None) -> Decoded:
-    """The four MNIST-style files (gzipped or not) from one zip or tar archive; the t10k
-    (test) files become the validation split."""
-    found: dict[tuple[str, str], np.ndarray] = {}
+def idx_role(name: str) -> tuple[str, str] | None:
+    """The (split, kind) an archive member's name says it holds: split "train" or "val" (the
+    t10k/test files), kind "images" (idx3) or "labels" (idx1); None for any other name, a
+    hidden file (a part starting with ".", or under __MACOSX/) and a kind with the wrong
+    dimension count. Case does not matter; a .gz suffix is allowed."""
+    parts = name.replace("\\", "/").lower().split("/")
+    if any(p.startswith(".") or p == "__macosx" for p in parts):
+        return None
+    match = IDX_NAME.fullmatch(parts[-1])
+    if match is None:
+        return None
+    split, kind, dims = match.groups()
+    if int(dims) != IDX_DIMS[kind]:
+        return None
+    return IDX_SPLITS[split], kind
+
+
+def from_idx(
+    path: Path, budget: Budget, num_classes: int | None, class_names: list[str] | None = None
+) -> Decoded:
+    """The four MNIST-style files (gzipped or not) from one zip or tar archive, named as
+    idx_role reads them; the test files become the validation split."""
+    found: dict[tuple[str, str], tuple[str, np.ndarray]] = {}
+    members: list[str] = []
     for name, data in archives.files(path, budget):
-        base = name.rsplit("/", 1)[-1]
-        stem = base.removesuffix(".gz")
-        if stem not in IDX_FILES:
+        members.append(name)
+        role = idx_role(name)
+        if role is None:
             continue
-        raw = archives.gunzip(data, budget, name) if base.endswith(".gz") else data
-        split, what = IDX_FILES[stem]
-        found[(split, what)] = parse_idx(raw, IDX_MAGIC[what], name)
-    if missing := [s for s, key in IDX_FILES.items() if key not in found]:
-        raise BadUpload(f"missing IDX files: {missing}")
+        if role in found:
+            raise BadUpload(
+                f"two IDX files for {' '.join(role)}: {found[role][0]!r} and {name!r}; "
+                "keep one of them"
+            )
+        raw = archives.gunzip(data, budget, name) if name.lower().endswith(".gz") else data
+        found[role] = name, parse_idx(raw, IDX_MAGIC[role[1]], name)
+    if missing := [role for role in IDX_ROLES if role not in found]:
+        wanted = ", ".join(f"{split} {kind}" for split, kind in missing)
+        raise BadUpload(
+            f"missing IDX files for {wanted} (named like train-images-idx3-ubyte or "
+            f"t10k-labels-idx1-ubyte.gz); the archive holds {_listing(members)}"
+        )
     return check(
-        found[("train", "images")],
-        found[("train", "labels")],
-        None,
+        found[("train", "images")][1],
+        found[("train", "labels")][1],
+        class_names,
         num_classes,
-        found[("val", "images")],
-        found[("val", "labels")],
+        found[("val", "images")][1],
+        found[("val", "labels")][1],
     )
+
+
+def _listing(names: list[str], most: int = 20) -> str:
+    if not names:
+        return "no files"
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def parse_idx(raw: bytes, magic: int, name: str) -> np.ndarray:

@@ -1,17 +1,20 @@
-"""Uploaded datasets: streamed to a temp file, decoded and checked, stored as one canonical
-file artifacts/datasets/<id>/data.npz and a row in `datasets`. A refused, truncated or
-interrupted upload leaves neither."""
+"""Uploaded datasets: streamed to a temp file, decoded and checked, stored in the dataset's
+folder artifacts/datasets/<id>/ in its canonical form, and recorded as a row in `datasets`:
+arrays (npz, IDX) as one data.npz; an ImageFolder's images as they came, in WebDataset shards
+with an index.json (service/shards.py). A refused, truncated or interrupted upload leaves
+neither folder nor row."""
 
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 from sqlalchemy.orm import Session
 
-from service import archives, datafiles, imagefolder, paging, queries, store, uploads
-from service.archives import Budget
+from service import archives, datafiles, imagefolder, paging, queries, shards, store, uploads
+from service.archives import BadUpload, Budget
 from service.config import get_settings
 from service.db import get_or_404, session_scope
 from service.tables import Dataset, Job, new_id
@@ -25,14 +28,27 @@ class UploadInfo:
     name: str | None = None
     format: Format | None = None  # None: recognised from the content
     num_classes: int | None = None
+    class_names: list[str] | None = None  # IDX: the labels' names
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a stored dataset is, as its row records it."""
+
+    canonical: str  # the file a worker opens, in the dataset's folder
+    class_names: list[str]
+    channels: int
+    input_size: int | None  # when every image is one square size
+    splits: dict[str, dict[str, Any]]  # per split: count, class_counts, width, height
 
 
 def dataset_dir(dataset_id: str) -> Path:
     return store.safe_child(get_settings().datasets_dir.resolve(), dataset_id)
 
 
-def data_path(dataset_id: str) -> Path:
-    return dataset_dir(dataset_id) / DATA
+def canonical_path(row: Dataset) -> Path:
+    """The file a worker reads the dataset from: data.npz or the shards' index.json."""
+    return get_settings().artifacts_dir.resolve() / row.path
 
 
 async def upload(chunks: AsyncIterator[bytes], info: UploadInfo) -> Dataset:
@@ -43,12 +59,10 @@ async def upload(chunks: AsyncIterator[bytes], info: UploadInfo) -> Dataset:
     try:
         await uploads.write_all(sink, chunks)
         await asyncio.to_thread(sink.file.close)
-        fmt, decoded = await asyncio.to_thread(_decode, sink.tmp, info)
-        await asyncio.to_thread(datafiles.write_canonical, decoded, directory / DATA)
-        await asyncio.to_thread(sink.discard)  # only the canonical file is kept
-        digest = await asyncio.to_thread(store.sha256_file, directory / DATA)
+        fmt, stored = await asyncio.to_thread(_store, sink.tmp, info, directory)
+        await asyncio.to_thread(sink.discard)  # only the canonical form is kept
         return await asyncio.to_thread(
-            _insert, dataset_id, info, fmt, decoded, digest, sink.digest.hexdigest(), sink.size
+            _insert, dataset_id, info, fmt, stored, sink.digest.hexdigest(), sink.size
         )
     except BaseException:  # the body was read whole: nothing is left to drain
         sink.discard()
@@ -56,15 +70,57 @@ async def upload(chunks: AsyncIterator[bytes], info: UploadInfo) -> Dataset:
         raise
 
 
-def _decode(path: Path, info: UploadInfo) -> tuple[str, datafiles.Decoded]:
+def _store(path: Path, info: UploadInfo, directory: Path) -> tuple[str, Stored]:
     settings = get_settings()
     budget = Budget(settings.max_archive_files, settings.max_decompressed_bytes)
     fmt = info.format or _sniff(path)
+    if info.class_names is not None and fmt != "idx":
+        raise BadUpload(f"class_names are for IDX uploads; a {fmt} upload names its own classes")
+    if fmt == "imagefolder":
+        index = imagefolder.store(path, budget, directory, info.num_classes)
+        return fmt, _from_index(index)
     if fmt == "npz":
-        return fmt, datafiles.from_npz(path, budget, info.num_classes)
-    if fmt == "idx":
-        return fmt, datafiles.from_idx(path, budget, info.num_classes)
-    return fmt, imagefolder.from_imagefolder(path, budget, info.num_classes)
+        decoded = datafiles.from_npz(path, budget, info.num_classes)
+    else:
+        decoded = datafiles.from_idx(path, budget, info.num_classes, info.class_names)
+    datafiles.write_canonical(decoded, directory / DATA)
+    _, channels, size = decoded.shape
+    return fmt, Stored(DATA, decoded.class_names, channels, size, _array_splits(decoded))
+
+
+def _array_splits(decoded: datafiles.Decoded) -> dict[str, dict[str, Any]]:
+    """Per split: count, class counts and the (one) image size."""
+    k, _, size = decoded.shape
+    labels = {"train": decoded.labels}
+    if decoded.val_labels is not None:
+        labels["val"] = decoded.val_labels
+    side = {"min": size, "median": size, "max": size}
+    return {
+        split: {
+            "count": len(y),
+            "class_counts": np.bincount(y, minlength=k).tolist(),
+            "width": side,
+            "height": side,
+        }
+        for split, y in labels.items()
+    }
+
+
+def _from_index(index: dict[str, Any]) -> Stored:
+    splits = {
+        name: {k: v for k, v in split.items() if k != "shards"}
+        for name, split in index["splits"].items()
+    }
+    sizes = {
+        v for split in splits.values() for side in ("width", "height") for v in split[side].values()
+    }
+    return Stored(
+        shards.INDEX,
+        index["class_names"],
+        index["channels"],
+        sizes.pop() if len(sizes) == 1 else None,
+        splits,
+    )
 
 
 def _sniff(path: Path) -> Format:
@@ -72,8 +128,7 @@ def _sniff(path: Path) -> Format:
     names = archives.names(path, budget)
     if names and all(n.endswith(".npy") and "/" not in n for n in names):
         return "npz"
-    stems = {n.rsplit("/", 1)[-1].removesuffix(".gz") for n in names}
-    if stems & set(datafiles.IDX_FILES):
+    if any(datafiles.idx_role(n) for n in names):
         return "idx"
     return "imagefolder"
 
@@ -82,28 +137,31 @@ def _insert(
     dataset_id: str,
     info: UploadInfo,
     fmt: str,
-    decoded: datafiles.Decoded,
-    sha256: str,
+    stored: Stored,
     upload_sha256: str,
     upload_size: int,
 ) -> Dataset:
-    num_classes, channels, size = decoded.shape
+    directory = dataset_dir(dataset_id)
+    val = stored.splits.get("val")
     dataset = Dataset(
         id=dataset_id,
         name=info.name or f"{fmt} upload",
         format=fmt,
-        num_classes=num_classes,
-        in_channels=channels,
-        input_size=size,
-        num_train=len(decoded.labels),
-        num_val=len(decoded.val_labels) if decoded.val_labels is not None else None,
-        class_names=decoded.class_names,
-        class_counts=decoded.class_counts(),
-        sha256=sha256,
-        size=data_path(dataset_id).stat().st_size,
+        num_classes=len(stored.class_names),
+        in_channels=stored.channels,
+        input_size=stored.input_size,
+        num_train=stored.splits["train"]["count"],
+        num_val=val["count"] if val else None,
+        class_names=stored.class_names,
+        class_counts=[
+            sum(c) for c in zip(*(s["class_counts"] for s in stored.splits.values()), strict=True)
+        ],
+        splits=stored.splits,
+        sha256=store.sha256_file(directory / stored.canonical),
+        size=sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()),
         upload_sha256=upload_sha256,
         upload_size=upload_size,
-        path=f"datasets/{dataset_id}/{DATA}",
+        path=f"datasets/{dataset_id}/{stored.canonical}",
     )
     with session_scope() as s:
         s.add(dataset)

@@ -1,53 +1,95 @@
 """ImageFolder archives: one folder per class (`<class>/<image>`), or the same under `train/`
-and `val/` for a predefined validation split; one shared top folder is allowed. Images are
-decoded by Pillow in memory, one at a time, each one's pixels drawn from the budget."""
+and `val/` for a predefined validation split; one shared top folder is allowed. Images may
+have any sizes and modes (JPEG, PNG, WebP, BMP; RGB, grayscale, palette, CMYK, with EXIF
+orientation).
+
+The archive is listed (names only), then streamed once: each image's bytes are read, its
+header checked and its data decoded to find a truncated or broken file (a JPEG at 1/8 scale,
+which still reads every byte), and the bytes are stored as they came in WebDataset shards
+(service/shards.py). One image is held at a time, whatever the archive's size."""
 
 import io
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-import numpy as np
 from PIL import Image
 
-from service import archives
+from service import archives, shards
 from service.archives import BadUpload, Budget
-from service.datafiles import MAX_SIZE, Decoded, check
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}  # Pillow's name -> ext
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLITS = ("train", "val")
-GRAY = ("1", "L", "I", "I;16", "F")
+GRAY = ("1", "L", "LA", "I", "I;16", "F")
+MIN_SIDE, MAX_PIXELS = 4, 64_000_000  # a side of at least 4 pixels; at most 8000x8000
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED = (5, 6, 7, 8)  # orientations that swap width and height
 
 
-def from_imagefolder(path: Path, budget: Budget, num_classes: int | None) -> Decoded:
-    found = [
-        (PurePosixPath(name).parts[:-1], decode(data, name, budget), name)
-        for name, data in archives.files(path, budget)
-        if _image(name)
-    ]
-    if not found:
+@dataclass(frozen=True)
+class Checked:
+    ext: str
+    width: int  # as displayed, after the EXIF orientation
+    height: int
+    gray: bool
+
+
+def store(path: Path, budget: Budget, dest: Path, num_classes: int | None) -> dict[str, Any]:
+    """Checks every image of the archive at `path` and writes the dataset into `dest`;
+    returns its index (service/shards.py)."""
+    listing = Budget(budget.max_files, budget.max_bytes)  # listing reads no data
+    roles = layout([n for n in archives.names(path, listing) if is_image(n)])
+    class_names = sorted({c for s, c in roles.values() if s == "train"})
+    if num_classes not in (None, len(class_names)):
+        raise BadUpload(f"{len(class_names)} class folders, but num_classes={num_classes}")
+    if len(class_names) < 2:
+        raise BadUpload("at least 2 classes (folders) are needed")
+    (dest / shards.SHARDS).mkdir(parents=True)
+    writers = {
+        s: shards.SplitWriter(dest / shards.SHARDS, s)
+        for s in sorted({s for s, _ in roles.values()})
+    }
+    gray = True
+    for name, data in _images(path, budget, roles):
+        split, label = roles[name][0], class_names.index(roles[name][1])
+        info = check_image(data, name)
+        gray &= info.gray
+        writers[split].add(data, info.ext, label, info.width, info.height)
+    for writer in writers.values():
+        writer.finish()
+        if len(writer.columns["label"]) < 2:
+            raise BadUpload(f"{writer.split}: at least 2 images are needed")
+    return shards.write_index(dest, list(writers.values()), class_names, 1 if gray else 3)
+
+
+def _images(
+    path: Path, budget: Budget, roles: dict[str, tuple[str, str]]
+) -> Iterator[tuple[str, bytes]]:
+    return ((n, data) for n, data in archives.files(path, budget) if n in roles)
+
+
+def layout(names: list[str]) -> dict[str, tuple[str, str]]:
+    """{image name: (split, class folder)}; BadUpload when the folders are not ImageFolder's."""
+    if not names:
         raise BadUpload(f"no images ({', '.join(SUFFIXES)}) in the archive")
-    dirs = _strip_common([parts for parts, _, _ in found])
+    dirs = _strip_common([PurePosixPath(n).parts[:-1] for n in names])
     if all(len(d) == 2 and d[0] in SPLITS for d in dirs):
-        splits = [d[0] for d in dirs]
-        classes = [d[1] for d in dirs]
+        roles = {n: (d[0], d[1]) for n, d in zip(names, dirs, strict=True)}
     elif all(len(d) == 1 for d in dirs):
-        splits, classes = ["train"] * len(dirs), [d[0] for d in dirs]
+        roles = {n: ("train", d[0]) for n, d in zip(names, dirs, strict=True)}
     else:
         raise BadUpload(
             "images must sit in <class>/ folders, or in train/<class>/ and val/<class>/"
         )
-    names = sorted({c for s, c in zip(splits, classes, strict=True) if s == "train"})
-    if extra := sorted(set(classes) - set(names)):
+    train = {c for s, c in roles.values() if s == "train"}
+    if extra := sorted({c for s, c in roles.values() if s == "val"} - train):
         raise BadUpload(f"val classes with no train folder: {extra}")
-    images = _same_layout([arr for _, arr, _ in found], [name for _, _, name in found])
-    labels = np.array([names.index(c) for c in classes], dtype=np.int64)
-    train = np.array([s == "train" for s in splits])
-    if train.all():  # no val/ folder: no masked copies
-        return check(images, labels, names, num_classes, None, None)
-    val = ~train
-    return check(images[train], labels[train], names, num_classes, images[val], labels[val])
+    return roles
 
 
-def _image(name: str) -> bool:
+def is_image(name: str) -> bool:
     parts = PurePosixPath(name).parts
     hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)
     return not hidden and name.lower().endswith(SUFFIXES)
@@ -61,32 +103,26 @@ def _strip_common(dirs: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     return dirs
 
 
-def decode(data: bytes, name: str, budget: Budget) -> np.ndarray:
-    """(H, W, C) uint8 with C = 1 for grayscale, else 3 (alpha dropped)."""
+def check_image(data: bytes, name: str) -> Checked:
+    """What the image is, once its header is checked and its data decoded (a JPEG at 1/8
+    scale); BadUpload naming the file when it is not a readable image of an accepted kind."""
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.format not in FORMATS:
+                accepted = ", ".join(FORMATS)
+                raise BadUpload(f"{name} is a {im.format} image; accepted: {accepted}")
             w, h = im.size
-            if w * h > MAX_SIZE * MAX_SIZE:
-                raise BadUpload(f"{name}: {w}x{h} is larger than {MAX_SIZE}x{MAX_SIZE}")
-            channels = 1 if im.mode in GRAY else 3
-            budget.spend(w * h * channels, name)
-            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+            if min(w, h) < MIN_SIDE or w * h > MAX_PIXELS:
+                raise BadUpload(
+                    f"{name} is {w}x{h}: sides of at least {MIN_SIDE} pixels and at most "
+                    f"{MAX_PIXELS} pixels are accepted"
+                )
+            gray = im.mode in GRAY
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+            im.draft("L" if gray else "RGB", (max(1, w // 8), max(1, h // 8)))
+            im.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadUpload(f"{name} is not a readable image: {exc}") from exc
-    return arr.reshape(h, w, channels)
-
-
-def _same_layout(arrays: list[np.ndarray], names: list[str]) -> np.ndarray:
-    """One (N, H, W, C) array: grayscale images join colour ones as RGB; sizes must agree."""
-    channels = max(a.shape[2] for a in arrays)
-    size = arrays[0].shape[:2]
-    for arr, name in zip(arrays, names, strict=True):
-        if arr.shape[:2] != size:
-            raise BadUpload(
-                f"{name} is {arr.shape[1]}x{arr.shape[0]}, {names[0]} is {size[1]}x{size[0]}: "
-                "all images must have one size"
-            )
-    out = np.empty((len(arrays), *size, channels), dtype=np.uint8)  # one copy of the pixels
-    for i, arr in enumerate(arrays):
-        out[i] = arr  # a grayscale (H, W, 1) image broadcasts into RGB
-    return out
+    if orientation in TRANSPOSED:
+        w, h = h, w
+    return Checked(FORMATS[im.format], w, h, gray)

@@ -10,6 +10,8 @@ from service.errors import FieldError
 from service.method_params import MethodParams, TeacherFacts
 from service.names import Arch, DatasetName, Strict
 
+DEFAULT_IMAGE_SIZE = 224  # the training size of images of several sizes, unless given
+
 
 @dataclass(frozen=True)
 class DataShape:
@@ -38,7 +40,19 @@ class DataSpec(Strict):
     )
     # apart from train.seed so a teacher and its students share one validation split
     split_seed: int = Field(0, ge=0, le=2**31 - 1)
-    augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
+    image_size: int | None = Field(
+        None,
+        ge=4,
+        le=1024,
+        description="the training resolution (height = width); default: the dataset's own when "
+        f"all its images have one size, else {DEFAULT_IMAGE_SIZE}",
+    )
+    augment: Literal["auto", "none", "crop", "crop_flip", "rrc_flip"] = Field(
+        "auto",
+        description="crop/crop_flip: pad and crop (the CIFAR recipe, for small images); "
+        "rrc_flip: RandomResizedCrop and flip (the ImageNet recipe); none; validation takes "
+        "the centre either way. auto: the dataset's own (rrc_flip for photos of several sizes)",
+    )
     normalisation: Literal["auto", "dataset", "imagenet"] = Field(
         "auto",
         description="per-channel statistics the images are normalised with: the training "
@@ -65,11 +79,15 @@ class DataSpec(Strict):
     def builtin_shape(self) -> DataShape:
         """The shape of a built-in dataset (an upload's is in its database row)."""
         if self.dataset == "digits":
-            return DataShape(10, 1, 8)
+            return self.shape(10, 1, 8)
         if self.dataset == "upload":
             raise LookupError("an uploaded dataset's shape is read from its row")
         opts = self.synthetic_options()
-        return DataShape(opts.num_classes, opts.channels, opts.size)
+        return self.shape(opts.num_classes, opts.channels, opts.size)
+
+    def shape(self, num_classes: int, channels: int, own_size: int | None) -> DataShape:
+        """The job's data shape: its image_size, else the data's own size, else the default."""
+        return DataShape(num_classes, channels, self.image_size or own_size or DEFAULT_IMAGE_SIZE)
 
 
 class TeacherRef(Strict):
@@ -158,11 +176,14 @@ class TrainSpec(Strict):
     compile: bool = Field(
         False, description="torch.compile the student and teacher forward; pays on long GPU runs"
     )
-    data_placement: Literal["auto", "device", "host"] = Field(
+    data_placement: Literal["auto", "device", "host", "stream"] = Field(
         "auto",
-        description="auto keeps the training split on the GPU when it fits in 40% of free "
-        "memory, else streams it from host memory (gathered into pinned memory ahead of the "
-        "step); device/host force one",
+        description="device: the images are decoded once and held on the GPU; host: held in "
+        "host memory, copied per batch (pinned, ahead of the step); stream: an uploaded "
+        "ImageFolder dataset is read and decoded from its shards every epoch by DataLoader "
+        "processes (other data is held on the host). auto: uploaded images held when they "
+        "fit the worker's DISTILLERY_RESIDENT_BYTES, else streamed; held data on the GPU when "
+        "it fits in 40% of free memory",
     )
 
 
@@ -207,8 +228,9 @@ class JobSpec(Strict):
         student = self.student.model_copy(
             update={"num_classes": shape.num_classes, "in_channels": shape.channels}
         )
+        data = self.data.model_copy(update={"image_size": shape.size})
         method = self.method.resolve(self, teacher)
-        return self.model_copy(update={"student": student, "method": method})
+        return self.model_copy(update={"student": student, "data": data, "method": method})
 
 
 def spec_problems(spec: JobSpec, shape: DataShape) -> list[FieldError]:

@@ -129,7 +129,7 @@ class RegisteredModel(Base):
 
 
 class Dataset(Base):
-    """Uploaded, validated image classification data, stored as one canonical .npz."""
+    """Uploaded, validated image classification data (service/datasets.py: how it is stored)."""
 
     __tablename__ = "datasets"
 
@@ -138,12 +138,14 @@ class Dataset(Base):
     format: Mapped[str] = mapped_column(String(16))  # "npz" | "idx" | "imagefolder"
     num_classes: Mapped[int] = mapped_column(Integer)
     in_channels: Mapped[int] = mapped_column(Integer)
-    input_size: Mapped[int] = mapped_column(Integer)
+    input_size: Mapped[int | None] = mapped_column(Integer)  # None: images of several sizes
     num_train: Mapped[int] = mapped_column(Integer)
     num_val: Mapped[int | None] = mapped_column(Integer)  # None: split by data.val_fraction
     class_names: Mapped[list[str]] = mapped_column(JSONType)
-    class_counts: Mapped[list[int]] = mapped_column(JSONType)
-    sha256: Mapped[str] = mapped_column(String(64))  # of the canonical file
+    class_counts: Mapped[list[int]] = mapped_column(JSONType)  # train and val together
+    # per split: count, class_counts, width and height ({min, median, max})
+    splits: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the canonical file (data.npz, index)
     size: Mapped[int] = mapped_column(BigInteger)
     upload_sha256: Mapped[str] = mapped_column(String(64))
     upload_size: Mapped[int] = mapped_column(BigInteger)

@@ -5,12 +5,15 @@ A method's params model (service/method_params.py) becomes its engine keywords f
 field; the few that the engine takes in another form are listed in CONSUMED and DERIVED, and
 tests/worker/test_spec_matches_engine.py ties both sides."""
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from service import shards
+from service.config import get_settings
 from service.method_params import RCOParams
 from service.spec import JobSpec
 from worker.engine import loop
@@ -21,6 +24,7 @@ from worker.engine.data import (
     load_dataset,
     with_stats,
 )
+from worker.engine.distributed import current_shard
 from worker.engine.methods import Method, registry
 from worker.engine.optim import Optimizer, Schedule
 from worker.inputs import JobInputs
@@ -61,6 +65,8 @@ def load_data(spec: JobSpec, inputs: JobInputs) -> DataSplit:
         spec.data.dataset,
         spec.data.val_fraction,
         spec.data.split_seed,
+        spec.data.augment,
+        spec.data.image_size,
         **data_options(spec, inputs),
     )
     if (fraction := spec.method.holdout()) > 0:
@@ -72,12 +78,26 @@ def load_data(spec: JobSpec, inputs: JobInputs) -> DataSplit:
 
 
 def data_options(spec: JobSpec, inputs: JobInputs) -> dict[str, Any]:
-    """The dataset's own options: an upload's file, a synthetic set's shape."""
+    """The dataset's own options: an upload's file and how its shards are read, a synthetic
+    set's shape."""
     if spec.data.dataset == "upload":
-        return {"path": str(inputs.dataset_path)}
+        path = inputs.dataset_path
+        assert path is not None
+        if path.name == shards.INDEX:
+            return {"shards": shards.read(path)} | shard_reading(spec.train.data_placement)
+        return {"path": str(path)}
     if spec.data.dataset == "synthetic":
         return spec.data.synthetic_options().model_dump()
     return {}
+
+
+def shard_reading(placement: str) -> dict[str, int]:
+    """How an upload's shards are read: the most bytes held in memory (all for "device" and
+    "host", none for "stream"), and the processes that decode them."""
+    settings = get_settings()
+    budget = {"stream": 0, "auto": settings.resident_bytes}.get(placement, 1 << 62)
+    cores = max(1, len(os.sched_getaffinity(0)) // current_shard().world)
+    return {"resident_bytes": budget, "workers": settings.data_workers or cores}
 
 
 def _rco(spec: JobSpec, inputs: JobInputs) -> dict[str, Any]:
@@ -117,7 +137,7 @@ def measure_teacher(built: Built, spec: JobSpec, device: torch.device) -> dict[s
     data = built.data
     train = spec.train
     built.teacher.val = loop.evaluate(
-        built.teacher.model, data.val_x, data.val_y, train.batch_size, device, train.precision
+        built.teacher.model, data.val, train.batch_size, device, train.precision
     )
     return built.teacher.val
 
@@ -130,7 +150,6 @@ def plan_for(
     device: str | torch.device,
 ) -> loop.TrainPlan:
     train = spec.train
-    augment = spec.data.augment if spec.data.augment != "auto" else data.default_augment
     return loop.TrainPlan(
         method=method,
         data=data,
@@ -141,7 +160,6 @@ def plan_for(
         seed=train.seed,
         precision=train.precision,
         device=device,
-        augment=augment,
         checkpoint_dir=inputs.job_dir / "checkpoints",
         spec=spec.model_dump(mode="json"),  # resolved at submission
         compile=train.compile,

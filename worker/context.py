@@ -26,6 +26,7 @@ from service.config import Settings
 from service.db import session_scope
 from service.errors import JobError
 from service.spec import JobSpec
+from service.tables import Dataset
 from worker.inputs import JobInputs, StartSource, TeacherSource
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,11 @@ class JobContext:
             elif ref is not None and ref.job is not None:
                 teacher, route, drops = _job_source(s, ref.job)
             start = _start_source(s, self.spec)
+            dataset = s.get(Dataset, upload) if upload else None
+            dataset_path = datasets.canonical_path(dataset) if dataset else None
         return JobInputs(
             job_dir=store.job_dir(self.job_id),
-            dataset_path=datasets.data_path(upload) if upload else None,
+            dataset_path=dataset_path,
             teacher=teacher,
             route=route,
             teacher_lr_drops=drops,

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from service.spec import JobSpec
-from worker.engine.data import DataSplit, batches
+from worker.engine.data import DataSplit, Images, Streamed
 from worker.engine.device import autocast, memory_format, place, resolve_device
 from worker.engine.loop import TrainResult
 
@@ -71,44 +71,58 @@ def dataset_lineage(spec: JobSpec, data: DataSplit) -> dict[str, Any]:
         "upload": spec.data.upload,
         "val_fraction": spec.data.val_fraction,
         "split_seed": spec.data.split_seed,
-        "train_size": len(data.train_y),
-        "holdout_size": 0 if data.holdout_y is None else len(data.holdout_y),
-        "val_size": len(data.val_y),
+        "train_size": len(data.train),
+        "holdout_size": 0 if data.holdout is None else len(data.holdout),
+        "val_size": len(data.val),
+        "image_size": data.augment.size,
+        "augment": data.augment.mode,
+        "storage": "streamed" if isinstance(data.train, Streamed) else "resident",
         "sha256": data_fingerprint(data),
     }
 
 
 def data_fingerprint(data: DataSplit) -> str:
-    """sha256 of the train, held-out and val tensors and labels as trained on (after the
-    split and normalisation): the same dataset and split give the same hash."""
+    """sha256 of the train, held-out and val splits as trained on (pixels held in memory, or
+    the shards' index and which samples; labels; normalisation): the same dataset and split
+    give the same hash."""
     digest = hashlib.sha256()
-    held = [t for t in (data.holdout_x, data.holdout_y) if t is not None]
-    for t in (data.train_x, data.train_y, *held, data.val_x, data.val_y):
-        arr = np.ascontiguousarray(t.detach().cpu().numpy())
-        digest.update(f"{arr.dtype}{arr.shape}".encode())  # so no two layouts collide
-        digest.update(arr.data)
+    for part in data.parts():
+        for item in part.fingerprint():
+            arr = as_array(item)
+            digest.update(f"{arr.dtype}{arr.shape}".encode())  # so no two layouts collide
+            digest.update(arr.tobytes())
     return digest.hexdigest()
+
+
+def as_array(item: Any) -> np.ndarray:
+    if isinstance(item, Tensor):
+        return np.ascontiguousarray(item.detach().cpu().numpy())
+    if isinstance(item, bytes):
+        return np.frombuffer(item, np.uint8)
+    return np.asarray(item)
 
 
 def per_class_accuracy(
     model: nn.Module, data: DataSplit, batch_size: int, device: str, precision: str
 ) -> dict[str, float | None]:
     """{class name: accuracy on the validation split}; None for a class with no samples."""
-    pred = predict(model, data.val_x, batch_size, device, precision)
+    pred = predict(model, data.val, batch_size, device, precision)
     accuracy: dict[str, float | None] = {}
     for c, name in enumerate(data.class_names):
-        mine = data.val_y == c
+        mine = data.val.labels == c
         accuracy[name] = float((pred[mine] == c).double().mean()) if mine.any() else None
     return accuracy
 
 
-def predict(model: nn.Module, x: Tensor, batch_size: int, device: str, precision: str) -> Tensor:
-    """Predicted classes of `model` for `x`, on CPU."""
+def predict(
+    model: nn.Module, images: Images, batch_size: int, device: str, precision: str
+) -> Tensor:
+    """Predicted classes of `model` for `images`, in order, on CPU."""
     dev = resolve_device(device)
     place(model, dev).eval()
     out = []
     with torch.inference_mode(), autocast(dev, precision):
-        for xb, _ in batches(x, torch.zeros(len(x)), batch_size, shuffle=False):
+        for xb, _ in images.ordered(batch_size):
             xb = xb.to(dev).contiguous(memory_format=memory_format(dev))
             out.append(model(xb).argmax(dim=1).cpu())
     return torch.cat(out)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import sys
 import threading
 import time
@@ -77,6 +78,7 @@ def report(folder: Path, ctx: JobContext, inputs: JobInputs, world: int) -> int:
 def train(ctx: JobContext, inputs: JobInputs, folder: Path, world: int) -> dict[str, Any]:
     spec = ctx.spec
     device = job_device(spec.train.device, world)
+    before = peak_rss()
     built = build(spec, inputs, device)
     if built.teacher is not None:
         report_teacher(ctx, built, spec, device)
@@ -88,11 +90,18 @@ def train(ctx: JobContext, inputs: JobInputs, folder: Path, world: int) -> dict[
         ctx.event("distributed", message, world=world, backend=backend, devices=devices, logs=logs)
     with joined(folder, 0, world, device):
         outcome = loop.train(built.plan, ctx)
+    memory = {"peak_rss_bytes": peak_rss(), "peak_rss_growth_bytes": peak_rss() - before}
     written = write_outputs(ctx.job_id, inputs.job_dir, spec, built, outcome)
+    written.result["host_memory"] = memory  # of rank 0, from loading the data to the last epoch
     for type_, message in written.events:
         ctx.event(type_, message)
     ctx.register(written.files)
     return written.result
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory so far, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def report_teacher(ctx: JobContext, built: Built, spec: JobSpec, device: torch.device) -> None:

@@ -17,7 +17,8 @@ BODY_DOC: dict[str, Any] = {
             "application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"},
                 "description": "an .npz (images, labels), a zip/tar(.gz) of the four "
-                "MNIST-style IDX files, or a zip/tar(.gz) ImageFolder tree",
+                "MNIST-style IDX files, or a zip/tar(.gz) ImageFolder tree of JPEG, PNG, "
+                "WebP or BMP images of any sizes",
             }
         },
     }
@@ -35,13 +36,19 @@ async def create_dataset(
     num_classes: Annotated[
         int | None, Query(ge=2, le=100_000, description="labels must be below it")
     ] = None,
+    class_names: Annotated[
+        list[str] | None,
+        Query(max_length=100_000, description="IDX: the name of each label, in label order"),
+    ] = None,
 ) -> DatasetOut:
     """The body is the file itself (up to DISTILLERY_MAX_UPLOAD_BYTES, counted as it
     streams in); it is decoded and checked before anything is stored."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/octet-stream":
         raise UnsupportedMediaType(content_type, "send the file as application/octet-stream")
-    info = datasets.UploadInfo(name=name, format=format, num_classes=num_classes)
+    info = datasets.UploadInfo(
+        name=name, format=format, num_classes=num_classes, class_names=class_names
+    )
     dataset = await datasets.upload(request.stream(), info)
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return DatasetOut.model_validate(dataset)

@@ -93,6 +93,21 @@ class ModelOut(Out):
     created_at: datetime
 
 
+class SizeSummary(BaseModel):
+    min: int
+    median: int
+    max: int
+
+
+class SplitOut(BaseModel):
+    count: int
+    class_counts: list[int] | None = Field(
+        None, description="per class, in class_names order (unknown for datasets stored before)"
+    )
+    width: SizeSummary
+    height: SizeSummary
+
+
 class DatasetOut(Out):
     id: str
     object: str = "dataset"
@@ -100,12 +115,15 @@ class DatasetOut(Out):
     format: str
     num_classes: int
     in_channels: int
-    input_size: int
+    input_size: int | None = Field(
+        description="height = width when every image has that one size; else null"
+    )
     num_train: int
     num_val: int | None = Field(description="size of the predefined validation split, if any")
     class_names: list[str]
-    class_counts: list[int]
-    sha256: str = Field(description="of the stored canonical .npz")
+    class_counts: list[int] = Field(description="per class, train and val splits together")
+    splits: dict[str, SplitOut] = Field(description="train, and val when predefined")
+    sha256: str = Field(description="of the canonical file: data.npz, or the shards' index.json")
     size: int
     upload_sha256: str
     upload_size: int

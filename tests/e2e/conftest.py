@@ -138,7 +138,9 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
     import torch
 
     from service import datasets
+    from service.db import session_scope
     from service.spec import JobSpec
+    from service.tables import Dataset
     from worker.build import load_data
     from worker.engine.checkpoint import load_weights
     from worker.engine.zoo import build_model
@@ -149,18 +151,34 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
     model = build_model(card["architecture"], card["num_classes"], card["in_channels"])
     load_weights(model, paths["student.safetensors"])
     spec = JobSpec.model_validate(card["spec"])
-    upload = spec.data.upload
-    inputs = JobInputs(job_dir=dest, dataset_path=datasets.data_path(upload) if upload else None)
-    data = load_data(spec, inputs)  # the validation split as the job normalised it
+    dataset_path = None
+    if spec.data.upload:  # the file the worker read: data.npz or the shards' index.json
+        with session_scope() as s:
+            row = s.get(Dataset, spec.data.upload)
+            assert row is not None
+            dataset_path = datasets.canonical_path(row)
+    data = load_data(spec, JobInputs(job_dir=dest, dataset_path=dataset_path))
     assert (data.mean, data.std) == (card["normalisation"]["mean"], card["normalisation"]["std"])
+    val_x, val_y = validation(data)  # as the job normalised and sized it
     with torch.no_grad():  # scored here, not with the engine's evaluate() that reported it
-        accuracy = float((model.eval()(data.val_x).argmax(1) == data.val_y).float().mean())
+        accuracy = float((model.eval()(val_x).argmax(1) == val_y).float().mean())
     assert abs(accuracy - card["metrics"]["final"]["val_acc"]) < 1e-6
     assert abs(accuracy - job["metrics"]["val_acc"]) < 1e-6
     return card
 
 
 STUDENT_FILES = ("model.json", "student.safetensors")
+
+
+def validation(data: Any) -> tuple[Any, Any]:
+    """A DataSplit's validation images (N, C, H, W), normalised and centre-cropped as the
+    model sees them, and their labels: all of them, in order, on the CPU."""
+    import torch
+
+    batches = list(data.val.ordered(256))
+    x = torch.cat([xb.cpu() for xb, _ in batches])
+    y = torch.cat([yb.cpu() for _, yb in batches])
+    return x, y
 
 
 def download(service: Service, job_id: str, name: str, dest: Path) -> Path:

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tests.e2e.conftest import Service, download, load_student
+from tests.e2e.conftest import Service, download, load_student, validation
 from worker.engine.checkpoint import load_weights
 from worker.engine.data import load_dataset
 from worker.engine.zoo import build_model
@@ -62,19 +62,19 @@ def test_three_formats_download_and_predict_alike(
         assert hashlib.sha256(path.read_bytes()).hexdigest() == listed[name]["sha256"]
 
     card = load_student(service, exported, tmp_path)  # safetensors scores what the job said
-    data = load_dataset("digits", VAL_FRACTION, card["dataset"]["split_seed"])
+    val_x, val_y = validation(load_dataset("digits", VAL_FRACTION, card["dataset"]["split_seed"]))
     model = build_model(card["architecture"], card["num_classes"], card["in_channels"])
     load_weights(model, paths["student.safetensors"])
     with torch.no_grad():
-        expected = model.eval()(data.val_x)
-        scripted = torch.jit.load(str(paths["student.torchscript.pt"]))(data.val_x)
+        expected = model.eval()(val_x)
+        scripted = torch.jit.load(str(paths["student.torchscript.pt"]))(val_x)
     session = ort.InferenceSession(str(paths["student.onnx"]), providers=["CPUExecutionProvider"])
-    from_onnx = session.run(None, {"input": data.val_x.numpy()})[0]
+    from_onnx = session.run(None, {"input": val_x.numpy()})[0]
 
     np.testing.assert_allclose(from_onnx, expected.numpy(), atol=TOLERANCE)
     assert (from_onnx.argmax(1) == expected.argmax(1).numpy()).all()
     assert torch.equal(scripted.argmax(1), expected.argmax(1))
-    accuracy = float((expected.argmax(1) == data.val_y).float().mean())
+    accuracy = float((expected.argmax(1) == val_y).float().mean())
     assert accuracy == pytest.approx(card["metrics"]["final"]["val_acc"], abs=1e-6)
 
 
@@ -87,8 +87,8 @@ def test_model_card_has_size_per_class_accuracy_latency_and_export_parity(
 
     per_class = card["per_class_accuracy"]
     assert list(per_class) == [str(c) for c in range(10)]
-    data = load_dataset("digits", VAL_FRACTION, SPLIT_SEED)
-    counts = torch.bincount(data.val_y, minlength=10).tolist()
+    _, val_y = validation(load_dataset("digits", VAL_FRACTION, SPLIT_SEED))
+    counts = torch.bincount(val_y, minlength=10).tolist()
     overall = sum(per_class[str(c)] * n for c, n in enumerate(counts)) / sum(counts)
     assert overall == pytest.approx(card["metrics"]["final"]["val_acc"], abs=1e-6)
 

@@ -1,6 +1,7 @@
-"""timm architectures through the service: a timm teacher trained by a real worker, then
-ReviewKD (timm's feature API on both sides) into a timm student exported to ONNX; and a
-student that starts from timm's pretrained weights, read from an offline hub cache."""
+"""timm architectures through the service, on photos of mixed sizes uploaded over HTTP: a
+timm teacher trained by a real worker, then KD into a timm student exported to ONNX and
+ReviewKD (timm's feature API on both sides) into another; and a student that starts from
+timm's pretrained weights, read from an offline hub cache."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from service.store import sha256_file
 from tests.conftest import Backend, truncate
 from tests.e2e.conftest import Service, download, load_student
 from tests.hub_cache import REVISION, cache_timm_weights
+from tests.photos import photo_zip
 
 DATA = {
     "dataset": "synthetic",
@@ -22,39 +24,68 @@ DATA = {
 TRAIN = {"epochs": 2, "batch_size": 32, "optimizer": {"name": "adamw"}}
 
 
-def test_a_timm_teacher_distils_into_a_timm_student(
-    offline_service: Service, tmp_path: Path
+@pytest.fixture(scope="module")
+def photos(offline_service: Service) -> dict:
+    """An ImageFolder of JPEG and PNG photos of mixed sizes and modes, uploaded over HTTP."""
+    r = offline_service.http.post(
+        "/v1/datasets", content=photo_zip(), headers={"Content-Type": "application/octet-stream"}
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def test_timm_models_train_and_distil_on_uploaded_photos(
+    offline_service: Service, photos: dict, tmp_path: Path
 ) -> None:
+    """supervised timm/resnet18 -> kd into timm/mobilenetv3_small_050 (ONNX) and reviewkd
+    into timm/resnet10t, on photos of mixed sizes at image_size 32 (rrc_flip)."""
     service = offline_service
+    assert photos["input_size"] is None and photos["in_channels"] == 3
+    data = {"dataset": "upload", "upload": photos["id"], "image_size": 32, "val_fraction": 0.2}
     teacher = service.submit(
         {
             "method": {"name": "supervised"},
             "student": {"arch": "timm/resnet18"},
-            "data": DATA,
+            "data": data,
             "train": TRAIN,
         }
     )
     teacher = service.wait_status(teacher["id"], "succeeded")
-    assert load_student(service, teacher, tmp_path)["architecture"] == "timm/resnet18"
+    card = load_student(service, teacher, tmp_path)
+    assert card["architecture"] == "timm/resnet18"
+    assert card["dataset"]["image_size"] == 32 and card["dataset"]["augment"] == "rrc_flip"
 
-    student = service.submit(
+    kd = service.submit(
         {
-            "method": {"name": "reviewkd", "warmup_epochs": 1},
+            "method": {"name": "kd"},
             "teacher": {"job": teacher["id"]},
             "student": {"arch": "timm/mobilenetv3_small_050"},
-            "data": DATA,
+            "data": data,
             "train": TRAIN,
             "exports": ["onnx"],
         }
     )
-    job = service.wait_status(student["id"], "succeeded")
-    metrics = [e["data"] for e in service.events(job["id"]) if e["type"] == "metrics"]
-    assert [m["epoch"] for m in metrics] == [1, 2] and all("train_hcl" in m for m in metrics)
-    card = load_student(service, job, tmp_path)
+    review = service.submit(
+        {
+            "method": {"name": "reviewkd", "warmup_epochs": 1},
+            "teacher": {"job": teacher["id"]},
+            "student": {"arch": "timm/resnet10t"},
+            "data": data,
+            "train": TRAIN,
+        }
+    )
+    kd = service.wait_status(kd["id"], "succeeded")
+    card = load_student(service, kd, tmp_path)
     assert card["architecture"] == "timm/mobilenetv3_small_050"
-    assert card["teacher"]["architecture"] == "timm/resnet18"
+    assert card["input_shape"] == [3, 32, 32]
     assert card["exports"]["onnx"]["max_abs_diff"] <= 1e-3
-    assert "student.onnx" in job["result"]["artifacts"]
+    assert "student.onnx" in kd["result"]["artifacts"]
+
+    review = service.wait_status(review["id"], "succeeded")
+    metrics = [e["data"] for e in service.events(review["id"]) if e["type"] == "metrics"]
+    assert [m["epoch"] for m in metrics] == [1, 2] and all("train_hcl" in m for m in metrics)
+    card = load_student(service, review, tmp_path)
+    assert card["teacher"]["architecture"] == "timm/resnet18"
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,22 @@
 """POST /v1/datasets over HTTP: real digits images as .npz and as an IDX archive, decoded
-and checked at upload; every refusal is a 4xx that stores nothing."""
+and checked at upload; ImageFolder archives of images of any sizes and modes, checked and
+stored as they came in WebDataset shards; every refusal is a 4xx that stores nothing."""
 
 import gzip
 import hashlib
 import io
+import json
 import os
 import tarfile
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import webdataset as wds
 from fastapi.testclient import TestClient
 from PIL import Image
 from sklearn.datasets import load_digits
@@ -19,6 +24,7 @@ from sklearn.datasets import load_digits
 from service import datasets
 from service.app import create_app
 from service.config import Settings, get_settings
+from service.db import session_scope
 from service.tables import Dataset
 from tests.service.helpers import fields, nothing_stored_in, problem
 
@@ -83,6 +89,20 @@ def post(client: TestClient, data: bytes, **params: Any):
     return client.post("/v1/datasets", params=params, content=data, headers=OCTET)
 
 
+def canonical(dataset_id: str) -> Path:
+    """The stored dataset's canonical file, as its row names it."""
+    with session_scope() as s:
+        row = s.get(Dataset, dataset_id)
+        assert row is not None
+        return datasets.canonical_path(row)
+
+
+def npz_of(dataset_id: str) -> Path:
+    path = canonical(dataset_id)
+    assert path == datasets.dataset_dir(dataset_id) / "data.npz"
+    return path
+
+
 @pytest.fixture
 def nothing_stored(clean_db):
     with nothing_stored_in(Dataset, get_settings().datasets_dir):
@@ -125,8 +145,13 @@ def test_npz_upload_is_checked_and_stored_canonically(client):
     assert (ds["input_size"], ds["num_train"], ds["num_val"]) == (8, 1797, None)
     assert ds["class_names"] == NAMES and sum(ds["class_counts"]) == 1797
     assert (ds["upload_sha256"], ds["upload_size"]) == (hashlib.sha256(body).hexdigest(), len(body))
-    path = datasets.data_path(ds["id"])
+    path = npz_of(ds["id"])
     assert hashlib.sha256(path.read_bytes()).hexdigest() == ds["sha256"]
+    side = {"min": 8, "median": 8, "max": 8}
+    counts = np.bincount(digits_uint8()[1], minlength=10).tolist()
+    assert ds["splits"] == {
+        "train": {"count": 1797, "class_counts": counts, "width": side, "height": side}
+    }
     with np.load(path, allow_pickle=False) as npz:
         assert npz["images"].shape == (1797, 8, 8, 1) and npz["images"].dtype == np.uint8
         assert npz["labels"].dtype == np.int64
@@ -234,8 +259,60 @@ def test_idx_archive_keeps_the_test_set_as_validation(client, pack):
         10,
         8,
     )
-    with np.load(datasets.data_path(ds["id"]), allow_pickle=False) as npz:
+    with np.load(npz_of(ds["id"]), allow_pickle=False) as npz:
         assert np.array_equal(npz["val_images"][..., 0], digits_uint8()[0][1500:])
+
+
+KAGGLE = {  # Kaggle's MNIST names, unzipped, in a folder of their own
+    "train-images-idx3-ubyte.gz": "mnist/train-images.idx3-ubyte",
+    "train-labels-idx1-ubyte.gz": "mnist/train-labels.idx1-ubyte",
+    "t10k-images-idx3-ubyte.gz": "mnist/t10k-images.idx3-ubyte",
+    "t10k-labels-idx1-ubyte.gz": "mnist/t10k-labels.idx1-ubyte",
+}
+
+
+def test_idx_with_kaggle_names_and_class_names_has_per_split_counts(client):
+    members = {KAGGLE[name]: gzip.decompress(data) for name, data in idx_members().items()}
+    r = post(client, zip_bytes(members), class_names=NAMES)
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert (ds["format"], ds["class_names"], ds["num_train"], ds["num_val"]) == (
+        "idx",
+        NAMES,
+        1500,
+        297,
+    )
+    labels = digits_uint8()[1]
+    side = {"min": 8, "median": 8, "max": 8}
+    assert ds["splits"] == {
+        "train": {
+            "count": 1500,
+            "class_counts": np.bincount(labels[:1500], minlength=10).tolist(),
+            "width": side,
+            "height": side,
+        },
+        "val": {
+            "count": 297,
+            "class_counts": np.bincount(labels[1500:], minlength=10).tolist(),
+            "width": side,
+            "height": side,
+        },
+    }
+    assert ds["class_counts"] == np.bincount(labels, minlength=10).tolist()  # both splits
+    with np.load(npz_of(ds["id"]), allow_pickle=False) as npz:
+        assert list(npz["class_names"]) == NAMES
+    assert client.get(f"/v1/datasets/{ds['id']}").json() == ds
+
+
+def test_idx_class_names_must_cover_the_labels(client, nothing_stored):
+    body = _refused(client, tar_bytes(idx_members()), class_names=NAMES[:5])
+    assert body["code"] == "labels_out_of_range"
+
+
+@pytest.mark.parametrize("fmt", ["npz", "imagefolder"])
+def test_class_names_are_only_for_idx(client, nothing_stored, fmt):
+    body = digits_npz() if fmt == "npz" else zip_bytes(imagefolder_members(n=40))
+    assert "class_names are for IDX" in _refused(client, body, class_names=NAMES)["detail"]
 
 
 def test_truncated_gz_is_a_422(client, nothing_stored):
@@ -325,6 +402,41 @@ def imagefolder_members(split: bool = True, n: int = 200) -> dict[str, bytes]:
     return out
 
 
+def shard_samples(dataset_id: str) -> dict[str, list[tuple[str, bytes, int]]]:
+    """Per split, every stored sample as (extension, bytes, label), read from the dataset's
+    shards with the `webdataset` package; the index and each shard's sha256 checked."""
+    index_path = canonical(dataset_id)
+    assert index_path == datasets.dataset_dir(dataset_id) / "index.json"
+    index = json.loads(index_path.read_text())
+    out: dict[str, list[tuple[str, bytes, int]]] = {}
+    for split, info in index["splits"].items():
+        urls = [str(index_path.parent / shard["name"]) for shard in info["shards"]]
+        for url, shard in zip(urls, info["shards"], strict=True):
+            assert hashlib.sha256(Path(url).read_bytes()).hexdigest() == shard["sha256"]
+        samples = []
+        for sample in wds.WebDataset(urls, shardshuffle=False):
+            (ext,) = set(sample) - {"__key__", "__url__", "__local_path__", "cls"}
+            samples.append((ext, sample[ext], int(sample["cls"].decode())))
+        assert len(samples) == info["count"] == sum(s["count"] for s in info["shards"])
+        out[split] = samples
+    return out
+
+
+def expected_samples(
+    members: dict[str, bytes], class_names: list[str], top: str = ""
+) -> dict[str, Counter]:
+    """Per split, the (extension, bytes, label) an ImageFolder's images should be stored as."""
+    out: dict[str, Counter] = {}
+    for name, data in members.items():
+        parts = name.removeprefix(top).split("/")
+        if len(parts) < 2 or not name.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".bmp")):
+            continue
+        split = parts[0] if len(parts) == 3 else "train"
+        ext = {"jpeg": "jpg"}.get(name.rsplit(".", 1)[1], name.rsplit(".", 1)[1])
+        out.setdefault(split, Counter())[(ext, data, class_names.index(parts[-2]))] += 1
+    return out
+
+
 @pytest.mark.parametrize("split", [True, False])
 @pytest.mark.parametrize("pack", ["zip", "tar.gz"])
 def test_imagefolder_tree(client, pack, split):
@@ -340,11 +452,13 @@ def test_imagefolder_tree(client, pack, split):
         8,
     )
     assert (ds["num_train"], ds["num_val"]) == ((160, 40) if split else (200, None))
-    with np.load(datasets.data_path(ds["id"]), allow_pickle=False) as npz:
-        assert list(npz["class_names"]) == [str(d) for d in range(10)]
-        first = npz["images"][npz["labels"] == 0][0, ..., 0]
-    images, labels = digits_uint8()
-    assert any(np.array_equal(first, img) for img in images[:200][labels[:200] == 0])
+    assert ds["class_names"] == [str(d) for d in range(10)]
+    assert set(ds["splits"]) == ({"train", "val"} if split else {"train"})
+    assert ds["sha256"] == hashlib.sha256(canonical(ds["id"]).read_bytes()).hexdigest()
+    stored = {k: Counter(v) for k, v in shard_samples(ds["id"]).items()}
+    assert stored == expected_samples(members, ds["class_names"], "digits/")
+    _, labels = digits_uint8()
+    assert ds["class_counts"] == np.bincount(labels[:200], minlength=10).tolist()
 
 
 def test_colour_and_gray_images_become_rgb(client):
@@ -354,13 +468,127 @@ def test_colour_and_gray_images_become_rgb(client):
     assert post(client, zip_bytes(members)).json()["in_channels"] == 3
 
 
+def test_images_of_several_sizes_are_accepted(client):
+    members = imagefolder_members(n=40)
+    members["digits/train/3/big.png"] = png(np.zeros((9, 9), np.uint8))
+    members["digits/train/3/wide.png"] = png(np.zeros((6, 13), np.uint8))  # 13 wide, 6 high
+    r = post(client, zip_bytes(members))
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert ds["input_size"] is None and ds["num_train"] == 34
+    train = ds["splits"]["train"]
+    assert train["width"] == {"min": 8, "median": 8, "max": 13}
+    assert train["height"] == {"min": 6, "median": 8, "max": 9}
+    assert ds["splits"]["val"]["width"] == ds["splits"]["val"]["height"]
+
+
+def noise(rng: np.random.Generator, width: int, height: int, channels: int = 3) -> Image.Image:
+    pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+    return Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+
+
+def encoded(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def mixed_members() -> dict[str, bytes]:
+    """Two classes of images of many sizes, modes and formats, with a val split: 5 train
+    (3 cat, 2 dog) and 3 val (1 cat, 2 dog). Sizes are width x height as displayed."""
+    rng = np.random.default_rng(0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to display: stored 30x12, shown 12x30
+    return {
+        "pets/train/cat/rgb.jpg": encoded(noise(rng, 40, 30), "JPEG"),
+        "pets/train/cat/palette.png": encoded(noise(rng, 17, 23).convert("P"), "PNG"),
+        "pets/train/cat/alpha.PNG": encoded(noise(rng, 24, 16).convert("RGBA"), "PNG"),
+        "pets/train/dog/gray.png": encoded(noise(rng, 9, 12, 1), "PNG"),
+        "pets/train/dog/cmyk.jpeg": encoded(noise(rng, 20, 28).convert("CMYK"), "JPEG"),
+        "pets/val/cat/photo.webp": encoded(noise(rng, 21, 33), "WEBP"),
+        "pets/val/dog/bitmap.bmp": encoded(noise(rng, 10, 14), "BMP"),
+        "pets/val/dog/rotated.jpg": encoded(noise(rng, 30, 12), "JPEG", exif=exif.tobytes()),
+    }
+
+
+def test_imagefolder_of_mixed_sizes_and_modes_is_stored_as_it_came(client):
+    members = mixed_members()
+    assert Image.open(io.BytesIO(members["pets/train/dog/cmyk.jpeg"])).mode == "CMYK"
+    assert Image.open(io.BytesIO(members["pets/train/cat/palette.png"])).mode == "P"
+    body = zip_bytes(members)
+    r = post(client, body, name="pets")
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert (ds["format"], ds["name"], ds["class_names"], ds["num_classes"]) == (
+        "imagefolder",
+        "pets",
+        ["cat", "dog"],
+        2,
+    )
+    assert (ds["in_channels"], ds["input_size"], ds["num_train"], ds["num_val"]) == (3, None, 5, 3)
+    assert ds["class_counts"] == [4, 4]
+    assert ds["splits"] == {
+        "train": {
+            "count": 5,
+            "class_counts": [3, 2],
+            "width": {"min": 9, "median": 20, "max": 40},
+            "height": {"min": 12, "median": 23, "max": 30},
+        },
+        "val": {  # the rotated JPEG counts as 12 wide, 30 high
+            "count": 3,
+            "class_counts": [1, 2],
+            "width": {"min": 10, "median": 12, "max": 21},
+            "height": {"min": 14, "median": 30, "max": 33},
+        },
+    }
+    assert (ds["upload_sha256"], ds["upload_size"]) == (hashlib.sha256(body).hexdigest(), len(body))
+    assert ds["sha256"] == hashlib.sha256(canonical(ds["id"]).read_bytes()).hexdigest()
+    stored = shard_samples(ds["id"])
+    assert {k: Counter(v) for k, v in stored.items()} == expected_samples(
+        {n.lower(): data for n, data in members.items()}, ds["class_names"], "pets/"
+    )
+    assert {ext for samples in stored.values() for ext, _, _ in samples} == {
+        "jpg",
+        "png",
+        "webp",
+        "bmp",
+    }
+    assert client.get(f"/v1/datasets/{ds['id']}").json() == ds
+
+
+def test_grayscale_only_imagefolder_has_one_channel(client):
+    rng = np.random.default_rng(1)
+    members = {
+        f"{c}/{i}.{fmt.lower()}": encoded(noise(rng, 6 + i, 5, 1), fmt)
+        for c in ("a", "b")
+        for i, fmt in enumerate(("PNG", "JPEG", "BMP"))
+    }
+    ds = post(client, tar_bytes(members)).json()
+    assert (ds["in_channels"], ds["input_size"], ds["num_val"]) == (1, None, None)
+    assert ds["splits"]["train"]["width"] == {"min": 6, "median": 7, "max": 8}
+
+
+def test_truncated_jpeg_is_a_422_naming_it(client, nothing_stored):
+    members = mixed_members()
+    jpeg = members["pets/train/cat/rgb.jpg"]
+    members["pets/train/cat/rgb.jpg"] = jpeg[: len(jpeg) // 2]
+    detail = _refused(client, zip_bytes(members))["detail"]
+    assert "pets/train/cat/rgb.jpg" in detail and "not a readable image" in detail
+
+
+def test_a_jpg_that_is_no_image_is_a_422_naming_it(client, nothing_stored):
+    members = mixed_members() | {"pets/train/dog/x.jpg": b"<html>not an image</html>" * 4}
+    detail = _refused(client, zip_bytes(members))["detail"]
+    assert "pets/train/dog/x.jpg" in detail and "not a readable image" in detail
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [
         (lambda m: m | {"digits/train/3/bad.png": b"\x89PNG\r\n\x1a\nnope"}, "readable image"),
         (
-            lambda m: m | {"digits/train/3/big.png": png(np.zeros((9, 9), np.uint8))},
-            "one size",
+            lambda m: m | {"digits/train/3/thin.png": png(np.zeros((8, 3), np.uint8))},
+            "digits/train/3/thin.png is 3x8",
         ),
         (lambda m: m | {"digits/val/x/1.png": png(np.zeros((8, 8), np.uint8))}, "no train"),
         (lambda m: m | {"digits/4.png": png(np.zeros((8, 8), np.uint8))}, "must sit in"),

@@ -212,13 +212,84 @@ def test_0004_gives_route_checkpoints_their_kind_and_old_specs_still_load(url):
     assert "linear_steps" not in spec["method"]
     loaded = JobSpec.model_validate(spec).model_dump(mode="json")  # as the worker reads it
     # what the spec gained since, each at its default: KDCL's held-out part it chooses on,
-    # the student's start, the data's normalisation
+    # the student's start, the data's normalisation and training resolution
     assert loaded["method"].pop("holdout_fraction") == 0.1
     assert loaded["student"].pop("init") is None
     assert loaded["data"].pop("normalisation") == "auto"
+    assert loaded["data"].pop("image_size") is None
     old = dict(OLD_KDCL_SPEC, method=dict(OLD_KDCL_SPEC["method"]))
     del old["method"]["linear_steps"]
     assert loaded == old == spec
     command.downgrade(cfg, "0003")
     assert artifact_kinds(url) == OLD_ARTIFACTS
     assert stored_spec(url) == OLD_KDCL_SPEC
+
+
+DATASETS = sa.table(
+    "datasets",
+    *(sa.column(c) for c in ("id", "name", "format", "num_classes", "in_channels")),
+    *(sa.column(c) for c in ("input_size", "num_train", "num_val", "sha256", "size")),
+    *(sa.column(c) for c in ("upload_sha256", "upload_size", "path", "created_at")),
+    sa.column("class_names", JSONType),
+    sa.column("class_counts", JSONType),
+)
+
+
+def dataset_rows(url: str) -> dict[str, dict]:
+    """Every dataset row, its columns as this revision has them (JSON read as values)."""
+    with get_engine(url).connect() as conn:
+        table = sa.Table("datasets", sa.MetaData(), autoload_with=conn)
+        rows = conn.execute(sa.select(table)).mappings().all()
+    return {row["id"]: dict(row) for row in rows}
+
+
+def test_0007_gives_old_datasets_their_splits_and_downgrades(url):
+    cfg = config(url)
+    command.upgrade(cfg, "0006")
+    now = datetime(2026, 12, 1)
+    old = {  # id -> (num_train, num_val, input_size)
+        "ds_split": (1500, 297, 8),
+        "ds_whole": (200, None, 28),
+    }
+    with get_engine(url).begin() as conn:
+        for dataset_id, (num_train, num_val, size) in old.items():
+            conn.execute(
+                DATASETS.insert().values(
+                    id=dataset_id,
+                    name=dataset_id,
+                    format="npz",
+                    num_classes=2,
+                    in_channels=1,
+                    input_size=size,
+                    num_train=num_train,
+                    num_val=num_val,
+                    class_names=["a", "b"],
+                    class_counts=[num_train + (num_val or 0) - 1, 1],
+                    sha256="0" * 64,
+                    size=1,
+                    upload_sha256="1" * 64,
+                    upload_size=1,
+                    path=f"datasets/{dataset_id}/data.npz",
+                    created_at=now,
+                )
+            )
+    before = dataset_rows(url)
+
+    command.upgrade(cfg, "0007")
+    rows = dataset_rows(url)
+    side = {"min": 8, "median": 8, "max": 8}
+    assert rows["ds_split"]["splits"] == {
+        "train": {"count": 1500, "width": side, "height": side},
+        "val": {"count": 297, "width": side, "height": side},
+    }
+    side = {"min": 28, "median": 28, "max": 28}
+    assert rows["ds_whole"]["splits"] == {"train": {"count": 200, "width": side, "height": side}}
+    assert {k: {c: v for c, v in r.items() if c != "splits"} for k, r in rows.items()} == before
+    command.upgrade(cfg, "head")
+    with get_engine(url).connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+    command.downgrade(cfg, "0006")
+    assert dataset_rows(url) == before
+    command.upgrade(cfg, "head")
+    assert dataset_rows(url)["ds_split"]["splits"]["val"]["count"] == 297

@@ -13,6 +13,7 @@ from service.spec import JobSpec
 from service.store import sha256_file
 from worker.build import build, method_kwargs
 from worker.engine.checkpoint import save_weights
+from worker.engine.data import Augment
 from worker.engine.methods.rco import RCO
 from worker.engine.optim import Optimizer, Schedule
 from worker.engine.zoo import build_model
@@ -42,15 +43,15 @@ def test_the_plan_carries_the_specs_values(tmp_path: Path) -> None:
     assert plan.optimizer == Optimizer("adamw", 1e-3, 0.9, 0.01, False)  # adamw's defaults
     assert plan.schedule == Schedule("multistep", [2, 4], 0.1, 1)
     assert (plan.epochs, plan.batch_size, plan.seed) == (6, 32, 5)
-    assert (plan.augment, plan.precision) == ("crop", "auto")  # digits' own augmentation
+    assert (plan.data.augment, plan.precision) == (Augment("crop", 8), "auto")  # digits' own
     assert (plan.compile, plan.data_placement) == (False, "auto")
     assert plan.checkpoint_dir == tmp_path / "checkpoints" and plan.spec == job.model_dump(
         mode="json"
     )
     # route checkpoints: every 5th epoch, each LR drop, the last epoch
     assert plan.method.route_epochs(plan.epochs, plan.schedule.drops()) == {2, 4, 5, 6}
-    assert built.teacher is None and built.data.holdout_y is None
-    assert len(built.data.val_y) == 360  # 20% of digits' 1797
+    assert built.teacher is None and built.data.holdout is None
+    assert len(built.data.val) == 360  # 20% of digits' 1797
 
 
 def test_same_spec_and_inputs_build_the_same_student(tmp_path: Path) -> None:
@@ -63,10 +64,10 @@ def test_kdcl_holds_out_its_share_of_the_training_split(tmp_path: Path) -> None:
     method = {"name": "kdcl", "peers": ["cnn_small"], "holdout_fraction": 0.25}
     built = build(spec(method=method), JobInputs(job_dir=tmp_path), "cpu")
     plain = build(spec(), JobInputs(job_dir=tmp_path), "cpu").data
-    assert built.data.holdout_y is not None
-    held, train = len(built.data.holdout_y), len(built.data.train_y)
-    assert held + train == len(plain.train_y) and abs(held - 0.25 * len(plain.train_y)) <= 1
-    assert torch.equal(built.data.val_y, plain.val_y)  # the reported split is untouched
+    assert built.data.holdout is not None
+    held, train = len(built.data.holdout), len(built.data.train)
+    assert held + train == len(plain.train) and abs(held - 0.25 * len(plain.train)) <= 1
+    assert torch.equal(built.data.val.labels, plain.val.labels)  # the reported split is untouched
 
 
 def test_synthetic_data_takes_the_specs_options(tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_synthetic_data_takes_the_specs_options(tmp_path: Path) -> None:
     )
     data = build(job, JobInputs(job_dir=tmp_path), "cpu").data
     assert (data.num_classes, data.input_shape) == (3, (2, 12, 12))
-    assert len(data.train_y) + len(data.val_y) == 60
+    assert len(data.train) + len(data.val) == 60
 
 
 def teacher_file(tmp_path: Path) -> tuple[torch.nn.Module, TeacherSource]:

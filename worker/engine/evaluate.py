@@ -2,9 +2,9 @@
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from worker.engine.data import batches
+from worker.engine.data.images import Images
 from worker.engine.device import (
     autocast,
     memory_format,
@@ -17,14 +17,13 @@ from worker.engine.zoo.base import eval_mode
 
 def evaluate(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    images: Images,
     batch_size: int,
     device: str | torch.device,
     precision: str,
 ) -> dict[str, float]:
-    """{"val_acc", "val_loss"} of `model` on (x, y). Moves the model to `device`."""
-    if len(y) == 0:
+    """{"val_acc", "val_loss"} of `model` on `images`. Moves the model to `device`."""
+    if len(images) == 0:
         raise ValueError("cannot evaluate on an empty split")
     dev = resolve_device(device)
     fmt = memory_format(dev)
@@ -32,9 +31,9 @@ def evaluate(
     with eval_mode(model), torch.inference_mode(), autocast(dev, resolve_precision(precision, dev)):
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev)
-        for xb, yb in batches(x.to(dev), y.to(dev), batch_size, shuffle=False):
+        for xb, yb in images.ordered(batch_size):
             logits = model(xb.contiguous(memory_format=fmt)).float()
             loss_sum += F.cross_entropy(logits, yb, reduction="sum")
             correct += (logits.argmax(dim=1) == yb).sum()
-        loss, acc = (torch.stack([loss_sum, correct]) / len(y)).tolist()
+        loss, acc = (torch.stack([loss_sum, correct]) / len(images)).tolist()
     return {"val_acc": acc, "val_loss": loss}

@@ -3,6 +3,7 @@
 Epochs are 0-based inside, 1-based in callbacks, metrics and checkpoint names.
 """
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 
 from worker.engine.checkpoint import save_weights
-from worker.engine.data import DataSplit, TrainFeed, num_batches
+from worker.engine.data import DataSplit, Images, choose_placement, num_batches
 from worker.engine.device import (
     autocast,
     compiled,
@@ -59,12 +60,10 @@ class TrainPlan:
     seed: int
     precision: str  # "auto" | "fp32" | "bf16"
     device: str | torch.device  # "auto" | "cpu" | "cuda", or one device (a DDP rank's GPU)
-    augment: str  # "none" | "crop" | "crop_flip"
     checkpoint_dir: Path  # resume.safetensors, and route/epoch_NNNN.safetensors
     spec: dict[str, Any]  # the resolved job spec, kept in checkpoints
     compile: bool  # torch.compile the student's and teacher's forward
-    data_placement: str  # "auto" | "device" | "host" (streamed from host memory)
-    prefetch: int = 4  # batches gathered ahead when the data is streamed from the host
+    data_placement: str  # "auto" | "device" | "host" | "stream" (worker/engine/data/loader.py)
 
 
 class Callbacks(Protocol):
@@ -111,7 +110,7 @@ class Run:
     model: torch.nn.Module  # the method, wrapped in DDP when the job spans processes
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
-    feed: TrainFeed
+    data: DataSplit  # placed: each split where it is kept
     steps_per_epoch: int
     routes: set[int]  # 1-based epochs that also save route weights
 
@@ -141,7 +140,7 @@ def run_epoch(run: Run, ctx: EpochContext, progress: Progress, epoch: int) -> di
     metrics = train_epoch(run, epoch)
     metrics |= plan.method.end_epoch(epoch + 1, ctx)
     student = plan.method.output_model()
-    metrics |= evaluate(student, ctx.val_x, ctx.val_y, plan.batch_size, run.device, run.precision)
+    metrics |= evaluate(student, ctx.val, plan.batch_size, run.device, run.precision)
     metrics["epoch_time_s"] = time.perf_counter() - started
     progress.record(epoch + 1, metrics)
     return metrics
@@ -154,15 +153,13 @@ def epoch_context(run: Run) -> EpochContext:
         if run.shard.is_main:
             callbacks.on_event(type_, message, data)
 
-    held_x, held_y = plan.data.holdout_x, plan.data.holdout_y
     return EpochContext(
-        train_batches=lambda: run.feed.epoch(plan.batch_size, run.generator),
-        val_x=plan.data.val_x.to(run.device),
-        val_y=plan.data.val_y.to(run.device),
-        holdout_x=None if held_x is None else held_x.to(run.device),
-        holdout_y=None if held_y is None else held_y.to(run.device),
+        train_batches=lambda: run.data.train.epoch(plan.batch_size, run.generator),
+        val=run.data.val,
+        holdout_images=run.data.holdout,
+        device=run.device,
         batch_size=plan.batch_size,
-        augment_mode=plan.augment,
+        augment=plan.data.augment,
         generator=run.generator,
         precision=run.precision,
         emit=emit,
@@ -172,7 +169,7 @@ def epoch_context(run: Run) -> EpochContext:
 
 def start_run(plan: TrainPlan, callbacks: Callbacks) -> Run:
     device, shard = resolve_device(plan.device), current_shard()
-    steps = num_batches(len(plan.data.train_y), plan.batch_size, shuffle=True, world=shard.world)
+    steps = num_batches(len(plan.data.train), plan.batch_size, shuffle=True, world=shard.world)
     if steps == 0:
         raise ValueError("the training split needs at least two samples per process")
     place(plan.method, device)
@@ -190,15 +187,24 @@ def start_run(plan: TrainPlan, callbacks: Callbacks) -> Run:
         model=wrap(plan.method, device, shard),
         optimizer=build_optimizer(plan.method.trainable_parameters(), plan.optimizer, device),
         generator=generator,
-        feed=TrainFeed.build(
-            plan.data.train_x,
-            plan.data.train_y,
-            device,
-            plan.data_placement,
-            plan.prefetch,
-        ),
+        data=place_data(plan.data, device, plan.data_placement),
         steps_per_epoch=steps,
         routes=plan.method.route_epochs(plan.epochs, plan.schedule.drops()),
+    )
+
+
+def place_data(data: DataSplit, device: torch.device, requested: str) -> DataSplit:
+    """Each split where `requested` (or, for "auto", its size) says it is kept."""
+
+    def placed(images: Images) -> Images:
+        return images.place(device, choose_placement(requested, images.nbytes, device))
+
+    held = data.holdout
+    return dataclasses.replace(
+        data,
+        train=placed(data.train),
+        val=placed(data.val),
+        holdout=None if held is None else placed(held),
     )
 
 
@@ -208,14 +214,14 @@ def train_epoch(run: Run, epoch: int) -> dict[str, float]:
     totals: dict[str, Tensor] = {}
     seen, lrs = 0, []
     started = time.perf_counter()
-    data = run.feed.epoch(plan.batch_size, run.generator, shard.rank, shard.world)
+    data = run.data.train.epoch(plan.batch_size, run.generator, shard.rank, shard.world)
     for step, (x, y) in enumerate(data):
         if run.callbacks.should_stop():
             raise Stopped(f"stopped at epoch {epoch + 1}, step {step + 1}")
         lrs.append(lr_for(run, epoch, step))
         set_lr(run.optimizer, lrs[-1])
         x = x.contiguous(memory_format=memory_format(run.device))
-        batch = Batch(x, y, plan.augment, run.generator, (shard.rank, shard.world))
+        batch = Batch(x, y, plan.data.augment, run.generator, (shard.rank, shard.world))
         add_terms(totals, train_step(run, batch, epoch), len(y))
         seen += len(y)
         if shard.is_main:
@@ -298,7 +304,7 @@ def plan_meta(plan: TrainPlan) -> dict[str, Any]:
         "schedule": asdict(plan.schedule),
         "seed": plan.seed,
         "precision": plan.precision,
-        "augment": plan.augment,
+        "augment": asdict(plan.data.augment),
         "spec": plan.spec,
     }
 

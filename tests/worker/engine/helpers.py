@@ -11,9 +11,9 @@ from torch import nn
 from service.method_params import PARAMS_MODELS, method_name
 from service.spec import OptimizerSpec, ScheduleSpec, SyntheticOptions
 from worker.build import CONSUMED
-from worker.engine.data import DataSplit, batches
+from worker.engine.data import Augment, DataSplit, Images, Resident
 from worker.engine.loop import TrainPlan
-from worker.engine.methods import EpochContext, Method, create
+from worker.engine.methods import Batch, EpochContext, Method, create
 from worker.engine.optim import Optimizer, Schedule
 from worker.engine.zoo import build_model
 
@@ -101,14 +101,44 @@ def make_plan(
         "seed": 0,
         "precision": "auto",
         "device": "cpu",
-        "augment": "crop",
         "checkpoint_dir": checkpoint_dir,
         "spec": {},
         "compile": False,
         "data_placement": "auto",
     }
+    augment = overrides.pop("augment", "crop")
+    fields["data"] = with_augment(data, str(augment))
     fields.update(overrides)
     return TrainPlan(**fields)
+
+
+def with_augment(data: DataSplit, mode: str) -> DataSplit:
+    """`data` trained with another pad-and-crop mode (or none): the same base size."""
+    return dataclasses.replace(data, augment=Augment(mode, data.augment.size))
+
+
+def tensor_images(x: torch.Tensor, y: torch.Tensor) -> Resident:
+    """Already normalised float images (N, C, H, W) held on the CPU."""
+    channels = x.shape[1]
+    cpu = torch.device("cpu")
+    return Resident(y, [0.0] * channels, [1.0] * channels, x.shape[-1], cpu, pixels=x)
+
+
+def arrays(images: Images) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of a split, in order, as evaluation sees it (normalised, centre-cropped to its
+    size), and its labels."""
+    xs, ys = zip(*images.ordered(max(1, len(images))), strict=True)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def batch(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mode: str = "none",
+    generator: torch.Generator | None = None,
+) -> Batch:
+    """A training batch of images already at their training size."""
+    return Batch(x, y, Augment(mode, x.shape[-1]), generator)
 
 
 def make_context(
@@ -123,14 +153,14 @@ def make_context(
 ) -> EpochContext:
     """An epoch context on the CPU over (x, y) tensors, recording emitted events."""
     generator = torch.Generator().manual_seed(0)
+    images = tensor_images(*train)
     return EpochContext(
-        train_batches=lambda: batches(*train, batch_size, True, generator),
-        val_x=val[0],
-        val_y=val[1],
-        holdout_x=None if holdout is None else holdout[0],
-        holdout_y=None if holdout is None else holdout[1],
+        train_batches=lambda: images.epoch(batch_size, generator),
+        val=tensor_images(*val),
+        holdout_images=None if holdout is None else tensor_images(*holdout),
+        device=torch.device("cpu"),
         batch_size=batch_size,
-        augment_mode=augment_mode,
+        augment=Augment(augment_mode, train[0].shape[-1]),
         generator=generator,
         precision="fp32",
         emit=lambda type_, message, **data: events.append((type_, message, data)),
@@ -140,7 +170,7 @@ def make_context(
 
 def first_train(data: DataSplit, n: int) -> DataSplit:
     """`data` with only its first `n` training samples (the validation split unchanged)."""
-    return dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
+    return dataclasses.replace(data, train=data.train.subset(np.arange(n)))
 
 
 def synthetic_options(**overrides: Any) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.engine.data import DataSplit
-from worker.engine.loop import Quiet, start_run, train, train_step
+from worker.engine.data import Augment, DataSplit, Resident, augment_batch
+from worker.engine.loop import Quiet, evaluate, start_run, train, train_step
 from worker.engine.methods import Batch
 from worker.engine.zoo import build_model
 
@@ -28,17 +28,20 @@ def kd_plan(digits: DataSplit, tmp_path: Path, **overrides):
 
 def test_a_kd_step_runs_bf16_channels_last_fused_without_a_host_sync(digits, tmp_path) -> None:
     run = start_run(kd_plan(digits, tmp_path), Quiet())
-    assert run.precision == "bf16" and run.feed.placement == "device"
+    assert run.precision == "bf16" and run.data.train.on_device  # type: ignore[attr-defined]
+    assert run.data.train.pixels.is_cuda  # type: ignore[attr-defined]
     assert run.optimizer.defaults["fused"] is True
     conv = next(p for p in run.plan.method.student.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)
-    x, y = next(run.feed.epoch(64, run.generator))
-    train_step(run, Batch(x, y, "crop", run.generator), 0)  # warm-up: cuDNN autotuning
+    augment = run.plan.data.augment
+    assert augment == Augment("crop", 8)
+    x, y = next(run.data.train.epoch(64, run.generator))
+    train_step(run, Batch(x, y, augment, run.generator), 0)  # warm-up: cuDNN autotuning
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for x, y in run.feed.epoch(64, run.generator):
-            train_step(run, Batch(x, y, "crop", run.generator), 0)
+        for x, y in run.data.train.epoch(64, run.generator):
+            train_step(run, Batch(x, y, augment, run.generator), 0)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -58,3 +61,32 @@ def test_compile_trains_and_leaves_the_modules_plain(digits, tmp_path) -> None:
     assert result.final_metrics["val_acc"] >= 0.8
     assert set(plan.method.student.state_dict()) == keys
     assert plan.method.student._compiled_call_impl is None
+
+
+def test_host_and_device_placement_give_the_same_batches(digits) -> None:
+    cuda = torch.device("cuda")
+    assert isinstance(digits.train, Resident)
+    host, device = (digits.train.place(cuda, p) for p in ("host", "device"))
+    assert not host.on_device and not host.pixels.is_cuda  # streamed by the gather thread
+    assert device.on_device and device.pixels.is_cuda
+    epochs = [imgs.epoch(64, torch.Generator().manual_seed(0)) for imgs in (host, device)]
+    for (xa, ya), (xb, yb) in zip(*epochs, strict=True):
+        assert xa.is_cuda and xb.is_cuda and torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@pytest.mark.parametrize("mode", ["crop_flip", "rrc_flip"])
+def test_views_on_the_gpu_are_the_cpus(mode: str) -> None:
+    x = torch.randn(32, 3, 16, 16)
+    augment = Augment(mode, 14 if mode == "rrc_flip" else 16)
+    on_cpu = augment_batch(x, augment, torch.Generator().manual_seed(0))
+    on_gpu = augment_batch(x.cuda(), augment, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-5, rtol=1e-5)
+
+
+def test_evaluate_takes_a_split_still_in_host_memory(digits) -> None:
+    """A teacher is measured (worker/build.py measure_teacher) on the split as loaded."""
+    torch.manual_seed(0)
+    model = build_model("cnn_small", 10, 1)
+    on_gpu = evaluate(model, digits.val, 64, "cuda", "fp32")
+    on_cpu = evaluate(model, digits.val, 64, "cpu", "fp32")
+    assert on_gpu["val_acc"] == pytest.approx(on_cpu["val_acc"], abs=0.02)

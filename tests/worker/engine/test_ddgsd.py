@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.worker.engine.helpers import Recorder, first_train, make_method, make_plan
-from worker.engine.data import DataSplit
+from tests.worker.engine.helpers import Recorder, batch, first_train, make_method, make_plan
+from worker.engine.data import Augment, DataSplit
 from worker.engine.loop import train
 from worker.engine.methods import Batch, ddgsd
 from worker.engine.zoo import build_model
@@ -101,7 +101,7 @@ class FixedViews(Batch):
     """Hands out given views in order, so a test knows exactly what the network saw."""
 
     def __init__(self, views: list[torch.Tensor], labels: torch.Tensor) -> None:
-        super().__init__(views[0], labels, "none")
+        super().__init__(views[0], labels, Augment("none", views[0].shape[-1]))
         self.queue = list(views)
 
     def view(self) -> torch.Tensor:
@@ -130,7 +130,7 @@ def test_identical_views_give_no_kl_and_no_mmd() -> None:
     torch.manual_seed(0)
     method = make_method("ddgsd", build_model("cnn_small", 3, 1))
     x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
-    terms = method.train().losses(Batch(x, y, "none"), epoch=0)
+    terms = method.train().losses(batch(x, y, "none"), epoch=0)
     assert terms["kl"].item() == pytest.approx(0.0, abs=1e-6)
     assert terms["mmd"].item() == pytest.approx(0.0, abs=1e-9)
 

@@ -9,11 +9,10 @@ from torch import Tensor, nn
 
 from worker.engine.data import DataSplit
 from worker.engine.loop import Stopped, train
-from worker.engine.methods import Batch
 from worker.engine.methods.iekd import EXPLORATION, IEKD, cosine_overlap, factor_distance
 from worker.engine.zoo import StageFeatures, ZooModel, build_model
 
-from .helpers import Recorder, first_train, make_context, make_method, make_plan
+from .helpers import Recorder, arrays, batch, first_train, make_context, make_method, make_plan
 
 # Two samples of a (2, 1, 2) factor, written out so the golden values below are reproducible.
 A = [[[[1.0, -2.0]], [[0.5, 3.0]]], [[[2.0, 0.0]], [[-1.0, 1.0]]]]
@@ -105,7 +104,7 @@ def test_losses_wire_halves_to_the_teacher_factor() -> None:
     method = iekd(teacher, student, (1, 8, 8), inh_weight=2.0, exp_weight=0.5, ce_weight=1.5)
     method.eval()  # BN on running stats: the manual recomputation below sees the same numbers
     x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
-    terms = method.losses(Batch(x, y, "none"), epoch=0)
+    terms = method.losses(batch(x, y, "none"), epoch=0)
     assert set(terms) == {"ce", "inh", "exp"}
     logits, feats = student.forward_features(x)
     factor_t = method.autoencoder.encoder(teacher.forward_features(x)[1].feats[-1])
@@ -118,7 +117,7 @@ def test_losses_wire_halves_to_the_teacher_factor() -> None:
     assert terms["exp"].item() < 0
     method.exploration = EXPLORATION["cosine"]  # what exp_loss "cosine" chooses
     cos = cosine_overlap(method.explore(s[:, 32:]), factor_t)
-    terms = method.losses(Batch(x, y, "none"), epoch=0)
+    terms = method.losses(batch(x, y, "none"), epoch=0)
     assert terms["exp"].item() == pytest.approx(0.5 * cos.item(), rel=1e-5)
 
 
@@ -152,7 +151,7 @@ class WideMap(ZooModel):
 def test_student_map_of_another_size_is_pooled_to_the_factor() -> None:
     teacher, _ = digits_pair()
     method = iekd(teacher, WideMap(), (1, 8, 8))
-    terms = method.losses(Batch(torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2]), "none"), 0)
+    terms = method.losses(batch(torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2]), "none"), 0)
     assert all(torch.isfinite(t) for t in terms.values())
     assert method.inherit[1].in_channels == 3
 
@@ -229,8 +228,9 @@ def test_resume_in_phase_two_does_not_retrain_the_autoencoder(
 def test_a_stop_inside_phase_one_stops_and_leaves_it_untrained(digits: DataSplit) -> None:
     method = iekd(*digits_pair(), digits.input_shape, ae_epochs=3)
     events: list = []
-    train = (digits.train_x[:128], digits.train_y[:128])
-    ctx = make_context(train, (digits.val_x, digits.val_y), events, augment_mode="crop", stop=True)
+    x, y = arrays(digits.train)
+    train = (x[:128], y[:128])
+    ctx = make_context(train, arrays(digits.val), events, augment_mode="crop", stop=True)
     with pytest.raises(Stopped):
         method.begin_epoch(1, ctx)
     assert not bool(method.ae_trained) and events == []

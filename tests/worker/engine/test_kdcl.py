@@ -8,14 +8,16 @@ from torch import nn
 
 from tests.worker.engine.helpers import (
     Recorder,
+    batch,
     first_train,
     make_context,
     make_method,
     make_plan,
     np_ce,
     np_log_softmax,
+    tensor_images,
 )
-from worker.engine.data import DataSplit, carve_holdout, num_batches
+from worker.engine.data import Augment, DataSplit, carve_holdout, num_batches
 from worker.engine.loop import Stopped, train
 from worker.engine.methods import Batch, EpochContext, ensemble, kdcl
 from worker.engine.zoo import build_model
@@ -112,7 +114,7 @@ def test_covariance_over_partial_batches_in_eval_mode() -> None:
     torch.manual_seed(0)
     models = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Dropout(0.5)) for _ in range(2)]
     x, y = torch.randn(7, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2, 0])
-    c = ensemble.covariance(models, x, y, context(x, y, batch_size=3, events=[]))
+    c = ensemble.covariance(models, tensor_images(x, y), context(x, y, batch_size=3, events=[]))
     assert all(m.training for m in models)  # modes restored
     with torch.no_grad():
         p = np.stack([F.softmax(m.eval()(x), dim=1).double().numpy() for m in models])
@@ -125,8 +127,9 @@ def test_one_pass_gives_the_covariance_and_each_models_accuracy() -> None:
     models = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3)) for _ in range(3)]
     x, y = torch.randn(11, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])
     ctx = context(x, y, batch_size=4, events=[])
-    gram, accs = ensemble.holdout_pass(models, x, y, ctx)
-    assert torch.equal(gram, ensemble.covariance(models, x, y, ctx))
+    held = ctx.holdout("test")
+    gram, accs = ensemble.holdout_pass(models, held, ctx)
+    assert torch.equal(gram, ensemble.covariance(models, held, ctx))
     with torch.no_grad():
         want = [float((m(x).argmax(1) == y).float().mean()) for m in models]
     assert accs == pytest.approx(want)
@@ -162,10 +165,10 @@ def test_losses_per_peer_with_a_detached_minlogit_teacher() -> None:
     method = kdcl_method(temperature=2.0, kd_weight=0.5)
     method.train()
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
-    batch = CountingBatch(x, y, "crop", torch.Generator().manual_seed(0))
-    terms = method.losses(batch, epoch=0)
-    assert list(terms) == ["ce_0", "kd_0", "ce_1", "kd_1"] and batch.views == 2  # a view each
-    terms = method.losses(Batch(x, y, "none"), epoch=0)
+    counting = CountingBatch(x, y, Augment("crop", 8), torch.Generator().manual_seed(0))
+    terms = method.losses(counting, epoch=0)
+    assert list(terms) == ["ce_0", "kd_0", "ce_1", "kd_1"] and counting.views == 2  # a view each
+    terms = method.losses(batch(x, y, "none"), epoch=0)
     z = [m(x) for m in method.members()]
     target = ensemble.min_logit(torch.stack(z).detach(), y)
     for i in range(2):
@@ -226,7 +229,7 @@ def test_linear_weights_are_logged_as_the_epoch_mean() -> None:
     ctx = context(x, y, batch_size=4, events=[])
     method.begin_epoch(1, ctx)
     for _ in range(3):
-        method.losses(Batch(x + 0.1 * torch.randn_like(x), y, "none"), epoch=0)
+        method.losses(batch(x + 0.1 * torch.randn_like(x), y, "none"), epoch=0)
     mean = torch.stack(method._linear_w).mean(dim=0)
     metrics = method.end_epoch(1, ctx)
     assert metrics["ensemble_w0"] == pytest.approx(mean[0].item()) and len(method._linear_w) == 3
@@ -239,7 +242,7 @@ def small_digits(digits: DataSplit) -> DataSplit:
     """10 steps of 64 per epoch keep these runs inside the CPU test budget; 72 samples of
     the training split held out, as worker/build.py holds them out for a KDCL job."""
     data = carve_holdout(first_train(digits, 712), 0.1, 0)
-    assert (len(data.train_y), len(data.holdout_y)) == (640, 72)
+    assert data.holdout is not None and (len(data.train), len(data.holdout)) == (640, 72)
     return data
 
 
@@ -278,7 +281,7 @@ def test_kdcl_resume_after_a_stop_matches_an_uninterrupted_run(
     kdcl_run, small_digits: DataSplit, tmp_path: Path
 ) -> None:
     reference = kdcl_run[0].method
-    steps = num_batches(len(small_digits.train_y), 64, shuffle=True)
+    steps = num_batches(len(small_digits.train), 64, shuffle=True)
     stopped = make_plan(small_digits, tmp_path, method="kdcl", params=PARAMS, epochs=2)
     with pytest.raises(Stopped):
         train(stopped, Recorder(stop_after_steps=steps + 3))

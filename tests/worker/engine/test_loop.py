@@ -6,13 +6,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worker.engine.checkpoint import load_checkpoint, load_weights
-from worker.engine.data import DataSplit, load_dataset, num_batches
+from worker.engine.data import Augment, DataSplit, load_dataset, num_batches
 from worker.engine.device import autocast, compiled, memory_format, resolve_precision
 from worker.engine.loop import Diverged, Stopped, TrainPlan, evaluate, resolve_device, train
 from worker.engine.methods import Batch, Method
 from worker.engine.zoo import build_model
 
-from .helpers import Recorder, make_method, make_plan, spec_schedule, synthetic_options
+from .helpers import (
+    Recorder,
+    make_method,
+    make_plan,
+    spec_schedule,
+    synthetic_options,
+    tensor_images,
+)
 
 EPOCH_KEYS = {"train_loss", "train_ce", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s"}
 
@@ -44,7 +51,7 @@ def test_supervised_teacher_learns_digits(teacher_run) -> None:
     assert result.best_val_acc == max(h["val_acc"] for h in result.history)
     assert [e for e, _ in recorder.epochs] == [1, 2, 3, 4, 5]
     assert set(recorder.epochs[0][1]) == EPOCH_KEYS
-    steps = num_batches(len(plan.data.train_y), plan.batch_size, shuffle=True)
+    steps = num_batches(len(plan.data.train), plan.batch_size, shuffle=True)
     assert recorder.steps[:2] == [(1, 1, steps), (1, 2, steps)] and len(recorder.steps) == 5 * steps
     resume = plan.checkpoint_dir / "resume.safetensors"
     route = plan.checkpoint_dir / "route" / "epoch_0005.safetensors"  # a teacher's last epoch
@@ -80,7 +87,7 @@ def test_same_seed_same_plan_same_weights(reference_run, digits, tmp_path: Path)
 def test_resume_after_a_stop_matches_an_uninterrupted_run(
     reference_run, digits, tmp_path: Path
 ) -> None:
-    steps = num_batches(len(digits.train_y), 64, shuffle=True)
+    steps = num_batches(len(digits.train), 64, shuffle=True)
     with pytest.raises(Stopped):
         train(make_plan(digits, tmp_path, epochs=3), Recorder(stop_after_steps=2 * steps + 3))
     _, meta = load_checkpoint(tmp_path / "resume.safetensors")
@@ -147,11 +154,41 @@ def test_synthetic_rgb_with_crop_flip_and_bf16_on_cpu(tmp_path) -> None:
     assert 0.0 <= result.final_metrics["val_acc"] <= 1.0 and result.final_metrics["lr"] == 0.1
 
 
+class SizeCheck(Method):
+    """Supervised, recording the shapes the method is handed and the views it trains on."""
+
+    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]]
+
+    def losses(self, batch: Batch, epoch: int) -> dict[str, Tensor]:
+        view = batch.view()
+        self.shapes.append((tuple(batch.images.shape[-2:]), tuple(view.shape[-2:])))
+        return {"ce": F.cross_entropy(self.student(view), batch.labels)}
+
+
+def test_rrc_flip_trains_at_its_size_from_a_larger_base(tmp_path) -> None:
+    options = synthetic_options(num_samples=128, size=16)
+    data = load_dataset("synthetic", 0.25, 0, augment="rrc_flip", image_size=14, **options)
+    assert data.augment == Augment("rrc_flip", 14) and data.input_shape == (3, 14, 14)
+    plan = make_plan(data, tmp_path, epochs=1, augment="rrc_flip")
+    method = SizeCheck(
+        student=build_model("cnn_small", 10, 3), teacher=None, input_shape=(3, 14, 14)
+    )
+    method.shapes = []
+    plan.method = method
+    result = train(plan, Recorder())
+    assert set(method.shapes) == {((16, 16), (14, 14))}  # kept at 16, trained at 14
+    assert 0.0 <= result.final_metrics["val_acc"] <= 1.0
+    assert load_checkpoint(tmp_path / "resume.safetensors")[1]["plan"]["augment"] == {
+        "mode": "rrc_flip",
+        "size": 14,
+    }
+
+
 def test_evaluate_matches_a_direct_computation() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).train()
     x, y = torch.randn(10, 1, 2, 2), torch.randint(0, 3, (10,))
-    got = evaluate(model, x, y, batch_size=4, device="cpu", precision="fp32")
+    got = evaluate(model, tensor_images(x, y), batch_size=4, device="cpu", precision="fp32")
     with torch.no_grad():
         logits = model(x)
     assert got["val_loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
@@ -179,9 +216,9 @@ def test_auto_precision_is_plain_fp32_on_a_cpu() -> None:
 def test_the_teacher_answers_in_inference_mode_and_kd_still_backpropagates(digits) -> None:
     teacher = build_model("cnn_small", 10, 1)
     method = make_method("kd", build_model("cnn_small", 10, 1), teacher)
-    x = digits.train_x[:8]
+    x, y = next(digits.train.ordered(8))
     assert method.ask_teacher(x).is_inference()
-    terms = method(Batch(x, digits.train_y[:8], "crop"), 0)
+    terms = method(Batch(x, y, digits.augment), 0)
     sum(terms.values()).backward()  # inference tensors only enter through log-softmax
     assert all(p.grad is not None for p in method.student.parameters())
     assert all(p.grad is None for p in teacher.parameters())

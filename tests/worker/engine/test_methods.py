@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.worker.engine.helpers import make_method
-from worker.engine.methods import METHOD_NAMES, Batch, create
+from tests.worker.engine.helpers import batch, make_method
+from worker.engine.methods import METHOD_NAMES, create
 from worker.engine.methods.kd import kd_loss
 from worker.engine.zoo import build_model
 
@@ -79,7 +79,7 @@ def test_kd_losses_are_weighted_terms_and_teacher_gets_no_gradient() -> None:
     method = make_method("kd", student, teacher, (1, 2, 2), temperature=2.0)
     method.train()
     x, y = torch.randn(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
-    terms = method.losses(Batch(x, y, "none"), epoch=0)
+    terms = method.losses(batch(x, y, "none"), epoch=0)
     z_s, z_t = student(x), teacher(x)  # teacher in eval: dropout is off
     assert terms["ce"].item() == pytest.approx(0.1 * F.cross_entropy(z_s, y).item(), rel=1e-6)
     assert terms["kd"].item() == pytest.approx(0.9 * kd_loss(z_s, z_t, 2.0).item(), rel=1e-6)
@@ -104,7 +104,7 @@ def test_supervised_is_cross_entropy_on_a_view() -> None:
     student, _ = linear_pair()
     method = make_method("supervised", student, None, (1, 2, 2), route_every=2)
     x, y = torch.randn(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
-    terms = method.losses(Batch(x, y, "none"), epoch=0)
+    terms = method.losses(batch(x, y, "none"), epoch=0)
     assert list(terms) == ["ce"]
     assert method.route_epochs(5, []) == {2, 4, 5} and not method.needs_teacher
     assert terms["ce"].item() == pytest.approx(F.cross_entropy(student(x), y).item())
@@ -112,9 +112,10 @@ def test_supervised_is_cross_entropy_on_a_view() -> None:
 
 def test_batch_view_draws_a_fresh_view_each_call() -> None:
     x = torch.randn(16, 1, 8, 8)
-    batch = Batch(x, torch.zeros(16), "crop", torch.Generator().manual_seed(0))
-    assert not torch.equal(batch.view(), batch.view())
-    assert Batch(x, torch.zeros(16), "none").view() is x
+    cropped = batch(x, torch.zeros(16), "crop", torch.Generator().manual_seed(0))
+    assert not torch.equal(cropped.view(), cropped.view())
+    plain = batch(x, torch.zeros(16), "none").view()
+    assert torch.equal(plain, x) and plain.data_ptr() == x.data_ptr()  # x itself, uncopied
 
 
 @pytest.mark.parametrize("name", ["iekd", "reviewkd"])

@@ -2,7 +2,9 @@
 
 import torch
 
-from worker.engine.data import DataSplit, carve_holdout, imagenet_stats, with_stats
+from worker.engine.data import DataSplit, Resident, carve_holdout, imagenet_stats, with_stats
+
+from .helpers import arrays
 
 
 def test_imagenet_statistics_per_channel_count() -> None:
@@ -17,8 +19,12 @@ def test_renormalised_images_are_the_same_pixels(digits: DataSplit) -> None:
     mean, std = imagenet_stats(1)
     moved = with_stats(data, mean, std)
     assert (moved.mean, moved.std) == (mean, std)
-    for name in ("train_x", "val_x", "holdout_x"):
-        before, after = getattr(data, name), getattr(moved, name)
+    assert len(moved.parts()) == len(data.parts()) == 3
+    for part, moved_part in zip(data.parts(), moved.parts(), strict=True):
+        assert (moved_part.mean, moved_part.std) == (mean, std)
+        before, after = arrays(part)[0], arrays(moved_part)[0]
         pixels = before * data.std[0] + data.mean[0]  # in [0, 1]
         torch.testing.assert_close(after, (pixels - mean[0]) / std[0], atol=1e-5, rtol=0)
-    assert torch.equal(moved.train_y, data.train_y)
+        # nothing is copied: the same pixels, normalised per batch with the new statistics
+        assert isinstance(part, Resident) and isinstance(moved_part, Resident)
+        assert moved_part.pixels is part.pixels and torch.equal(moved_part.labels, part.labels)

@@ -13,7 +13,15 @@ from worker.engine.methods import EpochContext
 from worker.engine.methods.rco import RCO, greedy_pick, stage_at
 from worker.engine.zoo import build_model
 
-from .helpers import Recorder, first_train, make_context, make_method, make_plan, spec_schedule
+from .helpers import (
+    Recorder,
+    arrays,
+    first_train,
+    make_context,
+    make_method,
+    make_plan,
+    spec_schedule,
+)
 
 
 def test_stage_at_follows_the_planned_stage_epochs() -> None:
@@ -143,7 +151,7 @@ def test_resume_inside_a_stage_restores_its_anchor(
 
 
 def context(data: DataSplit, events: list) -> EpochContext:
-    return make_context((data.train_x, data.train_y), (data.val_x, data.val_y), events)
+    return make_context(arrays(data.train), arrays(data.val), events)
 
 
 def test_greedy_with_stub_gaps(small: DataSplit, route: dict[int, Path]) -> None:

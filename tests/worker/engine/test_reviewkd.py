@@ -8,10 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tests.worker.engine.helpers import Recorder, first_train, make_method, make_plan
+from tests.worker.engine.helpers import Recorder, batch, first_train, make_method, make_plan
 from worker.engine.data import DataSplit
 from worker.engine.loop import train
-from worker.engine.methods import Batch
 from worker.engine.methods.reviewkd import ABF, ReviewKD, hcl_loss, levels, warmup
 from worker.engine.zoo import StageFeatures, ZooModel, build_model
 from worker.engine.zoo import wrn as _wrn  # noqa: F401  (registers the wrn_* names)
@@ -168,11 +167,11 @@ def test_losses_teacher_gets_no_gradient_and_abfs_train() -> None:
     method = reviewkd("resnet8", "resnet14", shape=(1, 8, 8), classes=10, weight=2.0)
     method.train()
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5])
-    at_10 = method.losses(Batch(x, y, "none"), epoch=10)
-    at_20 = method.losses(Batch(x, y, "none"), epoch=20)
+    at_10 = method.losses(batch(x, y, "none"), epoch=10)
+    at_20 = method.losses(batch(x, y, "none"), epoch=20)
     assert set(at_20) == {"ce", "hcl"}
     assert at_10["hcl"].item() == pytest.approx(at_20["hcl"].item() / 2, rel=1e-5)
-    assert method.losses(Batch(x, y, "none"), epoch=0)["hcl"].item() == 0.0
+    assert method.losses(batch(x, y, "none"), epoch=0)["hcl"].item() == 0.0
     sum(at_20.values()).backward()
     trainable = {id(p) for p in method.trainable_parameters()}
     assert all(id(p) not in trainable and p.grad is None for p in method.teacher.parameters())

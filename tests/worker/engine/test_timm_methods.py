@@ -4,8 +4,7 @@ feature API for the methods that read stage features."""
 import pytest
 import torch
 
-from tests.worker.engine.helpers import make_method
-from worker.engine.methods import Batch
+from tests.worker.engine.helpers import batch, make_method
 from worker.engine.methods.reviewkd import ReviewKD
 from worker.engine.zoo import build_model
 
@@ -19,7 +18,7 @@ def step(name: str, **params: object) -> dict[str, float]:
     teacher = build_model(TEACHER, 5, 3) if name in ("kd", "reviewkd", "iekd") else None
     method = make_method(name, student, teacher, SHAPE, **params).train()
     x, y = torch.randn(4, *SHAPE), torch.tensor([0, 1, 2, 3])
-    terms = method.losses(Batch(x, y, "crop_flip", torch.Generator().manual_seed(0)), epoch=5)
+    terms = method.losses(batch(x, y, "crop_flip", torch.Generator().manual_seed(0)), epoch=5)
     total = torch.stack([t.float() for t in terms.values()]).sum()
     total.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())

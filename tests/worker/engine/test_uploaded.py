@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.data import load_dataset
+from worker.engine.data import Augment, Resident, load_dataset
+
+from .helpers import arrays
 
 
 def write(path: Path, n: int = 60, val: int = 0) -> Path:
@@ -30,11 +32,13 @@ def test_seeded_split_is_deterministic_and_normalised_on_train(tmp_path: Path) -
     a = load_dataset("upload", 0.2, 7, path=path)
     b = load_dataset("upload", 0.2, 7, path=path)
     c = load_dataset("upload", 0.2, 8, path=path)
-    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.val_y, b.val_y)
-    assert not torch.equal(a.train_x, c.train_x)
-    assert (len(a.train_y), len(a.val_y), a.input_shape) == (48, 12, (3, 6, 6))
+    assert torch.equal(arrays(a.train)[0], arrays(b.train)[0])
+    assert torch.equal(a.val.labels, b.val.labels)
+    assert not torch.equal(arrays(a.train)[0], arrays(c.train)[0])
+    assert (len(a.train), len(a.val), a.input_shape) == (48, 12, (3, 6, 6))
     assert (a.num_classes, a.class_names) == (3, ["a", "b", "c"])
-    mean = a.train_x.mean(dim=(0, 2, 3))
+    assert a.augment == Augment("crop", 6)  # an upload's own: crops, no flips
+    mean = arrays(a.train)[0].mean(dim=(0, 2, 3))
     assert torch.allclose(mean, torch.zeros(3), atol=1e-5)
 
 
@@ -45,10 +49,13 @@ def test_nhwc_becomes_nchw_scaled_by_the_train_statistics(tmp_path: Path) -> Non
         raw = npz["val_images"].astype(np.float32) / 255.0
         train = npz["images"].astype(np.float32) / 255.0
     assert np.allclose(data.mean, train.mean(axis=(0, 1, 2)), atol=1e-6)
-    assert (len(data.train_y), len(data.val_y)) == (30, 9)  # the file's own split
+    assert (len(data.train), len(data.val)) == (30, 9)  # the file's own split
+    # held as uploaded, uint8 (N, C, H, W); normalised per batch
+    assert isinstance(data.val, Resident) and data.val.pixels.dtype == torch.uint8
+    assert data.val.pixels.shape == (9, 3, 6, 6)
     mean, std = np.array(data.mean), np.array(data.std)
     expected = (raw.transpose(0, 3, 1, 2) - mean[:, None, None]) / std[:, None, None]
-    assert np.allclose(data.val_x.numpy(), expected, atol=1e-5)
+    assert np.allclose(arrays(data.val)[0].numpy(), expected, atol=1e-5)
 
 
 def test_a_missing_file_raises(tmp_path: Path) -> None:

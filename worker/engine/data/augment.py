@@ -1,32 +1,55 @@
 """Batched augmentation on tensors, on whatever device the batch lives on.
 
-No Python loop per sample: offsets and flips are drawn for the whole batch and applied with
-one advanced-indexing gather, so the same code runs on a GPU without a host round trip.
+No Python loop per sample: crops, boxes and flips are drawn for the whole batch and applied
+with one gather or one `roi_align`, so the same code runs on a GPU without a host round trip.
+
+A batch comes at its split's base size (worker/engine/data/images.py): the training size for
+the pad-and-crop modes, larger by 1 / CROP_PCT for "rrc_flip", which crops a random box of it
+and resizes that to the training size (RandomResizedCrop) and flips half (the ImageNet
+recipe); evaluation takes the centre (resize + centre crop, as timm evaluates).
 """
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.ops import roi_align
 
 FLIPS = {"crop": False, "crop_flip": True}  # the modes that pad and crop: whether they flip
-AUGMENT_MODES = ("none", *FLIPS)
+AUGMENT_MODES = ("none", *FLIPS, "rrc_flip")
+CROP_PCT = 0.875  # "rrc_flip": the base is size / CROP_PCT; evaluation crops its centre
+RRC_SCALE, RRC_RATIO, RRC_TRIES = (0.08, 1.0), (3 / 4, 4 / 3), 10
+
+
+@dataclass(frozen=True)
+class Augment:
+    mode: str  # one of AUGMENT_MODES
+    size: int  # the training size: what the model sees
+
+    @property
+    def base(self) -> int:
+        """The size the split's images are kept at."""
+        return round(self.size / CROP_PCT) if self.mode == "rrc_flip" else self.size
 
 
 def augment_batch(
     x: Tensor,
-    mode: str,
+    augment: Augment,
     generator: torch.Generator | None = None,
     part: tuple[int, int] = (0, 1),
 ) -> Tensor:
-    """A fresh random view of `x` (N, C, H, W); "none" returns `x` itself.
+    """A fresh random view of `x` (N, C, base, base) at the training size.
 
     `part` = (rank, world): `x` is that share of a global batch of N * world. The draws are
     made for the whole global batch and this share's slice is applied, so every process keeps
     the same generator state and the views are those one process would draw.
     """
-    if mode == "none":
-        return x
-    flips = FLIPS[mode]
+    if augment.mode == "none":
+        return centre_crop(x, augment.size)
+    if augment.mode == "rrc_flip":
+        return random_resized_crop(x, augment.size, generator, part)
     n, _, h, _ = x.shape
     rank, world = part
     mine = slice(rank * n, (rank + 1) * n)
@@ -34,9 +57,53 @@ def augment_batch(
     oy = draw_ints(2 * pad + 1, n * world, generator, x.device)[mine]
     ox = draw_ints(2 * pad + 1, n * world, generator, x.device)[mine]
     flip = None
-    if flips:
+    if FLIPS[augment.mode]:
         flip = draw_ints(2, n * world, generator, x.device)[mine].bool()
     return crop_at(x, pad, oy, ox, flip)
+
+
+def centre_crop(x: Tensor, size: int) -> Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def random_resized_crop(
+    x: Tensor, size: int, generator: torch.Generator | None, part: tuple[int, int]
+) -> Tensor:
+    """torchvision's RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, ten tries, then the
+    whole image) and a horizontal flip for half, per sample, bilinear with area averaging."""
+    n, _, h, w = x.shape
+    rank, world = part
+    mine = slice(rank * n, (rank + 1) * n)
+    boxes = rrc_boxes(n * world, h, w, generator, x.device)[mine]
+    flip = draw_ints(2, n * world, generator, x.device)[mine].bool()
+    index = torch.arange(n, device=x.device, dtype=x.dtype)[:, None]
+    out = roi_align(x, torch.cat([index, boxes.to(x.dtype)], dim=1), size, aligned=True)
+    out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    return out.contiguous(memory_format=memory_format_of(x))
+
+
+def rrc_boxes(
+    n: int, h: int, w: int, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """(n, 4) boxes x1, y1, x2, y2 in pixels, drawn as torchvision draws them."""
+    source = generator.device if generator is not None else device
+    u = torch.rand((4, n, RRC_TRIES), generator=generator, device=source).to(device)
+    area = h * w * (RRC_SCALE[0] + (RRC_SCALE[1] - RRC_SCALE[0]) * u[0])
+    lo, hi = math.log(RRC_RATIO[0]), math.log(RRC_RATIO[1])
+    ratio = torch.exp(lo + (hi - lo) * u[1])
+    bw, bh = torch.sqrt(area * ratio).round(), torch.sqrt(area / ratio).round()
+    fits = (bw > 0) & (bw <= w) & (bh > 0) & (bh <= h)
+    first = torch.where(fits.any(dim=1), fits.int().argmax(dim=1), -1)
+    pick = first.clamp(min=0)[:, None]
+    bw, bh = bw.gather(1, pick)[:, 0], bh.gather(1, pick)[:, 0]
+    x1 = ((w - bw + 1) * u[2].gather(1, pick)[:, 0]).floor()
+    y1 = ((h - bh + 1) * u[3].gather(1, pick)[:, 0]).floor()
+    whole = first < 0  # no try fitted: torchvision's fallback, the whole image
+    bw, bh = torch.where(whole, float(w), bw), torch.where(whole, float(h), bh)
+    x1, y1 = torch.where(whole, 0.0, x1), torch.where(whole, 0.0, y1)
+    return torch.stack([x1, y1, x1 + bw, y1 + bh], dim=1)
 
 
 def crop_padding(height: int) -> int:

@@ -4,33 +4,45 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.datasets import load_digits
 
-from worker.engine.data.split import DataSplit, split_and_normalise
+from worker.engine.data.split import DataSplit, resident_split, resolve_augment
 from worker.engine.registry import Registry
 
-Loader = Callable[..., DataSplit]  # (val_fraction, seed, **the dataset's own options)
+Loader = Callable[..., DataSplit]  # (val_fraction, seed, augment, image_size, **options)
 
 BUILTIN: Registry[Loader] = Registry("dataset")
 
 
-def load_dataset(name: str, val_fraction: float, seed: int, **options: Any) -> DataSplit:
+def load_dataset(
+    name: str,
+    val_fraction: float,
+    seed: int,
+    augment: str = "auto",
+    image_size: int | None = None,
+    **options: Any,
+) -> DataSplit:
     """`seed` chooses the train/val split only; the same seed always gives the same split.
-    `options` are the dataset's own (a synthetic set's shape, an upload's path)."""
-    return BUILTIN.get(name)(val_fraction, seed, **options)
+    `augment` ("auto": the dataset's own) and `image_size` (None: the dataset's own) set the
+    size the images are kept at. `options` are the dataset's own (a synthetic set's shape,
+    an upload's path)."""
+    return BUILTIN.get(name)(val_fraction, seed, augment, image_size, **options)
 
 
 @BUILTIN.register("digits")
-def digits(val_fraction: float, seed: int) -> DataSplit:
+def digits(val_fraction: float, seed: int, augment: str, image_size: int | None) -> DataSplit:
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8) in [0, 1]
-    return split_and_normalise(
-        images,
+    return resident_split(
+        torch.from_numpy(images),
         bunch.target,
+        val=None,
         val_fraction=val_fraction,
         seed=seed,
         class_names=[str(c) for c in range(10)],
-        default_augment="crop",  # a flipped digit is another glyph (or none)
+        # a flipped digit is another glyph (or none)
+        augment=resolve_augment(augment, "crop", image_size or 8),
     )
 
 
@@ -38,6 +50,8 @@ def digits(val_fraction: float, seed: int) -> DataSplit:
 def synthetic(
     val_fraction: float,
     seed: int,
+    augment: str,
+    image_size: int | None,
     *,
     num_samples: int,
     num_classes: int,
@@ -54,13 +68,14 @@ def synthetic(
         size=size,
         data_seed=data_seed,
     )
-    return split_and_normalise(
-        images,
+    return resident_split(
+        torch.from_numpy(images),
         labels,
+        val=None,
         val_fraction=val_fraction,
         seed=seed,
         class_names=[f"class_{c}" for c in range(num_classes)],
-        default_augment="crop_flip",
+        augment=resolve_augment(augment, "crop_flip", image_size or size),
     )
 
 

@@ -1,34 +1,55 @@
-"""The in-memory dataset handed to the loop, and how it is split and normalised."""
+"""The data handed to the loop: train, validation and held-out splits, how they are split,
+normalised and sized."""
 
 import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-
-@dataclass
-class DataSplit:
-    train_x: Tensor  # (N, C, H, W) float32, normalised with mean/std below
-    train_y: Tensor  # (N,) int64
-    val_x: Tensor
-    val_y: Tensor
-    num_classes: int
-    input_shape: tuple[int, int, int]  # (C, H, W)
-    mean: list[float]  # per channel, measured on the train split
-    std: list[float]
-    class_names: list[str]
-    default_augment: str
-    # a part of the training split kept aside for a method to choose on (carve_holdout)
-    holdout_x: Tensor | None = None
-    holdout_y: Tensor | None = None
-
+from worker.engine.data.augment import AUGMENT_MODES, Augment
+from worker.engine.data.images import Images, Resident
 
 # ImageNet's per-channel statistics of images in [0, 1] (what pretrained models expect)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 NORMALISATIONS = ("dataset", "imagenet")  # the train split's own statistics, or ImageNet's
+
+
+@dataclass
+class DataSplit:
+    train: Images
+    val: Images
+    num_classes: int
+    channels: int
+    class_names: list[str]
+    augment: Augment  # resolved: the job's mode, or the dataset's own for "auto"
+    holdout: Images | None = None  # a part of the training split a method chooses on
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the model sees."""
+        return self.channels, self.augment.size, self.augment.size
+
+    @property
+    def mean(self) -> list[float]:
+        return self.train.mean
+
+    @property
+    def std(self) -> list[float]:
+        return self.train.std
+
+    def parts(self) -> list[Images]:
+        return [self.train, *([self.holdout] if self.holdout is not None else []), self.val]
+
+
+def resolve_augment(mode: str, default: str, size: int) -> Augment:
+    resolved = default if mode == "auto" else mode
+    if resolved not in AUGMENT_MODES:
+        raise ValueError(f"unknown augment {resolved!r}; known: {', '.join(AUGMENT_MODES)}")
+    return Augment(resolved, size)
 
 
 def imagenet_stats(channels: int) -> tuple[list[float], list[float]]:
@@ -40,101 +61,110 @@ def imagenet_stats(channels: int) -> tuple[list[float], list[float]]:
 
 
 def with_stats(data: DataSplit, mean: list[float], std: list[float]) -> DataSplit:
-    """`data` normalised with other per-channel statistics (images in [0, 1])."""
-    old_m, old_s = (torch.tensor(v).view(1, -1, 1, 1) for v in (data.mean, data.std))
-    new_m, new_s = (torch.tensor(v).view(1, -1, 1, 1) for v in (mean, std))
-
-    def renormalise(x: Tensor) -> Tensor:
-        return ((x * old_s + old_m - new_m) / new_s).float()
-
-    held = data.holdout_x
+    """`data` normalised with other per-channel statistics: nothing is copied, batches are
+    normalised on the device."""
+    held = data.holdout
     return dataclasses.replace(
         data,
-        train_x=renormalise(data.train_x),
-        val_x=renormalise(data.val_x),
-        holdout_x=None if held is None else renormalise(held),
-        mean=list(mean),
-        std=list(std),
+        train=data.train.with_stats(mean, std),
+        val=data.val.with_stats(mean, std),
+        holdout=None if held is None else held.with_stats(mean, std),
     )
 
 
 def carve_holdout(data: DataSplit, fraction: float, seed: int) -> DataSplit:
     """`data` with `fraction` of its training split moved to a held-out part: stratified
     by class when every class can give one, and the same for the same seed."""
-    labels = data.train_y.numpy()
-    train, held, _, _ = seeded_split(np.arange(len(labels)), labels, fraction, seed)
-    train_idx, held_idx = torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(held))
+    train, held = split_indices(data.train.labels.numpy(), fraction, seed)
     return dataclasses.replace(
-        data,
-        train_x=data.train_x[train_idx],
-        train_y=data.train_y[train_idx],
-        holdout_x=data.train_x[held_idx],
-        holdout_y=data.train_y[held_idx],
+        data, train=data.train.subset(np.sort(train)), holdout=data.train.subset(np.sort(held))
     )
 
 
-def split_and_normalise(
-    images: np.ndarray,
+def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, split off) sample indices: stratified by class when every class can give one
+    (tiny sets: a plain seeded split), the same for the same seed."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
+    idx = np.arange(len(labels))
+    try:
+        kept, off = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
+    except ValueError:
+        kept, off = train_test_split(idx, test_size=fraction, random_state=seed)
+    return kept, off
+
+
+def resident_split(
+    pixels: Tensor,
     labels: np.ndarray,
     *,
+    val: tuple[Tensor, np.ndarray] | None,
     val_fraction: float,
     seed: int,
     class_names: list[str],
-    default_augment: str,
+    augment: Augment,
 ) -> DataSplit:
-    """Stratified seeded split, then normalise both halves with the train statistics."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    train_x, val_x, train_y, val_y = seeded_split(images, labels, val_fraction, seed)
-    return normalise_split(
-        train_x,
-        train_y,
-        val_x,
-        val_y,
-        class_names=class_names,
-        default_augment=default_augment,
-    )
+    """Pixels (N, C, H, W) held in memory: split (unless `val` is given), sized to the
+    augment's base and measured on the train split."""
+    if val is None:
+        kept, off = split_indices(labels, val_fraction, seed)
+        val = pixels[torch.from_numpy(off)], labels[off]
+        pixels, labels = pixels[torch.from_numpy(kept)], labels[kept]
+    train_px, val_px = resize(pixels, augment.base), resize(val[0], augment.base)
+    mean, std = channel_stats(train_px)
+    device = torch.device("cpu")
 
+    def images(px: Tensor, y: np.ndarray) -> Resident:
+        y_t = torch.from_numpy(y.astype(np.int64))
+        return Resident(y_t, mean, std, augment.size, device, pixels=px)
 
-def normalise_split(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
-    *,
-    class_names: list[str],
-    default_augment: str,
-) -> DataSplit:
-    """Normalise both halves of a split (N, C, H, W) with the train statistics."""
-    mean = train_x.mean(axis=(0, 2, 3))
-    # A constant channel would divide by zero; leave it unscaled instead.
-    std = np.maximum(train_x.std(axis=(0, 2, 3)), 1e-6)
     return DataSplit(
-        train_x=normalise(train_x, mean, std),
-        train_y=torch.from_numpy(train_y.astype(np.int64)),
-        val_x=normalise(val_x, mean, std),
-        val_y=torch.from_numpy(val_y.astype(np.int64)),
+        train=images(train_px, labels),
+        val=images(val_px, val[1]),
         num_classes=len(class_names),
-        input_shape=(train_x.shape[1], train_x.shape[2], train_x.shape[3]),
-        mean=[float(m) for m in mean],
-        std=[float(s) for s in std],
+        channels=pixels.shape[1],
         class_names=class_names,
-        default_augment=default_augment,
+        augment=augment,
     )
 
 
-def seeded_split(
-    images: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int
-) -> list[np.ndarray]:
-    try:
-        return train_test_split(
-            images, labels, test_size=val_fraction, random_state=seed, stratify=labels
-        )
-    except ValueError:
-        # Too few samples per class to stratify (tiny synthetic sets): a plain seeded split.
-        return train_test_split(images, labels, test_size=val_fraction, random_state=seed)
+def resize(pixels: Tensor, base: int) -> Tensor:
+    """(N, C, base, base): resized (bilinear, antialiased) when not already that size."""
+    if pixels.shape[-1] == base and pixels.shape[-2] == base:
+        return pixels
+    out = F.interpolate(pixels.float(), size=(base, base), mode="bilinear", antialias=True)
+    if pixels.dtype == torch.uint8:
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
-def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Tensor:
-    scaled = (images - mean[:, None, None]) / std[:, None, None]
-    return torch.from_numpy(scaled.astype(np.float32))
+class Moments:
+    """Running per-channel sums of pixels, in float64 (in [0, 1] for uint8)."""
+
+    def __init__(self) -> None:
+        self.total = self.squares = torch.zeros(0, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, pixels: Tensor) -> None:
+        x = pixels.double() * (1 / 255 if pixels.dtype == torch.uint8 else 1.0)
+        if self.count == 0:
+            self.total = torch.zeros(x.shape[1], dtype=torch.float64)
+            self.squares = torch.zeros_like(self.total)
+        self.total += x.sum(dim=(0, 2, 3))
+        self.squares += (x * x).sum(dim=(0, 2, 3))
+        self.count += x.shape[0] * x.shape[2] * x.shape[3]
+
+    def stats(self) -> tuple[list[float], list[float]]:
+        """Mean and std; a constant channel's std is 1e-6 (not 0, which would divide by 0)."""
+        mean = self.total / self.count
+        std = (self.squares / self.count - mean * mean).clamp(min=0).sqrt().clamp(min=1e-6)
+        return mean.tolist(), std.tolist()
+
+
+def channel_stats(pixels: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of (N, C, H, W) pixels, summed in chunks of about 16M
+    values, so no float copy of the whole set is made."""
+    sums = Moments()
+    for part in pixels.split(max(1, (1 << 24) // max(1, pixels[0].numel()))):
+        sums.add(part)
+    return sums.stats()

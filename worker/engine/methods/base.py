@@ -7,21 +7,22 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from worker.engine.data.augment import augment_batch
+from worker.engine.data.augment import Augment, augment_batch
+from worker.engine.data.images import Images
 from worker.engine.stop import Stopped
 
 
 @dataclass
 class Batch:
-    images: Tensor  # normalised, not augmented, on the training device
+    images: Tensor  # normalised, not augmented, at the split's base size, on the device
     labels: Tensor
-    augment_mode: str
+    augment: Augment
     generator: torch.Generator | None = None
     part: tuple[int, int] = (0, 1)  # (rank, world): this process's share of a global batch
 
     def view(self) -> Tensor:
         """A fresh augmented view on each call; multi-view methods draw several."""
-        return augment_batch(self.images, self.augment_mode, self.generator, self.part)
+        return augment_batch(self.images, self.augment, self.generator, self.part)
 
 
 @dataclass
@@ -29,22 +30,21 @@ class EpochContext:
     """What a method's epoch hooks may use: the data on the device and a way to report."""
 
     train_batches: Callable[[], Iterator[tuple[Tensor, Tensor]]]  # a shuffled epoch, on device
-    val_x: Tensor
-    val_y: Tensor
-    holdout_x: Tensor | None  # the part of the training split a method chooses on (KDCL)
-    holdout_y: Tensor | None
+    val: Images
+    holdout_images: Images | None  # the part of the training split a method chooses on (KDCL)
+    device: torch.device
     batch_size: int
-    augment_mode: str
+    augment: Augment
     generator: torch.Generator
     precision: str
     emit: Callable[..., None]  # emit(type, message, **data) -> a job event
     should_stop: Callable[[], bool]
 
-    def holdout(self, why: str) -> tuple[Tensor, Tensor]:
-        """The held-out part of the training split, on the device; `why` names the user."""
-        if self.holdout_x is None or self.holdout_y is None:
+    def holdout(self, why: str) -> Images:
+        """The held-out part of the training split; `why` names the user."""
+        if self.holdout_images is None:
             raise ValueError(f"{why} needs a held-out part of the training split")
-        return self.holdout_x, self.holdout_y
+        return self.holdout_images
 
     def check_stop(self) -> None:
         """A long hook (IE-KD's auto-encoder phase) stops like the loop does."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.engine.data import batches
+from worker.engine.data.images import Images
 from worker.engine.device import autocast, memory_format
 from worker.engine.methods.base import EpochContext
 from worker.engine.zoo.base import eval_mode
@@ -194,27 +194,27 @@ def general_weights(covariance: Tensor, eps: float) -> Tensor:
     return (w / w.sum()).float()
 
 
-def covariance(models: Sequence[nn.Module], x: Tensor, y: Tensor, ctx: EpochContext) -> Tensor:
+def covariance(models: Sequence[nn.Module], held: Images, ctx: EpochContext) -> Tensor:
     """C_ij = E[(p_i - onehot(y)) . (p_j - onehot(y))] over (x, y) (the held-out part of the
     training split), each model in eval mode on the same images, p = softmax(z) at T = 1 (C
     estimates the ensemble's error on the labels, which are a T = 1 distribution)."""
-    return holdout_pass(models, x, y, ctx)[0]
+    return holdout_pass(models, held, ctx)[0]
 
 
 @torch.no_grad()
 def holdout_pass(
-    models: Sequence[nn.Module], x: Tensor, y: Tensor, ctx: EpochContext
+    models: Sequence[nn.Module], held: Images, ctx: EpochContext
 ) -> tuple[Tensor, list[float]]:
-    """The covariance above and each model's accuracy on (x, y), from one pass."""
+    """The covariance above and each model's accuracy on `held`, from one pass."""
     n = len(models)
-    gram = torch.zeros(n, n, device=x.device)
-    correct = torch.zeros(n, device=x.device)
+    gram = torch.zeros(n, n, device=ctx.device)
+    correct = torch.zeros(n, device=ctx.device)
     with eval_mode(*models):
-        for xb, yb in batches(x, y, ctx.batch_size, shuffle=False):
+        for xb, yb in held.ordered(ctx.batch_size):
             ctx.check_stop()
             xb = xb.contiguous(memory_format=memory_format(xb.device))
             with autocast(xb.device, ctx.precision):
                 probs = torch.stack([F.softmax(m(xb).float(), dim=1) for m in models])
             gram += error_gram(probs, yb)
             correct += (probs.argmax(dim=2) == yb).sum(dim=1)
-    return gram / len(y), (correct / len(y)).tolist()
+    return gram / len(held), (correct / len(held)).tolist()

@@ -46,12 +46,12 @@ def fit_epoch(
     ctx: EpochContext,
 ) -> float:
     """One epoch of L1 reconstruction (sum |.| / numel) of `features(view)`; the mean loss."""
-    total, seen = torch.zeros((), device=ctx.val_x.device), 0
+    total, seen = torch.zeros((), device=ctx.device), 0
     for x, _ in ctx.train_batches():
         ctx.check_stop()
         with autocast(x.device, ctx.precision):
             with torch.no_grad():
-                target = features(augment_batch(x, ctx.augment_mode, ctx.generator))
+                target = features(augment_batch(x, ctx.augment, ctx.generator))
             loss = F.l1_loss(ae(target)[1].float(), target.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -93,19 +93,19 @@ class KDCL(Method):
         if self.kind == "general":
             covariance = self._covariance  # the same weights as at the last epoch's end
             if covariance is None:  # the first epoch, or the first after a resume
-                covariance = ens.covariance(self.members(), *ctx.holdout("kdcl"), ctx)
+                covariance = ens.covariance(self.members(), ctx.holdout("kdcl"), ctx)
             self._covariance = None
             self.ensemble_weights.copy_(ens.general_weights(covariance, self.general_eps))
             weights = self.ensemble_weights.tolist()
             ctx.emit("info", f"kdcl general ensemble weights {weights}", weights=weights)
 
     def end_epoch(self, epoch: int, ctx: EpochContext) -> dict[str, float]:
-        x, y = ctx.holdout("kdcl")
+        held = ctx.holdout("kdcl")
         if self.kind == "general":  # one pass: the accuracies and the next epoch's covariance
-            self._covariance, accs = ens.holdout_pass(self.members(), x, y, ctx)
+            self._covariance, accs = ens.holdout_pass(self.members(), held, ctx)
         else:
             evals = [
-                evaluate(p, x, y, ctx.batch_size, x.device, ctx.precision) for p in self.members()
+                evaluate(p, held, ctx.batch_size, ctx.device, ctx.precision) for p in self.members()
             ]
             accs = [e["val_acc"] for e in evals]
         best = max(range(len(accs)), key=lambda i: accs[i])  # the first of ties

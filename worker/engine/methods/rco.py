@@ -89,7 +89,9 @@ class RCO(KD):
 
     def kl_gaps(self, epochs: list[int], ctx: EpochContext) -> list[float]:
         """KL(p_anchor || p_student) at T = 1 over the first validation batches, per epoch."""
-        held_out = ctx.val_x[: GAP_BATCHES * ctx.batch_size].split(ctx.batch_size)
+        held_out = tuple(
+            x for x, _ in itertools.islice(ctx.val.ordered(ctx.batch_size), GAP_BATCHES)
+        )
         with torch.no_grad(), eval_mode(self.student):
             student = [self.student(x) for x in held_out]
             return [self.gap_to(epoch, held_out, student) for epoch in epochs]

@@ -1,0 +1,93 @@
+"""Reading a stored dataset's images (service/shards.py writes them) for training: one
+`pread` per sample from its shard, decoded by Pillow, EXIF-oriented, converted to the
+dataset's channels, resized so its shorter side is `base`, then centre-cropped to base x
+base, as uint8.
+
+A JPEG much larger than needed is decoded at a reduced scale (libjpeg's DCT scaling, through
+Pillow's draft mode) that still leaves the shorter side at least `base`: most of the decoding
+work of a large photo is skipped, and the resize after it sees enough pixels.
+
+Augmentation happens later, on the training device (worker/engine/data/augment.py), so that
+every view a method draws is fresh and resident and streamed data train alike.
+"""
+
+import copy
+import io
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+
+class ShardSamples(torch.utils.data.Dataset):
+    """Some samples of one split of a stored dataset (service/shards.py: `split` is one of
+    its index's splits as `shards.read` gives it), each as a (C, base, base) uint8 tensor
+    and its label. Picklable: DataLoader workers open their own file handles."""
+
+    def __init__(self, split: dict[str, Any], identity: str, channels: int, base: int) -> None:
+        columns = split["columns"]
+        self.paths: list[str] = split["paths"]
+        self.identity, self.channels, self.base = identity, channels, base
+        self.indices = np.arange(len(columns["label"]))
+        self.rows = np.stack([columns[c] for c in ("shard", "offset", "size")], axis=1)
+        self.labels = torch.from_numpy(columns["label"])
+        self._files: dict[int, int] = {}
+
+    def subset(self, idx: np.ndarray) -> "ShardSamples":
+        part = copy.copy(self)
+        part.indices, part.rows, part.labels = self.indices[idx], self.rows[idx], self.labels[idx]
+        part._files = {}
+        return part
+
+    def fingerprint(self) -> list[Any]:
+        """Which dataset (its index's sha256), which of its samples, at what size."""
+        return [self.identity.encode(), self.indices, self.base]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        shard, offset, size = (int(v) for v in self.rows[i])
+        data = os.pread(self._fd(shard), size, offset)
+        return decode(data, self.channels, self.base), self.labels[i]
+
+    def _fd(self, shard: int) -> int:
+        if shard not in self._files:
+            self._files[shard] = os.open(self.paths[shard], os.O_RDONLY)
+        return self._files[shard]
+
+    def __getstate__(self) -> dict[str, object]:
+        return self.__dict__ | {"_files": {}}  # descriptors stay in the process that opened them
+
+    def __del__(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+
+
+def decode(data: bytes, channels: int, base: int) -> Tensor:
+    """(channels, base, base) uint8: the image's centre square, resized to base."""
+    mode = "L" if channels == 1 else "RGB"
+    with Image.open(io.BytesIO(data)) as file:
+        file.draft(mode, draft_size(file.size, base))
+        im = ImageOps.exif_transpose(file).convert(mode)
+    w, h = im.size
+    side = min(w, h)
+    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    im = im.resize((base, base), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
+    arr = np.asarray(im, dtype=np.uint8).reshape(base, base, channels)
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def draft_size(size: tuple[int, int], base: int) -> tuple[int, int]:
+    """The size Pillow's draft may reduce a JPEG to: its shorter side stays >= base."""
+    w, h = size
+    scale = max(1.0, min(w, h) / base)
+    return max(1, int(w / scale)), max(1, int(h / scale))
+
+
+def collate(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    images, labels = zip(*items, strict=True)
+    return torch.stack(images), torch.stack(labels)

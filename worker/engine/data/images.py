@@ -1,0 +1,227 @@
+"""A split's images and labels, and how their batches reach the training device.
+
+Two kinds, one interface:
+- Resident: the pixels are one tensor (uint8 for uploads, float32 for the built-in sets) at
+  the split's base size, on the device when they fit there (batched by indexing, no host
+  round trip), else in host memory, gathered into pinned memory a few batches ahead by a
+  thread, the copy not blocking.
+- Streamed: the pixels stay in the dataset's shards; DataLoader worker processes read and
+  decode each batch (worker/engine/data/decode.py) and pin it, and host memory stays flat
+  whatever the dataset's size.
+
+Either way a batch arrives as it is stored and is normalised on the device; augmentation
+runs there too (augment.py). Both draw each epoch's shuffled order from the same generator,
+so they train alike.
+"""
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from worker.engine.data.augment import centre_crop
+from worker.engine.data.decode import ShardSamples, collate
+from worker.engine.data.loader import shard_of, shuffled_batches
+
+Batches = Iterator[tuple[Tensor, Tensor]]
+
+
+@dataclass
+class Images:
+    """What both kinds share: labels, normalisation, sizes."""
+
+    labels: Tensor  # (N,) int64, on the host
+    mean: list[float]  # per channel, of pixels in [0, 1] (or of a float set's own values)
+    std: list[float]
+    size: int  # the training size; evaluation crops the base's centre to it
+    device: torch.device
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def epoch(
+        self, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
+    ) -> Batches:
+        """This process's part of each shuffled global batch, normalised, at base size."""
+        order_device = self._order_device()
+        parts = [
+            shard_of(idx, rank, world)
+            for idx in shuffled_batches(len(self), batch_size, generator, order_device, world)
+        ]
+        return self._batches(parts)
+
+    def ordered(self, batch_size: int) -> Batches:
+        """In order, the last batch partial, normalised and centre-cropped: for evaluation."""
+        steps = torch.arange(len(self), device=self._order_device()).split(batch_size)
+        return ((centre_crop(x, self.size), y) for x, y in self._batches(list(steps)))
+
+    def with_stats(self, mean: list[float], std: list[float]) -> Self:
+        return dataclasses.replace(self, mean=list(mean), std=list(std))
+
+    def normalise(self, x: Tensor, scale: float) -> Tensor:
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device).view(shape)
+        std = torch.tensor(self.std, device=x.device).view(shape)
+        return (x.float() * scale - mean) / std
+
+    # each kind's own
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory."""
+        raise NotImplementedError
+
+    def subset(self, idx: np.ndarray) -> "Images":
+        raise NotImplementedError
+
+    def place(self, device: torch.device, placement: str) -> "Images":
+        raise NotImplementedError
+
+    def fingerprint(self) -> list[Any]:
+        """What identifies the split's data, for a hash."""
+        raise NotImplementedError
+
+    def _order_device(self) -> torch.device:
+        raise NotImplementedError
+
+    def _batches(self, parts: list[Tensor]) -> Batches:
+        raise NotImplementedError
+
+
+@dataclass
+class Resident(Images):
+    pixels: Tensor = dataclasses.field(default_factory=lambda: torch.empty(0))  # (N, C, B, B)
+    on_device: bool = True  # False: in host memory, streamed to the device by a thread
+    prefetch: int = 4
+
+    @property
+    def nbytes(self) -> int:
+        return self.pixels.nbytes + self.labels.nbytes
+
+    @property
+    def scale(self) -> float:
+        return 1 / 255 if self.pixels.dtype == torch.uint8 else 1.0
+
+    def subset(self, idx: np.ndarray) -> "Resident":
+        index = torch.from_numpy(idx)
+        return dataclasses.replace(self, labels=self.labels[index], pixels=self.pixels[index])
+
+    def place(self, device: torch.device, placement: str) -> "Resident":
+        on_device = placement == "device" or device.type != "cuda"
+        pixels = self.pixels.to(device) if on_device else self.pixels
+        return dataclasses.replace(self, pixels=pixels, device=device, on_device=on_device)
+
+    def fingerprint(self) -> list[Any]:
+        return [self.pixels, self.labels, self.mean, self.std]
+
+    def _order_device(self) -> torch.device:
+        return self.pixels.device
+
+    def _batches(self, parts: list[Tensor]) -> Batches:
+        if self.on_device:
+            labels = self.labels.to(self.device)
+            return ((self.normalise(self.pixels[i], self.scale), labels[i]) for i in parts)
+        return self._stream(parts)
+
+    def _stream(self, parts: list[Tensor]) -> Batches:
+        ahead: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
+        done = threading.Event()
+        gather = threading.Thread(target=self._gather, args=(parts, ahead, done), daemon=True)
+        gather.start()
+        try:
+            for _ in parts:
+                item = ahead.get()
+                if isinstance(item, BaseException):
+                    raise item
+                x, y = (t.to(self.device, non_blocking=True) for t in item)
+                yield self.normalise(x, self.scale), y
+        finally:
+            done.set()  # a consumer that stops early (a cancel) releases the thread
+            gather.join()
+
+    def _gather(self, parts: list[Tensor], ahead: queue.Queue, done: threading.Event) -> None:
+        pin = self.device.type == "cuda"
+        try:
+            for idx in parts:
+                x = torch.empty(
+                    (len(idx), *self.pixels.shape[1:]), dtype=self.pixels.dtype, pin_memory=pin
+                )
+                y = torch.empty((len(idx),), dtype=self.labels.dtype, pin_memory=pin)
+                torch.index_select(self.pixels, 0, idx, out=x)
+                torch.index_select(self.labels, 0, idx, out=y)
+                if not put_unless_done(ahead, (x, y), done):
+                    return
+        except Exception as exc:  # handed to the consumer, which raises it in the loop
+            put_unless_done(ahead, exc, done)
+
+
+@dataclass
+class Streamed(Images):
+    samples: ShardSamples | None = None
+    workers: int = 2  # DataLoader worker processes
+    prefetch: int = 4  # batches each worker prepares ahead
+
+    @property
+    def nbytes(self) -> int:
+        return self.labels.nbytes  # the pixels stay in the shards
+
+    def subset(self, idx: np.ndarray) -> "Streamed":
+        assert self.samples is not None
+        samples = self.samples.subset(idx)
+        return dataclasses.replace(self, labels=samples.labels, samples=samples)
+
+    def place(self, device: torch.device, placement: str) -> "Streamed":
+        return dataclasses.replace(self, device=device)
+
+    def fingerprint(self) -> list[Any]:
+        assert self.samples is not None
+        return [*self.samples.fingerprint(), self.labels, self.mean, self.std]
+
+    def _order_device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def _batches(self, parts: list[Tensor]) -> Batches:
+        loader = self.loader([p.tolist() for p in parts])
+        for x, y in loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield self.normalise(x, 1 / 255), y
+
+    def loader(self, batches: list[list[int]]) -> DataLoader:
+        assert self.samples is not None
+        return DataLoader(
+            self.samples,
+            batch_sampler=batches,
+            num_workers=self.workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=self.prefetch if self.workers else None,
+        )
+
+    def resident(self, on_device_budget: int | None = None) -> Resident:
+        """All of it decoded once, in order, into one uint8 tensor."""
+        assert self.samples is not None
+        base = self.samples.base
+        pixels = torch.empty((len(self), self.samples.channels, base, base), dtype=torch.uint8)
+        start = 0
+        steps = [list(range(i, min(i + 256, len(self)))) for i in range(0, len(self), 256)]
+        for x, _ in self.loader(steps):
+            pixels[start : start + len(x)] = x
+            start += len(x)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(Images)}
+        return Resident(**fields, pixels=pixels)
+
+
+def put_unless_done(ahead: queue.Queue, item: object, done: threading.Event) -> bool:
+    while not done.is_set():
+        try:
+            ahead.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
