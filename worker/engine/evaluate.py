@@ -31,7 +31,8 @@ def evaluate(
     with eval_mode(model), torch.inference_mode(), autocast(dev, resolve_precision(precision, dev)):
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev)
-        for xb, yb in images.ordered(batch_size):
+        for xb, yb in images.ordered(batch_size):  # a split not placed yet is on the host
+            xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             logits = model(xb.contiguous(memory_format=fmt)).float()
             loss_sum += F.cross_entropy(logits, yb, reduction="sum")
             correct += (logits.argmax(dim=1) == yb).sum()
