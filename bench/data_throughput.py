@@ -12,8 +12,9 @@ as an ImageFolder tree on disk for the reference.
                  on the training device, as images/s
   (b) reference  torchvision's ImageFolder with PIL decode, RandomResizedCrop(224),
                  RandomHorizontalFlip and PILToTensor in a DataLoader with the same W
-  (c) on a GPU   KD timm/resnet50 -> timm/resnet18 at 224 in bf16: the step alone on resident
-                 tensors against a whole epoch streamed from the shards (--gpu-images)
+  (c) on a GPU   KD timm/resnet50 -> timm/resnet18 at 224 in bf16, run as a job runs it
+                 (worker/build.py, loop.start_run): the step alone on one resident batch
+                 against a whole epoch streamed from the shards (--kd-images)
   (d) memory     peak RSS growth of a process streaming one epoch, for two dataset sizes
 Nothing is asserted; ratios a/b and epoch/step are printed.
 """
@@ -37,12 +38,16 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service import imagefolder, shards  # noqa: E402
+from service import archives, imagefolder, shards  # noqa: E402
 from service.archives import Budget  # noqa: E402
+from service.spec import JobSpec  # noqa: E402
+from worker.build import load_data, method_kwargs, plan_for  # noqa: E402
+from worker.engine import loop  # noqa: E402
 from worker.engine.data import augment_batch, load_dataset  # noqa: E402
 from worker.engine.data.images import Streamed  # noqa: E402
-
-SIZE = 224
+from worker.engine.methods import Batch, create  # noqa: E402
+from worker.engine.zoo import build_model  # noqa: E402
+from worker.inputs import JobInputs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=2000, help="JPEGs for (a) and (b)")
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--gpu-images", type=int, default=4096, help="(c) on a GPU")
+    p.add_argument("--size", type=int, default=224, help="the training image size")
+    p.add_argument("--kd-images", type=int, default=4096, help="(c): on a GPU, or --kd-cpu")
+    p.add_argument("--kd-batch", type=int, default=128)
+    p.add_argument("--kd-teacher", default="timm/resnet50")
+    p.add_argument("--kd-student", default="timm/resnet18")
+    p.add_argument("--kd-cpu", action="store_true", help="run (c) on the CPU too (tests)")
     p.add_argument("--rss-images", type=int, nargs=2, default=[500, 2000], help="(d) sizes")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)  # (d)'s own process
@@ -74,15 +84,17 @@ def make_jpegs(root: Path, count: int, seed: int = 0) -> Path:
             (tree / name).parent.mkdir(parents=True, exist_ok=True)
             (tree / name).write_bytes(out.getvalue())
             zf.writestr(name, out.getvalue())
-    imagefolder.store(archive, Budget(10 * count, 1 << 40), root / "stored", None)
+    budget = Budget(10 * count, 1 << 40)
+    names = archives.names(archive, budget)
+    imagefolder.store(archive, names, budget, root / "stored", None)
     archive.unlink()
     return root / "stored" / shards.INDEX
 
 
-def project(index: Path, workers: int, batch: int, device: torch.device) -> float:
+def project(index: Path, size: int, workers: int, batch: int, device: torch.device) -> float:
     """(a): images/s of a streamed epoch, augmented on `device`."""
     data = load_dataset(
-        "upload", 0.01, 0, "rrc_flip", SIZE, shards=shards.read(index), workers=workers
+        "upload", 0.01, 0, "rrc_flip", size, shards=shards.read(index), workers=workers
     )
     train = data.train.place(device, "stream")
     generator = torch.Generator(device=device).manual_seed(0)
@@ -95,13 +107,13 @@ def project(index: Path, workers: int, batch: int, device: torch.device) -> floa
     return seen / (time.perf_counter() - started)
 
 
-def reference(tree: Path, workers: int, batch: int) -> float:
+def reference(tree: Path, size: int, workers: int, batch: int) -> float:
     """(b): images/s of torchvision's ImageFolder pipeline."""
     from torchvision import datasets, transforms
 
     transform = transforms.Compose(
         [
-            transforms.RandomResizedCrop(SIZE),
+            transforms.RandomResizedCrop(size),
             transforms.RandomHorizontalFlip(),
             transforms.PILToTensor(),
         ]
@@ -119,78 +131,81 @@ def reference(tree: Path, workers: int, batch: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def gpu_kd(index: Path, workers: int, batch: int) -> dict[str, float]:
-    """(c): KD resnet50 -> resnet18 in bf16, images/s of the step alone and of an epoch."""
-    import timm
-
-    from worker.engine.methods import Batch, create
-
-    device = torch.device("cuda")
-    data = load_dataset(
-        "upload", 0.01, 0, "rrc_flip", SIZE, shards=shards.read(index), workers=workers
+def kd_spec(args: argparse.Namespace, device: str) -> JobSpec:
+    """The KD job (c) runs, as a job is resolved: the service's KD defaults, bf16 on CUDA,
+    the uploaded shards streamed."""
+    return JobSpec.model_validate(
+        {
+            "method": {"name": "kd"},
+            "teacher": {"job": "bench-teacher"},
+            "student": {"arch": args.kd_student, "num_classes": 1000, "in_channels": 3},
+            "data": {
+                "dataset": "upload",
+                "upload": "bench",
+                "image_size": args.size,
+                "augment": "rrc_flip",
+                "val_fraction": 0.01,
+            },
+            "train": {
+                "epochs": 1,
+                "batch_size": args.kd_batch,
+                "device": device,
+                "data_placement": "stream",
+                "schedule": {"name": "constant"},
+            },
+        }
     )
-    train = data.train.place(device, "stream")
-    teacher = timm.create_model("resnet50", num_classes=1000).to(device)
-    student = timm.create_model("resnet18", num_classes=1000).to(device)
-    kd = method_kwargs_for("kd")
-    method = create("kd", student=student, teacher=teacher, input_shape=(3, SIZE, SIZE), **kd)
-    method = method.to(device, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(method.parameters(), lr=0.1, momentum=0.9, fused=True)
-    generator = torch.Generator(device=device).manual_seed(0)
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", torch.bfloat16):
-            terms = method(Batch(x, y, data.augment, generator), 0)
-        loss = sum(terms.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[union-attr]
-        opt.step()
 
-    resident = torch.randn(batch, 3, data.augment.base, data.augment.base, device=device)
-    labels = torch.randint(0, 1000, (batch,), device=device)
-    for _ in range(5):
-        step(resident, labels)
-    torch.cuda.synchronize()
-    started, steps = time.perf_counter(), max(1, len(train) // batch)
+def kd(args: argparse.Namespace, index: Path, workdir: Path, device: str) -> dict[str, float]:
+    """(c): the engine's KD step alone on a resident batch, and its whole streamed epoch, as
+    a job runs them (worker/build.py, loop.start_run): images/s of each and their ratio."""
+    spec, inputs = kd_spec(args, device), JobInputs(job_dir=workdir, dataset_path=index)
+    data = load_data(spec, inputs)
+    teacher = build_model(args.kd_teacher, 1000, 3)
+    student = build_model(args.kd_student, 1000, 3)
+    kwargs = method_kwargs(spec, inputs)
+    method = create("kd", student=student, teacher=teacher, input_shape=data.input_shape, **kwargs)
+    run = loop.start_run(plan_for(spec, inputs, method, data, device), loop.Quiet())
+    x, y = next(iter(run.data.train.epoch(args.kd_batch, run.generator)))
+    batch = Batch(x, y, data.augment, run.generator)
+    steps = max(1, len(data.train) // args.kd_batch)
+    for _ in range(min(5, steps)):  # warm-up: cuDNN autotuning, allocator
+        loop.train_step(run, batch, 0)
+    synchronize(run.device)
+    started = time.perf_counter()
     for _ in range(steps):
-        step(resident, labels)
-    torch.cuda.synchronize()
-    step_rate = steps * batch / (time.perf_counter() - started)
-    started, seen = time.perf_counter(), 0
-    for x, y in train.epoch(batch, generator):
-        step(x, y)
-        seen += len(y)
-    torch.cuda.synchronize()
-    epoch_rate = seen / (time.perf_counter() - started)
-    return {"kd_step": step_rate, "kd_epoch": epoch_rate, "epoch/step": epoch_rate / step_rate}
+        loop.train_step(run, batch, 0)
+    synchronize(run.device)
+    step_rate = steps * len(y) / (time.perf_counter() - started)
+    epoch_rate = loop.train_epoch(run, 0)["images_per_s"]
+    return {"kd_step": step_rate, "kd_epoch": epoch_rate, "kd_epoch/step": epoch_rate / step_rate}
 
 
-def method_kwargs_for(name: str) -> dict[str, Any]:
-    """A method's engine keywords with its spec defaults (service/method_params.py)."""
-    from service.method_params import PARAMS_MODELS, method_name
-
-    params = {method_name(m): m for m in PARAMS_MODELS}[name].model_validate({"name": name})
-    return params.model_dump(exclude={"name"})
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def rss_child(index: Path) -> None:
+def rss_child(index: Path, size: int) -> None:
     """(d) in its own process: peak RSS growth while streaming one epoch."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    data = load_dataset("upload", 0.01, 0, "rrc_flip", SIZE, shards=shards.read(index), workers=2)
+    data = load_dataset("upload", 0.01, 0, "rrc_flip", size, shards=shards.read(index), workers=2)
     assert isinstance(data.train, Streamed)
     generator = torch.Generator().manual_seed(0)
     for x, _ in data.train.epoch(64, generator):
         augment_batch(x, data.augment, generator)
-    growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-    print(json.dumps({"peak_rss_growth_bytes": growth}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps({"peak_rss_bytes": peak * 1024, "peak_rss_growth_bytes": (peak - before) * 1024})
+    )
 
 
-def rss_growth(root: Path, count: int) -> dict[str, int]:
+def rss_growth(root: Path, count: int, size: int) -> dict[str, int]:
     index = make_jpegs(root / f"rss{count}", count, seed=1)
     dataset = sum(f.stat().st_size for f in index.parent.rglob("*.tar"))
     out = subprocess.run(
-        [sys.executable, __file__, "--rss-child", str(index)],
+        [sys.executable, __file__, "--rss-child", str(index), "--size", str(size)],
         check=True,
         capture_output=True,
         text=True,
@@ -201,7 +216,7 @@ def rss_growth(root: Path, count: int) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.rss_child:
-        rss_child(args.rss_child)
+        rss_child(args.rss_child, args.size)
         return {}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,12 +224,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         index = make_jpegs(root, args.images)
         got: dict[str, Any] = {"device": str(device), "cores": len(os.sched_getaffinity(0))}
         got |= {"images": args.images, "workers": args.workers}
-        got["project"] = project(index, args.workers, args.batch, device)
-        got["reference"] = reference(root / "tree", args.workers, args.batch)
+        got["project"] = project(index, args.size, args.workers, args.batch, device)
+        got["reference"] = reference(root / "tree", args.size, args.workers, args.batch)
         got["project/reference"] = got["project"] / got["reference"]
-        if device.type == "cuda":
-            got |= gpu_kd(make_jpegs(root / "gpu", args.gpu_images), args.workers, 128)
-        got["rss"] = [rss_growth(root, n) for n in args.rss_images]
+        if device.type == "cuda" or args.kd_cpu:
+            kd_index = make_jpegs(root / "kd", args.kd_images)
+            got |= kd(args, kd_index, root / "kd-job", str(device))
+        got["rss"] = [rss_growth(root, n, args.size) for n in args.rss_images]
     print(json.dumps(got, indent=1))
     if args.json:
         args.json.write_text(json.dumps(got, indent=1))

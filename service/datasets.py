@@ -71,13 +71,14 @@ async def upload(chunks: AsyncIterator[bytes], info: UploadInfo) -> Dataset:
 
 
 def _store(path: Path, info: UploadInfo, directory: Path) -> tuple[str, Stored]:
-    settings = get_settings()
-    budget = Budget(settings.max_archive_files, settings.max_decompressed_bytes)
-    fmt = info.format or _sniff(path)
+    # the archive's names (no data read), listed once: to recognise it and to lay it out
+    names = archives.names(path, _budget()) if info.format in (None, "imagefolder") else []
+    fmt = info.format or _sniff(names)
+    budget = _budget()
     if info.class_names is not None and fmt != "idx":
         raise BadUpload(f"class_names are for IDX uploads; a {fmt} upload names its own classes")
     if fmt == "imagefolder":
-        index = imagefolder.store(path, budget, directory, info.num_classes)
+        index = imagefolder.store(path, names, budget, directory, info.num_classes)
         return fmt, _from_index(index)
     if fmt == "npz":
         decoded = datafiles.from_npz(path, budget, info.num_classes)
@@ -111,21 +112,15 @@ def _from_index(index: dict[str, Any]) -> Stored:
         name: {k: v for k, v in split.items() if k != "shards"}
         for name, split in index["splits"].items()
     }
-    sizes = {
-        v for split in splits.values() for side in ("width", "height") for v in split[side].values()
-    }
-    return Stored(
-        shards.INDEX,
-        index["class_names"],
-        index["channels"],
-        sizes.pop() if len(sizes) == 1 else None,
-        splits,
-    )
+    return Stored(shards.INDEX, index["class_names"], index["channels"], index["size"], splits)
 
 
-def _sniff(path: Path) -> Format:
-    budget = Budget(get_settings().max_archive_files, get_settings().max_decompressed_bytes)
-    names = archives.names(path, budget)
+def _budget() -> Budget:
+    settings = get_settings()
+    return Budget(settings.max_archive_files, settings.max_decompressed_bytes)
+
+
+def _sniff(names: list[str]) -> Format:
     if names and all(n.endswith(".npy") and "/" not in n for n in names):
         return "npz"
     if any(datafiles.idx_role(n) for n in names):

@@ -36,12 +36,14 @@ class Checked:
     gray: bool
 
 
-def store(path: Path, budget: Budget, dest: Path, num_classes: int | None) -> dict[str, Any]:
-    """Checks every image of the archive at `path` and writes the dataset into `dest`;
-    returns its index (service/shards.py)."""
-    listing = Budget(budget.max_files, budget.max_bytes)  # listing reads no data
-    roles = layout([n for n in archives.names(path, listing) if is_image(n)])
+def store(
+    path: Path, names: list[str], budget: Budget, dest: Path, num_classes: int | None
+) -> dict[str, Any]:
+    """Checks every image of the archive at `path` (its member `names` listed before) and
+    writes the dataset into `dest`; returns its index (service/shards.py)."""
+    roles = layout([n for n in names if is_image(n)])
     class_names = sorted({c for s, c in roles.values() if s == "train"})
+    labels = {c: i for i, c in enumerate(class_names)}
     if num_classes not in (None, len(class_names)):
         raise BadUpload(f"{len(class_names)} class folders, but num_classes={num_classes}")
     if len(class_names) < 2:
@@ -53,7 +55,7 @@ def store(path: Path, budget: Budget, dest: Path, num_classes: int | None) -> di
     }
     gray = True
     for name, data in _images(path, budget, roles):
-        split, label = roles[name][0], class_names.index(roles[name][1])
+        split, label = roles[name][0], labels[roles[name][1]]
         info = check_image(data, name)
         gray &= info.gray
         writers[split].add(data, info.ext, label, info.width, info.height)

@@ -130,11 +130,14 @@ def write_index(
     folder: Path, writers: list[SplitWriter], class_names: list[str], channels: int
 ) -> dict[str, Any]:
     """index.json and samples.npz for finished writers; returns the index."""
+    splits = {w.split: split_summary(w, len(class_names)) for w in writers}
+    sides = {v for s in splits.values() for side in ("width", "height") for v in s[side].values()}
     index = {
         "format": FORMAT,
         "class_names": class_names,
         "channels": channels,
-        "splits": {w.split: split_summary(w, len(class_names)) for w in writers},
+        "size": sides.pop() if len(sides) == 1 else None,  # when every image is one square size
+        "splits": splits,
     }
     arrays = {
         f"{w.split}_{column}": np.asarray(values, dtype=np.int64)

@@ -90,7 +90,8 @@ def train(ctx: JobContext, inputs: JobInputs, folder: Path, world: int) -> dict[
         ctx.event("distributed", message, world=world, backend=backend, devices=devices, logs=logs)
     with joined(folder, 0, world, device):
         outcome = loop.train(built.plan, ctx)
-    memory = {"peak_rss_bytes": peak_rss(), "peak_rss_growth_bytes": peak_rss() - before}
+    peak = peak_rss()
+    memory = {"peak_rss_bytes": peak, "peak_rss_growth_bytes": peak - before}
     written = write_outputs(ctx.job_id, inputs.job_dir, spec, built, outcome)
     written.result["host_memory"] = memory  # of rank 0, from loading the data to the last epoch
     for type_, message in written.events:

@@ -19,8 +19,6 @@ GROWTH_SHARE = 0.5
 
 @pytest.fixture(scope="module")
 def capped(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    if backend.name != "sqlite":  # memory is the worker's; the database plays no part
-        pytest.skip("measured on one backend: the suite's time")
     truncate()
     logs = tmp_path_factory.mktemp(f"logs-capped-{backend.name}")
     svc = Service(backend, logs, {"DISTILLERY_RESIDENT_BYTES": str(CAP)})

@@ -42,38 +42,19 @@ def test_timm_models_train_and_distil_on_uploaded_photos(
     service = offline_service
     assert photos["input_size"] is None and photos["in_channels"] == 3
     data = {"dataset": "upload", "upload": photos["id"], "image_size": 32, "val_fraction": 0.2}
-    teacher = service.submit(
-        {
-            "method": {"name": "supervised"},
-            "student": {"arch": "timm/resnet18"},
-            "data": data,
-            "train": TRAIN,
-        }
-    )
-    teacher = service.wait_status(teacher["id"], "succeeded")
+
+    def job(method: dict, arch: str, **more: object) -> dict:
+        spec = {"method": method, "student": {"arch": arch}, "data": data, "train": TRAIN}
+        return service.submit(spec | more)
+
+    teacher = service.wait_status(job({"name": "supervised"}, "timm/resnet18")["id"], "succeeded")
     card = load_student(service, teacher, tmp_path)
     assert card["architecture"] == "timm/resnet18"
     assert card["dataset"]["image_size"] == 32 and card["dataset"]["augment"] == "rrc_flip"
 
-    kd = service.submit(
-        {
-            "method": {"name": "kd"},
-            "teacher": {"job": teacher["id"]},
-            "student": {"arch": "timm/mobilenetv3_small_050"},
-            "data": data,
-            "train": TRAIN,
-            "exports": ["onnx"],
-        }
-    )
-    review = service.submit(
-        {
-            "method": {"name": "reviewkd", "warmup_epochs": 1},
-            "teacher": {"job": teacher["id"]},
-            "student": {"arch": "timm/resnet10t"},
-            "data": data,
-            "train": TRAIN,
-        }
-    )
+    taught = {"teacher": {"job": teacher["id"]}}
+    kd = job({"name": "kd"}, "timm/mobilenetv3_small_050", **taught, exports=["onnx"])
+    review = job({"name": "reviewkd", "warmup_epochs": 1}, "timm/resnet10t", **taught)
     kd = service.wait_status(kd["id"], "succeeded")
     card = load_student(service, kd, tmp_path)
     assert card["architecture"] == "timm/mobilenetv3_small_050"

@@ -15,6 +15,7 @@ so they train alike.
 """
 
 import dataclasses
+import functools
 import queue
 import threading
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ Batches = Iterator[tuple[Tensor, Tensor]]
 class Images:
     """What both kinds share: labels, normalisation, sizes."""
 
-    labels: Tensor  # (N,) int64, on the host
+    labels: Tensor  # (N,) int64, on the host (on the device with pixels held there)
     mean: list[float]  # per channel, of pixels in [0, 1] (or of a float set's own values)
     std: list[float]
     size: int  # the training size; evaluation crops the base's centre to it
@@ -66,9 +67,7 @@ class Images:
         return dataclasses.replace(self, mean=list(mean), std=list(std))
 
     def normalise(self, x: Tensor, scale: float) -> Tensor:
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=x.device).view(shape)
-        std = torch.tensor(self.std, device=x.device).view(shape)
+        mean, std = stats_on(tuple(self.mean), tuple(self.std), x.device)
         return (x.float() * scale - mean) / std
 
     # each kind's own
@@ -114,8 +113,11 @@ class Resident(Images):
 
     def place(self, device: torch.device, placement: str) -> "Resident":
         on_device = placement == "device" or device.type != "cuda"
-        pixels = self.pixels.to(device) if on_device else self.pixels
-        return dataclasses.replace(self, pixels=pixels, device=device, on_device=on_device)
+        held = (self.pixels.to(device), self.labels.to(device)) if on_device else ()
+        pixels, labels = held or (self.pixels, self.labels)
+        return dataclasses.replace(
+            self, pixels=pixels, labels=labels, device=device, on_device=on_device
+        )
 
     def fingerprint(self) -> list[Any]:
         return [self.pixels, self.labels, self.mean, self.std]
@@ -125,8 +127,7 @@ class Resident(Images):
 
     def _batches(self, parts: list[Tensor]) -> Batches:
         if self.on_device:
-            labels = self.labels.to(self.device)
-            return ((self.normalise(self.pixels[i], self.scale), labels[i]) for i in parts)
+            return ((self.normalise(self.pixels[i], self.scale), self.labels[i]) for i in parts)
         return self._stream(parts)
 
     def _stream(self, parts: list[Tensor]) -> Batches:
@@ -203,18 +204,33 @@ class Streamed(Images):
             prefetch_factor=self.prefetch if self.workers else None,
         )
 
-    def resident(self, on_device_budget: int | None = None) -> Resident:
+    def in_order(self, batch_size: int) -> DataLoader:
+        """Every sample decoded, in order, as stored (uint8, base size, not normalised)."""
+        n = len(self)
+        steps = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        return self.loader(steps)
+
+    def resident(self) -> Resident:
         """All of it decoded once, in order, into one uint8 tensor."""
         assert self.samples is not None
         base = self.samples.base
         pixels = torch.empty((len(self), self.samples.channels, base, base), dtype=torch.uint8)
         start = 0
-        steps = [list(range(i, min(i + 256, len(self)))) for i in range(0, len(self), 256)]
-        for x, _ in self.loader(steps):
+        for x, _ in self.in_order(256):
             pixels[start : start + len(x)] = x
             start += len(x)
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(Images)}
         return Resident(**fields, pixels=pixels)
+
+
+@functools.lru_cache(maxsize=64)
+def stats_on(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Per-channel statistics as (1, C, 1, 1) tensors on `device`, made once: a batch's
+    normalisation copies nothing from the host."""
+    m, s = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (mean, std))
+    return m, s
 
 
 def put_unless_done(ahead: queue.Queue, item: object, done: threading.Event) -> bool:

@@ -47,7 +47,8 @@ def shard_of(idx: Tensor, rank: int, world: int) -> Tensor:
 
 
 def choose_placement(requested: str, nbytes: int, device: torch.device) -> str:
-    """ "device" (resident) or "host" (streamed) for a training split of `nbytes`."""
+    """Where a split holding `nbytes` in memory is kept: "device", or "host" (copied per
+    batch), unless `requested` says ("stream" keeps held data on the host too)."""
     if requested != "auto":
         return requested
     if device.type != "cuda":

@@ -19,6 +19,7 @@ from worker.engine.data.images import Images, Streamed
 from worker.engine.data.split import (
     DataSplit,
     Moments,
+    channel_stats,
     resident_split,
     resolve_augment,
     split_indices,
@@ -98,11 +99,14 @@ def from_shards(
         whole = part("train")
         kept, off = split_indices(whole.labels.numpy(), reading.val_fraction, reading.seed)
         tr, va = whole.subset(np.sort(kept)), whole.subset(np.sort(off))
-    mean, std = streamed_stats(tr)
-    tr, va = tr.with_stats(mean, std), va.with_stats(mean, std)
     parts: list[Images] = [tr, va]
     if (len(tr) + len(va)) * channels * aug.base**2 <= reading.resident_bytes:
-        parts = [tr.resident(), va.resident()]
+        held = tr.resident()
+        parts = [held, va.resident()]
+        mean, std = channel_stats(held.pixels)  # all of the train split, as for npz
+    else:
+        mean, std = streamed_stats(tr)
+    parts = [part.with_stats(mean, std) for part in parts]
     names = index["class_names"]
     return DataSplit(parts[0], parts[1], len(names), channels, names, aug)
 
@@ -110,9 +114,7 @@ def from_shards(
 def shards_augment(index: dict[str, Any], augment: str, image_size: int | None) -> Augment:
     """Images of one size up to SMALL train at that size with pad-and-crop by default; others
     with RandomResizedCrop, at `image_size`, which they must be given."""
-    train = index["splits"]["train"]
-    one_size = {train[side][end] for side in ("width", "height") for end in ("min", "max")}
-    own = one_size.pop() if len(one_size) == 1 else None
+    own = index["size"]  # the one size of every image, else None
     size = image_size or own
     if size is None:
         raise ValueError("images of several sizes need an image_size to train at")
@@ -125,9 +127,7 @@ def streamed_stats(images: Streamed) -> tuple[list[float], list[float]]:
     """Per-channel statistics of up to STATS_SAMPLES train images, evenly spaced, read in
     batches: nothing but the sums is kept."""
     picks = np.linspace(0, len(images) - 1, min(len(images), STATS_SAMPLES)).astype(int)
-    sample = images.subset(np.unique(picks))
-    steps = [list(range(i, min(i + 64, len(sample)))) for i in range(0, len(sample), 64)]
     sums = Moments()
-    for x, _ in sample.loader(steps):
+    for x, _ in images.subset(np.unique(picks)).in_order(64):
         sums.add(x)
     return sums.stats()

@@ -1,0 +1,71 @@
+"""An uploaded ImageFolder read back from its WebDataset shards: held in memory or streamed
+by DataLoader workers, the batches are the same."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service import archives, imagefolder, shards
+from service.archives import Budget
+from tests.photos import photo_zip
+from worker.engine.data import Resident, Streamed, load_dataset
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("shards")
+    archive = root / "photos.zip"
+    archive.write_bytes(photo_zip(classes=3, per_class=12))
+    budget = Budget(1000, 1 << 30)
+    imagefolder.store(archive, archives.names(archive, budget), budget, root / "ds", None)
+    return shards.read(root / "ds" / shards.INDEX)
+
+
+def load(stored: dict, resident_bytes: int, workers: int = 0, **kw: object):
+    return load_dataset(
+        "upload", 0.25, 0, kw.get("augment", "auto"), kw.get("image_size", 24),
+        shards=stored, resident_bytes=resident_bytes, workers=workers,
+    )  # fmt: skip
+
+
+def test_held_and_streamed_shards_give_the_same_batches(stored: dict) -> None:
+    held, streamed = load(stored, 1 << 30), load(stored, 0, workers=1)
+    assert isinstance(held.train, Resident) and held.train.pixels.dtype == torch.uint8
+    assert isinstance(streamed.train, Streamed)
+    assert held.augment == streamed.augment and held.augment.mode == "rrc_flip"  # mixed sizes
+    assert held.input_shape == (3, 24, 24) and held.train.pixels.shape[-1] == 27  # 24 / 0.875
+    np.testing.assert_allclose(held.mean, streamed.mean, rtol=1e-9)
+    np.testing.assert_allclose(held.std, streamed.std, rtol=1e-9)
+    # the streamed statistics were summed in another order: compare pixels under one set
+    train, val = (p.with_stats(held.mean, held.std) for p in (streamed.train, streamed.val))
+    pairs = [
+        (held.train.epoch(8, torch.Generator().manual_seed(3)),
+         train.epoch(8, torch.Generator().manual_seed(3))),
+        (held.val.ordered(8), val.ordered(8)),
+    ]  # fmt: skip
+    for a, b in pairs:
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    labels = held.train.labels.tolist() + held.val.labels.tolist()
+    assert np.bincount(labels).tolist() == [12, 12, 12]
+
+
+def test_images_of_several_sizes_need_a_training_size(stored: dict) -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        load(stored, 0, image_size=None)
+
+
+def test_the_decoded_base_is_the_centre_square_resized(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from worker.engine.data.decode import decode
+
+    left, right = np.zeros((20, 10, 3), np.uint8), np.full((20, 10, 3), 255, np.uint8)
+    wide = np.concatenate([np.full((20, 5, 3), 9, np.uint8), left, right, left[:, :5]], axis=1)
+    path = tmp_path / "wide.png"
+    Image.fromarray(wide).save(path)  # 30 x 20: the centre square is columns 5..25
+    out = decode(path.read_bytes(), 3, 20)
+    assert out.shape == (3, 20, 20) and out.dtype == torch.uint8
+    assert torch.equal(out.permute(1, 2, 0), torch.from_numpy(wide[:, 5:25]))
