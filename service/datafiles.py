@@ -9,6 +9,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy
@@ -47,9 +48,22 @@ class Decoded:
         """(num_classes, channels, size)."""
         return len(self.class_names), self.images.shape[3], self.images.shape[1]
 
-    def class_counts(self) -> list[int]:
-        labels = [self.labels] + ([self.val_labels] if self.val_labels is not None else [])
-        return [int(c) for c in np.bincount(np.concatenate(labels), minlength=self.shape[0])]
+    def splits(self) -> dict[str, dict[str, Any]]:
+        """Per split: count, class counts and the (one) image size, as a dataset row keeps."""
+        k, _, size = self.shape
+        labels = {"train": self.labels}
+        if self.val_labels is not None:
+            labels["val"] = self.val_labels
+        side = {"min": size, "median": size, "max": size}
+        return {
+            split: {
+                "count": len(y),
+                "class_counts": np.bincount(y, minlength=k).tolist(),
+                "width": side,
+                "height": side,
+            }
+            for split, y in labels.items()
+        }
 
 
 # --- npz ---------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from service import archives, datafiles, imagefolder, paging, queries, shards, store, uploads
@@ -86,25 +85,7 @@ def _store(path: Path, info: UploadInfo, directory: Path) -> tuple[str, Stored]:
         decoded = datafiles.from_idx(path, budget, info.num_classes, info.class_names)
     datafiles.write_canonical(decoded, directory / DATA)
     _, channels, size = decoded.shape
-    return fmt, Stored(DATA, decoded.class_names, channels, size, _array_splits(decoded))
-
-
-def _array_splits(decoded: datafiles.Decoded) -> dict[str, dict[str, Any]]:
-    """Per split: count, class counts and the (one) image size."""
-    k, _, size = decoded.shape
-    labels = {"train": decoded.labels}
-    if decoded.val_labels is not None:
-        labels["val"] = decoded.val_labels
-    side = {"min": size, "median": size, "max": size}
-    return {
-        split: {
-            "count": len(y),
-            "class_counts": np.bincount(y, minlength=k).tolist(),
-            "width": side,
-            "height": side,
-        }
-        for split, y in labels.items()
-    }
+    return fmt, Stored(DATA, decoded.class_names, channels, size, decoded.splits())
 
 
 def _from_index(index: dict[str, Any]) -> Stored:
