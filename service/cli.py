@@ -55,12 +55,24 @@ def api(host: str, port: int) -> None:
     uvicorn.run(create_app(), host=host, port=port, log_level=get_settings().log_level.lower())
 
 
+def declare_queues(names: list[str]) -> None:
+    """The worker's queues, made in the broker before the worker and the API start. kombu's
+    SQLite transport makes a queue's row on first use: a worker that starts consuming while
+    the API sends its first job can both insert it, and the loser (the worker) dies."""
+    from kombu import Connection
+
+    with Connection(get_settings().queue_url) as conn:
+        for name in names:
+            conn.default_channel.queue_declare(queue=name)
+
+
 def up(args: argparse.Namespace) -> None:
     """Everything on one machine: migrate the SQLite database, start a real Celery worker
     process, serve the API (with the watchdog) in this one."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate()
+    declare_queues(args.queues.split(","))
     env = {**os.environ, "DISTILLERY_DATA_DIR": str(settings.data_dir.resolve())}
     worker = subprocess.Popen(
         worker_command(args.queues, settings.worker_concurrency), env=env, start_new_session=True

@@ -59,3 +59,25 @@ def test_up_serves_the_api_and_runs_a_job_with_embedded_defaults(tmp_path: Path)
         assert proc.wait(timeout=60) is not None
         client.close()
         log.close()
+
+
+def test_the_worker_queues_are_declared_once_and_again(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`up` makes the worker's queue rows in the embedded broker before the worker and the
+    API start (both would otherwise insert them on first use, and one would fail); doing it
+    again on a restart changes nothing."""
+    import sqlite3
+
+    from service.cli import declare_queues
+    from service.config import get_settings
+
+    monkeypatch.setenv("DISTILLERY_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DISTILLERY_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        declare_queues(["default", "gpu"])
+        declare_queues(["default"])
+    finally:
+        get_settings.cache_clear()
+    with sqlite3.connect(tmp_path / "broker.db") as db:
+        names = sorted(name for (name,) in db.execute("SELECT name FROM kombu_queue"))
+    assert names == ["default", "gpu"]
