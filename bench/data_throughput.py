@@ -10,6 +10,9 @@ as an ImageFolder tree on disk for the reference.
   (a) project    a streamed epoch from the shards: W DataLoader processes read and decode
                  (draft-mode JPEG, resize to the base), then RandomResizedCrop(224) + flip
                  on the training device, as images/s
+  (a')delivered  the W processes' side of (a) alone: batches decoded to the base size and
+                 handed over, the training process doing nothing else (on a GPU the
+                 augmentation costs the CPU nothing; on a CPU, (a) shares its cores with it)
   (b) reference  torchvision's ImageFolder with PIL decode, RandomResizedCrop(224),
                  RandomHorizontalFlip and PILToTensor in a DataLoader with the same W
   (c) on a GPU   KD timm/resnet50 -> timm/resnet18 at 224 in bf16, run as a job runs it
@@ -104,6 +107,19 @@ def project(index: Path, size: int, workers: int, batch: int, device: torch.devi
         seen += len(view)
     if device.type == "cuda":
         torch.cuda.synchronize()
+    return seen / (time.perf_counter() - started)
+
+
+def delivered(index: Path, size: int, workers: int, batch: int) -> float:
+    """(a'): images/s the W decoding processes deliver when the training process does nothing
+    else with them, as when the augmentation runs on a GPU: the CPU side of (a) alone."""
+    data = load_dataset(
+        "upload", 0.01, 0, "rrc_flip", size, shards=shards.read(index), workers=workers
+    )
+    assert isinstance(data.train, Streamed)
+    started, seen = time.perf_counter(), 0
+    for x, _ in data.train.in_order(batch):
+        seen += len(x)
     return seen / (time.perf_counter() - started)
 
 
@@ -225,8 +241,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         got: dict[str, Any] = {"device": str(device), "cores": len(os.sched_getaffinity(0))}
         got |= {"images": args.images, "workers": args.workers}
         got["project"] = project(index, args.size, args.workers, args.batch, device)
+        got["delivered"] = delivered(index, args.size, args.workers, args.batch)
         got["reference"] = reference(root / "tree", args.size, args.workers, args.batch)
         got["project/reference"] = got["project"] / got["reference"]
+        got["delivered/reference"] = got["delivered"] / got["reference"]
         if device.type == "cuda" or args.kd_cpu:
             kd_index = make_jpegs(root / "kd", args.kd_images)
             got |= kd(args, kd_index, root / "kd-job", str(device))

@@ -227,7 +227,7 @@ def test_a_whole_image_box_is_a_bilinear_resize(base: int, size: int, monkeypatc
     monkeypatch.setattr(augment_module, "rrc_boxes", lambda *args: whole)
     x = torch.randn(n, 3, base, base, generator=torch.Generator().manual_seed(0))
     out = augment_batch(x, Augment("rrc_flip", size), torch.Generator().manual_seed(1))
-    # identity, upsampling, and a 2x reduction (two samples per output pixel, averaged)
+    # identity, upsampling, and a 2x reduction (each output pixel the mean of two)
     resized = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     flipped = torch.zeros(n, dtype=torch.bool)
     for i in range(n):

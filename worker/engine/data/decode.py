@@ -1,11 +1,13 @@
 """Reading a stored dataset's images (service/shards.py writes them) for training: one
 `pread` per sample from its shard, decoded by Pillow, EXIF-oriented, converted to the
-dataset's channels, resized so its shorter side is `base`, then centre-cropped to base x
-base, as uint8.
+dataset's channels; its centre square is then resized to base x base, as uint8.
 
 A JPEG much larger than needed is decoded at a reduced scale (libjpeg's DCT scaling, through
 Pillow's draft mode) that still leaves the shorter side at least `base`: most of the decoding
-work of a large photo is skipped, and the resize after it sees enough pixels.
+work of a large photo is skipped, and the resize after it sees enough pixels. The resize is
+torch's antialiased bilinear on uint8 channels-last pixels (vectorised; about twice as fast
+as Pillow's on ImageNet-sized photos), and a sample stays channels-last: the batch is
+gathered without transposing each image.
 
 Augmentation happens later, on the training device (worker/engine/data/augment.py), so that
 every view a method draws is fresh and resident and streamed data train alike.
@@ -18,8 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
+
+ORIENTATION = 0x0112  # the EXIF tag; 1 is upright
 
 
 class ShardSamples(torch.utils.data.Dataset):
@@ -68,17 +73,23 @@ class ShardSamples(torch.utils.data.Dataset):
 
 
 def decode(data: bytes, channels: int, base: int) -> Tensor:
-    """(channels, base, base) uint8: the image's centre square, resized to base."""
+    """(channels, base, base) uint8, channels-last in memory: the image's centre square,
+    resized to base."""
     mode = "L" if channels == 1 else "RGB"
     with Image.open(io.BytesIO(data)) as file:
         file.draft(mode, draft_size(file.size, base))
-        im = ImageOps.exif_transpose(file).convert(mode)
-    w, h = im.size
+        im = ImageOps.exif_transpose(file) if file.getexif().get(ORIENTATION, 1) != 1 else file
+        im = im.convert(mode) if im.mode != mode else im
+        pixels = torch.from_numpy(np.array(im, dtype=np.uint8).reshape(im.height, im.width, -1))
+    h, w, _ = pixels.shape
     side = min(w, h)
-    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-    im = im.resize((base, base), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
-    arr = np.asarray(im, dtype=np.uint8).reshape(base, base, channels)
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+    top, left = (h - side) // 2, (w - side) // 2
+    square = pixels[top : top + side, left : left + side].permute(2, 0, 1)
+    if side == base:
+        return square
+    square = square[None].contiguous(memory_format=torch.channels_last)
+    out = F.interpolate(square, size=(base, base), mode="bilinear", antialias=True)
+    return out[0]
 
 
 def draft_size(size: tuple[int, int], base: int) -> tuple[int, int]:
@@ -89,5 +100,13 @@ def draft_size(size: tuple[int, int], base: int) -> tuple[int, int]:
 
 
 def collate(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """A batch (N, C, H, W), channels-last in memory as its samples are. In a DataLoader
+    worker it is made in shared memory, as torch's default collate does: handing it to the
+    training process then copies nothing."""
     images, labels = zip(*items, strict=True)
-    return torch.stack(images), torch.stack(labels)
+    c, h, w = images[0].shape
+    out = torch.empty((len(images), h, w, c), dtype=images[0].dtype)
+    if torch.utils.data.get_worker_info() is not None:
+        out.share_memory_()
+    torch.stack([x.permute(1, 2, 0) for x in images], out=out)
+    return out.permute(0, 3, 1, 2), torch.stack(labels)

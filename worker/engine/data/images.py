@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from worker.engine.data.augment import centre_crop
 from worker.engine.data.decode import ShardSamples, collate
 from worker.engine.data.loader import shard_of, shuffled_batches
+from worker.engine.device import memory_format
 
 Batches = Iterator[tuple[Tensor, Tensor]]
 
@@ -67,8 +68,11 @@ class Images:
         return dataclasses.replace(self, mean=list(mean), std=list(std))
 
     def normalise(self, x: Tensor, scale: float) -> Tensor:
-        mean, std = stats_on(tuple(self.mean), tuple(self.std), x.device)
-        return (x.float() * scale - mean) / std
+        """(x * scale - mean) / std: one multiply and one add in place on a float copy, laid
+        out in the device's memory format (engine/device.py) so the step copies it no more."""
+        weight, bias = stats_on(tuple(self.mean), tuple(self.std), scale, x.device)
+        out = torch.empty_like(x, dtype=torch.float32, memory_format=memory_format(x.device))
+        return out.copy_(x).mul_(weight).add_(bias)
 
     # each kind's own
     @property
@@ -225,12 +229,12 @@ class Streamed(Images):
 
 @functools.lru_cache(maxsize=64)
 def stats_on(
-    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+    mean: tuple[float, ...], std: tuple[float, ...], scale: float, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    """Per-channel statistics as (1, C, 1, 1) tensors on `device`, made once: a batch's
-    normalisation copies nothing from the host."""
-    m, s = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (mean, std))
-    return m, s
+    """Normalisation as a per-channel weight scale / std and bias -mean / std, (1, C, 1, 1)
+    tensors on `device`, made once: a batch's normalisation copies nothing from the host."""
+    m, s = (torch.tensor(v, dtype=torch.float64).view(1, -1, 1, 1) for v in (mean, std))
+    return (scale / s).float().to(device), (-m / s).float().to(device)
 
 
 def put_unless_done(ahead: queue.Queue, item: object, done: threading.Event) -> bool:
