@@ -94,14 +94,16 @@ def server_problem(request: Request, exc: Exception) -> JSONResponse:
 
 
 def run_watchdog(settings: Settings) -> int:
-    """One watchdog pass; re-sends what it requeued, after the commit."""
+    """One watchdog pass: sends what it requeued, after the commit, then wakes the queues
+    whose jobs wait with no message in the broker. Returns the messages sent."""
     with session_scope() as s:
-        to_send = [
-            (j.id, j.queue) for j in jobs.watchdog(s, redispatch_after_s=settings.redispatch_s)
-        ]
-    for job_id, queue in to_send:
+        requeued = [(j.queue, j.id) for j in jobs.watchdog(s)]
+    for queue, job_id in requeued:
         dispatch.send(job_id, queue)
-    return len(to_send)
+    with session_scope() as s:
+        waiting = jobs.waiting(s, settings.wake_after_s)
+    woken = [queue for queue, job_id in waiting.items() if dispatch.wake(queue, job_id)]
+    return len(requeued) + len(woken)
 
 
 async def _watchdog_loop(settings: Settings) -> None:

@@ -17,11 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def migrate(url: str | None = None) -> None:
+    """Upgrade the database to the newest revision, with the Alembic scripts of the installed
+    `migrations` package (it ships in the wheel: no source tree needed)."""
+    from importlib.resources import files
+
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.set_main_option("script_location", str(files("migrations")))
     cfg.attributes["url"] = url
     command.upgrade(cfg, "head")
 

@@ -22,8 +22,10 @@ class Settings(BaseSettings):
     max_archive_files: int = 200_000  # members of an uploaded dataset archive
     lease_s: float = 60.0  # a running job is requeued once its lease is this old
     heartbeat_s: float = 5.0  # how often the worker extends the lease and reads cancel
-    watchdog_s: float = 10.0  # how often the API's watchdog looks for expired leases (0: off)
-    redispatch_s: float = 600.0  # re-send a job still queued this long (a lost message)
+    # how often the API's watchdog requeues jobs whose lease expired and wakes queues (0: off)
+    watchdog_s: float = 2.0
+    # a job queued this long with no message in its broker queue gets one (a lost message)
+    wake_after_s: float = 2.0
     default_max_attempts: int = 3
     worker_concurrency: int = 1
     check_queue: str = "default"  # where uploaded timm models are sent to be checked

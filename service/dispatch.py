@@ -4,6 +4,7 @@ import logging
 from functools import lru_cache
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -25,6 +26,31 @@ def send(job_id: str, queue: str) -> None:
         producer().send_task(RUN_JOB_TASK, kwargs={"job_id": job_id}, queue=queue)
     except Exception:  # the watchdog re-sends queued jobs, so a broker hiccup loses nothing
         log.exception("could not send job %s to queue %s", job_id, queue)
+
+
+def wake(queue: str, job_id: str) -> bool:
+    """Send `job_id`'s message again when `queue` holds no message to wake a worker: a
+    worker woken by it claims the queue's oldest job (service/jobs.py: claim_next), so a
+    message lost with a broker restart or a killed worker delays nothing more than this.
+    True when it sent one."""
+    try:
+        if waiting_messages(queue) > 0:
+            return False
+    except Exception:  # the broker is away: the next watchdog pass tries again
+        log.warning("broker unreachable; queue %s not woken", queue, exc_info=True)
+        return False
+    send(job_id, queue)
+    return True
+
+
+def waiting_messages(queue: str) -> int:
+    """Messages in the broker's `queue` not yet taken by a worker."""
+    with producer().connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1)
+        try:
+            return int(conn.default_channel.queue_declare(queue=queue, passive=True)[1])
+        except ChannelError:  # no such queue yet (Redis drops an empty one): nothing in it
+            return 0
 
 
 def send_check(model_id: str, queue: str) -> None:

@@ -90,6 +90,31 @@ def claim(s: Session, job_id: str, owner: str, lease_s: float) -> Job | None:
     return job
 
 
+def claim_next(s: Session, queue: str, owner: str, lease_s: float) -> Job | None:
+    """The queue's oldest queued job, now this owner's; None when nothing is queued there.
+
+    Workers take jobs from the database in submission order, whichever job's message woke
+    them: a message is a wake-up call, not the only record of a job. Two workers reaching
+    for the same job both try its conditional UPDATE; the loser takes the next one."""
+    while (job_id := oldest_queued(s, queue)) is not None:
+        if (job := claim(s, job_id, owner, lease_s)) is not None:
+            return job
+    return None
+
+
+def queue_of(s: Session, job_id: str) -> str | None:
+    return s.scalar(select(Job.queue).where(Job.id == job_id))
+
+
+def oldest_queued(s: Session, queue: str) -> str | None:
+    return s.scalar(
+        select(Job.id)
+        .where(Job.status == "queued", Job.queue == queue)
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+    )
+
+
 def heartbeat(
     s: Session, job_id: str, owner: str, lease_s: float, progress: dict[str, Any] | None = None
 ) -> str | None:
@@ -162,19 +187,25 @@ def cancel(s: Session, job_id: str) -> Job:
     return job
 
 
-def watchdog(s: Session, *, redispatch_after_s: float = 600.0) -> list[Job]:
-    """Requeue (or fail) jobs whose lease expired; return the queued jobs to (re)send.
+def watchdog(s: Session) -> list[Job]:
+    """Requeue (or fail) jobs whose lease expired; return those requeued, to send.
 
     Safe to run concurrently: each change is conditional on the state it read."""
     now = utcnow()
     expired = s.scalars(select(Job).where(Job.status.in_(ACTIVE), Job.lease_until < now))
-    requeued = [job for job in list(expired) if _expire(s, job, now)]
-    stale = now - timedelta(seconds=redispatch_after_s)
-    queued = s.scalars(select(Job).where(Job.status == "queued", Job.updated_at < stale))
-    resend = [
-        j for j in list(queued) if _set(s, j.id, [Job.status == "queued", Job.updated_at < stale])
-    ]
-    return requeued + resend
+    return [job for job in list(expired) if _expire(s, job, now)]
+
+
+def waiting(s: Session, longer_than_s: float) -> dict[str, str]:
+    """Queue -> its oldest job, for each queue with a job queued longer than `longer_than_s`
+    (since it was submitted or requeued): the queues a worker may not know about."""
+    since = utcnow() - timedelta(seconds=longer_than_s)
+    rows = s.execute(
+        select(Job.queue, Job.id)
+        .where(Job.status == "queued", Job.updated_at < since)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+    )
+    return {queue: job_id for queue, job_id in rows}  # the last row per queue: its oldest
 
 
 def _expire(s: Session, job: Job, now: datetime) -> bool:

@@ -64,7 +64,10 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_jobs_status_lease", "status", "lease_until"),)
+    __table_args__ = (
+        Index("ix_jobs_status_lease", "status", "lease_until"),
+        Index("ix_jobs_status_queue_created", "status", "queue", "created_at"),  # claims
+    )
 
 
 class JobEvent(Base):

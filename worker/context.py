@@ -51,15 +51,14 @@ class JobContext:
         )
 
     @classmethod
-    def claim(cls, job_id: str, settings: Settings) -> "JobContext | None":
-        """The job, now this worker's; None when it is not queued (a duplicate or stale
-        delivery: someone else has it, or it is done)."""
+    def claim(cls, queue: str, settings: Settings) -> "JobContext | None":
+        """The queue's oldest queued job, now this worker's; None when nothing is queued."""
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         with session_scope() as s:
-            job = jobs.claim(s, job_id, owner, settings.lease_s)
+            job = jobs.claim_next(s, queue, owner, settings.lease_s)
             if job is None:
                 return None
-            return cls(job_id, owner, JobSpec.model_validate(job.spec), settings)
+            return cls(job.id, owner, JobSpec.model_validate(job.spec), settings)
 
     def inputs(self) -> JobInputs:
         """The files and facts the job reads: its dataset, its teacher and that one's route."""

@@ -1,10 +1,14 @@
-"""A job from its claim to its outcome, as the Celery task runs it: claim, start the job's
-processes (worker/ranks.py), wait for rank 0's outcome, record the end. Nothing here
-imports torch: a stale or duplicate delivery costs one conditional UPDATE."""
+"""Jobs from their claim to their outcome, as the Celery task runs them: woken by a job's
+message, claim the oldest job queued in its queue, start the job's processes
+(worker/ranks.py), wait for rank 0's outcome, record the end; then the next queued job,
+until the queue is empty. Nothing here imports torch: a stale or duplicate message costs
+two queries."""
 
 import logging
 
+from service import jobs
 from service.config import get_settings
+from service.db import session_scope
 from service.errors import JobError
 from worker.context import JobContext, LeaseLost
 from worker.engine.stop import Stopped
@@ -13,24 +17,32 @@ from worker.ranks import Ranks
 log = logging.getLogger(__name__)
 
 
-def run(job_id: str) -> str:
-    """Claim the job, train, record the outcome. Returns the final status (or 'skipped')."""
-    ctx = JobContext.claim(job_id, get_settings())
-    if ctx is None:
-        log.info("job %s not claimable; skipping", job_id)
-        return "skipped"
+def run(job_id: str) -> list[str]:
+    """Run the queued jobs of `job_id`'s queue, oldest first. Returns their final statuses."""
+    with session_scope() as s:
+        queue = jobs.queue_of(s, job_id)
+    outcomes = []
+    while queue is not None and (ctx := JobContext.claim(queue, get_settings())) is not None:
+        outcomes.append(run_claimed(ctx))
+    if not outcomes:
+        log.info("woken for job %s: nothing queued in %s", job_id, queue)
+    return outcomes
+
+
+def run_claimed(ctx: JobContext) -> str:
+    """Train the claimed job and record its outcome; returns its final status."""
     with ctx:
         try:
             with Ranks.started(ctx, ctx.inputs()) as ranks:
                 result = ranks.outcome(ctx)
         except LeaseLost:
-            log.warning("job %s: lease lost, another attempt owns it now", job_id)
+            log.warning("job %s: lease lost, another attempt owns it now", ctx.job_id)
             return "lost"
         except Stopped:
             return ctx.finish(error=ctx.stop_error())
         except JobError as exc:
             return ctx.finish(error=exc)
         except Exception as exc:  # every failure reaches the job's status with a reason
-            log.exception("job %s failed", job_id)
+            log.exception("job %s failed", ctx.job_id)
             return ctx.finish(error=JobError("training_error", f"{type(exc).__name__}: {exc}"))
         return ctx.finish(result=result)

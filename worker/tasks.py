@@ -4,7 +4,7 @@ from worker.celery_app import CHECK_MODEL_TASK, RUN_JOB_TASK, app
 
 
 @app.task(name=RUN_JOB_TASK)
-def run_job(job_id: str) -> str:
+def run_job(job_id: str) -> list[str]:
     from worker import runner  # the pool child's own imports stay out of the parent
 
     return runner.run(job_id)

@@ -57,7 +57,7 @@ def test_task_delivered_twice_runs_once(service: Service) -> None:
     dispatch.send(job["id"], QUEUE)  # and one after it finished
     log = service.log_dir / f"worker{service.workers}.log"
     deadline = time.monotonic() + 30
-    while log.read_text().count(f"job {job['id']} not claimable") < 2:
+    while log.read_text().count(f"woken for job {job['id']}: nothing queued") < 2:
         assert time.monotonic() < deadline, "worker never saw the duplicate deliveries"
         time.sleep(0.25)
     assert service.job(job["id"])["attempt"] == done["attempt"] == 1

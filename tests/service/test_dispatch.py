@@ -56,15 +56,47 @@ def test_nothing_is_sent_when_the_transaction_rolls_back(queue):
     assert receive(queue, 1) == ["job_committed"]
 
 
-def test_watchdog_pass_resends_requeued_and_stale_jobs(job_in, queue):
+def test_watchdog_pass_sends_requeued_jobs(job_in, queue):
     lost = job_in("running", resources={"queue": queue})
-    stale = job_in("queued", resources={"queue": queue})
     with session_scope() as s:
         s.execute(
             update(Job).where(Job.id == lost).values(lease_until=utcnow() - timedelta(seconds=1))
         )
-        s.execute(
-            update(Job).where(Job.id == stale).values(updated_at=utcnow() - timedelta(hours=1))
-        )
-    assert run_watchdog(Settings(redispatch_s=600)) == 2
-    assert sorted(receive(queue, 2)) == sorted([lost, stale])
+    assert run_watchdog(Settings()) == 1
+    assert receive(queue, 1) == [lost]
+
+
+def waited(job_id: str, seconds: float) -> None:
+    with session_scope() as s:
+        at = utcnow() - timedelta(seconds=seconds)
+        s.execute(update(Job).where(Job.id == job_id).values(created_at=at, updated_at=at))
+
+
+def test_a_queue_whose_message_was_lost_is_woken_once(job_in, queue):
+    # queued without a message: as if a broker restart or a killed worker lost it
+    job_ids = [job_in("queued", resources={"queue": queue}) for _ in range(2)]
+    waited(job_ids[0], 60)
+    waited(job_ids[1], 30)
+    settings = Settings(wake_after_s=10)
+    assert run_watchdog(settings) == 1
+    assert run_watchdog(settings) == 0  # its message still waits in the broker
+    assert receive(queue, 1) == [job_ids[0]]  # the oldest; a worker claims the oldest anyway
+    assert run_watchdog(settings) == 1  # taken, yet the job still waits: woken again
+
+
+def test_a_job_with_its_message_waiting_is_not_woken(client, spec_body, queue):
+    spec_body["resources"] = {"queue": queue}
+    waited(client.post("/v1/jobs", json=spec_body).json()["id"], 60)
+    assert dispatch.waiting_messages(queue) == 1
+    assert run_watchdog(Settings(wake_after_s=10)) == 0
+    assert dispatch.waiting_messages(queue) == 1
+
+
+def test_an_unreachable_broker_wakes_nothing_and_raises_nothing(job_in, queue, monkeypatch):
+    waited(job_in("queued", resources={"queue": queue}), 60)
+    monkeypatch.setattr(dispatch, "waiting_messages", broker_down)
+    assert run_watchdog(Settings(wake_after_s=10)) == 0
+
+
+def broker_down(queue: str) -> int:
+    raise ConnectionError("broker away")

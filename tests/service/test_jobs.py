@@ -36,9 +36,9 @@ def expire_lease(job_id: str) -> None:
         )
 
 
-def watchdog(**kwargs: float) -> list[str]:
+def watchdog() -> list[str]:
     with session_scope() as s:
-        return [j.id for j in jobs.watchdog(s, **kwargs)]
+        return [j.id for j in jobs.watchdog(s)]
 
 
 # Transitions of one job: each test runs in one transaction, rolled back at its end.
@@ -285,15 +285,62 @@ def test_watchdog_twice_changes_nothing_more(job_in):
     assert [(load(i).status, len(events(i))) for i in ids] == before
 
 
-def test_watchdog_resends_a_stale_queued_job_once(new_job):
-    stale, fresh = new_job(), new_job()
+def age(job_id: str, seconds: float) -> None:
+    """The job entered its queue (submitted or requeued) this long ago."""
     with session_scope() as s:
-        s.execute(
-            update(Job).where(Job.id == stale).values(updated_at=utcnow() - timedelta(hours=1))
-        )
-    assert watchdog(redispatch_after_s=600) == [stale]
-    assert watchdog(redispatch_after_s=600) == []
-    assert (load(stale).status, load(fresh).status) == ("queued", "queued")
+        at = utcnow() - timedelta(seconds=seconds)
+        s.execute(update(Job).where(Job.id == job_id).values(created_at=at, updated_at=at))
+
+
+def test_claims_take_a_queues_jobs_oldest_first(new_job):
+    ids = [new_job(resources={"queue": "q1"}) for _ in range(4)]
+    elsewhere = new_job(resources={"queue": "q2"})
+    for n, job_id in enumerate(ids):  # submitted in this order, a minute apart
+        age(job_id, 60 * (len(ids) - n))
+    with session_scope() as s:
+        jobs.cancel(s, ids[1])
+    claimed = []
+    for owner in ("w1", "w2", "w3", "w4"):
+        with session_scope() as s:
+            job = jobs.claim_next(s, "q1", owner, lease_s=60)
+            claimed.append(job and job.id)
+    assert claimed == [ids[0], ids[2], ids[3], None]
+    assert load(elsewhere).status == "queued"
+
+
+def test_a_requeued_job_goes_before_later_ones(job_in, new_job):
+    first = job_in("running", resources={"queue": "q1"})
+    age(first, 60)
+    later = new_job(resources={"queue": "q1"})
+    expire_lease(first)
+    assert watchdog() == [first]
+    with session_scope() as s:
+        assert jobs.claim_next(s, "q1", "w2", lease_s=60).id == first
+    with session_scope() as s:
+        assert jobs.claim_next(s, "q1", "w3", lease_s=60).id == later
+
+
+def test_two_workers_claiming_at_once_take_two_jobs(new_job):
+    ids = {new_job(resources={"queue": "q1"}) for _ in range(2)}
+
+    def claim():
+        with session_scope() as s:
+            job = jobs.claim_next(s, "q1", threading.current_thread().name, lease_s=60)
+            return job and job.id
+
+    assert set(in_two_threads(claim)) == ids
+
+
+def test_waiting_names_each_queues_oldest_job_once_it_has_waited(new_job):
+    old, older = new_job(resources={"queue": "q1"}), new_job(resources={"queue": "q1"})
+    age(old, 30)
+    age(older, 60)
+    fresh = new_job(resources={"queue": "q2"})
+    with session_scope() as s:
+        assert jobs.waiting(s, longer_than_s=10) == {"q1": older}
+    age(fresh, 11)
+    with session_scope() as s:
+        assert jobs.waiting(s, longer_than_s=10) == {"q1": older, "q2": fresh}
 
 
 def walk(status: str | None = None, limit: int = 2) -> list[str]:

@@ -39,8 +39,9 @@ def submit(body: dict[str, Any]) -> str:
 
 
 def claimed(body: dict[str, Any] = SUPERVISED) -> JobContext:
-    ctx = JobContext.claim(submit(body), SETTINGS)
-    assert ctx is not None
+    job_id = submit(body)
+    ctx = JobContext.claim("default", SETTINGS)
+    assert ctx is not None and ctx.job_id == job_id  # nothing older waits in the queue
     return ctx
 
 
@@ -82,10 +83,10 @@ def counts(job_id: str) -> tuple[int, int]:
 
 def test_claim_gives_the_typed_spec_once(clean_db: Any) -> None:
     job_id = submit(SUPERVISED)
-    ctx = JobContext.claim(job_id, SETTINGS)
-    assert ctx is not None and isinstance(ctx.spec, JobSpec)
+    ctx = JobContext.claim("default", SETTINGS)
+    assert ctx is not None and ctx.job_id == job_id and isinstance(ctx.spec, JobSpec)
     assert ctx.spec.student_shape() == (10, 1)  # resolved at admission
-    assert JobContext.claim(job_id, SETTINGS) is None  # a duplicate delivery
+    assert JobContext.claim("default", SETTINGS) is None  # nothing else queued
 
 
 def test_inputs_of_a_job_teacher_name_its_student_route_and_lr_drops(clean_db: Any) -> None:

@@ -1,0 +1,112 @@
+"""The wheel is what production runs (`pip install .`, then `distillery migrate`): it must carry
+the Alembic scripts, and `migrate` must find them in the installed package, with no source tree
+anywhere on the path."""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+
+from service.tables import Base
+
+ROOT = Path(__file__).resolve().parents[2]
+# what is not source: the build copies the rest of the tree, as `COPY . .` would
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".distillery"
+)
+
+# Runs in the subprocess: where the project came from, then `distillery migrate`.
+MIGRATE = """
+import json, sys
+import migrations, service
+print(json.dumps({"service": service.__file__, "migrations": migrations.__file__,
+                  "path": sys.path}), flush=True)
+from service.cli import main
+main(["migrate"])
+"""
+
+
+def _pip(*args: str, cwd: Path) -> None:
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "-q", *args], cwd=cwd, env=env, check=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of the project, built offline from a copy of the tree (setuptools builds in
+    place: build/ and the egg-info stay out of the working tree)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=NOT_SOURCE)
+    out = tmp / "dist"
+    _pip(
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        str(out),
+        str(src),
+        cwd=tmp,
+    )
+    (whl,) = out.glob("distillery-*.whl")
+    return whl
+
+
+def test_wheel_carries_the_migrations_not_the_tests(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    versions = {
+        f"migrations/versions/{p.name}" for p in (ROOT / "migrations/versions").glob("*.py")
+    }
+    assert len(versions) >= 7
+    assert versions <= names
+    assert {"migrations/__init__.py", "migrations/env.py", "migrations/script.py.mako"} <= names
+    tops = {n.split("/", 1)[0] for n in names}
+    assert "tests" not in tops and "bench" not in tops
+    assert {"service", "worker", "migrations"} <= tops
+
+
+def test_installed_wheel_migrates_without_the_source_tree(wheel: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    _pip("install", "--no-deps", "--no-index", "--target", str(site), str(wheel), cwd=tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DISTILLERY_"))}
+    env |= {
+        "PYTHONPATH": str(site),
+        "DISTILLERY_DATA_DIR": str(data),
+        "DISTILLERY_DATABASE_URL": "",
+        "DISTILLERY_BROKER_URL": "",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", MIGRATE],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    where = json.loads(proc.stdout.splitlines()[0])
+    for module in ("service", "migrations"):
+        assert Path(where[module]).resolve().is_relative_to(site.resolve()), where
+    # '' (python -c) is the subprocess's cwd, elsewhere
+    assert ROOT not in {(elsewhere / p).resolve() for p in where["path"]}, where["path"]
+
+    head = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+    with sqlite3.connect(data / "distillery.db") as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        versions = [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
+    conn.close()
+    assert tables == set(Base.metadata.tables) | {"alembic_version"}
+    assert versions == [head]
