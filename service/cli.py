@@ -14,6 +14,7 @@ from typing import Any
 from service.config import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+WORKER_STOP_S = 40.0
 
 
 def migrate(url: str | None = None) -> None:
@@ -43,7 +44,7 @@ def worker_command(queues: str, concurrency: int) -> list[str]:
         "-c",
         str(concurrency),
         "--pool",
-        "prefork",
+        "threads",  # tasks only wait on the processes they start (worker/tasks.py)
         "-l",
         get_settings().log_level,
         "-n",
@@ -81,11 +82,23 @@ def up(args: argparse.Namespace) -> None:
     worker = subprocess.Popen(
         worker_command(args.queues, settings.worker_concurrency), env=env, start_new_session=True
     )
+    # uvicorn re-raises SIGTERM once it has shut down: let that unwind to the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         api(args.host, args.port)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+        stop_worker(worker)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker's process group: its job saves and is requeued (worker/ranks.py,
+    PREEMPT_GRACE_S), then it exits; killed if it has not after WORKER_STOP_S."""
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=WORKER_STOP_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
 
 
 def _request(method: str, url: str, body: Any = None) -> Any:

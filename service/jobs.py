@@ -172,6 +172,37 @@ def finish(
     return status
 
 
+def release(s: Session, job_id: str, owner: str) -> str | None:
+    """The owner gives the job up (its worker is shutting down) after saving where it was:
+    running -> queued, for the next claim to resume, its attempt given back (a preemption
+    is no failure); cancelling -> cancelled. None when the owner had lost it already."""
+    now, mine = utcnow(), [Job.owner == owner]
+    if _set(
+        s,
+        job_id,
+        [*mine, Job.status == "cancelling"],
+        status="cancelled",
+        finished_at=now,
+        lease_until=None,
+    ):
+        add_event(s, job_id, "status", "job cancelled", status="cancelled")
+        return "cancelled"
+    if not _set(
+        s,
+        job_id,
+        [*mine, Job.status == "running"],
+        status="queued",
+        owner=None,
+        lease_until=None,
+        attempt=Job.attempt - 1,
+    ):
+        return None
+    add_event(
+        s, job_id, "status", "worker shutting down; requeued", status="queued", preempted=True
+    )
+    return "queued"
+
+
 def cancel(s: Session, job_id: str) -> Job:
     """Queued: cancelled at once. Running: cancelling, the worker stops at its next step."""
     job = get_job(s, job_id)

@@ -22,8 +22,8 @@ def make_app() -> Celery:
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
-        # No fresh pool child per job: a job's CUDA state and GPU memory live in the
-        # processes its task starts, and go away with them.
+        # Tasks run on threads (service/cli.py: worker_command): a job's CUDA state and GPU
+        # memory live in the processes its task starts, and go away with them.
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options(settings.queue_url),
     )

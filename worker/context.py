@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service import datasets, jobs, store, teachers
+from service import datasets, dispatch, jobs, store, teachers
 from service.config import Settings
 from service.db import session_scope
 from service.errors import JobError
@@ -46,6 +46,7 @@ class JobContext:
         self.progress: dict[str, Any] = {}
         self.status: str | None = "running"
         self._stop = threading.Event()
+        self.preempt = threading.Event()  # set by rank 0's SIGTERM: save and give the job up
         self._thread = threading.Thread(
             target=self._beat_forever, daemon=True, name=f"heartbeat-{job_id}"
         )
@@ -127,6 +128,9 @@ class JobContext:
             raise LeaseLost(self.job_id)
         return self.status == "cancelling" or time.monotonic() > self.deadline
 
+    def preempted(self) -> bool:
+        return self.preempt.is_set()
+
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.progress.update(epoch=epoch)
         with self._owned() as s:
@@ -168,6 +172,14 @@ class JobContext:
         if self.status == "cancelling":
             return None
         return JobError("max_runtime_exceeded", "job ran past resources.max_runtime_s")
+
+    def release(self) -> str:
+        """Give the job back to its queue (saved where it stopped) and send its message."""
+        with session_scope() as s:
+            status = jobs.release(s, self.job_id, self.owner)
+            if status == "queued":
+                dispatch.send_after_commit(s, self.job_id, self.spec.resources.queue)
+        return status or "lost"
 
     def finish(self, *, result: dict[str, Any] | None = None, error: JobError | None = None) -> str:
         """The job's end: its final status, or "lost" when it is no longer this worker's."""

@@ -9,10 +9,12 @@ for a stop or a lost lease.
 """
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import resource
+import signal
 import sys
 import threading
 import time
@@ -47,7 +49,12 @@ def main(folder: Path, rank: int, world: int) -> int:
     job_id, owner, spec, inputs = ranks.read_job(folder)
     set_threads(world)
     if rank == 0:
-        return report(folder, JobContext(job_id, owner, spec, get_settings()), inputs, world)
+        ctx = JobContext(job_id, owner, spec, get_settings())
+        on_shutdown_signals(lambda *_: ctx.preempt.set())
+        return report(folder, ctx, inputs, world)
+    # the others train on until rank 0 has saved and left (the task then ends them): dying
+    # at once would leave rank 0 waiting on them inside a step
+    on_shutdown_signals(signal.SIG_IGN)
     device = rank_device(spec.train.device, rank)
     built = build(spec, inputs, device)
     log.info("job %s: rank %d of %d on %s joining", job_id, rank, world, device)
@@ -64,6 +71,9 @@ def report(folder: Path, ctx: JobContext, inputs: JobInputs, world: int) -> int:
             result = train(ctx, inputs, folder, world)
         except loop.Stopped:
             return ranks.EXIT_STOPPED
+        except loop.Preempted as exc:
+            log.warning("job %s: %s; the task requeues it", ctx.job_id, exc)
+            return ranks.EXIT_PREEMPTED
         except LeaseLost:
             log.warning("job %s: lease lost, another attempt owns it now", ctx.job_id)
             return ranks.EXIT_LEASE_LOST
@@ -98,6 +108,13 @@ def train(ctx: JobContext, inputs: JobInputs, folder: Path, world: int) -> dict[
         ctx.event(type_, message)
     ctx.register(written.files)
     return written.result
+
+
+def on_shutdown_signals(handler: Any) -> None:
+    """SIGTERM (a deploy, a spot reclaim, the worker shutting down) and SIGINT (Ctrl-C on a
+    worker in a terminal reaches the whole process group)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 def peak_rss() -> int:
@@ -148,6 +165,8 @@ def job_error(exc: Exception) -> JobError:
     """The job's error for an exception: its own when it is one, else by its type."""
     if isinstance(exc, JobError):
         return exc
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # nothing partial is kept
+        return JobError("disk_full", f"the artifact store is full: {exc}", retryable=True)
     code = next((c for t, c in ERROR_CODES.items() if isinstance(exc, t)), "training_error")
     return JobError(code, f"{type(exc).__name__}: {exc}")
 

@@ -6,17 +6,19 @@ task writes into a new folder per attempt. Rank 0 reports (events, checkpoints, 
 through its own JobContext and leaves its outcome in the folder; the task only watches the
 processes, and stops them all whatever happens. One code path for one process and for N.
 
-Not multiprocessing, and not inside the task's own process: Celery's prefork pool child is
-daemonic, so it may have no children of its own (DataLoader workers), and CUDA cannot be
-re-initialised in a forked child. Nothing here imports torch.
+Not multiprocessing, and not inside the worker's own process: a job then has its own
+process tree (DataLoader workers, CUDA state) that goes away with it, and the worker process
+never imports torch. A worker shutting down asks rank 0 to save and give the job up.
 """
 
 import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from typing import Any
 from service.errors import JobError
 from service.spec import JobSpec
 from worker.context import JobContext, LeaseLost
-from worker.engine.stop import Stopped
+from worker.engine.stop import Preempted, Stopped
 from worker.inputs import JobInputs
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,12 @@ ERROR_FILE = "error.json"  # rank 0's JobError, when it failed with one
 # rank 0's exit codes besides 0 (result written) and 1 (error written)
 EXIT_STOPPED = 3  # cancelled, or past max_runtime_s
 EXIT_LEASE_LOST = 4  # another attempt owns the job now
+EXIT_PREEMPTED = 5  # asked to give the job up (SIGTERM): saved where it was, or could not
 POLL_S = 0.2
 STOP_GRACE_S = 30.0  # a rank 0 asked to stop (a cancel) that has not, is terminated after it
+# a rank 0 asked to give the job up (the worker shutting down) that has not saved and left
+# by then is ended: the job resumes from its last checkpoint
+PREEMPT_GRACE_S = 20.0
 
 
 class RankFailed(RuntimeError):
@@ -91,10 +97,12 @@ class Ranks:
                     cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out
                 )
 
-    def outcome(self, ctx: JobContext) -> dict[str, Any]:
+    def outcome(self, ctx: JobContext, draining: threading.Event) -> dict[str, Any]:
         """Wait for rank 0's outcome, watching every process and the job: the job's result,
-        or the exception that says how it ended."""
+        or the exception that says how it ended. Once `draining` is set (the worker shuts
+        down) rank 0 is asked to save and give the job up."""
         asked_to_stop: float | None = None
+        asked_to_yield: float | None = None
         while (code := self.procs[0].poll()) is None:
             self.check(exclude_rank_0=True)
             if ctx.status is None:
@@ -103,7 +111,14 @@ class Ranks:
                 asked_to_stop = asked_to_stop or time.monotonic()
                 if time.monotonic() - asked_to_stop > STOP_GRACE_S:
                     raise Stopped("the job's processes did not stop when asked")
+            if draining.is_set() and asked_to_yield is None:
+                self.procs[0].send_signal(signal.SIGTERM)
+                asked_to_yield = time.monotonic()
+            if asked_to_yield and time.monotonic() - asked_to_yield > PREEMPT_GRACE_S:
+                raise Preempted()  # not saved in time: the last checkpoint stands
             time.sleep(POLL_S)
+        if draining.is_set() and code < 0:  # a shutdown signal reached it before its handler
+            raise Preempted()
         return self.read_outcome(code)
 
     def read_outcome(self, code: int) -> dict[str, Any]:
@@ -113,6 +128,8 @@ class Ranks:
             raise Stopped("rank 0 stopped")
         if code == EXIT_LEASE_LOST:
             raise LeaseLost(str(self.folder))
+        if code == EXIT_PREEMPTED:
+            raise Preempted()
         self.check(exclude_rank_0=True)  # another rank's death is the usual cause: name it
         error = self.folder / ERROR_FILE
         if error.exists():

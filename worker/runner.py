@@ -5,24 +5,32 @@ until the queue is empty. Nothing here imports torch: a stale or duplicate messa
 two queries."""
 
 import logging
+import threading
 
 from service import jobs
 from service.config import get_settings
 from service.db import session_scope
 from service.errors import JobError
 from worker.context import JobContext, LeaseLost
-from worker.engine.stop import Stopped
+from worker.engine.stop import Preempted, Stopped
 from worker.ranks import Ranks
 
 log = logging.getLogger(__name__)
+
+# Set when the worker starts shutting down (SIGTERM: a deploy, a spot reclaim): the job
+# running saves where it is and goes back to its queue, and no other job is claimed.
+DRAINING = threading.Event()
 
 
 def run(job_id: str) -> list[str]:
     """Run the queued jobs of `job_id`'s queue, oldest first. Returns their final statuses."""
     with session_scope() as s:
         queue = jobs.queue_of(s, job_id)
-    outcomes = []
-    while queue is not None and (ctx := JobContext.claim(queue, get_settings())) is not None:
+    outcomes: list[str] = []
+    while queue is not None and not DRAINING.is_set():
+        ctx = JobContext.claim(queue, get_settings())
+        if ctx is None:
+            break
         outcomes.append(run_claimed(ctx))
     if not outcomes:
         log.info("woken for job %s: nothing queued in %s", job_id, queue)
@@ -34,10 +42,13 @@ def run_claimed(ctx: JobContext) -> str:
     with ctx:
         try:
             with Ranks.started(ctx, ctx.inputs()) as ranks:
-                result = ranks.outcome(ctx)
+                result = ranks.outcome(ctx, DRAINING)
         except LeaseLost:
             log.warning("job %s: lease lost, another attempt owns it now", ctx.job_id)
             return "lost"
+        except Preempted:
+            log.warning("job %s: the worker is shutting down; requeued", ctx.job_id)
+            return ctx.release()
         except Stopped:
             return ctx.finish(error=ctx.stop_error())
         except JobError as exc:

@@ -1,17 +1,26 @@
-"""Thin tasks: a job id in, the runner does the work, the outcome lands in the database."""
+"""Thin tasks: a job id in, the runner does the work, the outcome lands in the database.
 
+They run on the worker's thread pool: all the work is in processes they start (a job's
+ranks, a model's check), so a task only waits, and the worker's shutdown reaches it."""
+
+from celery.signals import worker_shutting_down
+
+from worker import checks, runner
 from worker.celery_app import CHECK_MODEL_TASK, RUN_JOB_TASK, app
 
 
 @app.task(name=RUN_JOB_TASK)
 def run_job(job_id: str) -> list[str]:
-    from worker import runner  # the pool child's own imports stay out of the parent
-
     return runner.run(job_id)
 
 
 @app.task(name=CHECK_MODEL_TASK)
 def check_model(model_id: str) -> str:
-    from worker import checks
-
     return checks.run(model_id)
+
+
+@worker_shutting_down.connect
+def drain(**_: object) -> None:
+    """A warm shutdown (SIGTERM, or Ctrl-C once) waits for the running tasks: make the job
+    save where it is and go back to its queue, so that takes seconds, not the whole job."""
+    runner.DRAINING.set()

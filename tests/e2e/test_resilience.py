@@ -3,6 +3,8 @@
 import time
 from typing import Any
 
+import pytest
+
 from service import dispatch
 from tests.e2e.conftest import QUEUE, Service
 
@@ -48,6 +50,28 @@ def test_killed_worker_job_is_requeued_and_resumes_from_checkpoint(service: Serv
     second_attempt = epochs[epochs.index(resumed) + 1 :]
     assert second_attempt[0] == resumed + 1  # not from epoch 1
     assert sorted(set(epochs)) == list(range(1, 13))
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["main-process", "process-group"])
+def test_sigterm_mid_epoch_saves_requeues_and_the_next_worker_resumes(
+    service: Service, group: bool
+) -> None:
+    job = service.submit({**LONG_SPEC, "train": {**LONG_SPEC["train"], "epochs": 6}})
+    running = service.wait(job["id"], lambda j: j["progress"].get("step", 0) >= 3)
+    exit_s = service.terminate_worker(group)
+    assert exit_s < 30, f"the worker took {exit_s:.1f} s to exit"
+    queued = service.job(job["id"])
+    assert (queued["status"], queued["attempt"]) == ("queued", 0)  # the attempt given back
+    saved = [e["data"] for e in service.events(job["id"]) if e["type"] == "checkpoint"][-1]
+    assert saved["epoch"] >= running["progress"]["epoch"] - 1
+    service.start_worker()
+    done = service.wait_status(job["id"], "succeeded")
+    assert done["attempt"] == 1 and done["result"]["resumed_from_epoch"] == saved["epoch"]
+    statuses = [e["status"] for e in status_events(service, job["id"])]
+    assert statuses == ["queued", "running", "queued", "running", "succeeded"]
+    epochs = [e["data"]["epoch"] for e in service.events(job["id"]) if e["type"] == "metrics"]
+    assert epochs == list(range(1, 7))  # the interrupted epoch finished once, from its step
+    print(f"SIGTERM ({'group' if group else 'main process'}): worker exited in {exit_s:.1f} s")
 
 
 def test_task_delivered_twice_runs_once(service: Service) -> None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import free_port
 
@@ -57,6 +58,60 @@ def test_up_serves_the_api_and_runs_a_job_with_embedded_defaults(tmp_path: Path)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=60) is not None
+        client.close()
+        log.close()
+
+
+def processes_with(text: str) -> list[int]:
+    """Pids of the processes whose command line contains `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_stopping_up_mid_job_requeues_the_job_and_leaves_no_process(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
+    port, log = free_port(), (tmp_path / "up.log").open("wb")
+    cmd = [sys.executable, "-m", "service.cli", "up", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=log)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        wait_for(lambda: ready(client), 60)
+        long = {**SPEC, "train": {"epochs": 50, "batch_size": 32}}
+        job_id = client.post("/v1/jobs", json=long).json()["id"]
+        wait_for(lambda: client.get(f"/v1/jobs/{job_id}").json()["progress"].get("step"), 60)
+        started = time.monotonic()
+        proc.send_signal(sig)  # as a deploy or Ctrl-C in the README's terminal would
+        proc.wait(timeout=60)
+        took = time.monotonic() - started
+        assert took < 30, f"up took {took:.1f} s to stop"
+        assert processes_with(f"distillery-{proc.pid}@") == []  # its worker went with it
+        assert processes_with(str(tmp_path / ".distillery")) == []  # and the job's processes
+        print(f"up stopped by {sig.name} mid-job in {took:.1f} s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        client.close()
+        log.close()
+    log = (tmp_path / "up-again.log").open("wb")
+    restarted = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=log)
+    try:  # the job went back to its queue, saved: it is there to resume
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        wait_for(lambda: ready(client), 60)
+        events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["data"]
+        assert any(e["data"].get("preempted") for e in events)
+        assert any(e["type"] == "checkpoint" for e in events)
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        restarted.wait(timeout=60)
         client.close()
         log.close()
 

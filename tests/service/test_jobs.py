@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from service import admission, jobs, queries
 from service.db import _factory, session_scope
-from service.errors import Conflict, InvalidSpec, JobError
+from service.errors import Conflict, InvalidCursor, JobError
 from service.spec import JobSpec
 from service.tables import Job, JobEvent, utcnow
 from tests.service.conftest import SUPERVISED
@@ -320,6 +320,26 @@ def test_a_requeued_job_goes_before_later_ones(job_in, new_job):
         assert jobs.claim_next(s, "q1", "w3", lease_s=60).id == later
 
 
+def test_a_released_job_goes_back_to_its_queue_with_its_attempt(job_in):
+    job_id = job_in("running")
+    with session_scope() as s:
+        assert jobs.release(s, job_id, "someone else") is None
+        assert jobs.release(s, job_id, "w1") == "queued"
+    job = load(job_id)
+    assert (job.status, job.owner, job.lease_until, job.attempt) == ("queued", None, None, 0)
+    assert events(job_id)[-1].data == {"status": "queued", "preempted": True}
+    with session_scope() as s:
+        assert jobs.release(s, job_id, "w1") is None  # once
+        assert jobs.claim(s, job_id, "w2", lease_s=60).attempt == 1
+
+
+def test_a_released_cancelling_job_ends_cancelled(job_in):
+    job_id = job_in("cancelling")
+    with session_scope() as s:
+        assert jobs.release(s, job_id, "w1") == "cancelled"
+    assert load(job_id).status == "cancelled"
+
+
 def test_two_workers_claiming_at_once_take_two_jobs(new_job):
     ids = {new_job(resources={"queue": "q1"}) for _ in range(2)}
 
@@ -387,7 +407,7 @@ def test_list_jobs_filters_by_status(job_in):
 
 @pytest.mark.parametrize("cursor", ["garbage", "bm90IGpzb24", "WzEsMl0", "WyJ4Il0", "é"])
 def test_list_jobs_rejects_a_malformed_cursor(clean_db, cursor):
-    with pytest.raises(InvalidSpec) as info, session_scope() as s:
+    with pytest.raises(InvalidCursor) as info, session_scope() as s:
         queries.list_jobs(s, cursor=cursor)
     assert info.value.status == 422
     assert [e.field for e in info.value.errors] == ["cursor"]

@@ -1,5 +1,7 @@
 """A job's training process (worker/rank.py): its device check and thread count."""
 
+import errno
+
 import pytest
 import torch
 
@@ -43,3 +45,10 @@ def test_threads_come_from_the_setting_or_the_cores_shared_by_the_processes(monk
     finally:
         get_settings.cache_clear()
         torch.set_num_threads(before)
+
+
+def test_a_full_disk_fails_the_job_as_disk_full():
+    full = OSError(errno.ENOSPC, "No space left on device")
+    error = rank.job_error(full)
+    assert (error.code, error.retryable) == ("disk_full", True)
+    assert rank.job_error(OSError(errno.EIO, "I/O error")).code == "training_error"

@@ -6,6 +6,8 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from service.errors import JobError
 from worker import ranks
 from worker.context import LeaseLost
-from worker.engine.stop import Stopped
+from worker.engine.stop import Preempted, Stopped
 from worker.ranks import Ranks
 
 
@@ -39,6 +41,9 @@ def started(tmp_path: Path, **codes: str) -> Ranks:
 
 
 SLEEP = "import time; time.sleep(60)"
+RUNNING = threading.Event()  # the worker is not shutting down
+DRAINING = threading.Event()
+DRAINING.set()
 
 
 def writes(name: str, obj: object, code: int) -> str:
@@ -48,36 +53,41 @@ def writes(name: str, obj: object, code: int) -> str:
 
 def test_rank_0s_result_is_the_jobs(tmp_path):
     children = started(tmp_path, r0=writes(ranks.RESULT_FILE, {"val_acc": 0.9}, 0))
-    assert children.outcome(Job()) == {"val_acc": 0.9}  # type: ignore[arg-type]
+    assert children.outcome(Job(), RUNNING) == {"val_acc": 0.9}  # type: ignore[arg-type]
 
 
 def test_rank_0s_error_is_the_jobs(tmp_path):
     error = {"code": "diverged", "message": "loss is nan", "retryable": False}
     children = started(tmp_path, r0=writes(ranks.ERROR_FILE, error, 1))
     with pytest.raises(JobError) as failed:
-        children.outcome(Job())  # type: ignore[arg-type]
+        children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
     assert failed.value.as_dict() == error
 
 
 @pytest.mark.parametrize(
-    ("code", "raised"), [(ranks.EXIT_STOPPED, Stopped), (ranks.EXIT_LEASE_LOST, LeaseLost)]
+    ("code", "raised"),
+    [
+        (ranks.EXIT_STOPPED, Stopped),
+        (ranks.EXIT_LEASE_LOST, LeaseLost),
+        (ranks.EXIT_PREEMPTED, Preempted),
+    ],
 )
 def test_rank_0_stopped_or_lost(tmp_path, code, raised):
     children = started(tmp_path, r0=f"import sys; sys.exit({code})")
     with pytest.raises(raised):
-        children.outcome(Job())  # type: ignore[arg-type]
+        children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
 
 
 def test_rank_0_dead_without_an_outcome_is_named_with_its_log(tmp_path):
     children = started(tmp_path, r0="import os; print('killed by the OOM killer'); os._exit(9)")
     with pytest.raises(ranks.RankFailed, match="(?s)rank 0 exited with code 9.*OOM killer"):
-        children.outcome(Job())  # type: ignore[arg-type]
+        children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
 
 
 def test_another_rank_that_dies_fails_the_job_with_its_log_and_all_stop(tmp_path):
     children = started(tmp_path, r0=SLEEP, r1="import sys; sys.exit('CUDA out of memory')")
     with pytest.raises(ranks.RankFailed, match="(?s)rank 1 exited with code 1.*out of memory"):
-        children.outcome(Job())  # type: ignore[arg-type]
+        children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
     children.stop(grace_s=0)
     assert children.procs[0].returncode == -signal.SIGTERM  # not SIGKILL: stopped when asked
 
@@ -85,7 +95,7 @@ def test_another_rank_that_dies_fails_the_job_with_its_log_and_all_stop(tmp_path
 def test_a_lost_lease_stops_the_wait(tmp_path):
     children = started(tmp_path, r0=SLEEP)
     with pytest.raises(LeaseLost):
-        children.outcome(Job(status=None))  # type: ignore[arg-type]
+        children.outcome(Job(status=None), RUNNING)  # type: ignore[arg-type]
     children.stop(grace_s=0)
 
 
@@ -93,7 +103,7 @@ def test_a_rank_0_that_ignores_a_cancel_is_stopped_after_a_grace(tmp_path, monke
     monkeypatch.setattr(ranks, "STOP_GRACE_S", 0.5)
     children = started(tmp_path, r0=SLEEP)
     with pytest.raises(Stopped):
-        children.outcome(Job(status="cancelling"))  # type: ignore[arg-type]
+        children.outcome(Job(status="cancelling"), RUNNING)  # type: ignore[arg-type]
     children.stop(grace_s=0)
     assert children.procs[0].returncode == -signal.SIGTERM
 
@@ -108,4 +118,32 @@ def test_rank_0s_error_caused_by_another_ranks_death_names_that_rank(tmp_path):
     children.procs[1].wait()
     children.procs[0].wait()  # both gone before the task looks
     with pytest.raises(ranks.RankFailed, match="(?s)rank 1 exited.*out of memory"):
-        children.outcome(Job())  # type: ignore[arg-type]
+        children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
+
+
+def test_a_worker_shutting_down_asks_rank_0_to_save_and_leave(tmp_path):
+    saves_on_sigterm = (
+        "import pathlib, signal, sys, time\n"
+        "def leave(*_):\n"
+        f"    pathlib.Path('saved').touch(); sys.exit({ranks.EXIT_PREEMPTED})\n"
+        "signal.signal(signal.SIGTERM, leave)\n"
+        "time.sleep(60)\n"
+    )
+    children = started(tmp_path, r0=saves_on_sigterm, r1=SLEEP)
+    time.sleep(1)  # its handler in place
+    started_at = time.monotonic()
+    with pytest.raises(Preempted):
+        children.outcome(Job(), DRAINING)  # type: ignore[arg-type]
+    assert time.monotonic() - started_at < 2 and (tmp_path / "saved").exists()
+    children.stop(grace_s=0)
+
+
+def test_a_rank_0_that_does_not_leave_when_asked_is_given_up_after_a_grace(tmp_path, monkeypatch):
+    monkeypatch.setattr(ranks, "PREEMPT_GRACE_S", 0.5)
+    ignores = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    children = started(tmp_path, r0=ignores)
+    time.sleep(1)
+    with pytest.raises(Preempted):
+        children.outcome(Job(), DRAINING)  # type: ignore[arg-type]
+    children.stop(grace_s=0)
+    assert children.procs[0].returncode == -signal.SIGKILL

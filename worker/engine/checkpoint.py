@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 META_KEY = "distillery"
@@ -30,8 +30,12 @@ def save_checkpoint(path: Path, *, tensors: dict[str, Tensor], meta: dict[str, A
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     plain = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     try:
-        save_file(plain, str(tmp), metadata={META_KEY: json.dumps(meta)})
-        with open(tmp, "rb") as f:
+        # serialised here and written by Python: a full disk is an OSError (ENOSPC) that
+        # says so, and the temporary file goes
+        data = save(plain, metadata={META_KEY: json.dumps(meta)})
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:

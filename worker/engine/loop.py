@@ -15,6 +15,7 @@ from torch import Tensor
 
 from worker.engine.checkpoint import save_weights
 from worker.engine.data import DataSplit, Images, choose_placement, num_batches
+from worker.engine.data.images import Batches
 from worker.engine.device import (
     autocast,
     compiled,
@@ -27,12 +28,13 @@ from worker.engine.distributed import Shard, current_shard, sum_across, wrap
 from worker.engine.evaluate import evaluate
 from worker.engine.methods import Batch, EpochContext, Method
 from worker.engine.optim import Optimizer, Schedule, build_optimizer, lr_at, set_lr
-from worker.engine.resume import Progress, load_resume, save_resume
-from worker.engine.stop import Stopped
+from worker.engine.resume import RESUME, Progress, load_resume, save_resume, verified_resume
+from worker.engine.stop import Preempted, Stopped
 
 __all__ = [
     "Callbacks",
     "Diverged",
+    "Preempted",
     "Quiet",
     "Stopped",
     "TrainPlan",
@@ -69,6 +71,7 @@ class TrainPlan:
 class Callbacks(Protocol):
     def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None: ...
     def should_stop(self) -> bool: ...
+    def preempted(self) -> bool: ...
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
     def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None: ...
     def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None: ...
@@ -79,6 +82,9 @@ class Quiet:
 
     def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None: ...
     def should_stop(self) -> bool:
+        return False
+
+    def preempted(self) -> bool:
         return False
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
@@ -117,27 +123,41 @@ class Run:
 
 def train(plan: TrainPlan, callbacks: Callbacks) -> TrainResult:
     run = start_run(plan, callbacks)
-    resume_path = plan.checkpoint_dir / "resume.safetensors"
-    progress, resumed_from = Progress(), None
-    if resume_path.exists():
-        progress = load_resume(
-            resume_path, method=plan.method, optimizer=run.optimizer, generator=run.generator
+    resume_path = plan.checkpoint_dir / RESUME
+    progress, resumed_from, order = Progress(), None, None
+    source, skipped = verified_resume(plan.checkpoint_dir)
+    for problem in skipped if run.shard.is_main else ():
+        callbacks.on_event("warning", f"resume checkpoint {problem}", {})
+    if source is not None:
+        progress, order = load_resume(
+            source, method=plan.method, optimizer=run.optimizer, generator=run.generator
         )
         resumed_from = progress.epoch
     ctx = epoch_context(run)
     with compiled(plan.method.forward_models(), enabled=plan.compile):
         for epoch in range(progress.epoch, plan.epochs):
-            metrics = run_epoch(run, ctx, progress, epoch)
+            try:
+                metrics = run_epoch(run, ctx, progress, epoch, order)
+            except Preempted as preempted:
+                if run.shard.is_main and preempted.step is not None:
+                    progress.step = preempted.step
+                    save_resume_checkpoint(run, progress, resume_path, preempted.order)
+                raise
+            order = None
             if run.shard.is_main:
                 callbacks.on_epoch(epoch + 1, metrics)
                 save_epoch_checkpoints(run, progress, resume_path)
     return result(progress, resumed_from, run)
 
 
-def run_epoch(run: Run, ctx: EpochContext, progress: Progress, epoch: int) -> dict[str, float]:
+def run_epoch(
+    run: Run, ctx: EpochContext, progress: Progress, epoch: int, order: Tensor | None
+) -> dict[str, float]:
+    """One epoch: train (from step `progress.step` of the batch order drawn from `order`
+    when a preempted attempt left it there), the method's hooks, evaluate."""
     plan, started = run.plan, time.perf_counter()
     plan.method.begin_epoch(epoch + 1, ctx)
-    metrics = train_epoch(run, epoch)
+    metrics = train_epoch(run, epoch, (progress.step, order) if order is not None else None)
     metrics |= plan.method.end_epoch(epoch + 1, ctx)
     student = plan.method.output_model()
     metrics |= evaluate(student, ctx.val, plan.batch_size, run.device, run.precision)
@@ -153,6 +173,11 @@ def epoch_context(run: Run) -> EpochContext:
         if run.shard.is_main:
             callbacks.on_event(type_, message, data)
 
+    def should_stop() -> bool:  # inside a hook or an evaluation: no step to resume from
+        if callbacks.preempted():
+            raise Preempted()
+        return callbacks.should_stop()
+
     return EpochContext(
         train_batches=lambda: run.data.train.epoch(plan.batch_size, run.generator),
         val=run.data.val,
@@ -163,7 +188,7 @@ def epoch_context(run: Run) -> EpochContext:
         generator=run.generator,
         precision=run.precision,
         emit=emit,
-        should_stop=callbacks.should_stop,
+        should_stop=should_stop,
     )
 
 
@@ -208,16 +233,22 @@ def place_data(data: DataSplit, device: torch.device, requested: str) -> DataSpl
     )
 
 
-def train_epoch(run: Run, epoch: int) -> dict[str, float]:
+def train_epoch(run: Run, epoch: int, resume: tuple[int, Tensor] | None = None) -> dict[str, float]:
+    """One pass over the training split; `resume` = (steps done, the generator's state when
+    the order was drawn) continues an epoch a preempted attempt left. The epoch's loss means
+    then cover the steps of this attempt."""
     plan, shard = run.plan, run.shard
     plan.method.train()
     totals: dict[str, Tensor] = {}
     seen, lrs = 0, []
     started = time.perf_counter()
-    data = run.data.train.epoch(plan.batch_size, run.generator, shard.rank, shard.world)
-    for step, (x, y) in enumerate(data):
+    first, order = resume if resume else (0, run.generator.get_state())
+    data = batches_from(run, order, first)
+    for step, (x, y) in enumerate(data, start=first):
         if run.callbacks.should_stop():
             raise Stopped(f"stopped at epoch {epoch + 1}, step {step + 1}")
+        if run.callbacks.preempted():
+            raise Preempted(step, order)
         lrs.append(lr_for(run, epoch, step))
         set_lr(run.optimizer, lrs[-1])
         x = x.contiguous(memory_format=memory_format(run.device))
@@ -229,6 +260,17 @@ def train_epoch(run: Run, epoch: int) -> dict[str, float]:
     means, seen = mean_terms(totals, seen, shard)  # the epoch's one host sync
     elapsed = time.perf_counter() - started
     return epoch_metrics(means, lr=lrs[0], images_per_s=seen / max(elapsed, 1e-9), epoch=epoch)
+
+
+def batches_from(run: Run, order: Tensor, first: int) -> Batches:
+    """The epoch's batches from step `first`, in the order drawn from the generator state
+    `order`; the generator then goes on from where it was (mid-epoch: as it was saved)."""
+    plan, shard, carry_on = run.plan, run.shard, run.generator.get_state()
+    run.generator.set_state(order)
+    data = run.data.train.epoch(plan.batch_size, run.generator, shard.rank, shard.world, first)
+    if first:
+        run.generator.set_state(carry_on)
+    return data
 
 
 def lr_for(run: Run, epoch: int, step: int) -> float:
@@ -265,19 +307,26 @@ def epoch_metrics(
 
 def save_epoch_checkpoints(run: Run, progress: Progress, resume_path: Path) -> None:
     plan, epoch = run.plan, progress.epoch
-    save_resume(
-        resume_path,
-        method=plan.method,
-        optimizer=run.optimizer,
-        generator=run.generator,
-        progress=progress,
-        plan=plan_meta(plan),
-    )
-    run.callbacks.on_checkpoint(resume_path, epoch, "resume")
+    save_resume_checkpoint(run, progress, resume_path)
     if epoch in run.routes:
         route_path = plan.checkpoint_dir / "route" / f"epoch_{epoch:04d}.safetensors"
         save_weights(route_path, plan.method.output_model())
         run.callbacks.on_checkpoint(route_path, epoch, "route")
+
+
+def save_resume_checkpoint(
+    run: Run, progress: Progress, resume_path: Path, order: Tensor | None = None
+) -> None:
+    save_resume(
+        resume_path,
+        method=run.plan.method,
+        optimizer=run.optimizer,
+        generator=run.generator,
+        progress=progress,
+        plan=plan_meta(run.plan),
+        order=order,
+    )
+    run.callbacks.on_checkpoint(resume_path, progress.epoch, "resume")
 
 
 def add_terms(totals: dict[str, Tensor], terms: dict[str, Tensor], n: int) -> None:

@@ -1,6 +1,17 @@
-"""The resume checkpoint: everything needed to continue a run exactly where it stopped."""
+"""The resume checkpoint: everything needed to continue a run exactly where it stopped.
 
+RESUME is written atomically after each epoch (and where a preemption stopped); the one
+before it is kept as PREVIOUS. Each file's sha256 is recorded beside it once it is on disk,
+and a file is only resumed from when its contents hash to a recorded digest: a truncated or
+corrupt checkpoint (a disk error, a crash inside the write) is skipped for the previous
+one, or the run starts over, and never loaded.
+"""
+
+import contextlib
+import hashlib
+import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +31,8 @@ from worker.engine.checkpoint import (
 
 log = logging.getLogger(__name__)
 FORMAT = 1
+RESUME, PREVIOUS = "resume.safetensors", "resume.prev.safetensors"
+DIGESTS = ".digests"  # the sha256 of RESUME and PREVIOUS, as written (a suffix to each)
 
 
 @dataclass
@@ -27,12 +40,13 @@ class Progress:
     """Position and results so far; 1-based epoch numbers, 0 means nothing done yet."""
 
     epoch: int = 0
+    step: int = 0  # steps of the next epoch done before a preemption; 0 at an epoch's end
     best_val_acc: float = 0.0  # meaningful once best_epoch > 0; stays JSON-safe (no -inf)
     best_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
     def record(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.epoch = epoch
+        self.epoch, self.step = epoch, 0
         self.history.append({"epoch": epoch, **metrics})
         if self.best_epoch == 0 or metrics["val_acc"] > self.best_val_acc:
             self.best_val_acc, self.best_epoch = metrics["val_acc"], epoch
@@ -46,9 +60,15 @@ def save_resume(
     generator: torch.Generator,
     progress: Progress,
     plan: dict[str, Any],
+    order: Tensor | None = None,
 ) -> None:
+    """`order`: mid-epoch (progress.step > 0), the loop generator's state when that epoch's
+    batch order was drawn, so the next attempt draws the same order and skips what is done."""
     optim_tensors, optim_meta = flatten_optimizer(optimizer)
     tensors = prefixed("model.", method.state_dict()) | optim_tensors | rng_tensors(generator)
+    if order is not None:
+        tensors["rng.order"] = order
+    keep_previous(path)
     meta = {
         "format": FORMAT,
         "progress": asdict(progress),
@@ -57,6 +77,48 @@ def save_resume(
         "plan": plan,
     }
     save_checkpoint(path, tensors=tensors, meta=meta)
+    record_digest(path)
+
+
+def keep_previous(path: Path) -> None:
+    """The checkpoint at `path` becomes PREVIOUS, its digest with it."""
+    previous = path.with_name(PREVIOUS)
+    for src, dst in ((digest_path(path), digest_path(previous)), (path, previous)):
+        if src.exists():
+            os.replace(src, dst)
+
+
+def record_digest(path: Path) -> None:
+    tmp = path.with_name(f".{path.name}{DIGESTS}.tmp")
+    tmp.write_text(json.dumps({"name": path.name, "sha256": sha256_of(path)}))
+    os.replace(tmp, digest_path(path))
+
+
+def verified_resume(directory: Path) -> tuple[Path | None, list[str]]:
+    """The newest resume checkpoint in `directory` whose contents hash to a recorded digest,
+    and a line for each one skipped. A digest found beside either name counts (a crash
+    between moving a file and its digest to PREVIOUS loses nothing)."""
+    known = set()
+    for name in (RESUME, PREVIOUS):
+        with contextlib.suppress(OSError, ValueError):
+            known.add(json.loads(digest_path(directory / name).read_text())["sha256"])
+    skipped = []
+    for path in (directory / RESUME, directory / PREVIOUS):
+        if not path.exists():
+            continue
+        if sha256_of(path) in known:
+            return path, skipped
+        skipped.append(f"{path.name} does not match its recorded sha256: skipped")
+    return None, skipped
+
+
+def digest_path(path: Path) -> Path:
+    return path.with_name(path.name + DIGESTS)
+
+
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load_resume(
@@ -65,7 +127,8 @@ def load_resume(
     method: nn.Module,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
-) -> Progress:
+) -> tuple[Progress, Tensor | None]:
+    """The progress saved, and mid-epoch the state the epoch's batch order was drawn from."""
     tensors, meta = load_checkpoint(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: unsupported resume format {meta.get('format')!r}")
@@ -73,7 +136,7 @@ def load_resume(
     unflatten_optimizer(optimizer, tensors, meta["optimizer"])
     progress = Progress(**meta["progress"])
     restore_rng(tensors, generator, same_device=meta["generator_device"] == generator.device.type)
-    return progress
+    return progress, tensors.get("rng.order")
 
 
 def rng_tensors(generator: torch.Generator) -> dict[str, Tensor]:

@@ -51,10 +51,14 @@ COSINE = Schedule(name="cosine", milestones=[], gamma=0.1, warmup_epochs=0)
 
 
 class Recorder:
-    """Callbacks that remember everything and can ask to stop after a number of steps."""
+    """Callbacks that remember everything and can ask to stop, or be preempted, after a
+    number of steps."""
 
-    def __init__(self, stop_after_steps: int | None = None) -> None:
+    def __init__(
+        self, stop_after_steps: int | None = None, preempt_after_steps: int | None = None
+    ) -> None:
         self.stop_after_steps = stop_after_steps
+        self.preempt_after_steps = preempt_after_steps
         self.steps: list[tuple[int, int, int]] = []
         self.epochs: list[tuple[int, dict[str, float]]] = []
         self.checkpoints: list[tuple[Path, int, str]] = []
@@ -66,6 +70,10 @@ class Recorder:
     def should_stop(self) -> bool:
         return self.stop_after_steps is not None and len(self.steps) >= self.stop_after_steps
 
+    def preempted(self) -> bool:
+        after = self.preempt_after_steps
+        return after is not None and len(self.steps) >= after
+
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.epochs.append((epoch, metrics))
 
@@ -74,6 +82,11 @@ class Recorder:
 
     def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None:
         self.events.append((type_, message, data))
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
 
 
 def make_plan(

@@ -8,12 +8,21 @@ from torch import Tensor, nn
 from worker.engine.checkpoint import load_checkpoint, load_weights
 from worker.engine.data import Augment, DataSplit, load_dataset, num_batches
 from worker.engine.device import autocast, compiled, memory_format, resolve_precision
-from worker.engine.loop import Diverged, Stopped, TrainPlan, evaluate, resolve_device, train
+from worker.engine.loop import (
+    Diverged,
+    Preempted,
+    Stopped,
+    TrainPlan,
+    evaluate,
+    resolve_device,
+    train,
+)
 from worker.engine.methods import Batch, Method
 from worker.engine.zoo import build_model
 
 from .helpers import (
     Recorder,
+    assert_same_weights,
     make_method,
     make_plan,
     spec_schedule,
@@ -22,11 +31,6 @@ from .helpers import (
 )
 
 EPOCH_KEYS = {"train_loss", "train_ce", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s"}
-
-
-def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
-    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.equal(x, y), name
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +102,28 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(
     result = train(resumed, recorder)
     assert result.resumed_from_epoch == 2 and [e for e, _ in recorder.epochs] == [3]
     assert len(result.history) == 3 and result.epochs_run == 3
+    assert_same_weights(resumed.method, reference_run.method)
+
+
+@pytest.mark.parametrize("into_epoch", [3, 0])
+def test_resume_after_a_preemption_mid_epoch_matches_an_uninterrupted_run(
+    reference_run, digits, tmp_path: Path, into_epoch: int
+) -> None:
+    steps = num_batches(len(digits.train), 64, shuffle=True)
+    preempting = Recorder(preempt_after_steps=steps + into_epoch)
+    with pytest.raises(Preempted) as info:
+        train(make_plan(digits, tmp_path, epochs=3), preempting)
+    assert info.value.step == into_epoch
+    _, meta = load_checkpoint(tmp_path / "resume.safetensors")
+    assert (meta["progress"]["epoch"], meta["progress"]["step"]) == (1, into_epoch)
+    assert preempting.checkpoints[-1][1:] == (1, "resume")
+
+    resumed = make_plan(digits, tmp_path, epochs=3, init_seed=123)
+    recorder = Recorder()
+    result = train(resumed, recorder)
+    assert recorder.steps[0][:2] == (2, into_epoch + 1)  # on from the next step
+    assert len(recorder.steps) == 2 * steps - into_epoch
+    assert [e for e, _ in recorder.epochs] == [2, 3] and result.epochs_run == 3
     assert_same_weights(resumed.method, reference_run.method)
 
 

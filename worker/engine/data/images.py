@@ -49,15 +49,18 @@ class Images:
         return len(self.labels)
 
     def epoch(
-        self, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        rank: int = 0,
+        world: int = 1,
+        first: int = 0,
     ) -> Batches:
-        """This process's part of each shuffled global batch, normalised, at base size."""
+        """This process's part of each shuffled global batch, normalised, at base size, from
+        batch `first` on (the order is drawn whole either way: a resumed epoch's is the same)."""
         order_device = self._order_device()
-        parts = [
-            shard_of(idx, rank, world)
-            for idx in shuffled_batches(len(self), batch_size, generator, order_device, world)
-        ]
-        return self._batches(parts)
+        everything = shuffled_batches(len(self), batch_size, generator, order_device, world)
+        return self._batches([shard_of(idx, rank, world) for idx in everything[first:]])
 
     def ordered(self, batch_size: int) -> Batches:
         """In order, the last batch partial, normalised and centre-cropped: for evaluation."""
