@@ -4,11 +4,14 @@ teacher) and resolved into the spec that is stored. A refused spec changes nothi
 from sqlalchemy.orm import Session
 
 from service import jobs, store, teachers
+from service.config import get_settings
 from service.errors import Conflict, FieldError, InvalidSpec
 from service.method_params import TeacherFacts
 from service.names import TIMM, has_pretrained
 from service.spec import DataShape, DataSpec, JobSpec, TeacherRef, spec_problems
 from service.tables import Dataset, Job, RegisteredModel
+
+FLOAT32_BYTES = 4
 
 
 def submit(
@@ -40,12 +43,26 @@ def admit(s: Session, spec: JobSpec) -> JobSpec:
 def resolve(spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None) -> JobSpec:
     """`spec` on data of `shape` with this teacher, checked and resolved; InvalidSpec naming
     every bad field when it cannot run."""
-    errors = spec_problems(spec, shape)
+    errors = spec_problems(spec, shape) + memory_problems(spec.data)
     if teacher is not None:
         errors += spec.method.teacher_problems(spec, teacher) or teacher_fit(teacher, shape)
     if errors:
         raise InvalidSpec(errors)
     return spec.resolved(shape, teacher)
+
+
+def memory_problems(data: DataSpec) -> list[FieldError]:
+    """Data a worker would hold in memory beyond DISTILLERY_WORKER_MEMORY_BYTES. A synthetic
+    set is made whole, as float32; the built-in sets are small, and an upload too large to
+    hold (DISTILLERY_RESIDENT_BYTES) is streamed from its shards."""
+    if data.dataset != "synthetic":
+        return []
+    opts, limit = data.synthetic_options(), get_settings().worker_memory_bytes
+    need = opts.num_samples * opts.channels * opts.size**2 * FLOAT32_BYTES
+    if need <= limit:
+        return []
+    why = f"{need / 2**30:.1f} GiB of float32 images; a worker holds at most {limit / 2**30:.1f}"
+    return [FieldError("data.synthetic", why)]
 
 
 def data_shape(s: Session, data: DataSpec) -> DataShape:

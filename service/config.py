@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # uploaded ImageFolder data: decoded once and held in memory when it takes at most this
     # (at the training resolution, uint8), else streamed from its shards every epoch
     resident_bytes: int = Field(4 << 30, ge=0)
+    # what a job's data may take in a worker's memory: admission refuses a job above it
+    worker_memory_bytes: int = Field(32 << 30, ge=0)
     # DataLoader processes decoding streamed data, per training process; 0: its cores
     data_workers: int = Field(0, ge=0)
     log_level: str = "INFO"
