@@ -10,6 +10,7 @@ from service.method_params import TeacherFacts
 from service.names import TIMM, has_pretrained
 from service.spec import DataShape, DataSpec, JobSpec, TeacherRef, spec_problems
 from service.tables import Dataset, Job, RegisteredModel
+from service.tenancy import current_project
 
 FLOAT32_BYTES = 4
 
@@ -19,7 +20,8 @@ def submit(
 ) -> tuple[Job, bool]:
     """The queued job for `spec`, and whether it is new: a retry with the same
     Idempotency-Key and body gets the job it made (409 with another body)."""
-    key = idempotency_key or None
+    # qualified by the project: a key is the project's own (jobs.idempotency_key is unique)
+    key = f"{current_project()}:{idempotency_key}" if idempotency_key else None
     if key and (existing := jobs.find_by_key(s, key)) is not None:
         if existing.request_hash != request_hash:
             raise Conflict(

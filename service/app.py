@@ -10,34 +10,30 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service import dispatch, jobs
-from service.api import artifacts, health
+from service.api import artifacts, health, schemas
 from service.api import datasets as datasets_api
 from service.api import jobs as jobs_api
 from service.api import models as models_api
 from service.config import Settings, get_settings
 from service.db import session_scope
-from service.errors import DistilleryError, FieldError
-from service.limits import BodySizeLimit
+from service.errors import PROBLEM, DistilleryError, FieldError
+from service.limits import BodySizeLimit, JsonDepthLimit
 from service.method_params import METHODS
 
 log = logging.getLogger(__name__)
-PROBLEM = "application/problem+json"
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def problem(request: Request, err: DistilleryError) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": f"https://distillery.dev/problems/{err.code}",
-        "title": err.title,
-        "status": err.status,
-        "detail": err.detail,
-        "instance": request.url.path,
-        "code": err.code,
-    }
-    if err.errors:
-        body["errors"] = [{"field": e.field, "message": e.message} for e in err.errors]
-    return JSONResponse(body, status_code=err.status, media_type=PROBLEM, headers=err.headers)
+    return JSONResponse(
+        err.as_problem(request.url.path),
+        status_code=err.status,
+        media_type=PROBLEM,
+        headers=err.headers,
+    )
 
 
 def _field(loc: tuple[Any, ...], kind: str) -> str:
@@ -77,10 +73,24 @@ def validation_problem(request: Request, exc: RequestValidationError) -> JSONRes
 
 def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return problem(
-        request,
-        DistilleryError(str(exc.detail), status=exc.status_code, code=code, title=str(exc.detail)),
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
+    err = DistilleryError(
+        str(exc.detail), status=exc.status_code, code=code, title=str(exc.detail), headers=headers
     )
+    return problem(request, err)
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods some route on the request's path answers (Starlette's own Allow names
+    only those of the first route on it)."""
+
+    def answers(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
+
+    return ", ".join(m for m in HTTP_METHODS if answers(m))
 
 
 def server_problem(request: Request, exc: Exception) -> JSONResponse:
@@ -135,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Knowledge distillation as a service.",
     )
     app.state.settings = settings
+    app.add_middleware(JsonDepthLimit)  # inside BodySizeLimit: it reads what that counts
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
@@ -146,5 +157,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_problem)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, server_problem)
     for module in (jobs_api, artifacts, models_api, datasets_api, health):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=schemas.problems(500))
+    schemas.document_problems(app)
     return app

@@ -1,4 +1,4 @@
-"""`distillery up | api | worker | migrate | submit | watch | download`."""
+"""`distillery up | api | worker | migrate | keys | submit | watch | download`."""
 
 import argparse
 import json
@@ -101,11 +101,16 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
+def _headers(**extra: str) -> dict[str, str]:
+    """The API key (DISTILLERY_API_KEY) on every request, when one is set."""
+    key = os.environ.get("DISTILLERY_API_KEY")
+    return extra | ({"Authorization": f"Bearer {key}"} if key else {})
+
+
 def _request(method: str, url: str, body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = _headers(**{"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req) as resp:  # noqa: S310 (the user's own API URL)
         return json.load(resp)
 
@@ -121,7 +126,7 @@ def submit(args: argparse.Namespace) -> None:
 def watch(args: argparse.Namespace) -> None:
     """Follow a job's events until it finishes."""
     req = urllib.request.Request(
-        f"{args.url}/v1/jobs/{args.job}/events", headers={"Accept": "text/event-stream"}
+        f"{args.url}/v1/jobs/{args.job}/events", headers=_headers(Accept="text/event-stream")
     )
     with urllib.request.urlopen(req) as resp:  # noqa: S310
         for line in resp:
@@ -134,10 +139,41 @@ def watch(args: argparse.Namespace) -> None:
 def download(args: argparse.Namespace) -> None:
     url = f"{args.url}/v1/jobs/{args.job}/artifacts/{args.name}"
     out = Path(args.output or Path(args.name).name)
-    with urllib.request.urlopen(url) as resp, out.open("wb") as f:  # noqa: S310
+    req = urllib.request.Request(url, headers=_headers())
+    with urllib.request.urlopen(req) as resp, out.open("wb") as f:  # noqa: S310
         while chunk := resp.read(1 << 20):
             f.write(chunk)
     sys.stdout.write(f"{out}\n")
+
+
+def keys_command(args: argparse.Namespace) -> None:
+    """`keys create --project P [--name N]` (the key is printed once), `keys list`,
+    `keys revoke KEY_ID`: straight on the database, as `migrate` is."""
+    from service import keys
+    from service.db import session_scope
+
+    with session_scope() as s:
+        if args.action == "create":
+            row, plaintext = keys.create_key(s, args.project, args.name)
+            _print({"id": row.id, "project": args.project, "name": row.name, "key": plaintext})
+        elif args.action == "list":
+            _print([key_summary(key, project) for key, project in keys.list_keys(s)])
+        elif (revoked := keys.revoke(s, args.key_id)) is not None:
+            _print(key_summary(revoked, revoked.project_id))
+        else:
+            sys.exit(f"no API key {args.key_id!r}")
+
+
+def key_summary(row: Any, project: str) -> dict[str, Any]:
+    revoked = row.revoked_at.isoformat() if row.revoked_at else None
+    created = row.created_at.isoformat()
+    return {
+        "id": row.id,
+        "project": project,
+        "name": row.name,
+        "created_at": created,
+        "revoked_at": revoked,
+    }
 
 
 def parser() -> argparse.ArgumentParser:
@@ -160,6 +196,12 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument(arg)
         sp.add_argument("--url", default=url)
     sub.choices["download"].add_argument("-o", "--output")
+    actions = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create")
+    create.add_argument("--project", required=True, help="its name; made if new")
+    create.add_argument("--name", default="", help="what the key is for")
+    actions.add_parser("list")
+    actions.add_parser("revoke").add_argument("key_id")
     return p
 
 
@@ -176,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         os.execv(sys.executable, worker_command(args.queues, args.concurrency))
     elif args.command == "migrate":
         migrate()
+    elif args.command == "keys":
+        keys_command(args)
     else:
         {"submit": submit, "watch": watch, "download": download}[args.command](args)
 

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     worker_memory_bytes: int = Field(32 << 30, ge=0)
     # DataLoader processes decoding streamed data, per training process; 0: its cores
     data_workers: int = Field(0, ge=0)
+    # every /v1 request needs `Authorization: Bearer <key>` (`distillery keys create`); off, a
+    # request without one acts for the default project (the embedded API says so loudly)
+    require_keys: bool = False
+    # per project, unless the project has its own (projects.max_active_jobs, max_stored_bytes)
+    max_active_jobs: int = Field(1000, ge=1)  # queued and running: a submit above it is a 429
+    max_stored_bytes: int = Field(1 << 40, ge=0)  # its models and datasets: an upload, a 429
     log_level: str = "INFO"
 
     @model_validator(mode="after")
@@ -46,6 +52,8 @@ class Settings(BaseSettings):
         # Production must not silently fall back to the embedded SQLite stores.
         if self.env == "prod" and not (self.database_url and self.broker_url):
             raise ValueError("DISTILLERY_ENV=prod needs DISTILLERY_DATABASE_URL and BROKER_URL")
+        if self.env == "prod" and not self.require_keys:
+            raise ValueError("DISTILLERY_ENV=prod needs DISTILLERY_REQUIRE_KEYS=true")
         return self
 
     @property

@@ -17,6 +17,7 @@ from service.archives import BadUpload, Budget
 from service.config import get_settings
 from service.db import get_or_404, session_scope
 from service.tables import Dataset, Job, new_id
+from service.tenancy import current_project
 
 DATA = "data.npz"
 Format = Literal["npz", "idx", "imagefolder"]
@@ -121,6 +122,7 @@ def _insert(
     val = stored.splits.get("val")
     dataset = Dataset(
         id=dataset_id,
+        project_id=current_project(),
         name=info.name or f"{fmt} upload",
         format=fmt,
         num_classes=len(stored.class_names),

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import get_settings
 from service.errors import NotFound
+from service.tenancy import CURRENT, scope
 
 T = TypeVar("T")
 
@@ -47,7 +48,7 @@ def _factory(url: str | None = None) -> sessionmaker[Session]:
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
-    session = _factory(url)()
+    session = scope(_factory(url)(), CURRENT.get())  # a request's: its caller's rows only
     try:
         yield session
         session.commit()
@@ -56,12 +57,6 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
-
-
-def request_session() -> Iterator[Session]:
-    """A route's unit of work (the `DB` dependency in service/api/deps.py)."""
-    with session_scope() as s:
-        yield s
 
 
 def get_or_404(s: Session, table: type[T], what: str, ident: str, for_update: bool = False) -> T:

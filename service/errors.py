@@ -1,6 +1,9 @@
 """One error family; the app turns each into an RFC 9457 problem+json response."""
 
 from dataclasses import dataclass, field
+from typing import Any
+
+PROBLEM = "application/problem+json"
 
 
 @dataclass
@@ -20,6 +23,20 @@ class DistilleryError(Exception):
 
     def __str__(self) -> str:
         return self.detail
+
+    def as_problem(self, instance: str) -> dict[str, Any]:
+        """The RFC 9457 body; `instance` is the request's path."""
+        body: dict[str, Any] = {
+            "type": f"https://distillery.dev/problems/{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "instance": instance,
+            "code": self.code,
+        }
+        if self.errors:
+            body["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
+        return body
 
 
 class NotFound(DistilleryError):
@@ -53,6 +70,17 @@ class InvalidSpec(DistilleryError):
             status=422,
             code="invalid_spec",
             title="Invalid job spec",
+        )
+
+
+class InvalidCursor(DistilleryError):
+    def __init__(self) -> None:
+        super().__init__(
+            "cursor is not one a page of this list gave",
+            [FieldError("cursor", "malformed cursor")],
+            status=422,
+            code="invalid_cursor",
+            title="Invalid cursor",
         )
 
 

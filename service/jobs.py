@@ -11,6 +11,7 @@ from service.db import get_or_404
 from service.errors import Conflict, JobError
 from service.spec import JobSpec
 from service.tables import Job, JobEvent, new_id, utcnow
+from service.tenancy import current_project
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("running", "cancelling")
@@ -31,6 +32,7 @@ def create_job(
     """Insert a queued job for a spec admission resolved (service.admission)."""
     job = Job(
         id=new_id("job"),
+        project_id=current_project(),
         name=spec.name or spec.method.name,
         status="queued",
         method=spec.method.name,

@@ -6,7 +6,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from service.limits import without_nul
 
 ARCHITECTURES = (
     "cnn_small",
@@ -99,4 +101,12 @@ Arch = Annotated[
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """What a request body holds: an unknown field, a string where a number or a boolean
+    belongs, NaN, an infinity or a NUL character is refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _without_nul(cls, value: Any) -> Any:
+        return without_nul(value)

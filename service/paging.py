@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from service.errors import FieldError, InvalidSpec
+from service import limits
+from service.errors import InvalidCursor
 
 Row = TypeVar("Row")
 
@@ -22,10 +23,10 @@ def encode_cursor(created_at: datetime, ident: str) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, ident = json.loads(raw)
-        return datetime.fromisoformat(created), str(ident)
+        created, ident = limits.loads(raw)
+        return datetime.fromisoformat(created), limits.printable(str(ident))
     except (ValueError, TypeError) as exc:
-        raise InvalidSpec([FieldError("cursor", "malformed cursor")]) from exc
+        raise InvalidCursor from exc
 
 
 def newest_first(

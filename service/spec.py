@@ -4,9 +4,10 @@ hour into a GPU run. It is the one place a default or an allowed value is writte
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from service.errors import FieldError
+from service.limits import Ident, Name
 from service.method_params import MethodParams, TeacherFacts
 from service.names import Arch, DatasetName, Strict
 
@@ -32,9 +33,7 @@ class SyntheticOptions(Strict):
 
 class DataSpec(Strict):
     dataset: DatasetName
-    upload: str | None = Field(
-        None, min_length=1, max_length=64, description="an id from POST /v1/datasets"
-    )
+    upload: Ident | None = Field(None, description="an id from POST /v1/datasets")
     val_fraction: float = Field(
         0.1, gt=0, le=0.5, description="unused when the data has its own validation split"
     )
@@ -93,10 +92,8 @@ class DataSpec(Strict):
 class TeacherRef(Strict):
     """Exactly one of a succeeded job (its student teaches) or a registered model."""
 
-    job: str | None = Field(None, min_length=1, max_length=64, description="a succeeded job")
-    model: str | None = Field(
-        None, min_length=1, max_length=64, description="a model from POST /v1/models"
-    )
+    job: Ident | None = Field(None, description="a succeeded job")
+    model: Ident | None = Field(None, description="a model from POST /v1/models")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "TeacherRef":
@@ -113,8 +110,8 @@ class InitRef(Strict):
     pretrained: bool = Field(
         False, description="timm's default pretrained weights (the worker's Hugging Face cache)"
     )
-    model: str | None = Field(None, min_length=1, max_length=64, description="a model's id")
-    job: str | None = Field(None, min_length=1, max_length=64, description="a succeeded job")
+    model: Ident | None = Field(None, description="a model's id")
+    job: Ident | None = Field(None, description="a succeeded job")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "InitRef":
@@ -158,7 +155,7 @@ class ScheduleSpec(Strict):
     name: Literal["multistep", "cosine", "constant"] = "cosine"
     milestones: list[int] = Field(default_factory=list, max_length=100)
     gamma: float = Field(0.1, gt=0, le=1)
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, le=10_000)
 
     def lr_drops(self) -> list[int]:
         """The epochs after which the learning rate drops (RCO's lr_drops anchors)."""
@@ -201,15 +198,26 @@ class ResourcesSpec(Strict):
     )
 
 
+EXAMPLE: dict[str, Any] = {
+    "name": "digits-teacher",
+    "method": {"name": "supervised"},
+    "student": {"arch": "resnet8"},
+    "data": {"dataset": "digits"},
+    "train": {"epochs": 4, "batch_size": 64},
+}
+
+
 class JobSpec(Strict):
-    name: str = Field("", max_length=200)
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
+
+    name: Name = Field("", max_length=200)
     method: MethodParams
     teacher: TeacherRef | None = None
     student: StudentSpec
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=50)
+    metadata: dict[Name, str] = Field(default_factory=dict, max_length=50)
     exports: list[Literal["onnx", "torchscript"]] = Field(
         default_factory=list,
         max_length=2,

@@ -21,8 +21,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
+DEFAULT_PROJECT = "prj_default"  # every row made before projects; the keyless embedded API's
+
+
 def new_id(prefix: str) -> str:
-    """A row id: `job_`, `mdl_` or `ds_` and 24 hex digits."""
+    """A row id: `job_`, `mdl_`, `ds_`, `prj_` or `key_` and 24 hex digits."""
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
@@ -35,10 +38,44 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONType, datetime: DateTime()}
 
 
+class Project(Base):
+    """A tenant: its keys see its jobs, models and datasets and nothing else."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # limits of its own; None: the settings' defaults (service/config.py)
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ApiKey(Base):
+    """A project's key: `dk_<id hex>_<secret>`; only the secret's sha256 is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+def project_column() -> Mapped[str]:
+    # no foreign key: SQLite cannot add one to a table in place (migrations/0009)
+    return mapped_column(
+        String(40), index=True, default=DEFAULT_PROJECT, server_default=DEFAULT_PROJECT
+    )
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)
     method: Mapped[str] = mapped_column(String(32))
@@ -49,6 +86,7 @@ class Job(Base):
     teacher_model_id: Mapped[str | None] = mapped_column(String(40), index=True)
     init_model_id: Mapped[str | None] = mapped_column(String(40), index=True)  # likewise
     dataset_id: Mapped[str | None] = mapped_column(String(40), index=True)  # likewise
+    # "<project id>:<key>": a key is the project's own (service/jobs.py: find_by_key)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
@@ -109,6 +147,7 @@ class RegisteredModel(Base):
     __tablename__ = "models"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(200))
     arch: Mapped[str] = mapped_column(String(64))
     num_classes: Mapped[int] = mapped_column(Integer)
@@ -137,6 +176,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(200))
     format: Mapped[str] = mapped_column(String(16))  # "npz" | "idx" | "imagefolder"
     num_classes: Mapped[int] = mapped_column(Integer)

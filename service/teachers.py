@@ -21,6 +21,7 @@ from service.model_info import FromJob, ModelInfo, Normalisation
 from service.names import TIMM
 from service.spec import JobSpec
 from service.tables import Job, RegisteredModel, new_id
+from service.tenancy import current_project
 
 WEIGHTS = "weights.safetensors"
 
@@ -102,6 +103,7 @@ def _insert(
 ) -> RegisteredModel:
     model = RegisteredModel(
         id=model_id,
+        project_id=current_project(),
         name=info.name or info.arch,
         arch=info.arch,
         num_classes=info.num_classes,

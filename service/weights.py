@@ -10,6 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from service import limits
+
 SIGNATURES = Path(__file__).with_name("signatures.json")
 MAX_HEADER = 8 << 20  # the zoo's largest header is ~60 KB
 MAX_LISTED = 20  # keys named in one error message
@@ -77,7 +79,9 @@ def parse_header(raw: bytes) -> Header:
     As safetensors itself requires: tensors lie back to back from offset 0, in offset order,
     each as long as its dtype and shape say."""
     try:
-        obj = json.loads(raw.decode("utf-8"))
+        obj = limits.loads(raw.decode("utf-8"))
+    except limits.TooDeep as exc:
+        raise NotSafetensors(f"not a safetensors file: its header is {exc}") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise NotSafetensors("not a safetensors file: its header is not JSON") from exc
     if not isinstance(obj, dict):

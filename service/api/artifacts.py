@@ -4,16 +4,19 @@ import base64
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from service import jobs, store
-from service.api.deps import DB
-from service.api.schemas import ArtifactList, ArtifactOut
+from service.api.deps import AUTHENTICATED, DB, KEYED
+from service.api.schemas import ArtifactList, ArtifactOut, Responses, problems
 from service.errors import DistilleryError
+from service.limits import Ident, Name
 
-router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["artifacts"])
+router = APIRouter(
+    prefix="/v1/jobs/{job_id}", tags=["artifacts"], dependencies=AUTHENTICATED, responses=KEYED
+)
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -23,13 +26,13 @@ def _list(s: Session, job_id: str, kinds: tuple[str, ...] | None) -> ArtifactLis
     return ArtifactList(data=[ArtifactOut.model_validate(a) for a in arts])
 
 
-@router.get("/artifacts", response_model=ArtifactList)
-def list_artifacts(s: DB, job_id: str) -> ArtifactList:
+@router.get("/artifacts", response_model=ArtifactList, responses=problems(404, 422))
+def list_artifacts(s: DB, job_id: Ident) -> ArtifactList:
     return _list(s, job_id, None)
 
 
-@router.get("/checkpoints", response_model=ArtifactList)
-def list_checkpoints(s: DB, job_id: str) -> ArtifactList:
+@router.get("/checkpoints", response_model=ArtifactList, responses=problems(404, 422))
+def list_checkpoints(s: DB, job_id: Ident) -> ArtifactList:
     return _list(s, job_id, store.CHECKPOINT_KINDS)
 
 
@@ -65,14 +68,27 @@ def etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-@router.get("/artifacts/{name:path}")
+BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+DOWNLOAD: Responses = {
+    200: {"description": "the file", "content": BYTES},
+    206: {"description": "the range asked for", "content": BYTES},
+    304: {"description": "If-None-Match names the file's ETag"},
+}
+
+
+@router.get(
+    "/artifacts/{name:path}",
+    response_class=Response,
+    responses=DOWNLOAD | problems(404, 416, 422),
+)
 def download(
     s: DB,
-    job_id: str,
-    name: str,
+    job_id: Ident,
+    name: Annotated[Name, Path(max_length=255)],
     range_: Annotated[str | None, Header(alias="range")] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
+    jobs.get_job(s, job_id)  # the caller's, or a 404
     art, path = store.get_artifact(s, job_id, name)
     sha, size = art.sha256, art.size
     etag = f'"{sha}"'

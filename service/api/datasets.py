@@ -5,11 +5,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from service import datasets
-from service.api.deps import DB
-from service.api.schemas import DatasetList, DatasetOut
+from service.api.deps import AUTHENTICATED, DB, KEYED, Cursor, Limit
+from service.api.schemas import DatasetList, DatasetOut, problems
 from service.errors import UnsupportedMediaType
+from service.limits import Ident, Name
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(
+    prefix="/v1/datasets", tags=["datasets"], dependencies=AUTHENTICATED, responses=KEYED
+)
 BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -25,19 +28,25 @@ BODY_DOC: dict[str, Any] = {
 }
 
 
-@router.post("", status_code=201, response_model=DatasetOut, openapi_extra=BODY_DOC)
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    openapi_extra=BODY_DOC,
+    responses=problems(400, 413, 415, 422),
+)
 async def create_dataset(
     request: Request,
     response: Response,
     format: Annotated[
         datasets.Format | None, Query(description="recognised from the content when left out")
     ] = None,
-    name: Annotated[str | None, Query(max_length=200)] = None,
+    name: Annotated[Name | None, Query(max_length=200)] = None,
     num_classes: Annotated[
         int | None, Query(ge=2, le=100_000, description="labels must be below it")
     ] = None,
     class_names: Annotated[
-        list[str] | None,
+        list[Name] | None,
         Query(max_length=100_000, description="IDX: the name of each label, in label order"),
     ] = None,
 ) -> DatasetOut:
@@ -54,20 +63,18 @@ async def create_dataset(
     return DatasetOut.model_validate(dataset)
 
 
-@router.get("", response_model=DatasetList)
-def list_datasets(
-    s: DB, limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
-) -> DatasetList:
+@router.get("", response_model=DatasetList, responses=problems(422))
+def list_datasets(s: DB, limit: Limit = 50, cursor: Cursor = None) -> DatasetList:
     page, next_cursor = datasets.list_datasets(s, limit=limit, cursor=cursor)
     return DatasetList(data=[DatasetOut.model_validate(d) for d in page], next_cursor=next_cursor)
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(s: DB, dataset_id: str) -> DatasetOut:
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=problems(404, 422))
+def get_dataset(s: DB, dataset_id: Ident) -> DatasetOut:
     return DatasetOut.model_validate(datasets.get_dataset(s, dataset_id))
 
 
-@router.delete("/{dataset_id}", status_code=204)
-def delete_dataset(s: DB, dataset_id: str) -> Response:
+@router.delete("/{dataset_id}", status_code=204, responses=problems(404, 409, 422))
+def delete_dataset(s: DB, dataset_id: Ident) -> Response:
     datasets.delete_dataset(s, dataset_id)
     return Response(status_code=204)

@@ -1,12 +1,52 @@
-"""What routes take from FastAPI besides their parameters."""
+"""What routes take from FastAPI besides their own parameters: the unit of work, and the
+parameters every list shares."""
 
+import asyncio
+from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.db import request_session
+from service import keys, tenancy
+from service.api.schemas import problems
+from service.db import session_scope
+from service.limits import Name
 
-# The route's unit of work: committed (or rolled back) when the route returns, before the
-# response is sent, so a client that reads right after a write sees it.
+# documents the scheme in the OpenAPI; the header itself is read by `caller`
+BEARER = HTTPBearer(auto_error=False, description="an API key: distillery keys create")
+
+
+async def caller(request: Request, _: Annotated[object, Depends(BEARER)]) -> keys.Caller:
+    """Who the request acts for (service/keys.py); every session opened while it is served
+    sees that project's rows only (service/tenancy.py)."""
+    required = request.app.state.settings.require_keys
+    header = request.headers.get("authorization")
+    who = await asyncio.to_thread(_authenticate, header, required)
+    tenancy.CURRENT.set(who.project_id)
+    return who
+
+
+def _authenticate(header: str | None, required: bool) -> keys.Caller:
+    with session_scope() as s:
+        return keys.authenticate(s, header, required)
+
+
+Caller = Annotated[keys.Caller, Depends(caller)]
+
+
+def request_session(_: Caller) -> Iterator[Session]:
+    with session_scope() as s:
+        yield s
+
+
+# The route's unit of work, its caller's: committed (or rolled back) when the route returns,
+# before the response is sent, so a client that reads right after a write sees it.
 DB = Annotated[Session, Depends(request_session, scope="function")]
+AUTHENTICATED = [Depends(caller)]  # every /v1 router's
+KEYED = problems(401, 403)  # what AUTHENTICATED may answer
+Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[
+    Name | None, Query(max_length=200, description="the previous page's next_cursor")
+]

@@ -5,8 +5,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, select, text
 
 from service import dispatch, jobs
-from service.api.deps import DB
-from service.db import get_engine
+from service.api.schemas import Readiness
+from service.db import get_engine, session_scope
 from service.tables import Job
 
 router = APIRouter(tags=["health"])
@@ -29,7 +29,11 @@ def _check_broker() -> str:
     return "ok"
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "the database or the broker is down"}},
+)
 def readyz() -> JSONResponse:
     checks: dict[str, str] = {}
     for name, check in (("database", _check_db), ("broker", _check_broker)):
@@ -44,8 +48,10 @@ def readyz() -> JSONResponse:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(s: DB) -> str:
-    counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+def metrics() -> str:
+    """Every project's jobs: the operator's view (no key, no project)."""
+    with session_scope() as s:
+        counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
     lines = ["# HELP distillery_jobs Jobs by status.", "# TYPE distillery_jobs gauge"]
     for status in jobs.STATUSES:
         lines.append(f'distillery_jobs{{status="{status}"}} {counts.get(status, 0)}')

@@ -11,21 +11,32 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import admission, dispatch, jobs, queries
-from service.api.deps import DB
-from service.api.schemas import EventList, EventOut, JobList, JobOut
+from service.api.deps import AUTHENTICATED, DB, KEYED, Cursor, Limit
+from service.api.schemas import EventList, EventOut, JobList, JobOut, Responses, problems
 from service.db import session_scope
+from service.limits import Ident, Int64, Name
 from service.spec import JobSpec
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=AUTHENTICATED, responses=KEYED)
 Status = Literal[jobs.STATUSES]  # type: ignore[valid-type]
 
 
-@router.post("", status_code=201, response_model=JobOut)
+REPLAYED: Responses = {
+    200: {
+        "model": JobOut,
+        "description": "the job an earlier request with this Idempotency-Key made",
+    }
+}
+
+
+@router.post(
+    "", status_code=201, response_model=JobOut, responses=REPLAYED | problems(400, 409, 413, 422)
+)
 def create_job(
     s: DB,
     spec: JobSpec,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[Name | None, Header(max_length=200)] = None,
 ) -> JobOut:
     digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
     try:
@@ -45,24 +56,21 @@ def create_job(
     return JobOut.model_validate(job)
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=problems(422))
 def list_jobs(
-    s: DB,
-    status: Status | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    s: DB, status: Status | None = None, limit: Limit = 50, cursor: Cursor = None
 ) -> JobList:
     page, next_cursor = queries.list_jobs(s, status=status, limit=limit, cursor=cursor)
     return JobList(data=[JobOut.model_validate(j) for j in page], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def get_job(s: DB, job_id: str) -> JobOut:
+@router.get("/{job_id}", response_model=JobOut, responses=problems(404, 422))
+def get_job(s: DB, job_id: Ident) -> JobOut:
     return JobOut.model_validate(jobs.get_job(s, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(s: DB, job_id: str) -> JobOut:
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=problems(404, 409, 422))
+def cancel_job(s: DB, job_id: Ident) -> JobOut:
     return JobOut.model_validate(jobs.cancel(s, job_id))
 
 
@@ -92,18 +100,23 @@ async def _sse(job_id: str, after: int) -> AsyncIterator[str]:
             await asyncio.sleep(1.0)
 
 
-@router.get("/{job_id}/events", response_model=EventList)
+STREAM: Responses = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+
+
+@router.get("/{job_id}/events", response_model=EventList, responses=STREAM | problems(404, 422))
 def list_events(
     s: DB,
-    job_id: str,
+    job_id: Ident,
     request: Request,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[Int64, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    last_event_id: Annotated[
+        Int64 | None, Header(ge=0, description="a stream resumes after it, instead of after")
+    ] = None,
 ) -> Response | EventList:
     """JSON page after a cursor; with Accept: text/event-stream, a live SSE stream."""
     events, _ = _events_page(s, job_id, after, limit)
     if "text/event-stream" in request.headers.get("accept", ""):
-        last = request.headers.get("last-event-id", "")
-        start = int(last) if last.isdigit() else after
+        start = after if last_event_id is None else last_event_id
         return StreamingResponse(_sse(job_id, start), media_type="text/event-stream")
     return EventList(data=events, next_after=events[-1].id if events else after)

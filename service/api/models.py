@@ -2,20 +2,22 @@
 show and delete models."""
 
 import asyncio
-import json
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from service import model_info, teachers
-from service.api.deps import DB
-from service.api.schemas import ModelList, ModelOut
+from service import limits, model_info, teachers
+from service.api.deps import AUTHENTICATED, DB, KEYED, Cursor, Limit
+from service.api.schemas import ModelList, ModelOut, problems
 from service.errors import DistilleryError, FieldError, UnsupportedMediaType
+from service.limits import MAX_JSON_DEPTH, Ident, Int64, Name
 from service.names import Arch
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(
+    prefix="/v1/models", tags=["models"], dependencies=AUTHENTICATED, responses=KEYED
+)
 M = TypeVar("M", bound=BaseModel)
 BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -40,7 +42,7 @@ def _validated(model: type[M], data: Any) -> M:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return limits.loads(body)
     except ValueError as exc:
         raise DistilleryError(
             "request body is not valid JSON",
@@ -55,11 +57,14 @@ def _metadata(header: str | None) -> dict[str, Any]:
     if not header:
         return {}
     try:
-        meta = json.loads(header)
+        meta = limits.loads(header)
     except ValueError:
         meta = None
     if not isinstance(meta, dict):
-        message = 'must be a JSON object, e.g. {"class_names": [...]}'
+        message = (
+            f"must be a JSON object, nested {MAX_JSON_DEPTH} levels deep at most, "
+            'e.g. {"class_names": [...]}'
+        )
         raise DistilleryError(
             f"X-Model-Metadata {message}",
             [FieldError("X-Model-Metadata", message)],
@@ -70,15 +75,21 @@ def _metadata(header: str | None) -> dict[str, Any]:
     return meta
 
 
-@router.post("", status_code=201, response_model=ModelOut, openapi_extra=BODY_DOC)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ModelOut,
+    openapi_extra=BODY_DOC,
+    responses=problems(400, 413, 415, 422),
+)
 async def create_model(
     request: Request,
     response: Response,
     arch: Annotated[Arch | None, Query(description="upload: the architecture")] = None,
-    num_classes: Annotated[int | None, Query(description="upload")] = None,
-    in_channels: Annotated[int | None, Query(description="upload")] = None,
-    input_size: Annotated[int | None, Query(description="upload: image height = width")] = None,
-    name: Annotated[str | None, Query(max_length=200)] = None,
+    num_classes: Annotated[Int64 | None, Query(description="upload")] = None,
+    in_channels: Annotated[Int64 | None, Query(description="upload")] = None,
+    input_size: Annotated[Int64 | None, Query(description="upload: image height = width")] = None,
+    name: Annotated[Name | None, Query(max_length=200)] = None,
     filename: Annotated[str | None, Query(description="upload: the file's name")] = None,
     x_model_metadata: Annotated[
         str | None, Header(description="upload: JSON, e.g. normalisation and class_names")
@@ -112,20 +123,18 @@ async def create_model(
     return ModelOut.model_validate(model)
 
 
-@router.get("", response_model=ModelList)
-def list_models(
-    s: DB, limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None
-) -> ModelList:
+@router.get("", response_model=ModelList, responses=problems(422))
+def list_models(s: DB, limit: Limit = 50, cursor: Cursor = None) -> ModelList:
     page, next_cursor = teachers.list_models(s, limit=limit, cursor=cursor)
     return ModelList(data=[ModelOut.model_validate(m) for m in page], next_cursor=next_cursor)
 
 
-@router.get("/{model_id}", response_model=ModelOut)
-def get_model(s: DB, model_id: str) -> ModelOut:
+@router.get("/{model_id}", response_model=ModelOut, responses=problems(404, 422))
+def get_model(s: DB, model_id: Ident) -> ModelOut:
     return ModelOut.model_validate(teachers.get_model(s, model_id))
 
 
-@router.delete("/{model_id}", status_code=204)
-def delete_model(s: DB, model_id: str) -> Response:
+@router.delete("/{model_id}", status_code=204, responses=problems(404, 409, 422))
+def delete_model(s: DB, model_id: Ident) -> Response:
     teachers.delete_model(s, model_id)
     return Response(status_code=204)

@@ -1,9 +1,15 @@
-"""Response bodies."""
+"""Response bodies, errors' (problem+json) among them."""
 
+from collections.abc import Callable
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic.json_schema import models_json_schema
+
+from service.errors import PROBLEM
 
 
 class Out(BaseModel):
@@ -140,3 +146,49 @@ class ModelList(BaseModel):
     object: str = "list"
     data: list[ModelOut]
     next_cursor: str | None
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ok, or unavailable (503)")
+    checks: dict[str, str] = Field(description='per dependency: "ok" or the error')
+
+
+class ProblemField(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str = Field(description="the request's path")
+    code: str = Field(description="what went wrong, for a program to act on")
+    errors: list[ProblemField] | None = Field(None, description="the fields at fault")
+
+
+Responses = dict[int | str, dict[str, Any]]  # a route's `responses`, as FastAPI takes them
+REF = "#/components/schemas/{model}"
+PROBLEM_SCHEMAS = models_json_schema([(Problem, "serialization")], ref_template=REF)[1]["$defs"]
+
+
+def problems(*statuses: int) -> Responses:
+    """OpenAPI responses: each of `statuses` with a problem+json body."""
+    content = {PROBLEM: {"schema": {"$ref": REF.format(model="Problem")}}}
+    return {s: {"description": HTTPStatus(s).phrase, "content": content} for s in statuses}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Adds the schemas `problems` refers to to the app's OpenAPI document (FastAPI adds a
+    response's model only under the route's own media type, application/json)."""
+    document: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = document()
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(PROBLEM_SCHEMAS)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

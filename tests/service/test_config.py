@@ -28,6 +28,9 @@ def test_prod_without_servers_fails(prod, env):
 def test_prod_with_servers(prod):
     prod.setenv("DISTILLERY_DATABASE_URL", PG)
     prod.setenv("DISTILLERY_BROKER_URL", REDIS)
+    with pytest.raises(ValidationError, match="DISTILLERY_REQUIRE_KEYS=true"):
+        Settings()  # production never serves without API keys
+    prod.setenv("DISTILLERY_REQUIRE_KEYS", "true")
     settings = Settings()
     assert (settings.db_url, settings.queue_url) == (PG, REDIS)
 

@@ -19,7 +19,10 @@ from service.spec import JobSpec
 from service.tables import Base, JSONType
 from tests.conftest import PG_ADMIN
 
-TABLES = {"alembic_version", "jobs", "job_events", "artifacts", "models", "datasets"}
+TABLES = {
+    "alembic_version",
+    *("jobs", "job_events", "artifacts", "models", "datasets", "projects", "api_keys"),
+}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -88,7 +91,7 @@ def test_downgrading_models_keeps_the_jobs_events(url):
             )
         )
     command.downgrade(cfg, "0001")
-    assert tables(url) == TABLES - {"models", "datasets"}
+    assert tables(url) == TABLES - {"models", "datasets", "projects", "api_keys"}
     with get_engine(url).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM job_events")).scalar() == 1
 

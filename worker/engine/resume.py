@@ -102,7 +102,7 @@ def verified_resume(directory: Path) -> tuple[Path | None, list[str]]:
     for name in (RESUME, PREVIOUS):
         with contextlib.suppress(OSError, ValueError):
             known.add(json.loads(digest_path(directory / name).read_text())["sha256"])
-    skipped = []
+    skipped: list[str] = []
     for path in (directory / RESUME, directory / PREVIOUS):
         if not path.exists():
             continue
