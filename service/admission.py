@@ -3,7 +3,7 @@ teacher) and resolved into the spec that is stored. A refused spec changes nothi
 
 from sqlalchemy.orm import Session
 
-from service import jobs, store, teachers
+from service import jobs, quotas, store, teachers
 from service.config import get_settings
 from service.errors import Conflict, FieldError, InvalidSpec
 from service.method_params import TeacherFacts
@@ -29,6 +29,7 @@ def submit(
                 code="idempotency_key_reused",
             )
         return existing, False
+    quotas.check_jobs(s)
     resolved = admit(s, spec)
     return jobs.create_job(s, resolved, idempotency_key=key, request_hash=request_hash), True
 

@@ -138,6 +138,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if not settings.require_keys:
+        log.warning(
+            "API KEYS ARE OFF: a request without a key acts for the default project. Anyone "
+            "who can reach %s:%s can read and cancel its jobs. Set DISTILLERY_REQUIRE_KEYS=true "
+            "and make keys with `distillery keys create --project NAME` (production must).",
+            settings.host,
+            settings.port,
+        )
     app = FastAPI(
         title="Distillery",
         version="0.1.0",

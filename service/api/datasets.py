@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from service import datasets
-from service.api.deps import AUTHENTICATED, DB, KEYED, Cursor, Limit
+from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, UPLOAD, Cursor, Limit
 from service.api.schemas import DatasetList, DatasetOut, problems
 from service.errors import UnsupportedMediaType
 from service.limits import Ident, Name
@@ -33,7 +33,8 @@ BODY_DOC: dict[str, Any] = {
     status_code=201,
     response_model=DatasetOut,
     openapi_extra=BODY_DOC,
-    responses=problems(400, 413, 415, 422),
+    responses=problems(400, 413, 415, 422) | QUOTA,
+    dependencies=UPLOAD,
 )
 async def create_dataset(
     request: Request,

@@ -9,7 +9,7 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
-from service import keys, tenancy
+from service import keys, quotas, tenancy, uploads
 from service.api.schemas import problems
 from service.db import session_scope
 from service.limits import Name
@@ -44,7 +44,26 @@ def request_session(_: Caller) -> Iterator[Session]:
 # The route's unit of work, its caller's: committed (or rolled back) when the route returns,
 # before the response is sent, so a client that reads right after a write sees it.
 DB = Annotated[Session, Depends(request_session, scope="function")]
+
+
+async def storage_room(request: Request, _: Caller) -> None:
+    """429 before an upload is read when its project stores all it may (service/quotas.py);
+    the body is drained so the client, still sending, reads the answer."""
+    try:
+        await asyncio.to_thread(_check_bytes)
+    except quotas.QuotaExceeded:
+        await uploads.drain(request.stream())
+        raise
+
+
+def _check_bytes() -> None:
+    with session_scope() as s:
+        quotas.check_bytes(s)
+
+
 AUTHENTICATED = [Depends(caller)]  # every /v1 router's
+UPLOAD = [Depends(storage_room)]  # the upload routes'
+QUOTA = problems(429)  # what a route that adds to a project's use may answer
 KEYED = problems(401, 403)  # what AUTHENTICATED may answer
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[

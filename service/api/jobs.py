@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import admission, dispatch, jobs, queries
-from service.api.deps import AUTHENTICATED, DB, KEYED, Cursor, Limit
+from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, Cursor, Limit
 from service.api.schemas import EventList, EventOut, JobList, JobOut, Responses, problems
 from service.db import session_scope
 from service.limits import Ident, Int64, Name
@@ -30,7 +30,10 @@ REPLAYED: Responses = {
 
 
 @router.post(
-    "", status_code=201, response_model=JobOut, responses=REPLAYED | problems(400, 409, 413, 422)
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses=REPLAYED | problems(400, 409, 413, 422) | QUOTA,
 )
 def create_job(
     s: DB,

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from service import limits, model_info, teachers
-from service.api.deps import AUTHENTICATED, DB, KEYED, Cursor, Limit
+from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, UPLOAD, Cursor, Limit
 from service.api.schemas import ModelList, ModelOut, problems
 from service.errors import DistilleryError, FieldError, UnsupportedMediaType
 from service.limits import MAX_JSON_DEPTH, Ident, Int64, Name
@@ -80,7 +80,8 @@ def _metadata(header: str | None) -> dict[str, Any]:
     status_code=201,
     response_model=ModelOut,
     openapi_extra=BODY_DOC,
-    responses=problems(400, 413, 415, 422),
+    responses=problems(400, 413, 415, 422) | QUOTA,
+    dependencies=UPLOAD,
 )
 async def create_model(
     request: Request,
