@@ -90,3 +90,16 @@ def test_task_delivered_twice_runs_once(service: Service) -> None:
         "running",
         "succeeded",
     ]
+
+
+def test_a_flood_of_stale_messages_delays_a_new_job_by_seconds(service: Service) -> None:
+    done = service.wait_status(service.submit(SHORT_SPEC)["id"], "succeeded")
+    for _ in range(150):  # each names a finished job: two queries apiece, no process, no torch
+        dispatch.send(done["id"], QUEUE)
+    submitted = time.monotonic()
+    job = service.submit(SHORT_SPEC)
+    service.wait(job["id"], lambda j: j["status"] != "queued", timeout=60)
+    waited = time.monotonic() - submitted
+    assert waited < 15, f"the new job waited {waited:.1f} s behind 150 stale messages"
+    service.wait_status(job["id"], "succeeded")
+    print(f"a new job behind 150 stale messages started after {waited:.1f} s")
