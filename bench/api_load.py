@@ -7,7 +7,10 @@ pollers, for a bounded time; then every accepted job is reconciled.
 
 Set-up: a database of its own (`distillery_bench_<random>` on the admin URL, migrated with
 `distillery migrate`, dropped WITH (FORCE) at the end), a redis-server of its own on a free
-port (no persistence; or --redis-url for a Redis db the caller owns), a temporary data dir.
+port (no persistence; or --redis-url for a Redis db the caller owns), a temporary data dir;
+DISTILLERY_ENV=prod with keys required, and one key (`distillery keys create`) every
+request carries. Training uses --train-threads threads (1: a core stays the API's, as on
+hosts of their own; 0: all the cores, the API starved by training).
 Everything it starts is stopped and removed on exit, Ctrl-C included.
 
 Measured, with one httpx AsyncClient (a connection per client, so no client-side queueing):
@@ -80,7 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--poll-interval", type=float, default=0.5, help="each poller's, seconds")
     p.add_argument("--list-fraction", type=float, default=0.1, help="polls that list jobs")
     p.add_argument("--drain-timeout", type=float, default=300.0, help="seconds")
-    p.add_argument("--key", default=os.environ.get("DISTILLERY_API_KEY"), help="Bearer key")
+    p.add_argument(
+        "--train-threads",
+        type=int,
+        default=1,
+        help="CPU threads of each training process (DISTILLERY_TRAIN_THREADS; 0: its cores)",
+    )
     p.add_argument(
         "--pg-admin",
         default=os.environ.get("TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -212,22 +220,32 @@ def wait_ready(stack: Stack, url: str, headers: dict[str, str]) -> None:
 
 def start_service(stack: Stack, args: argparse.Namespace, data_dir: Path) -> str:
     """Database, broker, migration, API and one worker; the API's URL."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DISTILLERY_ENV": "dev"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DISTILLERY_ENV": "prod"}
     env["DISTILLERY_DATABASE_URL"] = create_database(stack, args.pg_admin, args.database)
     env["DISTILLERY_BROKER_URL"] = args.redis_url or start_redis(stack, env)
     env["DISTILLERY_DATA_DIR"] = str(data_dir)
-    subprocess.run(
-        [sys.executable, "-m", "service.cli", "migrate"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    env["DISTILLERY_REQUIRE_KEYS"] = "true"
+    env["DISTILLERY_TRAIN_THREADS"] = str(args.train_threads)
+    cli(env, "migrate")
+    args.key = json.loads(cli(env, "keys", "create", "--project", "bench"))["key"]
     port = free_port()
     stack.spawn("api", [sys.executable, "-m", "service.cli", "api", "--port", str(port)], env)
     stack.spawn("worker", worker_command(QUEUE, 1), env)
     return f"http://127.0.0.1:{port}"
+
+
+def cli(env: dict[str, str], *command: str) -> str:
+    """`distillery COMMAND` on the bench's database; its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", *command],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.stdout
 
 
 class Load:
@@ -419,7 +437,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     args.database = f"distillery_bench_{uuid.uuid4().hex[:10]}"
     signal.signal(signal.SIGTERM, interrupt)
-    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
     tmp = Path(tempfile.mkdtemp(prefix="distillery-bench-"))
     logs = args.logs or tmp / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -427,6 +444,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stack.undo.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
     try:
         url = start_service(stack, args, tmp / "data")
+        headers = {"Authorization": f"Bearer {args.key}"}  # a key of the bench's project
         wait_ready(stack, url, headers)
         load = Load(args)
         loadavg = os.getloadavg()  # others' work on the machine skews every figure
@@ -448,8 +466,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         got: dict[str, Any] = {
             "cores": len(os.sched_getaffinity(0)),
             "loadavg_1m": {"before": loadavg[0], "after": os.getloadavg()[0]},
-            "parameters": {k: v for k, v in vars(args).items() if k not in hidden}
-            | {"key": bool(args.key), "spec": SPEC},
+            "parameters": {k: v for k, v in vars(args).items() if k not in hidden} | {"spec": SPEC},
             "database": args.database,  # dropped by now
             "submissions_per_s": round(len(load.accepted) / submit_s, 1),
             "submit_phase_s": round(submit_s, 2),
