@@ -158,6 +158,7 @@ def check(
     if k < 2:
         raise BadUpload("at least 2 classes are needed")
     names = class_names or [str(c) for c in range(k)]
+    archives.printable_names(names, "class names")
     if len(set(names)) != len(names):
         raise BadUpload("class names must be distinct")
     return Decoded(images, labels, names, val_images, val_labels)

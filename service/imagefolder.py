@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 
 from service import archives, shards
-from service.archives import BadUpload, Budget
+from service.archives import BadUpload, Budget, printable_names
 
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}  # Pillow's name -> ext
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -43,6 +43,7 @@ def store(
     writes the dataset into `dest`; returns its index (service/shards.py)."""
     roles = layout([n for n in names if is_image(n)])
     class_names = sorted({c for s, c in roles.values() if s == "train"})
+    printable_names(class_names, "class folder names")
     labels = {c: i for i, c in enumerate(class_names)}
     if num_classes not in (None, len(class_names)):
         raise BadUpload(f"{len(class_names)} class folders, but num_classes={num_classes}")

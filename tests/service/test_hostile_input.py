@@ -3,15 +3,20 @@ control characters, numbers as strings, methods a path does not answer and forge
 are each a 4xx problem+json that stores nothing (each was a 500 or a wrong answer once)."""
 
 import base64
+import io
 import json
 import struct
+import zipfile
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from service.config import get_settings
 from service.tables import Dataset, Job, RegisteredModel
 from tests.service.helpers import fields, nothing_stored_in, problem
+from tests.service.test_api_datasets import digits_npz
 
 BIG = 2**63  # one past the largest BIGINT
 DEEP = "[" * 10_000 + "]" * 10_000
@@ -196,6 +201,25 @@ def test_nul_in_a_registered_job(client, nothing_stored):
 def test_nul_in_dataset_names(client, nothing_stored, params, field):
     r = client.post("/v1/datasets", params=params, content=b"x", headers=OCTETS)
     assert fields(problem(r, 422)) == [field]
+
+
+@pytest.mark.parametrize("name", ["b\x00c", "tab\there"])  # numpy drops a trailing NUL
+def test_control_characters_in_uploaded_class_names(client, nothing_stored, name):
+    npz = digits_npz(class_names=np.array(["a", name, *map(str, range(2, 10))]))
+    r = client.post("/v1/datasets", content=npz, headers=OCTETS)
+    assert "control characters" in problem(r, 422)["detail"]
+
+
+def test_control_characters_in_class_folder_names(client, nothing_stored):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for folder in ("cat", "do\x01g"):
+            for n in range(2):
+                out = io.BytesIO()
+                Image.new("RGB", (8, 8), (n * 90, 0, 0)).save(out, "PNG")
+                zf.writestr(f"{folder}/{n}.png", out.getvalue())
+    r = client.post("/v1/datasets", content=archive.getvalue(), headers=OCTETS)
+    assert "control characters" in problem(r, 422)["detail"]
 
 
 # 5. numbers, booleans and floats are what they say
