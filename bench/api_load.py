@@ -83,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--poll-interval", type=float, default=0.5, help="each poller's, seconds")
     p.add_argument("--list-fraction", type=float, default=0.1, help="polls that list jobs")
     p.add_argument("--drain-timeout", type=float, default=300.0, help="seconds")
+    p.add_argument("--api-workers", type=int, default=1, help="DISTILLERY_API_WORKERS")
     p.add_argument(
         "--train-threads",
         type=int,
@@ -226,6 +227,7 @@ def start_service(stack: Stack, args: argparse.Namespace, data_dir: Path) -> str
     env["DISTILLERY_DATA_DIR"] = str(data_dir)
     env["DISTILLERY_REQUIRE_KEYS"] = "true"
     env["DISTILLERY_TRAIN_THREADS"] = str(args.train_threads)
+    env["DISTILLERY_API_WORKERS"] = str(args.api_workers)
     cli(env, "migrate")
     args.key = json.loads(cli(env, "keys", "create", "--project", "bench"))["key"]
     port = free_port()
@@ -424,9 +426,23 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process so far (Linux)."""
+    """User + system CPU seconds so far of a process and its children (uvicorn's workers)."""
+    return sum(stat(p)[0] for p in [pid, *children(pid)])
+
+
+def stat(pid: int) -> tuple[float, int]:
+    """(CPU seconds, parent pid) of a process (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[1])
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if entry.name.isdigit() and stat(int(entry.name))[1] == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def interrupt(signum: int, _frame: Any) -> None:

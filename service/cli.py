@@ -15,6 +15,7 @@ from service.config import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_STOP_S = 40.0
+KEEP_ALIVE_S = 75
 
 
 def migrate(url: str | None = None) -> None:
@@ -53,11 +54,20 @@ def worker_command(queues: str, concurrency: int) -> list[str]:
 
 
 def api(host: str, port: int) -> None:
+    """The API under uvicorn: DISTILLERY_API_WORKERS processes, each with its watchdog."""
     import uvicorn
 
-    from service.app import create_app
-
-    uvicorn.run(create_app(), host=host, port=port, log_level=get_settings().log_level.lower())
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        workers=get_settings().api_workers,
+        host=host,
+        port=port,
+        log_level=get_settings().log_level.lower(),
+        # longer than clients keep an idle connection (httpx: 5 s, load balancers: 60 s): a
+        # server closing one as a client reuses it fails that request (seen: ReadError)
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
 
 
 def declare_queues(names: list[str]) -> None:

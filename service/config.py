@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     env: str = Field("dev", pattern="^(dev|prod)$")
     host: str = "127.0.0.1"
     port: int = 8000
+    api_workers: int = Field(1, ge=1)  # uvicorn processes serving the API
     max_body_bytes: int = 1_000_000  # JSON request bodies
     max_upload_bytes: int = 2 << 30  # streamed uploads (POST /v1/models, /v1/datasets)
     max_decompressed_bytes: int = 8 << 30  # what an uploaded dataset may unpack to

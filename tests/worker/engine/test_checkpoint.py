@@ -3,7 +3,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.engine import checkpoint
 from worker.engine.checkpoint import (
     CheckpointError,
     flatten_optimizer,
@@ -33,20 +32,10 @@ def test_roundtrip_keeps_tensors_dtypes_and_meta(tmp_path: Path) -> None:
         assert loaded[name].dtype == value.dtype and torch.equal(loaded[name], value)
 
 
-def test_save_is_atomic_and_leaves_no_temporary_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_save_leaves_no_temporary_file(tmp_path: Path) -> None:
+    # a write that fails half-way, on a real full disk: test_checkpoint_safety.py
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, tensors={"a": torch.ones(2)}, meta={"v": 1})
-    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
-
-    def broken(tensors: dict, filename: str, metadata: dict) -> None:
-        Path(filename).write_bytes(b"half a file")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(checkpoint, "save_file", broken)
-    with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, tensors={"a": torch.zeros(2)}, meta={"v": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
     tensors, meta = load_checkpoint(path)
     assert meta == {"v": 1} and torch.equal(tensors["a"], torch.ones(2))
