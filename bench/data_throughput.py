@@ -96,9 +96,7 @@ def make_jpegs(root: Path, count: int, seed: int = 0) -> Path:
 
 def project(index: Path, size: int, workers: int, batch: int, device: torch.device) -> float:
     """(a): images/s of a streamed epoch, augmented on `device`."""
-    data = load_dataset(
-        "upload", 0.01, 0, "rrc_flip", size, shards=shards.read(index), workers=workers
-    )
+    data = streamed(index, size, workers)
     train = data.train.place(device, "stream")
     generator = torch.Generator(device=device).manual_seed(0)
     started, seen = time.perf_counter(), 0
@@ -113,14 +111,19 @@ def project(index: Path, size: int, workers: int, batch: int, device: torch.devi
 def delivered(index: Path, size: int, workers: int, batch: int) -> float:
     """(a'): images/s the W decoding processes deliver when the training process does nothing
     else with them, as when the augmentation runs on a GPU: the CPU side of (a) alone."""
-    data = load_dataset(
-        "upload", 0.01, 0, "rrc_flip", size, shards=shards.read(index), workers=workers
-    )
+    data = streamed(index, size, workers)
     assert isinstance(data.train, Streamed)
     started, seen = time.perf_counter(), 0
     for x, _ in data.train.in_order(batch):
         seen += len(x)
     return seen / (time.perf_counter() - started)
+
+
+def streamed(index: Path, size: int, workers: int) -> Any:
+    """The stored upload as a job streams it: rrc_flip at `size`, `workers` decoders."""
+    return load_dataset(
+        "upload", 0.01, 0, "rrc_flip", size, shards=shards.read(index), workers=workers
+    )
 
 
 def reference(tree: Path, size: int, workers: int, batch: int) -> float:
@@ -206,7 +209,7 @@ def synchronize(device: torch.device) -> None:
 def rss_child(index: Path, size: int) -> None:
     """(d) in its own process: peak RSS growth while streaming one epoch."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    data = load_dataset("upload", 0.01, 0, "rrc_flip", size, shards=shards.read(index), workers=2)
+    data = streamed(index, size, workers=2)
     assert isinstance(data.train, Streamed)
     generator = torch.Generator().manual_seed(0)
     for x, _ in data.train.epoch(64, generator):

@@ -3,7 +3,6 @@
 all, counted while reading (a declared size is never trusted alone). Nothing is extracted:
 members are read into memory one at a time."""
 
-import re
 import stat
 import tarfile
 import zipfile
@@ -14,14 +13,14 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from service.errors import DistilleryError, FieldError
-from service.limits import CONTROL
+from service.limits import CONTROL_CHARS
 
 CHUNK = 1 << 20
 
 
 def printable_names(names: list[str], what: str) -> None:
     """Class names become text columns and folder names: no NUL or other control character."""
-    if bad := [n for n in names if re.search(f"[{CONTROL}]", n)]:
+    if bad := [n for n in names if CONTROL_CHARS.search(n)]:
         raise BadUpload(f"{what} must not contain control characters: {bad[:3]!r}")
 
 

@@ -45,7 +45,7 @@ def wake(queue: str, job_id: str) -> bool:
 
 def waiting_messages(queue: str) -> int:
     """Messages in the broker's `queue` not yet taken by a worker."""
-    with producer().connection_for_write() as conn:
+    with producer().connection_or_acquire() as conn:  # from the producer's pool
         conn.ensure_connection(max_retries=1)
         try:
             return int(conn.default_channel.queue_declare(queue=queue, passive=True)[1])

@@ -145,17 +145,8 @@ def finish(
     error: JobError | None = None,
 ) -> str | None:
     """running -> succeeded/failed; cancelling -> cancelled. None if the owner lost the job."""
-    mine = [Job.owner == owner]
-    now = utcnow()
-    if _set(
-        s,
-        job_id,
-        [*mine, Job.status == "cancelling"],
-        status="cancelled",
-        finished_at=now,
-        lease_until=None,
-    ):
-        add_event(s, job_id, "status", "job cancelled", status="cancelled")
+    mine, now = [Job.owner == owner], utcnow()
+    if _end_cancelling(s, job_id, owner, now):
         return "cancelled"
     status = "failed" if error else "succeeded"
     stored = error.as_dict() if error else None
@@ -178,21 +169,12 @@ def release(s: Session, job_id: str, owner: str) -> str | None:
     """The owner gives the job up (its worker is shutting down) after saving where it was:
     running -> queued, for the next claim to resume, its attempt given back (a preemption
     is no failure); cancelling -> cancelled. None when the owner had lost it already."""
-    now, mine = utcnow(), [Job.owner == owner]
-    if _set(
-        s,
-        job_id,
-        [*mine, Job.status == "cancelling"],
-        status="cancelled",
-        finished_at=now,
-        lease_until=None,
-    ):
-        add_event(s, job_id, "status", "job cancelled", status="cancelled")
+    if _end_cancelling(s, job_id, owner, utcnow()):
         return "cancelled"
     if not _set(
         s,
         job_id,
-        [*mine, Job.status == "running"],
+        [Job.owner == owner, Job.status == "running"],
         status="queued",
         owner=None,
         lease_until=None,
@@ -203,6 +185,15 @@ def release(s: Session, job_id: str, owner: str) -> str | None:
         s, job_id, "status", "worker shutting down; requeued", status="queued", preempted=True
     )
     return "queued"
+
+
+def _end_cancelling(s: Session, job_id: str, owner: str, now: datetime) -> bool:
+    """cancelling -> cancelled, when this owner's job was asked to stop."""
+    mine = [Job.owner == owner, Job.status == "cancelling"]
+    if not _set(s, job_id, mine, status="cancelled", finished_at=now, lease_until=None):
+        return False
+    add_event(s, job_id, "status", "job cancelled", status="cancelled")
+    return True
 
 
 def cancel(s: Session, job_id: str) -> Job:

@@ -16,6 +16,7 @@ from service.errors import PROBLEM, DistilleryError, FieldError
 MAX_JSON_DEPTH = 32  # a job spec nests 4 levels deep, a safetensors header 3
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # what a BIGINT column holds
 CONTROL = r"\x00-\x1f\x7f"  # C0 and DEL
+CONTROL_CHARS = re.compile(f"[{CONTROL}]")
 STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string, escapes and all
 STEP = np.zeros(256, dtype=np.int64)  # what each byte does to the nesting depth
 STEP[list(b"[{")] = 1
@@ -25,7 +26,7 @@ STEP[list(b"]}")] = -1
 def printable(value: str) -> str:
     """`value` when it holds no control character (NUL, which PostgreSQL text cannot store,
     and the rest of C0 and DEL, which make no sense in a name or an id)."""
-    if re.search(f"[{CONTROL}]", value):
+    if CONTROL_CHARS.search(value):
         raise ValueError("must not contain control characters (U+0000-U+001F, U+007F)")
     return value
 

@@ -76,15 +76,12 @@ class Service:
         self.worker.wait()
         self.worker = None
 
-    def terminate_worker(self, group: bool) -> float:
-        """SIGTERM the worker: its main process (docker stop, a deploy) or its whole process
-        group (systemd, a spot reclaim). Returns the seconds it took to exit."""
+    def terminate_worker(self) -> float:
+        """SIGTERM the worker's main process, as `docker stop` or a deploy does (its whole
+        process group: tests/e2e/test_up.py). Returns the seconds it took to exit."""
         assert self.worker is not None
         started = time.monotonic()
-        if group:
-            os.killpg(self.worker.pid, signal.SIGTERM)
-        else:
-            self.worker.send_signal(signal.SIGTERM)
+        self.worker.send_signal(signal.SIGTERM)
         self.worker.wait(timeout=60)
         self.worker = None
         return time.monotonic() - started

@@ -3,10 +3,12 @@ database, the watchdog wakes a queue whose jobs wait with no message. Real proce
 Celery workers, PostgreSQL, and a redis-server of the test's own (no persistence), stopped and
 started again mid-job."""
 
+import contextlib
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -101,22 +103,33 @@ def ran_once(service: Service, job_id: str) -> bool:
     return job["attempt"] == 1 and statuses == ["queued", "running", "succeeded"]
 
 
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-def test_a_redis_restart_mid_job_loses_no_job_and_delays_none(
-    backend: Backend, own_redis: RedisServer, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def mid_job_with_two_queued(
+    backend: Backend, redis_server: RedisServer, logs: Path
+) -> Iterator[tuple[Service, list[str]]]:
+    """A service on `redis_server`: a job training (past its first step) and two queued."""
     truncate()
-    service = Service(backend, tmp_path, {"DISTILLERY_BROKER_URL": own_redis.url})
+    service = Service(backend, logs, {"DISTILLERY_BROKER_URL": redis_server.url})
     try:
         first = service.submit(MID_SPEC)["id"]
         queued = [service.submit(SHORT)["id"] for _ in range(2)]
         service.wait(first, lambda j: j["status"] == "running" and j["progress"].get("step"))
+        yield service, [first, *queued]
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_redis_restart_mid_job_loses_no_job_and_delays_none(
+    backend: Backend, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    with mid_job_with_two_queued(backend, own_redis, tmp_path) as (service, submitted):
         own_redis.kill()  # the queued jobs' messages go with it
         during = service.submit(SHORT)["id"]  # accepted while the broker is away
         time.sleep(3)
         own_redis.start()
         back = time.time()
-        every = [first, *queued, during]
+        every = [*submitted, during]
         for job_id in every:
             service.wait_status(job_id, "succeeded", timeout=240)
         assert all(ran_once(service, j) for j in every)
@@ -124,29 +137,19 @@ def test_a_redis_restart_mid_job_loses_no_job_and_delays_none(
         assert starts == sorted(starts)  # submission order
         assert max(idle_gaps(service, every, back)) < IDLE_S
         assert max(starts) - back < 60
-    finally:
-        service.close()
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 def test_a_worker_killed_with_messages_in_flight_delays_no_queued_job(
     backend: Backend, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    truncate()
-    service = Service(backend, tmp_path, {"DISTILLERY_BROKER_URL": own_redis.url})
-    try:
-        first = service.submit(MID_SPEC)["id"]
-        queued = [service.submit(SHORT)["id"] for _ in range(2)]
-        service.wait(first, lambda j: j["progress"].get("epoch", 0) >= 1)
+    with mid_job_with_two_queued(backend, own_redis, tmp_path) as (service, every):
         service.kill_worker()  # holding the first's message and one reserved ahead
         service.start_worker()
         restarted = time.time()
-        every = [first, *queued]
         for job_id in every:
             service.wait_status(job_id, "succeeded", timeout=240)
-        assert all(ran_once(service, j) for j in queued)
-        assert service.job(first)["attempt"] == 2  # its lease expired; requeued, resumed
+        assert all(ran_once(service, j) for j in every[1:])
+        assert service.job(every[0])["attempt"] == 2  # its lease expired; requeued, resumed
         gaps = idle_gaps(service, every, restarted)
         assert max(gaps) < IDLE_S + 4  # + the 4 s lease of the killed worker's job
-    finally:
-        service.close()

@@ -3,8 +3,6 @@
 import time
 from typing import Any
 
-import pytest
-
 from service import dispatch
 from tests.e2e.conftest import QUEUE, Service
 
@@ -52,15 +50,10 @@ def test_killed_worker_job_is_requeued_and_resumes_from_checkpoint(service: Serv
     assert sorted(set(epochs)) == list(range(1, 13))
 
 
-# SIGTERM to the main process, as `docker stop` sends it; to the whole group (the ranks get
-# it too), as `distillery up` stops its worker: tests/e2e/test_up.py
-@pytest.mark.parametrize("group", [False], ids=["main-process"])
-def test_sigterm_mid_epoch_saves_requeues_and_the_next_worker_resumes(
-    service: Service, group: bool
-) -> None:
+def test_sigterm_mid_epoch_saves_requeues_and_the_next_worker_resumes(service: Service) -> None:
     job = service.submit({**LONG_SPEC, "train": {**LONG_SPEC["train"], "epochs": 6}})
     running = service.wait(job["id"], lambda j: j["progress"].get("step", 0) >= 3)
-    exit_s = service.terminate_worker(group)
+    exit_s = service.terminate_worker()
     assert exit_s < 30, f"the worker took {exit_s:.1f} s to exit"
     queued = service.job(job["id"])
     assert (queued["status"], queued["attempt"]) == ("queued", 0)  # the attempt given back
@@ -73,7 +66,7 @@ def test_sigterm_mid_epoch_saves_requeues_and_the_next_worker_resumes(
     assert statuses == ["queued", "running", "queued", "running", "succeeded"]
     epochs = [e["data"]["epoch"] for e in service.events(job["id"]) if e["type"] == "metrics"]
     assert epochs == list(range(1, 7))  # the interrupted epoch finished once, from its step
-    print(f"SIGTERM ({'group' if group else 'main process'}): worker exited in {exit_s:.1f} s")
+    print(f"SIGTERM: the worker exited in {exit_s:.1f} s")
 
 
 def test_task_delivered_twice_runs_once(service: Service) -> None:

@@ -5,6 +5,7 @@ plus one JSON string in the metadata for everything that is not a tensor.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import uuid
@@ -23,8 +24,9 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit the model or optimizer it is loaded into."""
 
 
-def save_checkpoint(path: Path, *, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Write atomically: a reader sees the old file or the new one, never half of one."""
+def save_checkpoint(path: Path, *, tensors: dict[str, Tensor], meta: dict[str, Any]) -> str:
+    """Write atomically: a reader sees the old file or the new one, never half of one.
+    Returns the sha256 of what was written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -42,6 +44,7 @@ def save_checkpoint(path: Path, *, tensors: dict[str, Tensor], meta: dict[str, A
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_dir(path.parent)
+    return hashlib.sha256(data).hexdigest()
 
 
 def fsync_dir(directory: Path) -> None:

@@ -76,8 +76,7 @@ def save_resume(
         "generator_device": generator.device.type,
         "plan": plan,
     }
-    save_checkpoint(path, tensors=tensors, meta=meta)
-    record_digest(path)
+    record_digest(path, save_checkpoint(path, tensors=tensors, meta=meta))
 
 
 def keep_previous(path: Path) -> None:
@@ -88,9 +87,9 @@ def keep_previous(path: Path) -> None:
             os.replace(src, dst)
 
 
-def record_digest(path: Path) -> None:
+def record_digest(path: Path, sha256: str) -> None:
     tmp = path.with_name(f".{path.name}{DIGESTS}.tmp")
-    tmp.write_text(json.dumps({"name": path.name, "sha256": sha256_of(path)}))
+    tmp.write_text(json.dumps({"name": path.name, "sha256": sha256}))
     os.replace(tmp, digest_path(path))
 
 
