@@ -11,8 +11,11 @@ from service.names import TIMM, has_pretrained
 from service.spec import DataShape, DataSpec, JobSpec, TeacherRef, spec_problems
 from service.tables import Dataset, Job, RegisteredModel
 from service.tenancy import current_project
+from service.weights import param_count
 
 FLOAT32_BYTES = 4
+# per trained parameter, float32: weights, gradients and SGD's momentum or AdamW's two moments
+TRAINED_BYTES = {"sgd": 3 * FLOAT32_BYTES, "adamw": 4 * FLOAT32_BYTES}
 
 
 def submit(
@@ -46,26 +49,68 @@ def admit(s: Session, spec: JobSpec) -> JobSpec:
 def resolve(spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None) -> JobSpec:
     """`spec` on data of `shape` with this teacher, checked and resolved; InvalidSpec naming
     every bad field when it cannot run."""
-    errors = spec_problems(spec, shape) + memory_problems(spec.data)
+    errors = spec_problems(spec, shape)
     if teacher is not None:
         errors += spec.method.teacher_problems(spec, teacher) or teacher_fit(teacher, shape)
+    if not errors:  # sized once the models and the data are known to fit each other
+        errors = memory_problems(spec, shape, teacher)
     if errors:
         raise InvalidSpec(errors)
     return spec.resolved(shape, teacher)
 
 
-def memory_problems(data: DataSpec) -> list[FieldError]:
-    """Data a worker would hold in memory beyond DISTILLERY_WORKER_MEMORY_BYTES. A synthetic
-    set is made whole, as float32; the built-in sets are small, and an upload too large to
-    hold (DISTILLERY_RESIDENT_BYTES) is streamed from its shards."""
+def memory_problems(
+    spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None
+) -> list[FieldError]:
+    """What a worker would hold in memory beyond DISTILLERY_WORKER_MEMORY_BYTES: the data,
+    and each model's training state with the input batch."""
+    limit = get_settings().worker_memory_bytes
+    errors = [FieldError(field, f"{why}; {_most(limit)}") for field, why in _data(spec.data, limit)]
+    parts = training_state(spec, shape, teacher)
+    if (need := sum(parts.values())) > limit:
+        field = max(parts, key=lambda k: parts[k])
+        why = f"training needs at least {_gib(need)} GiB ({_itemised(parts)}); {_most(limit)}"
+        errors.append(FieldError(field, why))
+    return errors
+
+
+def _data(data: DataSpec, limit: int) -> list[tuple[str, str]]:
+    """A synthetic set is made whole, as float32; the built-in sets are small, and an upload
+    too large to hold (DISTILLERY_RESIDENT_BYTES) is streamed from its shards."""
     if data.dataset != "synthetic":
         return []
-    opts, limit = data.synthetic_options(), get_settings().worker_memory_bytes
+    opts = data.synthetic_options()
     need = opts.num_samples * opts.channels * opts.size**2 * FLOAT32_BYTES
-    if need <= limit:
-        return []
-    why = f"{need / 2**30:.1f} GiB of float32 images; a worker holds at most {limit / 2**30:.1f}"
-    return [FieldError("data.synthetic", why)]
+    return [("data.synthetic", f"{_gib(need)} GiB of float32 images")] if need > limit else []
+
+
+def training_state(spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None) -> dict[str, int]:
+    """Bytes by the field that sets them, a lower bound: float32 weights, gradients and
+    optimizer state of each trained model (KDCL's peers too), a frozen teacher's weights,
+    one input batch. Activations come on top, and are not counted."""
+    per_param = TRAINED_BYTES[spec.train.optimizer.name]
+    size = (shape.num_classes, shape.channels)
+    parts = {"student.arch": per_param * param_count(spec.student.arch, *size)}
+    for i, peer in enumerate(getattr(spec.method, "peers", [])):
+        parts[f"method.peers.{i}"] = per_param * param_count(peer, *size)
+    if teacher is not None:
+        teacher_size = (teacher.num_classes, teacher.in_channels)
+        parts[teacher.field] = FLOAT32_BYTES * param_count(teacher.arch, *teacher_size)
+    batch = spec.train.batch_size * shape.channels * shape.size**2 * FLOAT32_BYTES
+    parts["train.batch_size"] = batch
+    return parts
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f}"
+
+
+def _most(limit: int) -> str:
+    return f"a worker holds at most {_gib(limit)} GiB (DISTILLERY_WORKER_MEMORY_BYTES)"
+
+
+def _itemised(parts: dict[str, int]) -> str:
+    return ", ".join(f"{field} {_gib(n)} GiB" for field, n in parts.items())
 
 
 def data_shape(s: Session, data: DataSpec) -> DataShape:

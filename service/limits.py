@@ -15,6 +15,9 @@ from service.errors import PROBLEM, DistilleryError, FieldError
 
 MAX_JSON_DEPTH = 32  # a job spec nests 4 levels deep, a safetensors header 3
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # what a BIGINT column holds
+MAX_EPOCHS = 10_000  # a job's train.epochs; every count or index of epochs is within it
+Epoch = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]  # an epoch, 1-based, or a count of epochs
+Epochs = Annotated[int, Field(ge=0, le=MAX_EPOCHS)]  # a count of epochs that may be none
 CONTROL = r"\x00-\x1f\x7f"  # C0 and DEL
 CONTROL_CHARS = re.compile(f"[{CONTROL}]")
 STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string, escapes and all

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Self
 from pydantic import Field
 
 from service.errors import FieldError
+from service.limits import MAX_EPOCHS, Epoch, Epochs
 from service.names import Arch, Strict, stages
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class SupervisedParams(MethodBase):
     """Plain cross-entropy from scratch: how a user trains a teacher."""
 
     name: Literal["supervised"]
-    route_every: int = Field(0, ge=0, description="extra route checkpoint every N epochs (RCO)")
+    route_every: Epochs = Field(0, description="extra route checkpoint every N epochs (RCO)")
 
 
 class KDParams(MethodBase):
@@ -124,7 +125,7 @@ class DDGSDParams(MethodBase):
     temperature: Temperature = 1.0
     detach_targets: bool = True
     mmd_kernel: Literal["linear", "gaussian"] = "linear"
-    mmd_sigma: float | None = Field(None, gt=0, description="Gaussian width; None: median")
+    mmd_sigma: float | None = Field(None, gt=0, le=1e6, description="Gaussian width; None: median")
 
 
 class RCOParams(MethodBase):
@@ -132,10 +133,15 @@ class RCOParams(MethodBase):
 
     needs_teacher: ClassVar[bool] = True
     name: Literal["rco"]
-    anchors: Literal["lr_drops", "every_n", "greedy"] | list[int] = "lr_drops"
-    every_n: int = Field(1, ge=1, description="every_n: each n-th route checkpoint")
-    threshold: float = Field(2.0, gt=0, description="greedy: largest KL gap to accept")
-    stage_epochs: list[int] | None = Field(None, description="student epochs per anchor")
+    anchors: (
+        Literal["lr_drops", "every_n", "greedy"]
+        | Annotated[list[Epoch], Field(min_length=1, max_length=100)]
+    ) = "lr_drops"
+    every_n: int = Field(1, ge=1, le=MAX_EPOCHS, description="every_n: each n-th route checkpoint")
+    threshold: float = Field(2.0, gt=0, le=1e4, description="greedy: largest KL gap to accept")
+    stage_epochs: list[Epoch] | None = Field(
+        None, max_length=100, description="student epochs per anchor"
+    )
     temperature: Temperature = 4.0
     ce_weight: Weight = 0.1
     kd_weight: Weight = 0.9
@@ -251,7 +257,7 @@ class ReviewKDParams(MethodBase):
         f"when there is one ({', '.join(f'{t}->{s} {w}' for (t, s), w in REVIEWKD_WEIGHTS.items())}"
         f"), else {REVIEWKD_DEFAULT_WEIGHT}",
     )
-    warmup_epochs: int = Field(20, ge=0)
+    warmup_epochs: Epochs = 20
     mid_channels: int | None = Field(None, ge=1, le=4096, description="None: min(512, deepest)")
     ce_weight: Weight = 1.0
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from service.errors import FieldError
-from service.limits import Ident, Name
+from service.limits import Epoch, Epochs, Ident, Name
 from service.method_params import MethodParams, TeacherFacts
 from service.names import Arch, DatasetName, Strict
 
@@ -153,9 +153,9 @@ class OptimizerSpec(Strict):
 
 class ScheduleSpec(Strict):
     name: Literal["multistep", "cosine", "constant"] = "cosine"
-    milestones: list[int] = Field(default_factory=list, max_length=100)
+    milestones: list[Epoch] = Field(default_factory=list, max_length=100)
     gamma: float = Field(0.1, gt=0, le=1)
-    warmup_epochs: int = Field(0, ge=0, le=10_000)
+    warmup_epochs: Epochs = 0
 
     def lr_drops(self) -> list[int]:
         """The epochs after which the learning rate drops (RCO's lr_drops anchors)."""
@@ -163,7 +163,7 @@ class ScheduleSpec(Strict):
 
 
 class TrainSpec(Strict):
-    epochs: int = Field(30, ge=1, le=10_000)
+    epochs: Epoch = 30
     batch_size: int = Field(128, ge=2, le=65_536)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -10,9 +10,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from service import limits
+from service import limits, names
 
 SIGNATURES = Path(__file__).with_name("signatures.json")
+BATCHNORM_BUFFERS = (".running_mean", ".running_var", ".num_batches_tracked")  # the zoo's only
+TIMM_DEFAULT_CLASSES = 1000  # timm_archs.json counts a 1000-class classifier
 MAX_HEADER = 8 << 20  # the zoo's largest header is ~60 KB
 MAX_LISTED = 20  # keys named in one error message
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar", ".zip")
@@ -126,6 +128,19 @@ def _natural(x: Any) -> bool:
 @lru_cache
 def signatures() -> dict[str, dict[str, Any]]:
     return dict(json.loads(SIGNATURES.read_text())["architectures"])
+
+
+def param_count(arch: str, num_classes: int, in_channels: int) -> int:
+    """How many numbers an architecture trains: a zoo model's from its signature, a timm
+    model's from timm's default build with its classifier resized (service/timm_archs.json)."""
+    if arch.startswith(names.TIMM):
+        params, per_class = names.timm_archs()["params"][arch.removeprefix(names.TIMM)]
+        return int(params + per_class * (num_classes - TIMM_DEFAULT_CLASSES))
+    return sum(
+        math.prod(expected_shape(t["shape"], num_classes, in_channels))
+        for key, t in signatures()[arch].items()
+        if not key.endswith(BATCHNORM_BUFFERS)
+    )
 
 
 def expected_shape(symbolic: list[int | str], num_classes: int, in_channels: int) -> list[int]:

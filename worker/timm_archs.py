@@ -1,11 +1,12 @@
 """timm's architectures for the API, which has no torch: `service/timm_archs.json`.
 
 Every name `timm.list_models()` knows, with its number of stage features (the length of its
-`feature_info`, what `forward_intermediates` returns), and the names that have pretrained
-weights: the API validates `timm/<name>`, pairs ReviewKD's stages and accepts
-`init: {"pretrained": true}` by them. Models are built on the meta device (no weights
-allocated); the whole list takes a few minutes. tests/worker/test_timm_archs.py checks the
-names against the installed timm and the stage counts of a sample against real models.
+`feature_info`, what `forward_intermediates` returns), its parameter count, and the names
+that have pretrained weights: the API validates `timm/<name>`, pairs ReviewKD's stages,
+sizes a job's training state and accepts `init: {"pretrained": true}` by them. Models are
+built on the meta device (no weights allocated); the whole list takes several minutes.
+tests/worker/test_timm_archs.py checks the names against the installed timm, and the stage
+and parameter counts of a sample against real models.
 
 Regenerate with `python -m worker.timm_archs` after changing the timm version.
 """
@@ -19,21 +20,35 @@ import timm
 import torch
 
 PATH = Path(__file__).resolve().parent.parent / "service" / "timm_archs.json"
-FORMAT = "distillery.timm_archs/v1"
+FORMAT = "distillery.timm_archs/v2"
+DEFAULT_CLASSES = 1000  # the classifier timm builds without num_classes
 
 
-def stage_count(name: str) -> int:
+def facts(name: str) -> tuple[int, list[int]]:
+    """A model's stage count, and its [parameters, classifier parameters per class] as timm
+    builds it by default (1000 classes): what admission sizes its training state by."""
     with torch.device("meta"):
         model = timm.create_model(name)
-    return len(model.feature_info)  # type: ignore[arg-type]
+    head = sum(p.numel() for h in classifiers(model) for p in h.parameters())
+    params = sum(p.numel() for p in model.parameters())
+    return len(model.feature_info), [params, head // DEFAULT_CLASSES]  # type: ignore[arg-type]
+
+
+def classifiers(model: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
+    """A model's classifier heads: none for an encoder, two for a distilled model."""
+    get = getattr(model, "get_classifier", None)
+    heads = get() if callable(get) else ()
+    return heads if isinstance(heads, tuple) else (heads,)
 
 
 def timm_archs(names: list[str] | None = None) -> dict[str, Any]:
     names = names if names is not None else timm.list_models()
+    built = {name: facts(name) for name in sorted(names)}
     return {
         "format": FORMAT,
         "timm": timm.__version__,
-        "stages": {name: stage_count(name) for name in sorted(names)},
+        "stages": {name: stages for name, (stages, _) in built.items()},
+        "params": {name: params for name, (_, params) in built.items()},
         "pretrained": pretrained(),
     }
 
@@ -45,11 +60,15 @@ def pretrained() -> list[str]:
 
 def render(archs: dict[str, Any]) -> str:
     """One line per model: small diffs when timm changes."""
-    rows = [f"    {json.dumps(name)}: {count}" for name, count in archs["stages"].items()]
-    names = [f"    {json.dumps(name)}" for name in archs["pretrained"]]
     head = f'{{\n  "format": {json.dumps(archs["format"])},\n  "timm": {json.dumps(archs["timm"])},'
-    stages = '\n  "stages": {\n' + ",\n".join(rows) + "\n  },"
-    return head + stages + '\n  "pretrained": [\n' + ",\n".join(names) + "\n  ]\n}\n"
+    names = [f"    {json.dumps(name)}" for name in archs["pretrained"]]
+    sections = [_section(archs, "stages"), _section(archs, "params")]
+    return head + "".join(sections) + '\n  "pretrained": [\n' + ",\n".join(names) + "\n  ]\n}\n"
+
+
+def _section(archs: dict[str, Any], key: str) -> str:
+    rows = [f"    {json.dumps(name)}: {json.dumps(v)}" for name, v in archs[key].items()]
+    return f'\n  "{key}": {{\n' + ",\n".join(rows) + "\n  },"
 
 
 def main() -> None:

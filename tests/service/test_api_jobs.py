@@ -101,7 +101,7 @@ BAD = [
     ("student.arch", "timm/", "student.arch"),
     ("data.dataset", "imagenet", "data.dataset"),
     ("train.epochs", -3, "train.epochs"),
-    ("train.schedule.milestones", [0, 2], "train.schedule.milestones"),
+    ("train.schedule.milestones", [0, 2], "train.schedule.milestones.0"),
     ("train.schedule.milestones", [2, 4], "train.schedule.milestones"),
     ("train.schedule.milestones", [3, 2], "train.schedule.milestones"),
     ("student.num_classes", 100, "student.num_classes"),

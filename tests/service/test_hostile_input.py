@@ -61,6 +61,31 @@ def test_list_limit_past_64_bits(client, path):
     assert fields(problem(client.get(path, params={"limit": BIG}), 422)) == ["query.limit"]
 
 
+@pytest.mark.parametrize(
+    ("method", "field"),
+    [
+        ({"name": "supervised", "route_every": BIG}, "method.route_every"),
+        ({"name": "rco", "anchors": [BIG]}, "method.anchors.0"),
+        ({"name": "rco", "anchors": [0]}, "method.anchors.0"),
+        ({"name": "rco", "every_n": 10**9}, "method.every_n"),
+        ({"name": "rco", "stage_epochs": [-2, 6]}, "method.stage_epochs.0"),
+        ({"name": "rco", "threshold": 1e300}, "method.threshold"),
+        ({"name": "reviewkd", "warmup_epochs": 10**12}, "method.warmup_epochs"),
+        ({"name": "ddgsd", "mmd_sigma": 1e300}, "method.mmd_sigma"),
+    ],
+)
+def test_method_counts_past_their_bounds(client, spec_body, nothing_stored, method, field):
+    """Each count of epochs is within train.epochs' own limit; the rest are bounded too."""
+    spec_body["method"] = method
+    assert field in fields(problem(client.post("/v1/jobs", json=spec_body), 422))
+
+
+def test_milestones_past_the_epoch_limit(client, spec_body, nothing_stored):
+    spec_body["train"]["schedule"]["milestones"] = [2, BIG]
+    r = client.post("/v1/jobs", json=spec_body)
+    assert fields(problem(r, 422)) == ["train.schedule.milestones.1"]
+
+
 def test_upload_shape_past_64_bits(client, nothing_stored):
     r = client.post("/v1/models", params=UPLOAD | {"num_classes": BIG}, headers=OCTETS)
     assert fields(problem(r, 422)) == ["query.num_classes"]

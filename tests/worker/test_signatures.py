@@ -39,3 +39,22 @@ def test_a_dimension_that_follows_nothing_is_an_error():
         signatures.symbolic((5, 6))
     assert signatures.symbolic((192, 64)) == "C*64"
     assert signatures.symbolic((10, 100)) == "K"
+
+
+@pytest.mark.parametrize(
+    ("arch", "num_classes", "in_channels"),
+    [
+        ("resnet8", 10, 3),
+        ("wrn_16_2", 7, 1),
+        ("mobilenetv2", 100, 3),
+        ("timm/resnet18", 7, 3),
+        ("timm/mobilenetv3_small_050", 1000, 3),
+        ("timm/deit_tiny_distilled_patch16_224", 12, 3),  # two classifiers
+    ],
+)
+def test_the_apis_parameter_count_is_the_built_models(arch, num_classes, in_channels):
+    """Admission sizes a job's training state by it (service/admission.py)."""
+    model = build_model(arch, num_classes, in_channels)
+    trained = sum(p.numel() for p in model.parameters())
+    counted = weights.param_count(arch, num_classes, in_channels)
+    assert counted == trained  # timm's: counted with a 3-channel stem, as these are

@@ -1,5 +1,5 @@
-"""service/timm_archs.json is the installed timm's model list, with the stage counts the
-engine's models really have."""
+"""service/timm_archs.json is the installed timm's model list, with the stage and parameter
+counts the engine's models really have."""
 
 import json
 
@@ -29,8 +29,9 @@ SAMPLE = sorted(COMMITTED["stages"])[::50] + ["resnet18", "mobilenetv3_small_050
 
 
 @pytest.mark.parametrize("name", SAMPLE)
-def test_committed_stage_counts_are_the_models(name: str) -> None:
-    assert COMMITTED["stages"][name] == timm_archs.stage_count(name)
+def test_committed_stage_and_parameter_counts_are_the_models(name: str) -> None:
+    stages, params = timm_archs.facts(name)
+    assert (COMMITTED["stages"][name], COMMITTED["params"][name]) == (stages, params)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenetv3_small_050", "convnext_atto"])
