@@ -45,38 +45,18 @@ def _factory(url: str | None = None) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
 
 
-def new_session(url: str | None = None) -> Session:
-    """A session; one opened while a request is served sees its caller's rows only."""
-    return scope(_factory(url)(), CURRENT.get())
-
-
-@contextmanager
-def unit_of_work(session: Session) -> Iterator[Session]:
-    """`session` as one unit of work: commit on success, roll back on any error, close."""
-    try:
-        yield session
-    except BaseException:
-        end(session, commit=False)
-        raise
-    end(session, commit=True)
-
-
-def end(session: Session, commit: bool) -> None:
-    """Commit (or roll back) and close `session`: a failed commit rolls back."""
-    try:
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
-    finally:
-        session.close()
-
-
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
-    """One unit of work in a new session."""
-    with unit_of_work(new_session(url)) as session:
+    """One unit of work: commit on success, roll back on any error."""
+    session = scope(_factory(url)(), CURRENT.get())  # a request's: its caller's rows only
+    try:
         yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def get_or_404(s: Session, table: type[T], what: str, ident: str, for_update: bool = False) -> T:

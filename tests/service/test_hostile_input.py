@@ -69,13 +69,11 @@ def test_list_limit_past_64_bits(client, path):
         ({"name": "rco", "anchors": [0]}, "method.anchors.0"),
         ({"name": "rco", "every_n": 10**9}, "method.every_n"),
         ({"name": "rco", "stage_epochs": [-2, 6]}, "method.stage_epochs.0"),
-        ({"name": "rco", "threshold": 1e300}, "method.threshold"),
         ({"name": "reviewkd", "warmup_epochs": 10**12}, "method.warmup_epochs"),
-        ({"name": "ddgsd", "mmd_sigma": 1e300}, "method.mmd_sigma"),
     ],
 )
 def test_method_counts_past_their_bounds(client, spec_body, nothing_stored, method, field):
-    """Each count of epochs is within train.epochs' own limit; the rest are bounded too."""
+    """Each count of epochs is within train.epochs' own limit (floats need only be finite)."""
     spec_body["method"] = method
     assert field in fields(problem(client.post("/v1/jobs", json=spec_body), 422))
 
