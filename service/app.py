@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,18 +13,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service import dispatch, jobs
-from service.api import artifacts, health, schemas
+from service import dispatch, jobs, logs, webhooks
+from service.api import artifacts, dashboard, health, schemas
 from service.api import datasets as datasets_api
 from service.api import jobs as jobs_api
 from service.api import models as models_api
+from service.api import webhooks as webhooks_api
 from service.config import Settings, get_settings
 from service.db import session_scope
 from service.errors import PROBLEM, DistilleryError, FieldError
 from service.limits import BodySizeLimit, JsonDepthLimit
 from service.method_params import METHODS
+from service.metrics import ObserveRequests
 
 log = logging.getLogger(__name__)
+UNION_MEMBER = re.compile(r"\[(?!key\]$)|^constrained-|^function-")  # not a dict's [key]
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -37,7 +41,8 @@ def problem(request: Request, err: DistilleryError) -> JSONResponse:
 
 
 def _field(loc: tuple[Any, ...], kind: str) -> str:
-    parts = [str(p) for p in loc if p != "body"]
+    # pydantic names a union's members in the path (anchors.list[constrained-int].0): not keys
+    parts = [str(p) for p in loc if p != "body" and not UNION_MEMBER.search(str(p))]
     # discriminated unions put the tag in the path: method.kd.temperature -> method.temperature
     parts = [
         p for i, p in enumerate(parts) if not (i and parts[i - 1] == "method" and p in METHODS)
@@ -128,9 +133,12 @@ async def _watchdog_loop(settings: Settings) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    task = asyncio.create_task(_watchdog_loop(settings)) if settings.watchdog_s > 0 else None
+    loops = [_watchdog_loop(settings)] if settings.watchdog_s > 0 else []
+    if settings.webhook_s > 0:  # webhooks are sent from here, by every API process
+        loops.append(webhooks.run_sender(settings))
+    tasks = [asyncio.create_task(loop) for loop in loops]
     yield
-    if task:
+    for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -138,6 +146,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    logs.configure(settings)
     if not settings.require_keys:
         log.warning(
             "API KEYS ARE OFF: a request without a key acts for the default project. Anyone "
@@ -150,6 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Distillery",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # service/api/dashboard.py serves /docs and /redoc from local assets
+        redoc_url=None,
         description="Knowledge distillation as a service.",
     )
     app.state.settings = settings
@@ -160,11 +171,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_bytes=settings.max_upload_bytes,
         upload_paths=("/v1/models", "/v1/datasets"),
     )
+    # outermost: times every request and gives it its request id (service/metrics.py)
+    app.add_middleware(ObserveRequests, access_log=settings.log_format == "json")
     app.add_exception_handler(DistilleryError, problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_problem)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_problem)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, server_problem)
-    for module in (jobs_api, artifacts, models_api, datasets_api, health):
+    for module in (jobs_api, artifacts, models_api, datasets_api, webhooks_api, health):
         app.include_router(module.router, responses=schemas.problems(500))
+    dashboard.install(app)
     schemas.document_problems(app)
     return app

@@ -1,21 +1,25 @@
-"""`distillery up | api | worker | migrate | keys | submit | watch | download`."""
+"""`distillery`: the server commands (`up`, `api`, `worker`, `migrate`, `keys`) added to the
+client's (distillery_client/cli.py: submit, list, show, watch, download, ...). The server
+commands import their heavy modules when they run."""
 
-import argparse
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
+
+from distillery_client.cli import app
 from service.config import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_STOP_S = 40.0
 KEEP_ALIVE_S = 75
+DEFAULT_QUEUES = "default"
 
 
 def migrate(url: str | None = None) -> None:
@@ -54,9 +58,13 @@ def worker_command(queues: str, concurrency: int) -> list[str]:
 
 
 def api(host: str, port: int) -> None:
-    """The API under uvicorn: DISTILLERY_API_WORKERS processes, each with its watchdog."""
+    """The API under uvicorn: DISTILLERY_API_WORKERS processes, each with its watchdog (and
+    with more than one, their metrics in one folder: service/metrics.py)."""
     import uvicorn
 
+    from service.metrics import prepare_multiprocess
+
+    prepare_multiprocess(get_settings().api_workers)
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -81,21 +89,21 @@ def declare_queues(names: list[str]) -> None:
             conn.default_channel.queue_declare(queue=name)
 
 
-def up(args: argparse.Namespace) -> None:
+def up(host: str, port: int, queues: str) -> None:
     """Everything on one machine: migrate the SQLite database, start a real Celery worker
     process, serve the API (with the watchdog) in this one."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate()
-    declare_queues(args.queues.split(","))
+    declare_queues(queues.split(","))
     env = {**os.environ, "DISTILLERY_DATA_DIR": str(settings.data_dir.resolve())}
     worker = subprocess.Popen(
-        worker_command(args.queues, settings.worker_concurrency), env=env, start_new_session=True
+        worker_command(queues, settings.worker_concurrency), env=env, start_new_session=True
     )
     # uvicorn re-raises SIGTERM once it has shut down: let that unwind to the finally below
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        api(args.host, args.port)
+        api(host, port)
     finally:
         stop_worker(worker)
 
@@ -111,67 +119,95 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
-def _headers(**extra: str) -> dict[str, str]:
-    """The API key (DISTILLERY_API_KEY) on every request, when one is set."""
-    key = os.environ.get("DISTILLERY_API_KEY")
-    return extra | ({"Authorization": f"Bearer {key}"} if key else {})
-
-
-def _request(method: str, url: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    headers = _headers(**{"Content-Type": "application/json"})
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    with urllib.request.urlopen(req) as resp:  # noqa: S310 (the user's own API URL)
-        return json.load(resp)
-
-
 def _print(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
-def submit(args: argparse.Namespace) -> None:
-    _print(_request("POST", f"{args.url}/v1/jobs", json.loads(Path(args.spec).read_text())))
-
-
-def watch(args: argparse.Namespace) -> None:
-    """Follow a job's events until it finishes."""
-    req = urllib.request.Request(
-        f"{args.url}/v1/jobs/{args.job}/events", headers=_headers(Accept="text/event-stream")
+def _logging() -> None:
+    logging.basicConfig(
+        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    with urllib.request.urlopen(req) as resp:  # noqa: S310
-        for line in resp:
-            if line.startswith(b"data: "):
-                event = json.loads(line[6:])
-                sys.stdout.write(f"{event['created_at']} {event['type']}: {event['message']}\n")
-                sys.stdout.flush()
 
 
-def download(args: argparse.Namespace) -> None:
-    url = f"{args.url}/v1/jobs/{args.job}/artifacts/{args.name}"
-    out = Path(args.output or Path(args.name).name)
-    req = urllib.request.Request(url, headers=_headers())
-    with urllib.request.urlopen(req) as resp, out.open("wb") as f:  # noqa: S310
-        while chunk := resp.read(1 << 20):
-            f.write(chunk)
-    sys.stdout.write(f"{out}\n")
+Host = Annotated[str | None, typer.Option(help="default: DISTILLERY_HOST, else 127.0.0.1")]
+Port = Annotated[int | None, typer.Option(help="default: DISTILLERY_PORT, else 8000")]
+Queues = Annotated[str, typer.Option(help="comma-separated")]
 
 
-def keys_command(args: argparse.Namespace) -> None:
-    """`keys create --project P [--name N]` (the key is printed once), `keys list`,
-    `keys revoke KEY_ID`: straight on the database, as `migrate` is."""
+@app.command("up")
+def up_command(host: Host = None, port: Port = None, queues: Queues = DEFAULT_QUEUES) -> None:
+    """Server: migrate, start a worker process and serve the API, all on this machine."""
+    _logging()
+    settings = get_settings()
+    up(host or settings.host, port or settings.port, queues)
+
+
+@app.command("api")
+def api_command(host: Host = None, port: Port = None) -> None:
+    """Server: the API under uvicorn."""
+    _logging()
+    settings = get_settings()
+    api(host or settings.host, port or settings.port)
+
+
+@app.command("worker")
+def worker(
+    queues: Queues = DEFAULT_QUEUES,
+    concurrency: Annotated[
+        int | None, typer.Option(help="default: DISTILLERY_WORKER_CONCURRENCY")
+    ] = None,
+) -> None:
+    """Server: a Celery worker (this process becomes it)."""
+    concurrency = concurrency or get_settings().worker_concurrency
+    os.execv(sys.executable, worker_command(queues, concurrency))
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Server: upgrade the database to the newest revision."""
+    _logging()
+    migrate()
+
+
+keys_app = typer.Typer(help="Server: API keys, straight on the database.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def create_key(
+    project: Annotated[str, typer.Option(help="its name; made if new")],
+    name: Annotated[str, typer.Option(help="what the key is for")] = "",
+) -> None:
+    """Make a key; it is printed once."""
     from service import keys
     from service.db import session_scope
 
     with session_scope() as s:
-        if args.action == "create":
-            row, plaintext = keys.create_key(s, args.project, args.name)
-            _print({"id": row.id, "project": args.project, "name": row.name, "key": plaintext})
-        elif args.action == "list":
-            _print([key_summary(key, project) for key, project in keys.list_keys(s)])
-        elif (revoked := keys.revoke(s, args.key_id)) is not None:
-            _print(key_summary(revoked, revoked.project_id))
-        else:
-            sys.exit(f"no API key {args.key_id!r}")
+        row, plaintext = keys.create_key(s, project, name)
+        _print({"id": row.id, "project": project, "name": row.name, "key": plaintext})
+
+
+@keys_app.command("list")
+def list_keys() -> None:
+    """Every key, revoked ones too (never their secrets)."""
+    from service import keys
+    from service.db import session_scope
+
+    with session_scope() as s:
+        _print([key_summary(key, project) for key, project in keys.list_keys(s)])
+
+
+@keys_app.command("revoke")
+def revoke_key(key_id: str) -> None:
+    """Revoke a key: requests with it are a 403 from now on."""
+    from service import keys
+    from service.db import session_scope
+
+    with session_scope() as s:
+        revoked = keys.revoke(s, key_id)
+        if revoked is None:
+            sys.exit(f"no API key {key_id!r}")
+        _print(key_summary(revoked, revoked.project_id))
 
 
 def key_summary(row: Any, project: str) -> dict[str, Any]:
@@ -186,52 +222,8 @@ def key_summary(row: Any, project: str) -> dict[str, Any]:
     }
 
 
-def parser() -> argparse.ArgumentParser:
-    settings = get_settings()
-    p = argparse.ArgumentParser(prog="distillery", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    for name in ("up", "api"):
-        sp = sub.add_parser(name)
-        sp.add_argument("--host", default=settings.host)
-        sp.add_argument("--port", type=int, default=settings.port)
-    sub.choices["up"].add_argument("--queues", default="default")
-    sp = sub.add_parser("worker")
-    sp.add_argument("--queues", default="default")
-    sp.add_argument("--concurrency", type=int, default=settings.worker_concurrency)
-    sub.add_parser("migrate")
-    url = f"http://{settings.host}:{settings.port}"
-    for name, extra in (("submit", ["spec"]), ("watch", ["job"]), ("download", ["job", "name"])):
-        sp = sub.add_parser(name)
-        for arg in extra:
-            sp.add_argument(arg)
-        sp.add_argument("--url", default=url)
-    sub.choices["download"].add_argument("-o", "--output")
-    actions = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create")
-    create.add_argument("--project", required=True, help="its name; made if new")
-    create.add_argument("--name", default="", help="what the key is for")
-    actions.add_parser("list")
-    actions.add_parser("revoke").add_argument("key_id")
-    return p
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if args.command == "up":
-        up(args)
-    elif args.command == "api":
-        api(args.host, args.port)
-    elif args.command == "worker":
-        os.execv(sys.executable, worker_command(args.queues, args.concurrency))
-    elif args.command == "migrate":
-        migrate()
-    elif args.command == "keys":
-        keys_command(args)
-    else:
-        {"submit": submit, "watch": watch, "download": download}[args.command](args)
+    app(args=argv, prog_name="distillery")
 
 
 if __name__ == "__main__":

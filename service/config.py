@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,7 +37,8 @@ class Settings(BaseSettings):
     # uploaded ImageFolder data: decoded once and held in memory when it takes at most this
     # (at the training resolution, uint8), else streamed from its shards every epoch
     resident_bytes: int = Field(4 << 30, ge=0)
-    # what a job's data may take in a worker's memory: admission refuses a job above it
+    # what a job's data, or its models' training state, may take in a worker's memory:
+    # admission refuses a job above it (service/admission.py memory_problems)
     worker_memory_bytes: int = Field(32 << 30, ge=0)
     # DataLoader processes decoding streamed data, per training process; 0: its cores
     data_workers: int = Field(0, ge=0)
@@ -47,6 +49,17 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(1000, ge=1)  # queued and running: a submit above it is a 429
     max_stored_bytes: int = Field(1 << 40, ge=0)  # its models and datasets: an upload, a 429
     log_level: str = "INFO"
+    # "text" for a terminal (the embedded `distillery up`), "json" (one object a line, with
+    # the job id) for a log shipper: service/logs.py
+    log_format: Literal["text", "json"] = "text"
+    # webhooks (service/webhooks.py), sent by each API process: how often its sender looks for
+    # due deliveries (0: it sends none), how many it sends at once, how long a receiver may
+    # take, and how many attempts one gets; the waits between attempts, the last repeated
+    webhook_s: float = Field(1.0, ge=0)
+    webhook_concurrency: int = Field(8, ge=1)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1)
+    webhook_retry_s: list[float] = [5, 30, 120, 600, 3600, 3 * 3600, 6 * 3600]
 
     @model_validator(mode="after")
     def _production_needs_servers(self) -> "Settings":

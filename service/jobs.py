@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from service import progress as job_progress
+from service import webhooks
 from service.db import get_or_404
 from service.errors import Conflict, JobError
 from service.spec import JobSpec
@@ -56,6 +58,7 @@ def create_job(
 
 def add_event(s: Session, job_id: str, type_: str, message: str = "", **data: Any) -> None:
     s.add(JobEvent(job_id=job_id, type=type_, message=message, data=data))
+    webhooks.on_job_event(s, job_id, type_, data)  # its deliveries, in this transaction
 
 
 def _set(s: Session, job_id: str, where: list[Any], **values: Any) -> bool:
@@ -143,13 +146,20 @@ def finish(
     *,
     result: dict[str, Any] | None = None,
     error: JobError | None = None,
+    progress: dict[str, Any] | None = None,
 ) -> str | None:
-    """running -> succeeded/failed; cancelling -> cancelled. None if the owner lost the job."""
+    """running -> succeeded/failed; cancelling -> cancelled. None if the owner lost the job.
+    `progress`, where the job stopped, is saved final (service/progress.py) with the status."""
     mine, now = [Job.owner == owner], utcnow()
-    if _end_cancelling(s, job_id, owner, now):
+    if _end_cancelling(s, job_id, owner, now, progress):
         return "cancelled"
     status = "failed" if error else "succeeded"
     stored = error.as_dict() if error else None
+    if progress is not None:
+        final = job_progress.stopped(progress) if error else job_progress.done(progress)
+        extra = {"progress": final}
+    else:
+        extra = {}
     if not _set(
         s,
         job_id,
@@ -159,18 +169,22 @@ def finish(
         lease_until=None,
         result=result,
         error=stored,
+        **extra,
     ):
         return None
     add_event(s, job_id, "status", f"job {status}", status=status, error=stored)
     return status
 
 
-def release(s: Session, job_id: str, owner: str) -> str | None:
+def release(
+    s: Session, job_id: str, owner: str, progress: dict[str, Any] | None = None
+) -> str | None:
     """The owner gives the job up (its worker is shutting down) after saving where it was:
     running -> queued, for the next claim to resume, its attempt given back (a preemption
     is no failure); cancelling -> cancelled. None when the owner had lost it already."""
-    if _end_cancelling(s, job_id, owner, utcnow()):
+    if _end_cancelling(s, job_id, owner, utcnow(), progress):
         return "cancelled"
+    extra = {} if progress is None else {"progress": job_progress.stopped(progress)}
     if not _set(
         s,
         job_id,
@@ -179,6 +193,7 @@ def release(s: Session, job_id: str, owner: str) -> str | None:
         owner=None,
         lease_until=None,
         attempt=Job.attempt - 1,
+        **extra,
     ):
         return None
     add_event(
@@ -187,10 +202,13 @@ def release(s: Session, job_id: str, owner: str) -> str | None:
     return "queued"
 
 
-def _end_cancelling(s: Session, job_id: str, owner: str, now: datetime) -> bool:
+def _end_cancelling(
+    s: Session, job_id: str, owner: str, now: datetime, progress: dict[str, Any] | None
+) -> bool:
     """cancelling -> cancelled, when this owner's job was asked to stop."""
     mine = [Job.owner == owner, Job.status == "cancelling"]
-    if not _set(s, job_id, mine, status="cancelled", finished_at=now, lease_until=None):
+    extra = {} if progress is None else {"progress": job_progress.stopped(progress)}
+    if not _set(s, job_id, mine, status="cancelled", finished_at=now, lease_until=None, **extra):
         return False
     add_event(s, job_id, "status", "job cancelled", status="cancelled")
     return True

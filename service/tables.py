@@ -25,7 +25,7 @@ DEFAULT_PROJECT = "prj_default"  # every row made before projects; the keyless e
 
 
 def new_id(prefix: str) -> str:
-    """A row id: `job_`, `mdl_`, `ds_`, `prj_` or `key_` and 24 hex digits."""
+    """A row id: `job_`, `mdl_`, `ds_`, `prj_`, `key_`, `wh_` or `msg_` and 24 hex digits."""
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
@@ -196,3 +196,48 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_datasets_created_at_id", "created_at", "id"),)
+
+
+class Webhook(Base):
+    """A URL a project's job events are POSTed to (service/webhooks.py), signed with its
+    secret as Standard Webhooks sign (`whsec_<base64>`, kept as given: signing needs it)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = project_column()
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(100))
+    events: Mapped[list[str]] = mapped_column(JSONType)  # the event types it gets
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None]  # deleted: gets nothing more, its deliveries stay
+
+    __table_args__ = (Index("ix_webhooks_created_at_id", "created_at", "id"),)
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook, made in the transaction of the job event (an outbox) and
+    sent by the API's sender until the receiver answers 2xx or the attempts run out. Its id
+    is the Standard Webhooks message id (`webhook-id`), the same on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"))
+    project_id: Mapped[str] = project_column()
+    job_id: Mapped[str] = mapped_column(String(40), index=True)  # no foreign key: a record
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]  # due then (pending), or the sender's lease
+    claim: Mapped[str | None] = mapped_column(String(40))  # the pass sending it now
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at", "id"),
+    )

@@ -94,10 +94,18 @@ def truncate() -> None:
     from sqlalchemy import delete
 
     from service.db import session_scope
-    from service.tables import Artifact, Dataset, Job, JobEvent, RegisteredModel
+    from service.tables import (
+        Artifact,
+        Dataset,
+        Job,
+        JobEvent,
+        RegisteredModel,
+        Webhook,
+        WebhookDelivery,
+    )
 
     with session_scope() as s:
-        for table in (Artifact, JobEvent, RegisteredModel, Dataset):
+        for table in (WebhookDelivery, Webhook, Artifact, JobEvent, RegisteredModel, Dataset):
             s.execute(delete(table))
         s.execute(delete(Job).where(Job.teacher_job_id.is_not(None)))
         s.execute(delete(Job))

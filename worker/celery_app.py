@@ -1,8 +1,12 @@
 """The Celery app and all its settings. No process of it imports torch: a job trains in
 processes its task starts (worker/ranks.py)."""
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import celeryd_init, setup_logging
+
+from service import logs
 from service.config import get_settings
 from service.dispatch import CHECK_MODEL_TASK, RUN_JOB_TASK
 
@@ -35,6 +39,22 @@ def transport_options(url: str) -> dict[str, object]:
         # kombu hands these straight to create_engine: let SQLite writers wait, not fail
         return {"connect_args": {"timeout": 30}}
     return {"visibility_timeout": 3600}
+
+
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    """Our logging (service/logs.py) instead of Celery's: it would take over the root
+    logger and send stdout and stderr through it."""
+    logs.configure(get_settings())
+
+
+@celeryd_init.connect
+def _before_the_banner(instance: Any, **_: Any) -> None:
+    """Our logging from the worker's first warning on; no banner (text printed to stdout)
+    in a stream of JSON lines."""
+    logs.configure(get_settings())
+    if get_settings().log_format == "json":
+        instance.quiet = True
 
 
 app = make_app()

@@ -21,13 +21,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service import datasets, dispatch, jobs, store, teachers
+from service import datasets, dispatch, jobs, logs, store, teachers
 from service.config import Settings
 from service.db import session_scope
 from service.errors import JobError
 from service.spec import JobSpec
 from service.tables import Dataset
 from worker.inputs import JobInputs, StartSource, TeacherSource
+from worker.progress import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class JobContext:
     def __init__(self, job_id: str, owner: str, spec: JobSpec, settings: Settings) -> None:
         self.job_id, self.owner, self.spec, self.settings = job_id, owner, spec, settings
         self.deadline = time.monotonic() + spec.resources.max_runtime_s
-        self.progress: dict[str, Any] = {}
+        self.tracker = Tracker(spec.train.epochs, spec.train.batch_size)
         self.status: str | None = "running"
         self._stop = threading.Event()
         self.preempt = threading.Event()  # set by rank 0's SIGTERM: save and give the job up
@@ -92,8 +93,25 @@ class JobContext:
     def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType]) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        if self.progress:  # where training stopped, not where the last beat saw it
+            with contextlib.suppress(Exception):
+                self.beat()
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        """What the next write saves; empty in a context that trains nothing (the task's)."""
+        return self.tracker.snapshot()
+
+    def resume_progress(self) -> None:
+        """Rank 0 starts from the progress an earlier attempt of the job saved."""
+        with session_scope() as s:
+            self.tracker.resume(jobs.get_job(s, self.job_id).progress)
+
+    def set_phase(self, name: str) -> None:
+        self.tracker.phase(name)
 
     def _beat_forever(self) -> None:
+        logs.JOB_ID.set(self.job_id)  # this thread's own context
         while not self._stop.wait(self.settings.heartbeat_s):
             try:
                 self.beat()
@@ -111,7 +129,7 @@ class JobContext:
         """A transaction that starts by extending this worker's lease (and saving progress);
         LeaseLost, and nothing written, when the job is no longer this worker's."""
         # only the process that trains has progress to save (the task's beat leaves it)
-        progress = dict(self.progress) or None
+        progress = self.progress or None
         with session_scope() as s:
             status = jobs.heartbeat(s, self.job_id, self.owner, self.settings.lease_s, progress)
             self.status = status
@@ -121,7 +139,7 @@ class JobContext:
 
     # engine callbacks (worker.engine.loop.Callbacks)
     def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None:
-        self.progress.update(epoch=epoch, step=step, steps_per_epoch=steps_per_epoch)
+        self.tracker.step(epoch, step, steps_per_epoch)
 
     def should_stop(self) -> bool:
         if self.status is None:
@@ -132,7 +150,7 @@ class JobContext:
         return self.preempt.is_set()
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.progress.update(epoch=epoch)
+        self.tracker.epoch_end(epoch)
         with self._owned() as s:
             jobs.record_epoch(s, self.job_id, self.owner, {"epoch": epoch, **metrics})
 
@@ -152,7 +170,7 @@ class JobContext:
 
     def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None:
         if "phase" in data:
-            self.progress["phase"] = data["phase"]
+            self.tracker.phase(data["phase"])
         self.event(type_, message, **data)
 
     # the job's record
@@ -176,7 +194,7 @@ class JobContext:
     def release(self) -> str:
         """Give the job back to its queue (saved where it stopped) and send its message."""
         with session_scope() as s:
-            status = jobs.release(s, self.job_id, self.owner)
+            status = jobs.release(s, self.job_id, self.owner, progress=self._final(s))
             if status == "queued":
                 dispatch.send_after_commit(s, self.job_id, self.spec.resources.queue)
         return status or "lost"
@@ -184,8 +202,17 @@ class JobContext:
     def finish(self, *, result: dict[str, Any] | None = None, error: JobError | None = None) -> str:
         """The job's end: its final status, or "lost" when it is no longer this worker's."""
         with session_scope() as s:
-            status = jobs.finish(s, self.job_id, self.owner, result=result, error=error)
+            progress = self._final(s)
+            status = jobs.finish(
+                s, self.job_id, self.owner, result=result, error=error, progress=progress
+            )
         return status or "lost"
+
+    def _final(self, s: Session) -> dict[str, Any]:
+        """The progress the job ends with: this context's, or (the task's, which trains
+        nothing) the one rank 0 saved before it exited."""
+        saved = self.progress or jobs.get_job(s, self.job_id).progress
+        return {"epochs": self.spec.train.epochs, **saved}
 
 
 def _model_source(s: Session, model_id: str) -> TeacherSource:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from service import logs
 from service.config import get_settings
 from service.errors import JobError
 from service.spec import JobSpec
@@ -47,9 +48,12 @@ ERROR_CODES: dict[type[Exception], str] = {
 def main(folder: Path, rank: int, world: int) -> int:
     _exit_with_parent()
     job_id, owner, spec, inputs = ranks.read_job(folder)
+    logs.JOB_ID.set(job_id)  # every record of this process is about the job
     set_threads(world)
     if rank == 0:
         ctx = JobContext(job_id, owner, spec, get_settings())
+        ctx.resume_progress()
+        log.info("job %s: rank 0 of %d reporting", job_id, world)
         on_shutdown_signals(lambda *_: ctx.preempt.set())
         return report(folder, ctx, inputs, world)
     # the others train on until rank 0 has saved and left (the task then ends them): dying
@@ -124,6 +128,7 @@ def peak_rss() -> int:
 
 def report_teacher(ctx: JobContext, built: Built, spec: JobSpec, device: torch.device) -> None:
     assert built.teacher is not None
+    ctx.set_phase("teacher")
     val, source = measure_teacher(built, spec, device), built.teacher.source
     message = f"teacher val_acc {val['val_acc']:.4f}"
     ctx.event("teacher", message, job=source.job_id, arch=source.arch, **val)
@@ -191,7 +196,7 @@ def _exit_with_parent() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure(get_settings())
     folder, rank, world = sys.argv[1:]
     code = main(Path(folder), int(rank), int(world))
     logging.shutdown()

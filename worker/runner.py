@@ -7,7 +7,7 @@ two queries."""
 import logging
 import threading
 
-from service import jobs
+from service import jobs, logs
 from service.config import get_settings
 from service.db import session_scope
 from service.errors import JobError
@@ -22,10 +22,12 @@ log = logging.getLogger(__name__)
 DRAINING = threading.Event()
 
 
-def run(job_id: str) -> list[str]:
-    """Run the queued jobs of `job_id`'s queue, oldest first. Returns their final statuses."""
-    with session_scope() as s:
-        queue = jobs.queue_of(s, job_id)
+def run(job_id: str, delivered_to: str | None = None) -> list[str]:
+    """Run the queued jobs of `job_id`'s queue, oldest first. Returns their final statuses.
+
+    Whichever job a message names, it wakes its queue: one for a job that ended, or that is
+    no longer there (then the queue it was delivered to), still starts the jobs waiting."""
+    queue = _queue_of(job_id) or delivered_to
     outcomes: list[str] = []
     while queue is not None and not DRAINING.is_set():
         ctx = JobContext.claim(queue, get_settings())
@@ -37,9 +39,14 @@ def run(job_id: str) -> list[str]:
     return outcomes
 
 
+def _queue_of(job_id: str) -> str | None:
+    with session_scope() as s:
+        return jobs.queue_of(s, job_id)
+
+
 def run_claimed(ctx: JobContext) -> str:
     """Train the claimed job and record its outcome; returns its final status."""
-    with ctx:
+    with logs.job_context(ctx.job_id), ctx:
         try:
             with Ranks.started(ctx, ctx.inputs()) as ranks:
                 result = ranks.outcome(ctx, DRAINING)

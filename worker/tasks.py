@@ -3,15 +3,16 @@
 They run on the worker's thread pool: all the work is in processes they start (a job's
 ranks, a model's check), so a task only waits, and the worker's shutdown reaches it."""
 
+from celery import Task
 from celery.signals import worker_shutting_down
 
 from worker import checks, runner
 from worker.celery_app import CHECK_MODEL_TASK, RUN_JOB_TASK, app
 
 
-@app.task(name=RUN_JOB_TASK)
-def run_job(job_id: str) -> list[str]:
-    return runner.run(job_id)
+@app.task(name=RUN_JOB_TASK, bind=True)
+def run_job(self: Task, job_id: str) -> list[str]:
+    return runner.run(job_id, (self.request.delivery_info or {}).get("routing_key"))
 
 
 @app.task(name=CHECK_MODEL_TASK)

@@ -1,13 +1,14 @@
 """Liveness, readiness and Prometheus metrics."""
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import func, select, text
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
 
-from service import dispatch, jobs
+from service import dispatch
+from service import metrics as prometheus
 from service.api.schemas import Readiness
-from service.db import get_engine, session_scope
-from service.tables import Job
+from service.db import get_engine
 
 router = APIRouter(tags=["health"])
 
@@ -47,12 +48,12 @@ def readyz() -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics() -> str:
-    """Every project's jobs: the operator's view (no key, no project)."""
-    with session_scope() as s:
-        counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-    lines = ["# HELP distillery_jobs Jobs by status.", "# TYPE distillery_jobs gauge"]
-    for status in jobs.STATUSES:
-        lines.append(f'distillery_jobs{{status="{status}"}} {counts.get(status, 0)}')
-    return "\n".join(lines) + "\n"
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
+def metrics() -> Response:
+    """Prometheus metrics (service/metrics.py lists them): every project's jobs, the
+    operator's view (no key, no project)."""
+    return Response(prometheus.render(), media_type=CONTENT_TYPE_LATEST)

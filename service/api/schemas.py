@@ -6,7 +6,14 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    model_serializer,
+)
 from pydantic.json_schema import models_json_schema
 
 from service.errors import PROBLEM
@@ -19,6 +26,34 @@ class Out(BaseModel):
     def _utc(self, value: Any) -> Any:
         # timestamps are stored as naive UTC
         return value.isoformat() + "Z" if isinstance(value, datetime) else value
+
+
+class Progress(BaseModel):
+    """Where a running job is (worker/progress.py makes it); final when the job ends. A key
+    is absent until the worker knows it; other keys may come."""
+
+    model_config = ConfigDict(extra="allow")
+
+    phase: str | None = Field(
+        None, description='"setup", "teacher", "train", "export"; "done" once succeeded'
+    )
+    epoch: int | None = Field(None, description="1-based epoch in progress; == epochs at the end")
+    epochs: int | None = Field(None, description="epochs in all (train.epochs)")
+    step: int | None = Field(None, description="steps done in this epoch")
+    steps_per_epoch: int | None = None
+    images_per_s: float | None = Field(None, description="recent training throughput")
+    eta_s: float | None = Field(
+        None, description="seconds to the end; null when unknown, 0 when done"
+    )
+    gpu_mem_peak_bytes: int | None = Field(None, description="peak CUDA memory (absent on CPU)")
+
+    # no return type: the schema stays the fields' (an annotated one would make it "object")
+    @model_serializer(mode="wrap", when_used="json")
+    def _as_saved(self, handler: SerializerFunctionWrapHandler):
+        # the keys the worker saved, no more: an absent key is not a null one
+        data = handler(self)
+        kept = self.model_fields_set | set(self.model_extra or {})
+        return {k: v for k, v in data.items() if k in kept}
 
 
 class JobOut(Out):
@@ -34,7 +69,7 @@ class JobOut(Out):
     dataset_id: str | None
     attempt: int
     max_attempts: int
-    progress: dict[str, Any]
+    progress: Progress
     metrics: dict[str, Any]
     result: dict[str, Any] | None
     error: dict[str, Any] | None
@@ -151,6 +186,49 @@ class ModelList(BaseModel):
 class Readiness(BaseModel):
     status: str = Field(description="ok, or unavailable (503)")
     checks: dict[str, str] = Field(description='per dependency: "ok" or the error')
+
+
+class WebhookOut(Out):
+    id: str
+    object: str = "webhook"
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(
+        description="whsec_<base64>: verify each request's webhook-signature with it; shown "
+        "only in this answer"
+    )
+
+
+class WebhookList(BaseModel):
+    object: str = "list"
+    data: list[WebhookOut]
+    next_cursor: str | None
+
+
+class DeliveryOut(Out):
+    id: str = Field(description="the webhook-id header, the same on every attempt")
+    object: str = "webhook.delivery"
+    webhook_id: str
+    job_id: str
+    event: str
+    payload: dict[str, Any] = Field(description="the body sent")
+    status: str = Field(description="pending, succeeded (a 2xx) or failed (attempts spent)")
+    attempts: int
+    last_status_code: int | None = Field(description="the last attempt's; null: no answer")
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class DeliveryList(BaseModel):
+    object: str = "list"
+    data: list[DeliveryOut]
+    next_cursor: str | None
 
 
 class ProblemField(BaseModel):

@@ -4,7 +4,13 @@ student and get back the accuracy the job reported. Real API, real worker, real 
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Service, load_student
+
+# training through a real worker is the same on either backend: the production shape only
+# (the API's and the job lifecycle's backend differences are tested on both elsewhere)
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 TEACHER_SPEC = {
     "name": "digits-teacher",

@@ -17,6 +17,10 @@ from worker.engine.data import load_dataset
 from worker.engine.zoo import build_model
 from worker.exports import OPSET, TOLERANCE
 
+# training through a real worker is the same on either backend: the production shape only
+# (the API's and the job lifecycle's backend differences are tested on both elsewhere)
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
 VAL_FRACTION, SPLIT_SEED = 0.2, 3
 DATA = {"dataset": "digits", "val_fraction": VAL_FRACTION, "split_seed": SPLIT_SEED}
 SPEC = {

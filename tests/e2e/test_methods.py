@@ -8,6 +8,10 @@ import pytest
 
 from tests.e2e.conftest import Service, load_student
 
+# training through a real worker is the same on either backend: the production shape only
+# (the API's and the job lifecycle's backend differences are tested on both elsewhere)
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
 DATA = {"dataset": "digits", "val_fraction": 0.2}
 TEACHER = {
     "method": {"name": "supervised", "route_every": 2},

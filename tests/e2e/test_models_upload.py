@@ -8,12 +8,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from safetensors.torch import save
 
 from tests.e2e.conftest import Service, load_student
 from tests.e2e.test_distill import KD_SPEC, teacher_job
 from worker.engine.zoo import build_model
+
+# training through a real worker is the same on either backend: the production shape only
+# (the API's and the job lifecycle's backend differences are tested on both elsewhere)
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 OCTET = {"Content-Type": "application/octet-stream"}
 

@@ -89,8 +89,10 @@ def test_task_delivered_twice_runs_once(service: Service) -> None:
 
 def test_a_flood_of_stale_messages_delays_a_new_job_by_seconds(service: Service) -> None:
     done = service.wait_status(service.submit(SHORT_SPEC)["id"], "succeeded")
-    for _ in range(150):  # each names a finished job: two queries apiece, no process, no torch
-        dispatch.send(done["id"], QUEUE)
+    # each names a job that is no longer there, then a finished one: a query or two apiece,
+    # no process, no torch; and each wakes its queue, the first one the new job
+    for job_id in ["job_" + "0" * 24] * 75 + [done["id"]] * 75:
+        dispatch.send(job_id, QUEUE)
     submitted = time.monotonic()
     job = service.submit(SHORT_SPEC)
     service.wait(job["id"], lambda j: j["status"] != "queued", timeout=60)

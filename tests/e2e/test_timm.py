@@ -16,6 +16,10 @@ from tests.e2e.conftest import Service, download, load_student
 from tests.hub_cache import REVISION, cache_timm_weights
 from tests.photos import photo_zip
 
+# training through a real worker is the same on either backend: the production shape only
+# (the API's and the job lifecycle's backend differences are tested on both elsewhere)
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
 DATA = {
     "dataset": "synthetic",
     "val_fraction": 0.2,

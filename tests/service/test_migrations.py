@@ -22,6 +22,7 @@ from tests.conftest import PG_ADMIN
 TABLES = {
     "alembic_version",
     *("jobs", "job_events", "artifacts", "models", "datasets", "projects", "api_keys"),
+    *("webhooks", "webhook_deliveries"),
 }
 
 
@@ -91,7 +92,10 @@ def test_downgrading_models_keeps_the_jobs_events(url):
             )
         )
     command.downgrade(cfg, "0001")
-    assert tables(url) == TABLES - {"models", "datasets", "projects", "api_keys"}
+    assert tables(url) == TABLES - {"models", "datasets", "projects", "api_keys"} - {
+        "webhooks",
+        "webhook_deliveries",
+    }
     with get_engine(url).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM job_events")).scalar() == 1
 

@@ -33,6 +33,30 @@ main(["migrate"])
 """
 
 
+# Runs in the subprocess: the installed app serves the dashboard and the docs' assets.
+DASHBOARD = ROOT / "service" / "dashboard"
+UI_PATHS = [
+    "/",
+    "/ui/app.js",
+    "/ui/style.css",
+    "/ui/vendor/chart.umd.min.js",
+    "/docs",
+    "/redoc",
+    "/docs-assets/swagger-ui-bundle.js",
+    "/docs-assets/swagger-ui.css",
+    "/docs-assets/redoc.standalone.js",
+]
+SERVE = f"""
+import json, service
+from fastapi.testclient import TestClient
+from service.app import create_app
+from service.config import Settings
+client = TestClient(create_app(Settings(watchdog_s=0)))
+status = {{path: client.get(path).status_code for path in {UI_PATHS!r}}}
+print(json.dumps({{"service": service.__file__, "status": status}}), flush=True)
+"""
+
+
 def _pip(*args: str, cwd: Path) -> None:
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     subprocess.run(
@@ -62,6 +86,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return whl
 
 
+@pytest.fixture(scope="module")
+def site(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel installed into a folder of its own (no dependencies: the venv has them)."""
+    tmp = tmp_path_factory.mktemp("site")
+    _pip("install", "--no-deps", "--no-index", "--target", str(tmp / "site"), str(wheel), cwd=tmp)
+    return tmp / "site"
+
+
 def test_wheel_carries_the_migrations_not_the_tests(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     versions = {
@@ -75,9 +107,38 @@ def test_wheel_carries_the_migrations_not_the_tests(wheel: Path) -> None:
     assert {"service", "worker", "migrations"} <= tops
 
 
-def test_installed_wheel_migrates_without_the_source_tree(wheel: Path, tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    _pip("install", "--no-deps", "--no-index", "--target", str(site), str(wheel), cwd=tmp_path)
+def test_wheel_carries_the_dashboard_and_needs_the_docs_assets(wheel: Path) -> None:
+    whl = zipfile.ZipFile(wheel)
+    shipped = {
+        f"service/dashboard/{p.relative_to(DASHBOARD).as_posix()}"
+        for p in DASHBOARD.rglob("*")
+        if p.is_file()
+    }
+    assert {"service/dashboard/index.html", "service/dashboard/app.js"} <= shipped
+    assert shipped <= set(whl.namelist())
+    (metadata,) = [n for n in whl.namelist() if n.endswith(".dist-info/METADATA")]
+    # /docs and /redoc serve Swagger UI and ReDoc from this package's files
+    assert "Requires-Dist: fastapi-offline" in whl.read(metadata).decode()
+
+
+def test_installed_wheel_serves_the_dashboard_and_docs(site: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DISTILLERY_"))}
+    env |= {"PYTHONPATH": str(site), "DISTILLERY_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.run(
+        [sys.executable, "-c", SERVE],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    served = json.loads(proc.stdout.splitlines()[-1])
+    assert Path(served["service"]).resolve().is_relative_to(site.resolve()), served
+    assert served["status"] == dict.fromkeys(UI_PATHS, 200), served
+
+
+def test_installed_wheel_migrates_without_the_source_tree(site: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     data = tmp_path / "data"

@@ -24,7 +24,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from safetensors.torch import save, save_file
 from sklearn.datasets import load_digits
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 
 from service import admission, jobs, keys, store
 from service.app import create_app
@@ -39,6 +39,8 @@ from service.tables import (
     Job,
     JobEvent,
     RegisteredModel,
+    Webhook,
+    WebhookDelivery,
 )
 from tests.service.helpers import PROBLEM, fields, problem
 from worker.engine.zoo import build_model
@@ -56,7 +58,7 @@ STUDENT = "student.safetensors"
 CHECKPOINT = "checkpoints/epoch_1.safetensors"
 PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")  # {job_id}, {name:path}
 # what each list route lists: its rows' id prefix
-LISTED = {"/v1/jobs": "job_", "/v1/models": "mdl_", "/v1/datasets": "ds_"}
+LISTED = {"/v1/jobs": "job_", "/v1/models": "mdl_", "/v1/datasets": "ds_", "/v1/webhooks": "wh_"}
 
 
 @functools.cache
@@ -137,9 +139,11 @@ class World:
     succeeded: str  # A's, made directly, with artifacts
     model: str  # A's upload
     dataset: str  # A's upload
+    webhook: str  # A's, registered before its job succeeded: it has a delivery
+    delivery: str  # that one
 
     def a_ids(self) -> set[str]:
-        return {self.queued, self.succeeded, self.model, self.dataset}
+        return {self.queued, self.succeeded, self.model, self.dataset, self.webhook}
 
     def values(self) -> dict[str, list[str]]:
         """Project A's value for each path parameter a /v1 route may take."""
@@ -147,6 +151,8 @@ class World:
             "job_id": [self.queued, self.succeeded],
             "model_id": [self.model],
             "dataset_id": [self.dataset],
+            "webhook_id": [self.webhook],
+            "delivery_id": [self.delivery],
             "name": [STUDENT, CHECKPOINT],
         }
 
@@ -154,12 +160,12 @@ class World:
 @pytest.fixture
 def keyed(clean_db: Any) -> Iterator[TestClient]:
     """A client of an app that wants a key on every /v1 request."""
-    with TestClient(create_app(Settings(require_keys=True, watchdog_s=0))) as c:
+    with TestClient(create_app(Settings(require_keys=True, watchdog_s=0, webhook_s=0))) as c:
         yield c
 
 
 @pytest.fixture
-def world(keyed: TestClient) -> World:
+def world(keyed: TestClient) -> Iterator[World]:
     a, b = new_project("a"), new_project("b")
     r = keyed.post("/v1/jobs", json=spec(), headers=a.auth)
     assert r.status_code == 201, r.text
@@ -177,11 +183,22 @@ def world(keyed: TestClient) -> World:
     )
     assert r.status_code == 201, r.text
     dataset = r.json()["id"]
-    w = World(a, b, queued, succeeded_job(a.id, resnet8_weights()), model, dataset)
+    r = keyed.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/a"}, headers=a.auth)
+    assert r.status_code == 201, r.text
+    webhook = r.json()["id"]
+    succeeded = succeeded_job(a.id, resnet8_weights())
+    made = ((Job, queued), (RegisteredModel, model), (Dataset, dataset), (Webhook, webhook))
     with session_scope() as s:
-        for table, ident in ((Job, queued), (RegisteredModel, model), (Dataset, dataset)):
+        for table, ident in made:
             assert s.get(table, ident).project_id == a.id  # made over HTTP: A's
-    return w
+        sent = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook)
+        [delivery] = s.scalars(sent)
+        assert (delivery.job_id, delivery.project_id) == (succeeded, a.id)
+    w = World(a, b, queued, succeeded, model, dataset, webhook, delivery.id)
+    yield w
+    with session_scope() as s:  # truncate() keeps webhooks: no other test's sender tries it
+        s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook))
+        s.execute(delete(Webhook).where(Webhook.id == webhook))
 
 
 def snapshot() -> dict[str, Any]:
@@ -200,6 +217,12 @@ def snapshot() -> dict[str, Any]:
             ).all(),
             "datasets": s.execute(
                 select(Dataset.id, Dataset.project_id).order_by(Dataset.id)
+            ).all(),
+            "webhooks": s.execute(
+                select(Webhook.id, Webhook.project_id, Webhook.deleted_at).order_by(Webhook.id)
+            ).all(),
+            "deliveries": s.execute(
+                select(WebhookDelivery.id, WebhookDelivery.status).order_by(WebhookDelivery.id)
             ).all(),
         }
     root = get_settings().artifacts_dir
@@ -235,7 +258,9 @@ def fake(ident: str) -> str:
     """An id of the same shape that names nothing."""
     prefix = ident.rsplit("_", 1)[0]
     return (
-        f"{prefix}_{uuid.uuid4().hex[:24]}" if ident.startswith(("job_", "mdl_", "ds_")) else ident
+        f"{prefix}_{uuid.uuid4().hex[:24]}"
+        if ident.startswith(("job_", "mdl_", "ds_", "wh_", "msg_"))
+        else ident
     )
 
 
@@ -257,6 +282,10 @@ def test_every_route_with_an_id_is_a_404_for_another_projects(keyed, world):
         ("DELETE", "/v1/models/{model_id}"),
         ("GET", "/v1/datasets/{dataset_id}"),
         ("DELETE", "/v1/datasets/{dataset_id}"),
+        ("GET", "/v1/webhooks/{webhook_id}"),
+        ("DELETE", "/v1/webhooks/{webhook_id}"),
+        ("GET", "/v1/webhooks/{webhook_id}/deliveries"),
+        ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"),
     } <= set(by_id)
     before = snapshot()
     exercised = set()
@@ -288,6 +317,8 @@ def test_every_route_with_an_id_is_a_404_for_another_projects(keyed, world):
     assert keyed.get(f"/v1/jobs/{w.succeeded}", headers=a).json()["status"] == "succeeded"
     assert keyed.get(f"/v1/models/{w.model}", headers=a).status_code == 200
     assert keyed.get(f"/v1/datasets/{w.dataset}", headers=a).status_code == 200
+    r = keyed.get(f"/v1/webhooks/{w.webhook}/deliveries", headers=a)
+    assert [d["job_id"] for d in r.json()["data"]] == [w.succeeded]
     listed = keyed.get(f"/v1/jobs/{w.succeeded}/artifacts", headers=a).json()["data"]
     assert {x["name"] for x in listed} == {STUDENT, CHECKPOINT}
     r = keyed.get(f"/v1/jobs/{w.succeeded}/artifacts/{STUDENT}", headers=a)

@@ -1,0 +1,202 @@
+"""What the API answers, as typed objects. They mirror service/api/schemas.py field for field
+(tests/client/test_models.py ties them to the app's OpenAPI document); this package imports
+nothing from the server, so a client installs without it."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+TERMINAL = ("succeeded", "failed", "cancelled")  # a job in one of these never changes again
+
+
+class Body(BaseModel):
+    # a newer server may add fields: an older client reads what it knows
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Job(Body):
+    id: str
+    object: str = "job"
+    name: str
+    status: str
+    method: str
+    queue: str
+    teacher_job_id: str | None
+    teacher_model_id: str | None
+    init_model_id: str | None
+    dataset_id: str | None
+    attempt: int
+    max_attempts: int
+    progress: dict[str, Any]
+    metrics: dict[str, Any]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    spec: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+class JobList(Body):
+    object: str = "list"
+    data: list[Job]
+    next_cursor: str | None
+
+
+class Event(Body):
+    id: int
+    type: str
+    message: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class EventList(Body):
+    object: str = "list"
+    data: list[Event]
+    next_after: int
+
+
+class Artifact(Body):
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    epoch: int | None
+    created_at: datetime
+
+
+class ArtifactList(Body):
+    object: str = "list"
+    data: list[Artifact]
+
+
+class Model(Body):
+    id: str
+    object: str = "model"
+    name: str
+    arch: str
+    num_classes: int
+    in_channels: int
+    input_size: int | None
+    normalisation: dict[str, Any] | None
+    class_names: list[str] | None
+    sha256: str
+    size: int
+    source: str
+    source_job_id: str | None
+    status: str
+    problems: list[str] | None
+    parameters: int | None
+    output_shape: list[int] | None
+    created_at: datetime
+
+
+class ModelList(Body):
+    object: str = "list"
+    data: list[Model]
+    next_cursor: str | None
+
+
+class SizeSummary(Body):
+    min: int
+    median: int
+    max: int
+
+
+class Split(Body):
+    count: int
+    class_counts: list[int] | None = None
+    width: SizeSummary
+    height: SizeSummary
+
+
+class Dataset(Body):
+    id: str
+    object: str = "dataset"
+    name: str
+    format: str
+    num_classes: int
+    in_channels: int
+    input_size: int | None
+    num_train: int
+    num_val: int | None
+    class_names: list[str]
+    class_counts: list[int]
+    splits: dict[str, Split]
+    sha256: str
+    size: int
+    upload_sha256: str
+    upload_size: int
+    created_at: datetime
+
+
+class DatasetList(Body):
+    object: str = "list"
+    data: list[Dataset]
+    next_cursor: str | None
+
+
+class Readiness(Body):
+    status: str
+    checks: dict[str, str]
+
+
+class Webhook(Body):
+    id: str
+    object: str = "webhook"
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class WebhookCreated(Webhook):
+    secret: str  # whsec_...: verifies each delivery's signature; shown only once
+
+
+class WebhookList(Body):
+    object: str = "list"
+    data: list[Webhook]
+    next_cursor: str | None
+
+
+class Delivery(Body):
+    id: str
+    object: str = "webhook.delivery"
+    webhook_id: str
+    job_id: str
+    event: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class DeliveryList(Body):
+    object: str = "list"
+    data: list[Delivery]
+    next_cursor: str | None
+
+
+class ProblemField(Body):
+    field: str
+    message: str
+
+
+class Problem(Body):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    code: str
+    errors: list[ProblemField] | None = None

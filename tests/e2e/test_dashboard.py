@@ -1,0 +1,243 @@
+"""The dashboard in a real headless browser (Debian's chromium, driven by selenium), against
+a real API under uvicorn and a real worker, with keys required: the page asks for a key, a
+job submitted over HTTP appears in the table, its accuracy curve grows epoch by epoch, the
+events feed ends on the terminal status, a download button fetches the model card, and
+/docs and /redoc render with every host but 127.0.0.1 unreachable.
+
+One backend (SQLite): the page only talks to the API, which the other e2e tests cover on both.
+A screenshot is saved to $DISTILLERY_TEST_ARTIFACTS (else pytest's tmp_path)."""
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service import keys
+from service.db import session_scope
+from tests.conftest import Backend, truncate
+from tests.e2e.conftest import Service
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+if not CHROMIUM.exists() and not os.environ.get("CI"):
+    pytest.skip(
+        "no /usr/bin/chromium: apt-get install chromium chromium-driver (CI installs it)",
+        allow_module_level=True,
+    )
+
+from selenium import webdriver  # noqa: E402  (after the skip: the browser is what it drives)
+from selenium.webdriver.chrome.service import Service as Driver  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
+
+EPOCHS = 2
+SPEC = {
+    "name": "dashboard-e2e",
+    "method": {"name": "supervised"},
+    "student": {"arch": "resnet8"},
+    "data": {"dataset": "digits", "val_fraction": 0.2},
+    # small batches: epochs long enough (seconds) for the page, polling at 0.5 s, to see each
+    "train": {"epochs": EPOCHS, "batch_size": 32, "seed": 0},
+}
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1400",
+    # the network is closed: no name but 127.0.0.1 resolves, so a CDN asset would fail
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+
+
+@pytest.fixture(scope="module")
+def keyed(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    truncate()
+    logs = tmp_path_factory.mktemp("logs-dashboard")
+    svc = Service(backend, logs, {"DISTILLERY_REQUIRE_KEYS": "true"})
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Driver(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: WebDriver, until: Callable[[WebDriver], Any], timeout: float = 30) -> Any:
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(until)
+
+
+def shown(css: str) -> Callable[[WebDriver], Any]:
+    def find(driver: WebDriver) -> Any:
+        found = [e for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
+        return found[0] if found else False
+
+    return find
+
+
+def points(driver: WebDriver, box: str) -> int:
+    """How many epochs the chart in `box` plots (the page writes it as data-points)."""
+    return int(driver.find_element(By.ID, box).get_attribute("data-points") or 0)
+
+
+def plotted_points(driver: WebDriver, timeout: float = 240) -> list[int]:
+    """The accuracy chart's point counts, as they change, until it holds every epoch."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while not seen or seen[-1] < EPOCHS:
+        assert time.monotonic() < deadline, f"the curve stopped at {seen}"
+        now = points(driver, "acc-chart")
+        if not seen or now != seen[-1]:
+            seen.append(now)
+        time.sleep(0.1)
+    return seen
+
+
+def chart_data(driver: WebDriver, box: str) -> list[dict[str, Any]]:
+    script = "return Chart.getChart(document.querySelector(arguments[0] + ' canvas')).data.datasets"
+    datasets = driver.execute_script(script, f"#{box}")
+    return [{"label": d["label"], "data": d["data"]} for d in datasets]
+
+
+def artifacts_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("DISTILLERY_TEST_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_the_dashboard_follows_a_job_live(
+    keyed: Service, browser: WebDriver, tmp_path: Path
+) -> None:
+    enter_key(keyed, browser)
+    job = keyed.submit(SPEC)
+    row = wait(browser, shown(f'#jobs tr[data-job="{job["id"]}"]'))  # the table refreshes
+    assert "resnet8" in row.text and "supervised" in row.text
+    row.find_element(By.LINK_TEXT, job["id"]).click()
+
+    seen = plotted_points(browser)
+    print(f"accuracy chart points as the page saw them: {seen}")
+    assert seen == sorted(seen) and 1 in seen and seen[-1] == EPOCHS, seen
+    wait(browser, lambda d: "job succeeded" in d.find_element(By.ID, "events").text, 120)
+    feed = browser.find_elements(By.CSS_SELECTOR, "#events li[data-type=status]")
+    assert "job succeeded" in feed[-1].text
+
+    finished = keyed.job(job["id"])
+    metrics = [e["data"] for e in keyed.events(job["id"]) if e["type"] == "metrics"]
+    accuracy = chart_data(browser, "acc-chart")[0]
+    assert accuracy == {"label": "student val_acc", "data": [m["val_acc"] for m in metrics]}
+    losses = {d["label"] for d in chart_data(browser, "loss-chart")}
+    assert {"train_loss", "train_ce"} <= losses, losses
+    assert f"{EPOCHS}/{EPOCHS}" in browser.find_element(By.CSS_SELECTOR, ".summary").text
+
+    card = download_model_card(browser, tmp_path)
+    assert card["job_id"] == job["id"]
+    assert card["metrics"] == finished["result"]["metrics"]
+    assert card["architecture"] in browser.find_element(By.ID, "model-card").text
+
+    shot = artifacts_dir(tmp_path) / "dashboard-job.png"
+    assert browser.save_screenshot(str(shot))
+    print(f"dashboard screenshot: {shot}")
+    distilled_beside_teacher_and_baseline(keyed, browser, finished, shot.parent)
+
+
+def enter_key(keyed: Service, browser: WebDriver) -> None:
+    """A key made on the server (service.keys): the page asks for it, the user pastes it."""
+    with session_scope() as s:
+        _, key = keys.create_key(s, "dashboard-e2e", "browser")
+    assert keyed.http.get("/v1/jobs").status_code == 401
+    keyed.http.headers["Authorization"] = f"Bearer {key}"
+    browser.get(keyed.url + "/")
+    wait(browser, shown("#key-prompt"))  # the jobs table's first request was a 401
+    browser.find_element(By.ID, "key").send_keys(key)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+    wait(browser, lambda d: "No jobs yet." in d.find_element(By.ID, "jobs").text)
+    assert not browser.find_element(By.ID, "key-prompt").is_displayed()
+
+
+def distilled_beside_teacher_and_baseline(
+    keyed: Service, browser: WebDriver, teacher: dict[str, Any], shots: Path
+) -> None:
+    """A one-epoch KD student of the finished job: its page shows the teacher's accuracy and
+    the scratch baseline (the teacher is a supervised resnet8 on the same data); the compare
+    view overlays both jobs' curves."""
+    spec = {
+        **SPEC,
+        "name": "dashboard-kd",
+        "method": {"name": "kd"},
+        "teacher": {"job": teacher["id"]},
+    }
+    student = keyed.submit({**spec, "train": {**SPEC["train"], "epochs": 1, "batch_size": 64}})
+    student = keyed.wait_status(student["id"], "succeeded")
+    browser.get(f"{keyed.url}/#/jobs/{student['id']}")
+    wait(browser, lambda d: "job succeeded" in d.find_element(By.ID, "events").text)
+    cards = browser.find_element(By.CSS_SELECTOR, ".cards").text
+    assert f"teacher val_acc\n{100 * student['result']['teacher']['val_acc']:.1f}%" in cards
+    assert (
+        f"scratch baseline\n{100 * teacher['result']['metrics']['best']['val_acc']:.1f}%" in cards
+    )
+    labels = [d["label"] for d in chart_data(browser, "acc-chart")]
+    assert labels == ["student val_acc", "teacher", "scratch baseline"]
+    wait(browser, shown("#model-card"))
+    assert browser.save_screenshot(str(shots / "dashboard-kd.png"))
+    print(f"dashboard screenshot: {shots / 'dashboard-kd.png'}")
+
+    ids = [teacher["id"], student["id"]]
+    browser.get(f"{keyed.url}/#/compare?jobs={','.join(ids)}")
+    wait(browser, lambda d: points(d, "compare-acc") == EPOCHS)
+    assert [d["label"] for d in chart_data(browser, "compare-acc")] == ids
+    table = browser.find_element(By.ID, "compare").text
+    assert "kd" in table and "supervised" in table
+
+
+def download_model_card(browser: WebDriver, folder: Path) -> dict[str, Any]:
+    downloads = folder / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    wait(browser, shown('button[data-download="model.json"]')).click()
+    path = downloads / "model.json"
+    wait(browser, lambda _: path.exists() and path.stat().st_size > 0)
+    return dict(json.loads(path.read_text()))
+
+
+def hosts(browser: WebDriver, received: bool = False) -> set[str]:
+    """Hosts the page asked for resources (only those that answered, with `received`)."""
+    script = "return performance.getEntriesByType('resource').map(e => [e.name, e.responseStatus])"
+    entries = browser.execute_script(script)
+    return {url.split("/")[2] for url, status in entries if status or not received}
+
+
+def test_the_api_docs_render_offline(keyed: Service, browser: WebDriver) -> None:
+    api = f"127.0.0.1:{keyed.port}"
+    browser.get(keyed.url + "/docs")
+    op = wait(browser, shown("#operations-jobs-create_job_v1_jobs_post"))
+    assert "/v1/jobs" in op.text
+    assert hosts(browser) == {api}
+
+    browser.get(keyed.url + "/redoc")
+    wait(browser, lambda d: "Create Job" in d.find_element(By.TAG_NAME, "body").text)
+    # its sidebar's vendor logo is hot-linked; the page's CSP blocks it (the logo hides)
+    assert hosts(browser, received=True) == {api}
+    assert hosts(browser) <= {api, "cdn.redoc.ly"}

@@ -1,0 +1,92 @@
+"""Live progress and JSON logs through a real API and a real worker: a 2-epoch digits job
+polled while it trains, its final progress, and every log line of the API, the worker and
+the job's process parsing as JSON with the job's id where it is about the job."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service import store
+from tests.conftest import Backend, truncate
+from tests.e2e.conftest import Service
+
+# the production shape (PostgreSQL + Redis), where JSON logs are meant to run
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
+SPEC = {
+    "method": {"name": "supervised"},
+    "student": {"arch": "resnet8"},
+    "data": {"dataset": "digits"},
+    # small batches: ~50 steps an epoch, seconds of training to watch
+    "train": {"epochs": 2, "batch_size": 32},
+}
+
+
+@pytest.fixture(scope="module")
+def json_service(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    truncate()
+    logs = tmp_path_factory.mktemp(f"json-logs-{backend.name}")
+    svc = Service(backend, logs, extra_env={"DISTILLERY_LOG_FORMAT": "json"})
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+@pytest.fixture(scope="module")
+def finished(json_service: Service) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The job, polled until it succeeded, and the progress seen while it trained."""
+    job = json_service.submit(SPEC)
+    seen: list[dict[str, Any]] = []
+
+    def done(j: dict[str, Any]) -> bool:
+        if j["status"] == "running" and j["progress"].get("phase") == "train":
+            seen.append(j["progress"])
+        return bool(j["status"] == "succeeded")
+
+    return json_service.wait(job["id"], done, timeout=300), seen
+
+
+def test_progress_while_training(finished):
+    _, seen = finished
+    assert {p["epochs"] for p in seen} == {2}
+    where = [(p["epoch"], p["step"]) for p in seen]
+    assert where == sorted(where) and len(set(where)) >= 2  # it moves, never back
+    timed = [p for p in seen if p.get("eta_s") is not None]
+    assert timed, seen  # the pace is known after two steps
+    assert all(p["images_per_s"] > 0 and p["eta_s"] >= 0 for p in timed), timed
+    assert timed[0]["eta_s"] > 0
+    assert all(p["steps_per_epoch"] == seen[0]["steps_per_epoch"] > 40 for p in seen)
+    assert "gpu_mem_peak_bytes" not in seen[-1]  # trained on the CPU
+
+
+def test_progress_is_final_when_the_job_succeeds(finished):
+    job, seen = finished
+    steps = seen[0]["steps_per_epoch"]
+    p = job["progress"]
+    assert (p["phase"], p["epoch"], p["epochs"], p["step"], p["eta_s"]) == ("done", 2, 2, steps, 0)
+    assert p["images_per_s"] > 0
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    assert text.strip(), path
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_every_process_logs_json_lines_with_the_job_id(json_service, finished):
+    job, _ = finished
+    api = json_lines(json_service.log_dir / "api.log")
+    worker = json_lines(json_service.log_dir / "worker1.log")
+    [rank0] = store.job_dir(job["id"]).glob("ranks/*/rank0.log")
+    ranks = json_lines(rank0)
+    for entry in api + worker + ranks:
+        assert {"ts", "level", "logger", "message"} <= set(entry), entry
+    assert any(e.get("job_id") == job["id"] and e["logger"].startswith("worker") for e in worker)
+    assert ranks and all(e["job_id"] == job["id"] for e in ranks)
+    gets = [e for e in api if e["logger"] == "service.access" and e.get("job_id") == job["id"]]
+    assert gets and {e["route"] for e in gets} == {"/v1/jobs/{job_id}"}
+    assert not [e for e in api if e["logger"] == "uvicorn.access"]  # one access line, ours
