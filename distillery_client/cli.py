@@ -16,7 +16,7 @@ import functools
 import json
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -29,7 +29,7 @@ from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from distillery_client import display, specfile
-from distillery_client.client import Client, ConnectionFailed
+from distillery_client.client import MAX_PAGE, Client, ConnectionFailed
 from distillery_client.errors import ApiError, BadRequest, ChecksumMismatch, InvalidRequest
 from distillery_client.models import Event, Job
 
@@ -50,6 +50,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
 out, err = Console(), Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 JobArg = Annotated[str, typer.Argument(help="a job id")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the API's JSON")]
@@ -175,6 +176,15 @@ def _with_lines(exc: ApiError, text: str) -> list[Located]:
     return located
 
 
+def newest(pages: Callable[[int], Iterator[T]], limit: int) -> list[T]:
+    """The `limit` newest rows, read in pages as large as the API gives (MAX_PAGE)."""
+    return list(islice(pages(min(limit, MAX_PAGE)), limit))
+
+
+def print_rows(rows: list[Any], columns: tuple[str, ...], as_json: bool) -> None:
+    emit(rows) if wants_json(as_json) else out.print(display.rows_table(columns, rows))
+
+
 @app.command("list")
 @handled
 def list_jobs(
@@ -184,7 +194,7 @@ def list_jobs(
 ) -> None:
     """Jobs, newest first (as many pages as --limit takes)."""
     with client() as api:
-        jobs = list(islice(api.iter_jobs(status, page_size=min(limit, 200)), limit))
+        jobs = newest(lambda n: api.iter_jobs(status, page_size=n), limit)
     emit(jobs) if wants_json(as_json) else out.print(display.jobs_table(jobs))
 
 
@@ -397,11 +407,9 @@ def register_model(
 def list_models(limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJson = False) -> None:
     """Models, newest first."""
     with client() as api:
-        models = list(islice(api.iter_models(min(limit, 200)), limit))
-    if wants_json(as_json):
-        return emit(models)
+        models = newest(api.iter_models, limit)
     columns = ("id", "name", "arch", "num_classes", "in_channels", "status", "source", "size")
-    out.print(display.rows_table(columns, models))
+    print_rows(models, columns, as_json)
 
 
 @models_app.command("show")
@@ -450,11 +458,9 @@ def upload_dataset(
 def list_datasets(limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJson = False) -> None:
     """Datasets, newest first."""
     with client() as api:
-        found = list(islice(api.iter_datasets(min(limit, 200)), limit))
-    if wants_json(as_json):
-        return emit(found)
+        found = newest(api.iter_datasets, limit)
     columns = ("id", "name", "format", "num_classes", "input_size", "num_train", "size")
-    out.print(display.rows_table(columns, found))
+    print_rows(found, columns, as_json)
 
 
 @datasets_app.command("show")

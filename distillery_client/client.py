@@ -41,6 +41,7 @@ from distillery_client.transfer import Progress, read_chunks, save_verified
 
 DEFAULT_URL = "http://127.0.0.1:8000"  # the API's default host and port (a test ties them)
 URL_ENV, KEY_ENV = "DISTILLERY_URL", "DISTILLERY_API_KEY"
+MAX_PAGE = 200  # the largest page (`limit`) the API lists (a test ties them)
 RETRY_STATUSES = (429, 503)
 BACKOFF_S = 0.5  # first wait after a dropped connection or a 503 without Retry-After; doubles
 B = TypeVar("B", bound=BaseModel)

@@ -91,7 +91,7 @@ def training_state(spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None
     per_param = TRAINED_BYTES[spec.train.optimizer.name]
     size = (shape.num_classes, shape.channels)
     parts = {"student.arch": per_param * param_count(spec.student.arch, *size)}
-    for i, peer in enumerate(getattr(spec.method, "peers", [])):
+    for i, peer in enumerate(spec.method.peer_archs()):
         parts[f"method.peers.{i}"] = per_param * param_count(peer, *size)
     if teacher is not None:
         teacher_size = (teacher.num_classes, teacher.in_channels)

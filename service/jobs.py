@@ -1,6 +1,7 @@
 """The job state machine. Every transition is one conditional UPDATE, so a duplicate
 message, a stale worker or two watchdogs at once can never run a job twice."""
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -155,11 +156,7 @@ def finish(
         return "cancelled"
     status = "failed" if error else "succeeded"
     stored = error.as_dict() if error else None
-    if progress is not None:
-        final = job_progress.stopped(progress) if error else job_progress.done(progress)
-        extra = {"progress": final}
-    else:
-        extra = {}
+    extra = _final(progress, job_progress.stopped if error else job_progress.done)
     if not _set(
         s,
         job_id,
@@ -184,7 +181,7 @@ def release(
     is no failure); cancelling -> cancelled. None when the owner had lost it already."""
     if _end_cancelling(s, job_id, owner, utcnow(), progress):
         return "cancelled"
-    extra = {} if progress is None else {"progress": job_progress.stopped(progress)}
+    extra = _final(progress, job_progress.stopped)
     if not _set(
         s,
         job_id,
@@ -202,12 +199,19 @@ def release(
     return "queued"
 
 
+def _final(
+    progress: dict[str, Any] | None, shape: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    """The progress column's final value, shaped (service/progress.py), when one was given."""
+    return {} if progress is None else {"progress": shape(progress)}
+
+
 def _end_cancelling(
     s: Session, job_id: str, owner: str, now: datetime, progress: dict[str, Any] | None
 ) -> bool:
     """cancelling -> cancelled, when this owner's job was asked to stop."""
     mine = [Job.owner == owner, Job.status == "cancelling"]
-    extra = {} if progress is None else {"progress": job_progress.stopped(progress)}
+    extra = _final(progress, job_progress.stopped)
     if not _set(s, job_id, mine, status="cancelled", finished_at=now, lease_until=None, **extra):
         return False
     add_event(s, job_id, "status", "job cancelled", status="cancelled")

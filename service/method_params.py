@@ -76,6 +76,10 @@ class MethodBase(Strict):
         """The share of the training split the method keeps aside to choose on (KDCL)."""
         return 0.0
 
+    def peer_archs(self) -> list[str]:
+        """The architectures it trains beside the student (KDCL's peers)."""
+        return []
+
 
 class SupervisedParams(MethodBase):
     """Plain cross-entropy from scratch: how a user trains a teacher."""
@@ -114,6 +118,9 @@ class KDCLParams(MethodBase):
 
     def holdout(self) -> float:
         return self.holdout_fraction
+
+    def peer_archs(self) -> list[str]:
+        return list(self.peers)
 
 
 class DDGSDParams(MethodBase):

@@ -10,8 +10,8 @@ from typer.testing import CliRunner, Result
 
 from distillery_client import Client
 from distillery_client.cli import app
-from tests.conftest import Backend, truncate
-from tests.e2e.conftest import QUEUE, Service
+from tests.conftest import Backend
+from tests.e2e.conftest import QUEUE, Service, fresh_service
 
 SPEC_YAML = f"""\
 name: digits-cli
@@ -32,12 +32,8 @@ def cli(service: Service, *args: str) -> Result:
 
 @pytest.fixture(scope="package")
 def svc(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    truncate()
-    service = Service(backend, tmp_path_factory.mktemp(f"logs-client-{backend.name}"))
-    try:
+    with fresh_service(backend, tmp_path_factory.mktemp(f"logs-client-{backend.name}")) as service:
         yield service
-    finally:
-        service.close()
 
 
 @pytest.fixture(scope="package")

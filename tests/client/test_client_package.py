@@ -8,6 +8,7 @@ import pytest
 
 import distillery_client
 from distillery_client import models
+from distillery_client.client import MAX_PAGE
 from service.app import create_app
 from service.config import Settings
 
@@ -100,3 +101,13 @@ def test_default_url_is_the_api_default_address() -> None:
     fields = Settings.model_fields
     url = f"http://{fields['host'].default}:{fields['port'].default}"
     assert url == distillery_client.DEFAULT_URL
+
+
+def test_max_page_is_the_apis_largest_limit(document: dict) -> None:
+    limits = [
+        p["schema"]["maximum"]
+        for path in ("/v1/jobs", "/v1/models", "/v1/datasets")
+        for p in document["paths"][path]["get"]["parameters"]
+        if p["name"] == "limit"
+    ]
+    assert limits == [MAX_PAGE] * 3

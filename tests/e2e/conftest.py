@@ -1,6 +1,7 @@
 """A real service for end-to-end tests: the API under uvicorn and a Celery worker, each its
 own process, on the SQLite/kombu-sqla backend and on PostgreSQL + Redis."""
 
+import contextlib
 import json
 import os
 import signal
@@ -200,11 +201,20 @@ def download(service: Service, job_id: str, name: str, dest: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def service(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+@contextlib.contextmanager
+def fresh_service(
+    backend: Backend, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Service]:
+    """A service started on emptied tables, closed on exit."""
     truncate()
-    svc = Service(backend, tmp_path_factory.mktemp(f"logs-{backend.name}"))
+    svc = Service(backend, log_dir, extra_env)
     try:
         yield svc
     finally:
         svc.close()
+
+
+@pytest.fixture(scope="module")
+def service(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with fresh_service(backend, tmp_path_factory.mktemp(f"logs-{backend.name}")) as svc:
+        yield svc

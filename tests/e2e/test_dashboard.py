@@ -18,8 +18,8 @@ import pytest
 
 from service import keys
 from service.db import session_scope
-from tests.conftest import Backend, truncate
-from tests.e2e.conftest import Service
+from tests.conftest import Backend
+from tests.e2e.conftest import Service, fresh_service
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 if not CHROMIUM.exists() and not os.environ.get("CI"):
@@ -62,13 +62,9 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def keyed(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    truncate()
     logs = tmp_path_factory.mktemp("logs-dashboard")
-    svc = Service(backend, logs, {"DISTILLERY_REQUIRE_KEYS": "true"})
-    try:
+    with fresh_service(backend, logs, {"DISTILLERY_REQUIRE_KEYS": "true"}) as svc:
         yield svc
-    finally:
-        svc.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import Backend, truncate
-from tests.e2e.conftest import Service, free_port
+from tests.conftest import Backend
+from tests.e2e.conftest import Service, free_port, fresh_service
 from tests.e2e.test_resilience import LONG_SPEC, SHORT_SPEC, status_events
 
 MID_SPEC = {**LONG_SPEC, "train": {**LONG_SPEC["train"], "epochs": 8}}
@@ -108,15 +108,11 @@ def mid_job_with_two_queued(
     backend: Backend, redis_server: RedisServer, logs: Path
 ) -> Iterator[tuple[Service, list[str]]]:
     """A service on `redis_server`: a job training (past its first step) and two queued."""
-    truncate()
-    service = Service(backend, logs, {"DISTILLERY_BROKER_URL": redis_server.url})
-    try:
+    with fresh_service(backend, logs, {"DISTILLERY_BROKER_URL": redis_server.url}) as service:
         first = service.submit(MID_SPEC)["id"]
         queued = [service.submit(SHORT)["id"] for _ in range(2)]
         service.wait(first, lambda j: j["status"] == "running" and j["progress"].get("step"))
         yield service, [first, *queued]
-    finally:
-        service.close()
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from service import store
-from tests.conftest import Backend, truncate
-from tests.e2e.conftest import Service
+from tests.conftest import Backend
+from tests.e2e.conftest import Service, fresh_service
 
 # the production shape (PostgreSQL + Redis), where JSON logs are meant to run
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
@@ -27,13 +27,9 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def json_service(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    truncate()
     logs = tmp_path_factory.mktemp(f"json-logs-{backend.name}")
-    svc = Service(backend, logs, extra_env={"DISTILLERY_LOG_FORMAT": "json"})
-    try:
+    with fresh_service(backend, logs, {"DISTILLERY_LOG_FORMAT": "json"}) as svc:
         yield svc
-    finally:
-        svc.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Backend, truncate
-from tests.e2e.conftest import Service
+from tests.conftest import Backend
+from tests.e2e.conftest import Service, fresh_service
 from tests.photos import noise_zip
 
 CAP = 100_000  # DISTILLERY_RESIDENT_BYTES: the most a worker may hold decoded
@@ -19,13 +19,9 @@ GROWTH_SHARE = 0.5
 
 @pytest.fixture(scope="module")
 def capped(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    truncate()
     logs = tmp_path_factory.mktemp(f"logs-capped-{backend.name}")
-    svc = Service(backend, logs, {"DISTILLERY_RESIDENT_BYTES": str(CAP)})
-    try:
+    with fresh_service(backend, logs, {"DISTILLERY_RESIDENT_BYTES": str(CAP)}) as svc:
         yield svc
-    finally:
-        svc.close()
 
 
 def test_a_dataset_larger_than_the_cap_streams_in_flat_memory(capped: Service) -> None:

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from service.store import sha256_file
-from tests.conftest import Backend, truncate
-from tests.e2e.conftest import Service, download, load_student
+from tests.conftest import Backend
+from tests.e2e.conftest import Service, download, fresh_service, load_student
 from tests.hub_cache import REVISION, cache_timm_weights
 from tests.photos import photo_zip
 
@@ -84,13 +84,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch
 def offline_service(
     backend: Backend, hub: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    truncate()
     env = {"HF_HUB_CACHE": str(hub[0]), "HF_HUB_OFFLINE": "1"}
-    svc = Service(backend, tmp_path_factory.mktemp(f"logs-hub-{backend.name}"), env)
-    try:
+    with fresh_service(backend, tmp_path_factory.mktemp(f"logs-hub-{backend.name}"), env) as svc:
         yield svc
-    finally:
-        svc.close()
 
 
 def test_a_student_starts_from_pretrained_weights_with_a_new_head(

@@ -160,11 +160,11 @@ def test_requests_are_timed_by_route_template(client, new_job):
     assert not [k for k in after if "job_x" in k[1] or job_id in k[1]]
 
 
+# API processes share their metrics in files, not in the database: one backend is enough
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_several_api_processes_add_up_their_requests(backend, clean_db):
     """Two uvicorn workers, launched as service/cli.py's api() does with
     prepare_multiprocess: whichever answers the scrape counts every process's requests."""
-    if backend.name != "sqlite":
-        pytest.skip("API processes share their metrics in files: the database is not in it")
     port = free_port()
     launch = (
         "from service.metrics import prepare_multiprocess; prepare_multiprocess(2); import uvicorn;"

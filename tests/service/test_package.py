@@ -121,18 +121,27 @@ def test_wheel_carries_the_dashboard_and_needs_the_docs_assets(wheel: Path) -> N
     assert "Requires-Dist: fastapi-offline" in whl.read(metadata).decode()
 
 
-def test_installed_wheel_serves_the_dashboard_and_docs(site: Path, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DISTILLERY_"))}
-    env |= {"PYTHONPATH": str(site), "DISTILLERY_DATA_DIR": str(tmp_path / "data")}
+def run_installed(
+    code: str, site: Path, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`python -c code` in `cwd` with only the installed wheel (`site`) on the path and none
+    of this environment's settings but `env`; it must succeed."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DISTILLERY_"))}
+    clean |= {"PYTHONPATH": str(site), **env}
     proc = subprocess.run(
-        [sys.executable, "-c", SERVE],
-        cwd=tmp_path,
-        env=env,
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=clean,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_installed_wheel_serves_the_dashboard_and_docs(site: Path, tmp_path: Path) -> None:
+    proc = run_installed(SERVE, site, tmp_path, {"DISTILLERY_DATA_DIR": str(tmp_path / "data")})
     served = json.loads(proc.stdout.splitlines()[-1])
     assert Path(served["service"]).resolve().is_relative_to(site.resolve()), served
     assert served["status"] == dict.fromkeys(UI_PATHS, 200), served
@@ -142,22 +151,12 @@ def test_installed_wheel_migrates_without_the_source_tree(site: Path, tmp_path: 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     data = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DISTILLERY_"))}
-    env |= {
-        "PYTHONPATH": str(site),
+    env = {
         "DISTILLERY_DATA_DIR": str(data),
         "DISTILLERY_DATABASE_URL": "",
         "DISTILLERY_BROKER_URL": "",
     }
-    proc = subprocess.run(
-        [sys.executable, "-c", MIGRATE],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_installed(MIGRATE, site, elsewhere, env)
     where = json.loads(proc.stdout.splitlines()[0])
     for module in ("service", "migrations"):
         assert Path(where[module]).resolve().is_relative_to(site.resolve()), where
