@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service import dispatch, jobs, logs, webhooks
+from service import dispatch, jobs, logs, model_checks, webhooks
 from service.api import artifacts, dashboard, health, schemas
 from service.api import datasets as datasets_api
 from service.api import jobs as jobs_api
@@ -110,15 +111,21 @@ def server_problem(request: Request, exc: Exception) -> JSONResponse:
 
 def run_watchdog(settings: Settings) -> int:
     """One watchdog pass: sends what it requeued, after the commit, then wakes the queues
-    whose jobs wait with no message in the broker. Returns the messages sent."""
+    whose jobs wait with no message in the broker, and the check queue for a model check
+    no worker took. Returns the messages sent."""
     with session_scope() as s:
         requeued = [(j.queue, j.id) for j in jobs.watchdog(s)]
+        model_checks.expire(s)
     for queue, job_id in requeued:
         dispatch.send(job_id, queue)
     with session_scope() as s:
         waiting = jobs.waiting(s, settings.wake_after_s)
-    woken = [queue for queue, job_id in waiting.items() if dispatch.wake(queue, job_id)]
-    return len(requeued) + len(woken)
+        unchecked = model_checks.waiting(s, settings.wake_after_s)
+    # a check first: it takes seconds, and a queue of jobs could keep it waiting for hours
+    wakes = [(q, functools.partial(dispatch.send, job_id)) for q, job_id in waiting.items()]
+    if unchecked is not None:
+        wakes.insert(0, (settings.check_queue, functools.partial(dispatch.send_check, unchecked)))
+    return len(requeued) + sum(dispatch.wake(queue, send) for queue, send in wakes)
 
 
 async def _watchdog_loop(settings: Settings) -> None:

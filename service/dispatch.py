@@ -1,6 +1,7 @@
 """Sends job ids to the queue by task name, only once the job's row is committed."""
 
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 
 from celery import Celery
@@ -28,18 +29,18 @@ def send(job_id: str, queue: str) -> None:
         log.exception("could not send job %s to queue %s", job_id, queue)
 
 
-def wake(queue: str, job_id: str) -> bool:
-    """Send `job_id`'s message again when `queue` holds no message to wake a worker: a
-    worker woken by it claims the queue's oldest job (service/jobs.py: claim_next), so a
-    message lost with a broker restart or a killed worker delays nothing more than this.
-    True when it sent one."""
+def wake(queue: str, send: Callable[[str], None]) -> bool:
+    """Call `send(queue)` when `queue` holds no message, to wake a worker. A worker woken by
+    a job's message claims the queue's oldest job (service/jobs.py: claim_next), so a message
+    lost with a broker restart or a killed worker delays nothing more than this. True when
+    it sent one."""
     try:
         if waiting_messages(queue) > 0:
             return False
     except Exception:  # the broker is away: the next watchdog pass tries again
         log.warning("broker unreachable; queue %s not woken", queue, exc_info=True)
         return False
-    send(job_id, queue)
+    send(queue)
     return True
 
 
@@ -57,7 +58,7 @@ def send_check(model_id: str, queue: str) -> None:
     """Ask a worker to check an uploaded model's weights (a timm architecture's)."""
     try:
         producer().send_task(CHECK_MODEL_TASK, kwargs={"model_id": model_id}, queue=queue)
-    except Exception:  # the model stays validating; uploading it again is the way out
+    except Exception:  # the watchdog sends it again (service/model_checks.py)
         log.exception("could not send the check of model %s to queue %s", model_id, queue)
 
 

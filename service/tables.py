@@ -166,8 +166,14 @@ class RegisteredModel(Base):
     problems: Mapped[list[str] | None] = mapped_column(JSONType)  # why it is invalid
     parameters: Mapped[int | None] = mapped_column(BigInteger)  # counted by the worker's check
     output_shape: Mapped[list[int] | None] = mapped_column(JSONType)  # of one image's logits
+    # a validating model's check: how often a worker took it, and until when that one holds it
+    check_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    check_lease_until: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_models_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_models_created_at_id", "created_at", "id"),
+        Index("ix_models_status", "status"),
+    )
 
 
 class Dataset(Base):

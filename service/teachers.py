@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from service import dispatch, paging, queries, store, uploads, weights
@@ -241,20 +240,6 @@ def delete_model(s: Session, model_id: str) -> None:
         "model_in_use",
     )
     uploads.discard_after_commit(s, model_dir(model_id))
-
-
-def record_check(s: Session, model_id: str, outcome: dict[str, Any]) -> bool:
-    """A worker's check of a validating model: ready (with its parameter count and output
-    shape) or invalid (with its problems). One conditional UPDATE: a repeated check of a
-    model already decided changes nothing."""
-    values = {k: outcome.get(k) for k in ("status", "problems", "parameters", "output_shape")}
-    stmt = (
-        update(RegisteredModel)
-        .where(RegisteredModel.id == model_id, RegisteredModel.status == "validating")
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
 
 
 def not_ready(model: RegisteredModel) -> str | None:

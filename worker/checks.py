@@ -1,12 +1,15 @@
 """The Celery task's side of an uploaded model's check (torch-free): the check runs in a
-process of its own (worker/check_model.py); its outcome lands on the model's row."""
+process of its own (worker/check_model.py), under a lease on the model's row that this thread
+extends while it waits (service/model_checks.py); its outcome lands on the row."""
 
 import json
 import logging
 import subprocess
 import sys
+import time
 
-from service import teachers
+from service import model_checks, teachers
+from service.config import get_settings
 from service.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -15,20 +18,42 @@ TIMEOUT_S = 600
 
 def run(model_id: str) -> str:
     """Check a validating model; returns its status ("ready", "invalid", or as it was)."""
+    settings = get_settings()
     with session_scope() as s:
-        row = teachers.get_model(s, model_id)
-        if row.status != "validating":  # a repeated message: already decided
-            return row.status
-        path = teachers.weights_path(row)
-        args = [row.arch, row.num_classes, row.in_channels, row.input_size or "", path]
+        row = model_checks.claim(s, model_id, settings.lease_s)
+        if row is None:  # decided, or another worker checks it
+            return teachers.get_model(s, model_id).status
+        args = [row.arch, row.num_classes, row.in_channels, row.input_size or ""]
+        args.append(teachers.weights_path(row))
     cmd = [sys.executable, "-m", "worker.check_model", *map(str, args)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
-    if done.returncode == 0:
-        outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    returncode, stdout, stderr = _leased(model_id, cmd)
+    if returncode == 0:
+        outcome = json.loads(stdout.strip().splitlines()[-1])
     else:  # the check itself failed (the architecture cannot be built, out of memory...)
-        log.error("check of model %s exited %d: %s", model_id, done.returncode, done.stderr)
-        why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        log.error("check of model %s exited %s: %s", model_id, returncode, stderr)
+        why = (stderr.strip().splitlines() or ["no output"])[-1]
         outcome = {"status": "invalid", "problems": [f"the check failed: {why}"[:500]]}
     with session_scope() as s:
-        teachers.record_check(s, model_id, outcome)
+        model_checks.record(s, model_id, outcome)
     return str(outcome["status"])
+
+
+def _leased(model_id: str, cmd: list[str]) -> tuple[int | str, str, str]:
+    """Run `cmd`, extending the model's lease every heartbeat until it exits (or TIMEOUT_S)."""
+    settings = get_settings()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=settings.heartbeat_s)
+            return proc.returncode, stdout, stderr
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+                return f"after {TIMEOUT_S} s (killed)", stdout, stderr
+        try:
+            with session_scope() as s:
+                model_checks.extend(s, model_id, settings.lease_s)
+        except Exception:  # a DB blip: the lease has slack, try again next beat
+            log.exception("could not extend the check of model %s", model_id)

@@ -1,6 +1,7 @@
 """Bring your own teacher, end to end: a teacher's weights downloaded, uploaded as a model
 (and registered from its job), then a real worker distils from the model; a timm teacher's
-upload is checked by the worker before it may teach."""
+upload is checked by the worker before it may teach, and its check survives a lost message or
+a killed worker."""
 
 import hashlib
 import io
@@ -9,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import torch
 from safetensors.torch import save
 
-from tests.e2e.conftest import Service, load_student
+from service.db import session_scope
+from service.tables import RegisteredModel
+from tests.e2e.conftest import QUEUE, Service, load_student
 from tests.e2e.test_distill import KD_SPEC, teacher_job
 from worker.engine.zoo import build_model
 
@@ -103,3 +107,33 @@ def test_a_timm_teacher_upload_is_checked_by_the_worker_then_teaches(
     assert load_student(service, job, tmp_path)["teacher"]["architecture"] == arch
     refused = service.http.post("/v1/jobs", json={**KD_SPEC, "teacher": {"model": invalid["id"]}})
     assert refused.status_code == 422 and "is invalid" in refused.text
+
+
+def checking(model_id: str, timeout: float = 60) -> None:
+    """Until a worker holds the model's check."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope() as s:
+            row = s.get(RegisteredModel, model_id)
+            if row is not None and row.check_lease_until is not None:
+                return
+        assert time.monotonic() < deadline, f"no worker took the check of {model_id}"
+        time.sleep(0.1)
+
+
+def test_a_check_lost_with_its_message_or_its_worker_is_sent_again(service: Service) -> None:
+    """The last of this module: it kills the module's worker twice."""
+    arch, params = "timm/mobilenetv3_small_050", {"arch": "timm/mobilenetv3_small_050"}
+    body = save(dict(build_model(arch, 10, 1).state_dict()))
+    params |= {"num_classes": 10, "in_channels": 1}
+    service.kill_worker()
+    lost = service.http.post("/v1/models", params=params, content=body, headers=OCTET).json()
+    assert redis.Redis.from_url(service.env["DISTILLERY_BROKER_URL"]).delete(QUEUE) == 1
+    service.start_worker()
+    assert checked(service, lost["id"], timeout=60)["status"] == "ready"
+
+    orphaned = service.http.post("/v1/models", params=params, content=body, headers=OCTET).json()
+    checking(orphaned["id"])
+    service.kill_worker()  # mid-check: its lease runs out, the watchdog sends it again
+    service.start_worker()
+    assert checked(service, orphaned["id"], timeout=60)["status"] == "ready"

@@ -2,11 +2,13 @@
 
 import contextlib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from service.db import session_scope
+from service.tables import RegisteredModel, new_id, utcnow
 
 PROBLEM = "application/problem+json"
 
@@ -37,3 +39,31 @@ def nothing_stored_in(table: type, root: Path) -> Iterator[None]:
     before = stored(table, root)
     yield
     assert stored(table, root) == before
+
+
+def validating(uploaded_s_ago: float) -> str:
+    """A timm model row waiting for its check, uploaded `uploaded_s_ago` seconds ago."""
+    with session_scope() as s:
+        model = RegisteredModel(
+            id=new_id("mdl"),
+            name="unchecked",
+            arch="timm/mobilenetv3_small_050",
+            num_classes=10,
+            in_channels=3,
+            sha256="0" * 64,
+            size=1,
+            path="models/none/weights.safetensors",
+            source="upload",
+            status="validating",
+        )
+        s.add(model)
+    waited_model(model.id, uploaded_s_ago)
+    return model.id
+
+
+def waited_model(model_id: str, seconds: float) -> None:
+    """Move a model's upload `seconds` into the past."""
+    with session_scope() as s:
+        at = utcnow() - timedelta(seconds=seconds)
+        moved = update(RegisteredModel).where(RegisteredModel.id == model_id)
+        s.execute(moved.values(created_at=at))

@@ -15,7 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save, save_file
 
-from service import store, teachers, uploads, weights
+from service import model_checks, store, uploads, weights
 from service.app import create_app
 from service.config import Settings, get_settings
 from service.db import session_scope
@@ -320,9 +320,9 @@ def test_a_timm_upload_teaches_once_a_worker_has_checked_it(client):
     assert fields(body) == ["teacher.model"] and "being checked" in body["errors"][0]["message"]
     ready = {"status": "ready", "parameters": 123, "output_shape": [10]}
     with session_scope() as s:
-        assert teachers.record_check(s, model["id"], ready)
+        assert model_checks.record(s, model["id"], ready)
     with session_scope() as s:  # a repeated check of a decided model changes nothing
-        assert not teachers.record_check(s, model["id"], {"status": "invalid"})
+        assert not model_checks.record(s, model["id"], {"status": "invalid"})
     shown = client.get(f"/v1/models/{model['id']}").json()
     assert (shown["status"], shown["parameters"], shown["output_shape"]) == ("ready", 123, [10])
     assert kd_with(client, model["id"]).status_code == 201
@@ -331,7 +331,7 @@ def test_a_timm_upload_teaches_once_a_worker_has_checked_it(client):
 def test_an_invalid_timm_upload_says_why_and_cannot_teach(client):
     model = timm_upload(client)
     with session_scope() as s:
-        teachers.record_check(
+        model_checks.record(
             s, model["id"], {"status": "invalid", "problems": ["missing keys: blocks.0"]}
         )
     assert client.get(f"/v1/models/{model['id']}").json()["problems"] == ["missing keys: blocks.0"]

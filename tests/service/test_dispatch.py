@@ -7,11 +7,12 @@ from queue import Empty
 import pytest
 from sqlalchemy import update
 
-from service import dispatch
+from service import dispatch, model_checks
 from service.app import run_watchdog
 from service.config import Settings
 from service.db import session_scope
 from service.tables import Job, utcnow
+from tests.service.helpers import validating, waited_model
 
 
 @pytest.fixture
@@ -20,15 +21,16 @@ def queue(clean_db) -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-def receive(queue: str, n: int) -> list[str]:
-    """The job ids of the next n messages on the queue, which must then be empty."""
+def receive(queue: str, n: int, task: str = dispatch.RUN_JOB_TASK) -> list[str]:
+    """The ids of the next n messages on the queue, which must then be empty."""
+    key = "job_id" if task == dispatch.RUN_JOB_TASK else "model_id"
     ids = []
     with dispatch.producer().connection_for_read() as conn, conn.SimpleQueue(queue) as q:
         for _ in range(n):
             msg = q.get(timeout=5)
             msg.ack()
-            assert msg.headers["task"] == dispatch.RUN_JOB_TASK
-            ids.append(msg.payload[1]["job_id"])
+            assert msg.headers["task"] == task
+            ids.append(msg.payload[1][key])
         with pytest.raises(Empty):
             q.get_nowait()
     return ids
@@ -100,3 +102,18 @@ def test_an_unreachable_broker_wakes_nothing_and_raises_nothing(job_in, queue, m
 
 def broker_down(queue: str) -> int:
     raise ConnectionError("broker away")
+
+
+def test_a_model_check_whose_message_was_lost_is_sent_again(queue):
+    # validating with no message: the broker was away at upload, or lost it
+    settings = Settings(wake_after_s=10, check_queue=queue)
+    fresh, lost = validating(0), validating(60)
+    assert run_watchdog(settings) == 1
+    assert run_watchdog(settings) == 0  # its message still waits in the broker
+    assert receive(queue, 1, dispatch.CHECK_MODEL_TASK) == [lost]
+    with session_scope() as s:  # a worker took it: held, it is not sent again
+        assert model_checks.claim(s, lost, lease_s=60) is not None
+    assert run_watchdog(settings) == 0
+    waited_model(fresh, 60)
+    assert run_watchdog(settings) == 1
+    assert receive(queue, 1, dispatch.CHECK_MODEL_TASK) == [fresh]
