@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # every /v1 request needs `Authorization: Bearer <key>` (`distillery keys create`); off, a
     # request without one acts for the default project (the embedded API says so loudly)
     require_keys: bool = False
+    # how long an API process trusts a key it has found valid without asking the database
+    # again: a revoked key is refused within this many seconds (0: asked on every request)
+    key_cache_s: float = Field(5.0, ge=0)
     # per project, unless the project has its own (projects.max_active_jobs, max_stored_bytes)
     max_active_jobs: int = Field(1000, ge=1)  # queued and running: a submit above it is a 429
     max_stored_bytes: int = Field(1 << 40, ge=0)  # its models and datasets: an upload, a 429

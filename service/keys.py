@@ -9,6 +9,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from cachetools import TTLCache
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -114,3 +115,20 @@ def authenticate(s: Session, authorization: str | None, required: bool) -> Calle
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class KnownKeys:
+    """Callers an API process found valid recently, by their header's sha256, for `ttl_s`
+    (0: none kept); used from the event loop's thread only. A refusal is never kept."""
+
+    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
+        self.cache: TTLCache[str, Caller] | None = TTLCache(size, ttl_s) if ttl_s else None
+
+    def get(self, header: str | None) -> Caller | None:
+        if self.cache is None or not header:
+            return None
+        return self.cache.get(digest(header))
+
+    def add(self, header: str | None, who: Caller) -> None:
+        if self.cache is not None and header and who.key_id is not None:
+            self.cache[digest(header)] = who

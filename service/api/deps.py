@@ -21,11 +21,16 @@ BEARER = HTTPBearer(auto_error=False, description="an API key: distillery keys c
 async def caller(request: Request, _: Annotated[object, Depends(BEARER)]) -> keys.Caller:
     """Who the request acts for (service/keys.py); every session opened while it is served
     sees that project's rows only (service/tenancy.py). The key is looked up in a session of
-    its own, ended at once: a connection held across the wait for the route's thread could
-    leave threads waiting on connections held by requests waiting on threads."""
-    required = request.app.state.settings.require_keys
+    its own, ended at once (a connection held across the wait for the route's thread could
+    leave threads waiting on connections held by requests waiting on threads), and only
+    when this process has not found it valid in the last `key_cache_s`."""
+    settings = request.app.state.settings
     header = request.headers.get("authorization")
-    who = await asyncio.to_thread(_authenticate, header, required)
+    known: keys.KnownKeys = request.app.state.known_keys
+    who = keys.KEYLESS if not header and not settings.require_keys else known.get(header)
+    if who is None:
+        who = await asyncio.to_thread(_authenticate, header, settings.require_keys)
+        known.add(header, who)
     tenancy.CURRENT.set(who.project_id)
     return who
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 import itertools
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -418,6 +419,20 @@ def test_idempotency_keys_are_per_project(keyed, world):
 
 
 # -- 6. keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key_cache_s", [0, 0.5])
+def test_a_revoked_key_is_refused_within_key_cache_s(clean_db, key_cache_s):
+    settings = Settings(require_keys=True, watchdog_s=0, webhook_s=0, key_cache_s=key_cache_s)
+    user = new_project("revoked-later")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/jobs", headers=user.auth).status_code == 200
+        with session_scope() as s:
+            keys.revoke(s, user.key_id)
+        if key_cache_s:  # this process found it valid just now: trusted a little longer
+            assert client.get("/v1/jobs", headers=user.auth).status_code == 200
+            time.sleep(key_cache_s + 0.1)
+        problem(client.get("/v1/jobs", headers=user.auth), 403)
 
 
 def test_every_v1_route_wants_a_valid_unrevoked_key(keyed, world):
