@@ -7,7 +7,7 @@ Two kinds, one interface:
   thread, the copy not blocking.
 - Streamed: the pixels stay in the dataset's shards; DataLoader worker processes read and
   decode each batch (worker/engine/data/decode.py) and pin it, and host memory stays flat
-  whatever the dataset's size.
+  whatever the dataset's size. A split's workers start on its first pass and serve the rest.
 
 Either way a batch arrives as it is stored and is normalised on the device; augmentation
 runs there too (augment.py). Both draw each epoch's shuffled order from the same generator,
@@ -25,7 +25,7 @@ from typing import Any, Self
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from worker.engine.data.augment import centre_crop
 from worker.engine.data.decode import ShardSamples, collate
@@ -169,11 +169,28 @@ class Resident(Images):
             put_unless_done(ahead, exc, done)
 
 
+class EpochBatches(Sampler[list[int]]):
+    """The batch sampler of a DataLoader kept for every epoch: each pass sets its batches
+    before it iterates, so the loader's worker processes start once, not every epoch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 @dataclass
 class Streamed(Images):
     samples: ShardSamples | None = None
     workers: int = 2  # DataLoader worker processes
     prefetch: int = 4  # batches each worker prepares ahead
+    # made on the first pass and kept (persistent workers); a copy (subset, place) makes its own
+    _loader: DataLoader | None = dataclasses.field(default=None, init=False, repr=False)
+    _plan: EpochBatches = dataclasses.field(default_factory=EpochBatches, init=False, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -201,15 +218,21 @@ class Streamed(Images):
             yield self.normalise(x, 1 / 255), y
 
     def loader(self, batches: list[list[int]]) -> DataLoader:
+        """The split's one loader, set to give `batches` on its next pass (a pass must end,
+        or be dropped, before the next begins)."""
         assert self.samples is not None
-        return DataLoader(
-            self.samples,
-            batch_sampler=batches,
-            num_workers=self.workers,
-            collate_fn=collate,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=self.prefetch if self.workers else None,
-        )
+        if self._loader is None:
+            self._loader = DataLoader(
+                self.samples,
+                batch_sampler=self._plan,
+                num_workers=self.workers,
+                collate_fn=collate,
+                pin_memory=self.device.type == "cuda",
+                prefetch_factor=self.prefetch if self.workers else None,
+                persistent_workers=self.workers > 0,
+            )
+        self._plan.batches = batches
+        return self._loader
 
     def in_order(self, batch_size: int) -> DataLoader:
         """Every sample decoded, in order, as stored (uint8, base size, not normalised)."""
