@@ -17,6 +17,10 @@ from tests.service.test_api_datasets import (
     zip_bytes,
 )
 
+# training through a real worker is the same on either backend: the production shape only
+# (the API's and the job lifecycle's backend differences are tested on both elsewhere)
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
 SPEC = {
     "name": "digits-upload",
     "method": {"name": "supervised"},

@@ -9,6 +9,10 @@ from tests.conftest import Backend
 from tests.e2e.conftest import Service, fresh_service
 from tests.photos import noise_zip
 
+# training through a real worker is the same on either backend: the production shape only
+# (the API's and the job lifecycle's backend differences are tested on both elsewhere)
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
 CAP = 100_000  # DISTILLERY_RESIDENT_BYTES: the most a worker may hold decoded
 COUNT, SIDE, IMAGE_SIZE = 1000, 256, 16
 # Peak RSS growth (from before the data is loaded to the last epoch) stays under this share of
