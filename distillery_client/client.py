@@ -372,6 +372,11 @@ class Client:
     def iter_deliveries(self, webhook_id: str, page_size: int = 50) -> Iterator[Delivery]:
         return _pages(lambda c: self.list_deliveries(webhook_id, page_size, c))
 
+    def retry_delivery(self, webhook_id: str, delivery_id: str) -> Delivery:
+        """Send a delivery that ended (delivered or given up) again, at once."""
+        path = f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"
+        return Delivery.model_validate(self.send("POST", path, idempotent=False).json())
+
     # -- health
 
     def healthz(self) -> dict[str, str]:

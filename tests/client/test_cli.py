@@ -2,6 +2,7 @@
 what they print and the exit codes scripts rely on."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from distillery_client import Client, display
 from distillery_client.transfer import sha256_of
 from tests.client.conftest import SPEC_YAML, cli, spec_file
 from tests.e2e.conftest import Service
+from tests.service.test_webhooks import Receiver
 
 # one backend, the production shape: the client only speaks HTTP, which e2e covers on both
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
@@ -108,3 +110,47 @@ def test_the_live_view_shows_progress_and_metrics(api: Client, trained: str) -> 
     assert "epoch  1/1" in text and "succeeded" in text and "val_acc" in text
     steps = job.progress["steps_per_epoch"]
     assert f"step   {steps}/{steps}" in text
+
+
+def test_webhooks_commands_register_list_show_deliveries_and_retry(
+    svc: Service, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    try:
+        created = cli(svc, "webhooks", "create", receiver.url, "--event", "job.cancelled")
+        assert created.exit_code == 0, created.output
+        hook_id, secret = created.stdout.split()
+        assert hook_id.startswith("wh") and secret.startswith("whsec_")
+        assert hook_id in listed(svc)
+        idle = cli(svc, "submit", str(spec_file(tmp_path, IDLE_YAML))).stdout.strip()
+        assert cli(svc, "cancel", idle).exit_code == 0
+        deliveries = delivered(svc, hook_id)
+        assert [(d["event"], d["job_id"], d["last_status_code"]) for d in deliveries] == [
+            ("job.cancelled", idle, 200)
+        ]
+        table = cli(svc, "webhooks", "deliveries", hook_id).stdout
+        assert deliveries[0]["id"][:8] in table and "200" in table
+        retried = cli(svc, "webhooks", "retry", hook_id, deliveries[0]["id"])
+        assert retried.exit_code == 0 and retried.stdout.startswith(deliveries[0]["id"])
+        assert len(delivered(svc, hook_id, attempts=2)) == 1
+        assert len(receiver.payloads(secret)) == 2  # signed with the secret the CLI printed
+    finally:
+        receiver.close()
+    assert cli(svc, "webhooks", "delete", hook_id).stdout.strip() == f"{hook_id} deleted"
+    assert hook_id not in listed(svc)
+    assert cli(svc, "webhooks", "retry", hook_id, "msg_missing").exit_code == 4
+
+
+def listed(svc: Service) -> list[str]:
+    return [h["id"] for h in json.loads(cli(svc, "webhooks", "list", "--json").stdout)]
+
+
+def delivered(svc: Service, hook_id: str, attempts: int = 1) -> list[dict]:
+    """The webhook's deliveries once each succeeded after `attempts` attempts."""
+    deadline = time.monotonic() + 30
+    while True:
+        shown = json.loads(cli(svc, "webhooks", "deliveries", hook_id, "--json").stdout)
+        if shown and all(d["status"] == "succeeded" and d["attempts"] == attempts for d in shown):
+            return list(shown)
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.2)

@@ -1,0 +1,210 @@
+"""`distillery models|datasets|webhooks ...`: the client commands of the API's other
+resources (distillery_client/cli.py adds them to the app)."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from distillery_client import display
+from distillery_client.commands import (
+    EXIT_INVALID,
+    AsJson,
+    JobArg,
+    client,
+    emit,
+    fail,
+    handled,
+    newest,
+    out,
+    print_rows,
+    say,
+    transfer_bar,
+    wants_json,
+)
+
+models_app = typer.Typer(help="Uploaded and registered models.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Uploaded datasets.", no_args_is_help=True)
+webhooks_app = typer.Typer(
+    help="URLs the project's job events are POSTed to.", no_args_is_help=True
+)
+
+
+@models_app.command("upload")
+@handled
+def upload_model(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="safetensors")],
+    arch: Annotated[str, typer.Option(help="its architecture, e.g. resnet8")],
+    num_classes: Annotated[int, typer.Option()],
+    in_channels: Annotated[int, typer.Option()],
+    input_size: Annotated[int | None, typer.Option(help="image height = width")] = None,
+    name: Annotated[str | None, typer.Option()] = None,
+    metadata: Annotated[str | None, typer.Option(help="JSON: normalisation, class_names")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Upload a teacher's weights (a safetensors file), with a byte progress bar."""
+    meta = _json_option("--metadata", metadata)
+    with client() as api, transfer_bar(file.name) as progress:
+        model = api.upload_model(
+            file,
+            arch=arch,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            input_size=input_size,
+            name=name,
+            metadata=meta,
+            progress=progress,
+        )
+    emit(model) if wants_json(as_json) else say(model.id)
+
+
+def _json_option(flag: str, value: str | None) -> Any:
+    try:
+        return json.loads(value) if value else None
+    except ValueError as exc:
+        fail(f"{flag}: not JSON: {exc}", EXIT_INVALID)
+
+
+@models_app.command("register")
+@handled
+def register_model(
+    job_id: JobArg, name: Annotated[str, typer.Option()] = "", as_json: AsJson = False
+) -> None:
+    """Register a succeeded job's student as a model."""
+    with client() as api:
+        model = api.register_model(job_id, name)
+    emit(model) if wants_json(as_json) else say(model.id)
+
+
+@models_app.command("list")
+@handled
+def list_models(limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJson = False) -> None:
+    """Models, newest first."""
+    with client() as api:
+        models = newest(api.iter_models, limit)
+    columns = ("id", "name", "arch", "num_classes", "in_channels", "status", "source", "size")
+    print_rows(models, columns, as_json)
+
+
+@models_app.command("show")
+@handled
+def show_model(model_id: str, as_json: AsJson = False) -> None:
+    with client() as api:
+        model = api.get_model(model_id)
+    emit(model) if wants_json(as_json) else out.print(display.fields_table(dict(model)))
+
+
+@models_app.command("delete")
+@handled
+def delete_model(model_id: str) -> None:
+    with client() as api:
+        api.delete_model(model_id)
+    say(f"{model_id} deleted")
+
+
+@datasets_app.command("upload")
+@handled
+def upload_dataset(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".npz, zip, tar")],
+    name: Annotated[str | None, typer.Option()] = None,
+    format: Annotated[str | None, typer.Option(help="npz, idx or imagefolder")] = None,
+    num_classes: Annotated[int | None, typer.Option()] = None,
+    class_name: Annotated[
+        list[str] | None, typer.Option(help="IDX: each label's name, in order")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Upload labelled images, with a byte progress bar."""
+    with client() as api, transfer_bar(file.name) as progress:
+        dataset = api.upload_dataset(
+            file,
+            name=name,
+            format=format,
+            num_classes=num_classes,
+            class_names=class_name,
+            progress=progress,
+        )
+    emit(dataset) if wants_json(as_json) else say(dataset.id)
+
+
+@datasets_app.command("list")
+@handled
+def list_datasets(limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJson = False) -> None:
+    """Datasets, newest first."""
+    with client() as api:
+        found = newest(api.iter_datasets, limit)
+    columns = ("id", "name", "format", "num_classes", "input_size", "num_train", "size")
+    print_rows(found, columns, as_json)
+
+
+@datasets_app.command("show")
+@handled
+def show_dataset(dataset_id: str, as_json: AsJson = False) -> None:
+    with client() as api:
+        dataset = api.get_dataset(dataset_id)
+    if wants_json(as_json):
+        return emit(dataset)
+    out.print(display.fields_table(dataset.model_dump(exclude={"splits"})))
+
+
+@datasets_app.command("delete")
+@handled
+def delete_dataset(dataset_id: str) -> None:
+    with client() as api:
+        api.delete_dataset(dataset_id)
+    say(f"{dataset_id} deleted")
+
+
+@webhooks_app.command("create")
+@handled
+def create_webhook(
+    url: Annotated[str, typer.Argument(help="http(s) URL the events are POSTed to")],
+    event: Annotated[
+        list[str] | None,
+        typer.Option(help="an event to send, repeated (default: the terminal states)"),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Register a webhook; prints its id and its signing secret (shown only now)."""
+    with client() as api:
+        hook = api.create_webhook(url, event)
+    emit(hook) if wants_json(as_json) else say(f"{hook.id}  {hook.secret}")
+
+
+@webhooks_app.command("list")
+@handled
+def list_webhooks(limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJson = False) -> None:
+    """Webhooks, newest first."""
+    with client() as api:
+        hooks = newest(api.iter_webhooks, limit)
+    print_rows(hooks, ("id", "url", "events"), as_json)
+
+
+@webhooks_app.command("delete")
+@handled
+def delete_webhook(webhook_id: str) -> None:
+    with client() as api:
+        api.delete_webhook(webhook_id)
+    say(f"{webhook_id} deleted")
+
+
+@webhooks_app.command("deliveries")
+@handled
+def list_deliveries(
+    webhook_id: str, limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJson = False
+) -> None:
+    """A webhook's deliveries, newest first: status, attempts, the receiver's last answer."""
+    with client() as api:
+        found = newest(lambda n: api.iter_deliveries(webhook_id, n), limit)
+    columns = ("id", "event", "status", "attempts", "last_status_code", "last_error")
+    print_rows(found, columns, as_json)
+
+
+@webhooks_app.command("retry")
+@handled
+def retry_delivery(webhook_id: str, delivery_id: str, as_json: AsJson = False) -> None:
+    """Send a delivery that ended again, at once."""
+    with client() as api:
+        delivery = api.retry_delivery(webhook_id, delivery_id)
+    emit(delivery) if wants_json(as_json) else say(f"{delivery.id} {delivery.status}")
