@@ -9,7 +9,7 @@ import sys
 import time
 
 from service import model_checks, teachers
-from service.config import get_settings
+from service.config import Settings, get_settings
 from service.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def run(model_id: str) -> str:
         args = [row.arch, row.num_classes, row.in_channels, row.input_size or ""]
         args.append(teachers.weights_path(row))
     cmd = [sys.executable, "-m", "worker.check_model", *map(str, args)]
-    returncode, stdout, stderr = _leased(model_id, cmd)
+    returncode, stdout, stderr = _leased(model_id, cmd, settings)
     if returncode == 0:
         outcome = json.loads(stdout.strip().splitlines()[-1])
     else:  # the check itself failed (the architecture cannot be built, out of memory...)
@@ -38,9 +38,8 @@ def run(model_id: str) -> str:
     return str(outcome["status"])
 
 
-def _leased(model_id: str, cmd: list[str]) -> tuple[int | str, str, str]:
+def _leased(model_id: str, cmd: list[str], settings: Settings) -> tuple[int | str, str, str]:
     """Run `cmd`, extending the model's lease every heartbeat until it exits (or TIMEOUT_S)."""
-    settings = get_settings()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + TIMEOUT_S
     while True:
