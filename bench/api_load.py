@@ -94,12 +94,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CPU threads of each training process (DISTILLERY_TRAIN_THREADS; 0: its cores)",
     )
     p.add_argument(
-        "--train-nice",
-        type=int,
-        default=10,
-        help="niceness of each training process (DISTILLERY_TRAIN_NICE; 0: the worker's own)",
-    )
-    p.add_argument(
         "--pg-admin",
         default=os.environ.get("TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test"),
         help="where the bench's database is created and dropped",
@@ -236,7 +230,6 @@ def start_service(stack: Stack, args: argparse.Namespace, data_dir: Path) -> str
     env["DISTILLERY_DATA_DIR"] = str(data_dir)
     env["DISTILLERY_REQUIRE_KEYS"] = "true"
     env["DISTILLERY_TRAIN_THREADS"] = str(args.train_threads)
-    env["DISTILLERY_TRAIN_NICE"] = str(args.train_nice)
     env["DISTILLERY_API_WORKERS"] = str(args.api_workers)
     cli(env, "migrate")
     args.key = json.loads(cli(env, "keys", "create", "--project", "bench"))["key"]

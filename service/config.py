@@ -34,10 +34,6 @@ class Settings(BaseSettings):
     # CPU threads of each training process; 0: the cores it may use, shared among the job's
     # processes (a busy or small machine often trains faster with fewer)
     train_threads: int = Field(0, ge=0)
-    # how much nicer than the worker its training and check processes run (worker/priority.py):
-    # batch work yields the cores to the API and the worker's heartbeats on a shared host; 0
-    # runs them at the worker's own priority
-    train_nice: int = Field(10, ge=0, le=19)
     # uploaded ImageFolder data: decoded once and held in memory when it takes at most this
     # (at the training resolution, uint8), else streamed from its shards every epoch
     resident_bytes: int = Field(4 << 30, ge=0)

@@ -11,7 +11,6 @@ import time
 from service import model_checks, teachers
 from service.config import Settings, get_settings
 from service.db import session_scope
-from worker import priority
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 600
@@ -42,7 +41,6 @@ def run(model_id: str) -> str:
 def _leased(model_id: str, cmd: list[str], settings: Settings) -> tuple[int | str, str, str]:
     """Run `cmd`, extending the model's lease every heartbeat until it exits (or TIMEOUT_S)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    priority.lower(proc)
     deadline = time.monotonic() + TIMEOUT_S
     while True:
         try:

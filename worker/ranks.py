@@ -28,7 +28,6 @@ from typing import Any
 
 from service.errors import JobError
 from service.spec import JobSpec
-from worker import priority
 from worker.context import JobContext, LeaseLost
 from worker.engine.stop import Preempted, Stopped
 from worker.inputs import JobInputs
@@ -97,7 +96,6 @@ class Ranks:
                 self.procs[rank] = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out
                 )
-            priority.lower(self.procs[rank])
 
     def outcome(self, ctx: JobContext, draining: threading.Event) -> dict[str, Any]:
         """Wait for rank 0's outcome, watching every process and the job: the job's result,
