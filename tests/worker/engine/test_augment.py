@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 
 from worker.engine.data import Augment, augment_batch, crop_at, num_batches
 from worker.engine.data import augment as augment_module
@@ -148,7 +149,8 @@ def test_each_share_of_a_global_batch_gets_the_views_one_process_would_draw(
         assert torch.equal(g.get_state(), one.get_state())
 
 
-# "rrc_flip": RandomResizedCrop (torchvision's draw), resized with roi_align, and a flip
+# "rrc_flip": RandomResizedCrop (torchvision's draw), resized (roi_align on a GPU, each crop
+# on its own on a CPU), and a flip
 
 
 def test_rrc_flip_keeps_a_larger_base_and_gives_the_training_size() -> None:
@@ -249,3 +251,70 @@ def test_a_box_of_the_training_size_is_a_plain_crop(monkeypatch) -> None:
         crop = x[i, :, top : top + size, left : left + size]
         ok = torch.allclose(out[i], crop, atol=1e-6)
         assert ok or torch.allclose(out[i], crop.flip(-1), atol=1e-6), i
+
+
+def random_boxes(n: int, base: int, seed: int) -> torch.Tensor:
+    return rrc_boxes(n, base, base, torch.Generator().manual_seed(seed), torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("base", "size"), [(37, 32), (16, 12), (12, 20)])
+def test_the_cpus_crops_are_torchvisions_resized_crop(base: int, size: int) -> None:
+    n = 48
+    x = torch.randn(n, 3, base, base, generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)
+    boxes = random_boxes(n, base, 1)
+    flip = torch.arange(n) % 3 == 0
+    out = augment_module.crops_resized(x, boxes, flip, size)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    for i, (left, top, right, bottom) in enumerate(boxes.int().tolist()):
+        want = TF.resized_crop(
+            x[i], top, left, bottom - top, right - left, [size, size], antialias=False
+        )
+        want = TF.horizontal_flip(want) if flip[i] else want
+        torch.testing.assert_close(out[i], want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("base", "size"), [(37, 32), (16, 12), (12, 20)])
+def test_the_cpus_crops_and_roi_align_sample_alike_inside_each_box(base: int, size: int):
+    """The same bilinear samples; only those within a pixel of a box's edge may differ (the
+    CPU's repeat the edge, roi_align reads beyond it)."""
+    n = 48
+    x = torch.randn(n, 3, base, base, generator=torch.Generator().manual_seed(0))
+    boxes = random_boxes(n, base, 2)
+    flip = torch.arange(n) % 2 == 0
+    per_crop = augment_module.crops_resized(x, boxes, flip, size)
+    batched = augment_module.boxes_resized(x, boxes, flip, size)
+    for i, (left, top, right, bottom) in enumerate(boxes.tolist()):
+        # output pixel j samples the box at left - 0.5 + (j + 0.5) * scale: inside it by one
+        # pixel's interpolation distance when that point is >= left and <= right - 1
+        inside = []
+        for lo, hi in ((top, bottom), (left, right)):
+            scale = (hi - lo) / size
+            at = lo - 0.5 + (torch.arange(size) + 0.5) * scale
+            inside.append((at >= lo) & (at <= hi - 1))
+        rows, cols = inside
+        cols = cols.flip(0) if flip[i] else cols
+        if rows.any() and cols.any():
+            a = per_crop[i][:, rows][:, :, cols]
+            b = batched[i][:, rows][:, :, cols]
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_the_cpu_and_the_gpu_way_draw_the_same_boxes_and_flips(monkeypatch) -> None:
+    x = torch.randn(32, 3, 16, 16)
+    seen = []
+
+    def spy(resize):
+        def resized(x, boxes, flip, size):
+            seen.append((boxes, flip))
+            return resize(x, boxes, flip, size)
+
+        return resized
+
+    monkeypatch.setattr(augment_module, "crops_resized", spy(augment_module.crops_resized))
+    cpu = augment_batch(x, Augment("rrc_flip", 14), torch.Generator().manual_seed(0))
+    monkeypatch.setattr(augment_module, "crops_resized", spy(augment_module.boxes_resized))
+    gpu_way = augment_batch(x, Augment("rrc_flip", 14), torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(*seen, strict=True))
+    # the centre pixels of every view are inside its box: the same values either way
+    torch.testing.assert_close(cpu[..., 6:8, 6:8], gpu_way[..., 6:8, 6:8], atol=1e-5, rtol=0)

@@ -1,7 +1,8 @@
 """Batched augmentation on tensors, on whatever device the batch lives on.
 
-No Python loop per sample: crops, boxes and flips are drawn for the whole batch and applied
-with one gather or one `roi_align`, so the same code runs on a GPU without a host round trip.
+No Python loop per sample on a GPU: crops, boxes and flips are drawn for the whole batch and
+applied with one gather or one `roi_align`, without a host round trip. On a CPU each random
+resized crop is resized on its own (`crops_resized`, six times faster there).
 
 A batch comes at its split's base size (worker/engine/data/images.py): the training size for
 the pad-and-crop modes, larger by 1 / CROP_PCT for "rrc_flip", which crops a random box of it
@@ -73,12 +74,20 @@ def random_resized_crop(
 ) -> Tensor:
     """torchvision's RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, ten tries, then the
     whole image) and a horizontal flip for half, per sample, bilinear."""
-    n, _, h, w = x.shape
+    n = len(x)
     rank, world = part
     mine = slice(rank * n, (rank + 1) * n)
-    boxes = rrc_boxes(n * world, h, w, generator, x.device)[mine]
+    boxes = rrc_boxes(n * world, x.shape[-2], x.shape[-1], generator, x.device)[mine]
     flip = draw_ints(2, n * world, generator, x.device)[mine].bool()
-    index = torch.arange(n, device=x.device, dtype=x.dtype)[:, None]
+    resize = crops_resized if x.device.type == "cpu" else boxes_resized
+    return resize(x, boxes, flip, size)
+
+
+def boxes_resized(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
+    """Every box of its image resized to size x size in one `roi_align`, mirrored where `flip`
+    is set (no host round trip: the GPU's way). A sample next to a box's edge reads the
+    pixels beyond it."""
+    index = torch.arange(len(x), device=x.device, dtype=x.dtype)[:, None]
     rois = torch.cat([index, boxes.to(x.dtype)], dim=1)
     # One bilinear sample per output pixel: a box is at most base / size = 1 / CROP_PCT times
     # the output, too little reduction to alias, and roi_align's adaptive two-by-two
@@ -86,6 +95,20 @@ def random_resized_crop(
     out = roi_align(x, rois, size, aligned=True, sampling_ratio=1)
     out = torch.where(flip[:, None, None, None], out.flip(3), out)
     return out.contiguous(memory_format=memory_format_of(x))
+
+
+def crops_resized(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
+    """Each box cropped, resized and mirrored on its own, as torchvision's resized_crop does
+    (the CPU's way: a sixth of roi_align's time and the batched flip's there). The same
+    samples as `boxes_resized`, except that one next to a box's edge repeats the edge."""
+    shape = (len(x), x.shape[1], size, size)
+    out = torch.empty(shape, dtype=x.dtype, memory_format=memory_format_of(x))
+    corners, mirrored = boxes.int().tolist(), flip.tolist()
+    for i, (x1, y1, x2, y2) in enumerate(corners):
+        crop = x[i : i + 1, :, y1:y2, x1:x2]
+        view = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)[0]
+        out[i] = view.flip(-1) if mirrored[i] else view
+    return out
 
 
 def rrc_boxes(
