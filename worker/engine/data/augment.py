@@ -2,7 +2,7 @@
 
 No Python loop per sample on a GPU: crops, boxes and flips are drawn for the whole batch and
 applied with one gather or one `roi_align`, without a host round trip. On a CPU each random
-resized crop is resized on its own (`crops_resized`, six times faster there).
+resized crop is resized on its own (`crops_resized`, five times faster there).
 
 A batch comes at its split's base size (worker/engine/data/images.py): the training size for
 the pad-and-crop modes, larger by 1 / CROP_PCT for "rrc_flip", which crops a random box of it
@@ -74,10 +74,10 @@ def random_resized_crop(
 ) -> Tensor:
     """torchvision's RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, ten tries, then the
     whole image) and a horizontal flip for half, per sample, bilinear."""
-    n = len(x)
+    n, _, h, w = x.shape
     rank, world = part
     mine = slice(rank * n, (rank + 1) * n)
-    boxes = rrc_boxes(n * world, x.shape[-2], x.shape[-1], generator, x.device)[mine]
+    boxes = rrc_boxes(n * world, h, w, generator, x.device)[mine]
     flip = draw_ints(2, n * world, generator, x.device)[mine].bool()
     resize = crops_resized if x.device.type == "cpu" else boxes_resized
     return resize(x, boxes, flip, size)
