@@ -175,8 +175,7 @@ def engine_run(args: argparse.Namespace, data: DataSplit, models, workdir: Path,
 
 def engine_step(run: loop.Run) -> Callable[[], None]:
     x, y = next(run.data.train.epoch(run.plan.batch_size, run.generator))
-    x = x.contiguous(memory_format=loop.memory_format(run.device))
-    batch = Batch(x, y, run.plan.data.augment, run.generator)
+    batch = Batch(x, y, run.plan.data.augment, run.generator, normalise=run.data.train.normalise)
 
     def step() -> None:
         loop.train_step(run, batch, 0)

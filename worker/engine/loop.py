@@ -19,7 +19,6 @@ from worker.engine.data.images import Batches
 from worker.engine.device import (
     autocast,
     compiled,
-    memory_format,
     place,
     resolve_device,
     resolve_precision,
@@ -180,6 +179,7 @@ def epoch_context(run: Run) -> EpochContext:
 
     return EpochContext(
         train_batches=lambda: run.data.train.epoch(plan.batch_size, run.generator),
+        normalise=run.data.train.normalise,
         val=run.data.val,
         holdout_images=run.data.holdout,
         device=run.device,
@@ -251,8 +251,8 @@ def train_epoch(run: Run, epoch: int, resume: tuple[int, Tensor] | None = None) 
             raise Preempted(step, order)
         lrs.append(lr_for(run, epoch, step))
         set_lr(run.optimizer, lrs[-1])
-        x = x.contiguous(memory_format=memory_format(run.device))
-        batch = Batch(x, y, plan.data.augment, run.generator, (shard.rank, shard.world))
+        part, normalise = (shard.rank, shard.world), run.data.train.normalise
+        batch = Batch(x, y, plan.data.augment, run.generator, part, normalise)
         add_terms(totals, train_step(run, batch, epoch), len(y))
         seen += len(y)
         if shard.is_main:

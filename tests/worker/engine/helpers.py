@@ -169,6 +169,7 @@ def make_context(
     images = tensor_images(*train)
     return EpochContext(
         train_batches=lambda: images.epoch(batch_size, generator),
+        normalise=images.normalise,
         val=tensor_images(*val),
         holdout_images=None if holdout is None else tensor_images(*holdout),
         device=torch.device("cpu"),

@@ -36,13 +36,15 @@ def test_a_kd_step_runs_bf16_channels_last_fused_without_a_host_sync(digits, tmp
     assert conv.is_contiguous(memory_format=torch.channels_last)
     augment = run.plan.data.augment
     assert augment == Augment("crop", 8)
+    norm = run.data.train.normalise
     x, y = next(run.data.train.epoch(64, run.generator))
-    train_step(run, Batch(x, y, augment, run.generator), 0)  # warm-up: cuDNN autotuning
+    # warm-up: cuDNN autotuning
+    train_step(run, Batch(x, y, augment, run.generator, normalise=norm), 0)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for x, y in run.data.train.epoch(64, run.generator):
-            train_step(run, Batch(x, y, augment, run.generator), 0)
+            train_step(run, Batch(x, y, augment, run.generator, normalise=norm), 0)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

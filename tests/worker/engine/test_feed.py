@@ -43,15 +43,16 @@ def test_streamed_batches_are_the_resident_ones(dtype: torch.dtype) -> None:
     streamed = resident(x, y, on_device=False, prefetch=2)
     got = [list(imgs.epoch(16, torch.Generator().manual_seed(1))) for imgs in (on_device, streamed)]
     assert len(got[0]) == len(got[1]) == 4  # 50 = 3 * 16 + 2: the partial batch is kept
-    scale = 1 / 255 if dtype == torch.uint8 else 1.0
     for (xa, ya), (xb, yb) in zip(*got, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
-        assert xa.dtype == torch.float32  # normalised per batch
-        torch.testing.assert_close(xa, (x[ya].float() * scale - 0.25) / 0.5)
-    # evaluation's in-order batches alike
+        assert torch.equal(xa, x[ya])  # as stored: each view is normalised (augment.py)
+    # evaluation's in-order batches alike, normalised
     ordered = [list(imgs.ordered(16)) for imgs in (on_device, streamed)]
+    scale = 1 / 255 if dtype == torch.uint8 else 1.0
     for (xa, ya), (xb, yb) in zip(*ordered, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert xa.dtype == torch.float32
+        torch.testing.assert_close(xa, (x[ya].float() * scale - 0.25) / 0.5)
     assert torch.equal(torch.cat([b for _, b in ordered[1]]), y)
 
 

@@ -2,7 +2,14 @@
 
 No Python loop per sample on a GPU: crops, boxes and flips are drawn for the whole batch and
 applied with one gather or one `roi_align`, without a host round trip. On a CPU each random
-resized crop is resized on its own (`crops_resized`, five times faster there).
+resized crop is resized on its own (`crops_resized`, five times faster there), from the
+stored uint8 pixels when they are uint8, and only the view is normalised.
+
+A batch comes as stored, not normalised. Normalisation is per channel and affine, so it
+commutes with crops, flips and bilinear resizing (whose weights sum to one): a view is
+normalised after it is cut where that costs less (fewer pixels, uint8 resizing) and before
+where it must be, the pad-and-crop modes (their zero padding is the mean, in normalised
+space) and roi_align on a GPU (it takes floats only).
 
 A batch comes at its split's base size (worker/engine/data/images.py): the training size for
 the pad-and-crop modes, larger by 1 / CROP_PCT for "rrc_flip", which crops a random box of it
@@ -11,6 +18,7 @@ recipe); evaluation takes the centre (resize + centre crop, as timm evaluates).
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,22 +43,31 @@ class Augment:
         return round(self.size / CROP_PCT) if self.mode == "rrc_flip" else self.size
 
 
+Normalise = Callable[[Tensor], Tensor]
+
+
 def augment_batch(
     x: Tensor,
     augment: Augment,
     generator: torch.Generator | None = None,
     part: tuple[int, int] = (0, 1),
+    normalise: Normalise | None = None,
 ) -> Tensor:
-    """A fresh random view of `x` (N, C, base, base) at the training size.
+    """A fresh random view of `x` (N, C, base, base) at the training size, normalised by
+    `normalise` (None: `x` is normalised already).
 
     `part` = (rank, world): `x` is that share of a global batch of N * world. The draws are
     made for the whole global batch and this share's slice is applied, so every process keeps
     the same generator state and the views are those one process would draw.
     """
+    norm = normalise or (lambda t: t)
     if augment.mode == "none":
-        return centre_crop(x, augment.size)
+        return norm(centre_crop(x, augment.size))
     if augment.mode == "rrc_flip":
-        return random_resized_crop(x, augment.size, generator, part)
+        if x.device.type == "cpu":
+            return norm(random_resized_crop(x, augment.size, generator, part))
+        return random_resized_crop(norm(x), augment.size, generator, part)
+    x = norm(x)
     n, _, h, _ = x.shape
     rank, world = part
     mine = slice(rank * n, (rank + 1) * n)

@@ -9,9 +9,10 @@ Two kinds, one interface:
   decode each batch (worker/engine/data/decode.py) and pin it, and host memory stays flat
   whatever the dataset's size. A split's workers start on its first pass and serve the rest.
 
-Either way a batch arrives as it is stored and is normalised on the device; augmentation
-runs there too (augment.py). Both draw each epoch's shuffled order from the same generator,
-so they train alike.
+Either way a training batch arrives on the device as it is stored (uint8 or float, at the
+base size); each view of it is augmented and normalised there (augment.py), in the order
+that costs least on that device. Evaluation batches are centre-cropped, then normalised.
+Both kinds draw each epoch's shuffled order from the same generator, so they train alike.
 """
 
 import dataclasses
@@ -56,26 +57,24 @@ class Images:
         world: int = 1,
         first: int = 0,
     ) -> Batches:
-        """This process's part of each shuffled global batch, normalised, at base size, from
+        """This process's part of each shuffled global batch, as stored, at base size, from
         batch `first` on (the order is drawn whole either way: a resumed epoch's is the same)."""
         order_device = self._order_device()
         everything = shuffled_batches(len(self), batch_size, generator, order_device, world)
         return self._batches([shard_of(idx, rank, world) for idx in everything[first:]])
 
     def ordered(self, batch_size: int) -> Batches:
-        """In order, the last batch partial, normalised and centre-cropped: for evaluation."""
+        """In order, the last batch partial, centre-cropped and normalised: for evaluation."""
         steps = torch.arange(len(self), device=self._order_device()).split(batch_size)
-        return ((centre_crop(x, self.size), y) for x, y in self._batches(list(steps)))
+        norm = self.normalise
+        return ((norm(centre_crop(x, self.size)), y) for x, y in self._batches(list(steps)))
 
     def with_stats(self, mean: list[float], std: list[float]) -> Self:
         return dataclasses.replace(self, mean=list(mean), std=list(std))
 
-    def normalise(self, x: Tensor, scale: float) -> Tensor:
-        """(x * scale - mean) / std: one multiply and one add in place on a float copy, laid
-        out in the device's memory format (engine/device.py) so the step copies it no more."""
-        weight, bias = stats_on(tuple(self.mean), tuple(self.std), scale, x.device)
-        out = torch.empty_like(x, dtype=torch.float32, memory_format=memory_format(x.device))
-        return out.copy_(x).mul_(weight).add_(bias)
+    @property
+    def normalise(self) -> "Normalise":
+        return Normalise(tuple(self.mean), tuple(self.std))
 
     # each kind's own
     @property
@@ -110,10 +109,6 @@ class Resident(Images):
     def nbytes(self) -> int:
         return self.pixels.nbytes + self.labels.nbytes
 
-    @property
-    def scale(self) -> float:
-        return 1 / 255 if self.pixels.dtype == torch.uint8 else 1.0
-
     def subset(self, idx: np.ndarray) -> "Resident":
         index = torch.from_numpy(idx)
         return dataclasses.replace(self, labels=self.labels[index], pixels=self.pixels[index])
@@ -134,7 +129,7 @@ class Resident(Images):
 
     def _batches(self, parts: list[Tensor]) -> Batches:
         if self.on_device:
-            return ((self.normalise(self.pixels[i], self.scale), self.labels[i]) for i in parts)
+            return ((self.pixels[i], self.labels[i]) for i in parts)
         return self._stream(parts)
 
     def _stream(self, parts: list[Tensor]) -> Batches:
@@ -148,7 +143,7 @@ class Resident(Images):
                 if isinstance(item, BaseException):
                     raise item
                 x, y = (t.to(self.device, non_blocking=True) for t in item)
-                yield self.normalise(x, self.scale), y
+                yield x, y
         finally:
             done.set()  # a consumer that stops early (a cancel) releases the thread
             gather.join()
@@ -214,8 +209,7 @@ class Streamed(Images):
     def _batches(self, parts: list[Tensor]) -> Batches:
         loader = self.loader([p.tolist() for p in parts])
         for x, y in loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            yield self.normalise(x, 1 / 255), y
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def loader(self, batches: list[list[int]]) -> DataLoader:
         """The split's one loader, set to give `batches` on its next pass (a pass must end,
@@ -251,6 +245,22 @@ class Streamed(Images):
             start += len(x)
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(Images)}
         return Resident(**fields, pixels=pixels)
+
+
+@dataclass(frozen=True)
+class Normalise:
+    """(x * scale - mean) / std per channel, scale 1 / 255 for uint8 pixels (else 1): one
+    multiply and one add in place on a float copy, laid out in the device's memory format
+    (engine/device.py) so the step copies it no more."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
+        weight, bias = stats_on(self.mean, self.std, scale, x.device)
+        out = torch.empty_like(x, dtype=torch.float32, memory_format=memory_format(x.device))
+        return out.copy_(x).mul_(weight).add_(bias)
 
 
 @functools.lru_cache(maxsize=64)

@@ -49,9 +49,10 @@ def fit_epoch(
     total, seen = torch.zeros((), device=ctx.device), 0
     for x, _ in ctx.train_batches():
         ctx.check_stop()
+        view = augment_batch(x, ctx.augment, ctx.generator, normalise=ctx.normalise)
         with autocast(x.device, ctx.precision):
             with torch.no_grad():
-                target = features(augment_batch(x, ctx.augment, ctx.generator))
+                target = features(view)
             loss = F.l1_loss(ae(target)[1].float(), target.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
