@@ -85,3 +85,32 @@ def test_the_decoded_base_is_the_centre_square_resized(tmp_path: Path) -> None:
     out = decode(path.read_bytes(), 3, 20)
     assert out.shape == (3, 20, 20) and out.dtype == torch.uint8
     assert torch.equal(out.permute(1, 2, 0), torch.from_numpy(wide[:, 5:25]))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpegs_decode_to_pillows_pixels_in_every_orientation(mode: str) -> None:
+    """A JPEG in the dataset's mode goes to torchvision's decoder (decode.py): the pixels
+    Pillow gives, oriented as ImageOps.exif_transpose orients them."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    from worker.engine.data.decode import decode
+
+    rng = np.random.default_rng(0)
+    low = Image.fromarray(rng.integers(0, 256, (5, 8, 3), dtype=np.uint8))
+    image = low.resize((37, 23), Image.Resampling.BILINEAR).convert(mode)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=90, exif=exif.tobytes())
+        with Image.open(io.BytesIO(out.getvalue())) as file:
+            want = np.asarray(ImageOps.exif_transpose(file).convert(mode)).reshape(
+                *file.size[::-1] if orientation < 5 else file.size, -1
+            )
+        h, w, _ = want.shape
+        top, left = (h - 23) // 2, (w - 23) // 2
+        got = decode(out.getvalue(), 1 if mode == "L" else 3, 23)  # the square, not resized
+        square = torch.from_numpy(want[top : top + 23, left : left + 23].copy())
+        assert torch.equal(got.permute(1, 2, 0), square), orientation

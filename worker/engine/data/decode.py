@@ -1,10 +1,13 @@
 """Reading a stored dataset's images (service/shards.py writes them) for training: one
-`pread` per sample from its shard, decoded by Pillow, EXIF-oriented, converted to the
-dataset's channels; its centre square is then resized to base x base, as uint8.
+`pread` per sample from its shard, decoded, EXIF-oriented, converted to the dataset's
+channels; its centre square is then resized to base x base, as uint8.
 
-A JPEG much larger than needed is decoded at a reduced scale (libjpeg's DCT scaling, through
-Pillow's draft mode) that still leaves the shorter side at least `base`: most of the decoding
-work of a large photo is skipped, and the resize after it sees enough pixels. The resize is
+A JPEG at least twice as large as needed is decoded by Pillow at a reduced scale (libjpeg's
+DCT scaling by halves, draft mode) that still leaves the shorter side at least `base`: most
+of the decoding work of a large photo is skipped, and the resize after it sees enough
+pixels. Any other JPEG already in the dataset's mode is decoded by TorchCodec's `decode_jpeg` (the
+decoder that replaces torchvision's: the same pixels as Pillow's, EXIF-oriented alike, in
+about half its time here, straight into a tensor); everything else by Pillow. The resize is
 torch's antialiased bilinear on uint8 channels-last pixels (vectorised; about twice as fast
 as Pillow's on ImageNet-sized photos), and a sample stays channels-last: the batch is
 gathered without transposing each image.
@@ -23,8 +26,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
+from torchcodec.decoders import ImageReadMode, decode_jpeg
 
 ORIENTATION = 0x0112  # the EXIF tag; 1 is upright
+READ_MODES = {"L": ImageReadMode.GRAY, "RGB": ImageReadMode.RGB}  # Pillow's, TorchCodec's
 
 
 class ShardSamples(torch.utils.data.Dataset):
@@ -77,10 +82,12 @@ def decode(data: bytes, channels: int, base: int) -> Tensor:
     resized to base."""
     mode = "L" if channels == 1 else "RGB"
     with Image.open(io.BytesIO(data)) as file:
-        file.draft(mode, draft_size(file.size, base))
-        im = ImageOps.exif_transpose(file) if file.getexif().get(ORIENTATION, 1) != 1 else file
-        im = im.convert(mode) if im.mode != mode else im
-        pixels = torch.from_numpy(np.array(im, dtype=np.uint8).reshape(im.height, im.width, -1))
+        if file.format == "JPEG" and file.mode == mode and min(file.size) < 2 * base:
+            decoded = decode_jpeg(data, mode=READ_MODES[mode])  # EXIF-oriented
+            assert isinstance(decoded, Tensor)  # one source, one image
+            pixels = decoded.permute(1, 2, 0)
+        else:
+            pixels = pillow_pixels(file, mode, base)
     h, w, _ = pixels.shape
     side = min(w, h)
     top, left = (h - side) // 2, (w - side) // 2
@@ -90,6 +97,14 @@ def decode(data: bytes, channels: int, base: int) -> Tensor:
     square = square[None].contiguous(memory_format=torch.channels_last)
     out = F.interpolate(square, size=(base, base), mode="bilinear", antialias=True)
     return out[0]
+
+
+def pillow_pixels(file: Image.Image, mode: str, base: int) -> Tensor:
+    """(H, W, C) uint8: decoded at the scale `draft_size` allows, oriented, in `mode`."""
+    file.draft(mode, draft_size(file.size, base))
+    im = ImageOps.exif_transpose(file) if file.getexif().get(ORIENTATION, 1) != 1 else file
+    im = im.convert(mode) if im.mode != mode else im
+    return torch.from_numpy(np.array(im, dtype=np.uint8).reshape(im.height, im.width, -1))
 
 
 def draft_size(size: tuple[int, int], base: int) -> tuple[int, int]:
