@@ -13,7 +13,6 @@ import errno
 import json
 import logging
 import os
-import resource
 import signal
 import sys
 import threading
@@ -31,6 +30,7 @@ from worker import ranks
 from worker.build import Built, build, measure_teacher
 from worker.context import JobContext, LeaseLost
 from worker.engine import loop
+from worker.engine.data import DataSplit, Streamed
 from worker.engine.distributed import process_group, rank_device
 from worker.exports import ExportError
 from worker.inputs import JobInputs
@@ -49,6 +49,7 @@ def main(folder: Path, rank: int, world: int) -> int:
     _exit_with_parent()
     job_id, owner, spec, inputs = ranks.read_job(folder)
     logs.JOB_ID.set(job_id)  # every record of this process is about the job
+    torch.set_num_interop_threads(1)
     set_threads(world)
     if rank == 0:
         ctx = JobContext(job_id, owner, spec, get_settings())
@@ -94,6 +95,7 @@ def train(ctx: JobContext, inputs: JobInputs, folder: Path, world: int) -> dict[
     device = job_device(spec.train.device, world)
     before = peak_rss()
     built = build(spec, inputs, device)
+    set_threads(world, decoding_processes(built.data))
     if built.teacher is not None:
         report_teacher(ctx, built, spec, device)
     if world > 1:
@@ -122,8 +124,13 @@ def on_shutdown_signals(handler: Any) -> None:
 
 
 def peak_rss() -> int:
-    """This process's peak resident memory so far, in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory so far, in bytes: the high-water mark of its own
+    memory (Linux's VmHWM). Not getrusage's ru_maxrss, which a process started by a larger
+    one inherits from it at exec: it would hide this process's growth below that peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("/proc/self/status has no VmHWM")
 
 
 def report_teacher(ctx: JobContext, built: Built, spec: JobSpec, device: torch.device) -> None:
@@ -158,12 +165,17 @@ def job_device(name: str, world: int) -> torch.device:
     return device
 
 
-def set_threads(world: int) -> None:
+def set_threads(world: int, decoders: int = 0) -> None:
     """CPU threads from the cores this process is given: the setting, else the cores the
-    machine lets it use, shared among the job's processes."""
-    threads = get_settings().train_threads or max(1, len(os.sched_getaffinity(0)) // world)
-    torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
+    machine lets it use, shared among the job's processes, less those its `decoders` (the
+    DataLoader processes of streamed data) take, and at least one."""
+    cores = len(os.sched_getaffinity(0)) // world
+    torch.set_num_threads(get_settings().train_threads or max(1, cores - decoders))
+
+
+def decoding_processes(data: DataSplit) -> int:
+    """The processes decoding the training split's images: none for data held in memory."""
+    return data.train.workers if isinstance(data.train, Streamed) else 0
 
 
 def job_error(exc: Exception) -> JobError:

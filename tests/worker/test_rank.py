@@ -1,6 +1,9 @@
-"""A job's training process (worker/rank.py): its device check and thread count."""
+"""A job's training process (worker/rank.py): its device check, thread count and peak memory."""
 
 import errno
+import inspect
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,6 +11,7 @@ import torch
 from service.config import get_settings
 from service.errors import JobError
 from worker import rank
+from worker.engine.data import Augment, DataSplit, Resident, Streamed
 
 
 @pytest.mark.parametrize("device", ["cuda", "auto"])
@@ -32,12 +36,19 @@ def test_a_cuda_job_on_a_worker_without_cuda_fails_retryably(monkeypatch):
 
 
 def test_threads_come_from_the_setting_or_the_cores_shared_by_the_processes(monkeypatch):
-    monkeypatch.setattr(torch, "set_num_interop_threads", lambda n: None)  # once per process
     before = torch.get_num_threads()
     monkeypatch.setattr(rank.os, "sched_getaffinity", lambda pid: set(range(8)))
     try:
         rank.set_threads(world=2)
         assert torch.get_num_threads() == 4
+        rank.set_threads(world=2, decoders=3)  # streamed data: its decoders take three
+        assert torch.get_num_threads() == 1
+        rank.set_threads(world=1, decoders=8)
+        assert torch.get_num_threads() == 1  # at least one
+        monkeypatch.setenv("DISTILLERY_TRAIN_THREADS", "2")
+        get_settings.cache_clear()
+        rank.set_threads(world=2, decoders=3)
+        assert torch.get_num_threads() == 2
         monkeypatch.setenv("DISTILLERY_TRAIN_THREADS", "1")
         get_settings.cache_clear()
         rank.set_threads(world=2)
@@ -52,3 +63,37 @@ def test_a_full_disk_fails_the_job_as_disk_full():
     error = rank.job_error(full)
     assert (error.code, error.retryable) == ("disk_full", True)
     assert rank.job_error(OSError(errno.EIO, "I/O error")).code == "training_error"
+
+
+# A process holding 1 GiB starts a small one, which reports its own peak and getrusage's; the
+# small one runs peak_rss's own source, without worker.rank's imports (seconds, and a GiB).
+LARGE_PARENT = """
+import subprocess, sys
+ballast = b"x" * (1 << 30)
+subprocess.run([sys.executable, "-c", sys.argv[1]], check=True)
+"""
+SMALL_CHILD = """
+import resource
+from pathlib import Path
+{source}
+print(peak_rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def test_the_peak_rss_is_the_processs_own_not_its_parents():
+    child = SMALL_CHILD.format(source=inspect.getsource(rank.peak_rss))
+    out = subprocess.run(
+        [sys.executable, "-c", LARGE_PARENT, child], check=True, capture_output=True, text=True
+    )
+    own, inherited = (int(v) for v in out.stdout.split())
+    assert inherited > 1 << 30  # getrusage keeps the parent's peak across exec
+    assert 0 < own < 100 << 20  # the small process's own
+
+
+def test_only_streamed_training_data_has_decoding_processes():
+    labels, cpu = torch.arange(4), torch.device("cpu")
+    held = Resident(labels, [0.0], [1.0], 8, cpu, pixels=torch.zeros(4, 1, 8, 8))
+    streamed = Streamed(labels, [0.0], [1.0], 8, cpu, workers=3)
+    for train, processes in ((held, 0), (streamed, 3)):
+        data = DataSplit(train, held, 2, 1, ["a", "b"], Augment("none", 8))
+        assert rank.decoding_processes(data) == processes

@@ -147,3 +147,29 @@ def test_a_rank_0_that_does_not_leave_when_asked_is_given_up_after_a_grace(tmp_p
         children.outcome(Job(), DRAINING)  # type: ignore[arg-type]
     children.stop(grace_s=0)
     assert children.procs[0].returncode == -signal.SIGKILL
+
+
+# ten 64 MiB tensors, each freed before the next is made: the minor page faults they cost
+ALLOCATE = """
+import os, resource, torch
+print(os.environ.get("THP_MEM_ALLOC_ENABLE"))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    torch.ones(16 << 20)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+PAGES = (64 << 20) // 4096  # 4 KiB pages in 64 MiB
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def test_a_rank_allocates_in_huge_pages_where_the_kernel_allows(tmp_path):
+    children = Ranks(tmp_path)
+    children.start(0, [sys.executable, "-c", ALLOCATE])
+    assert children.procs[0].wait(timeout=60) == 0
+    setting, faults = ranks.log_path(tmp_path, 0).read_text().split()
+    assert setting == "1"
+    plain = subprocess.run([sys.executable, "-c", ALLOCATE], capture_output=True, text=True)
+    unset, plain_faults = plain.stdout.split()
+    assert unset == "None" and int(plain_faults) >= 9 * PAGES  # torch's default: all fault
+    if "[never]" not in THP.read_text():  # else the kernel gives 4 KiB pages whatever is asked
+        assert int(faults) < PAGES  # 2 MiB pages: 32 faults a tensor, not 16,384
