@@ -8,8 +8,9 @@ The JPEGs have varied sizes around 500x375 and 1000 classes; they are stored the
 upload stores them (service/imagefolder.py: checked, then WebDataset shards), and also kept
 as an ImageFolder tree on disk for the reference.
   (a) project    a streamed epoch from the shards: W DataLoader processes read and decode
-                 (draft-mode JPEG, resize to the base), then RandomResizedCrop(224) + flip
-                 on the training device, as images/s
+                 (TorchCodec, or Pillow at a reduced scale for large JPEGs; resize to the
+                 base), then RandomResizedCrop(224) + flip and normalisation on the
+                 training device, as images/s
   (a')delivered  the W processes' side of (a) alone: batches decoded to the base size and
                  handed over, the training process doing nothing else (on a GPU the
                  augmentation costs the CPU nothing; on a CPU, (a) shares its cores with it)
@@ -19,14 +20,16 @@ as an ImageFolder tree on disk for the reference.
                  (worker/build.py, loop.start_run): the step alone on one resident batch
                  against a whole epoch streamed from the shards (--kd-images)
   (d) memory     peak RSS growth of a process streaming one epoch, for two dataset sizes
-Nothing is asserted; ratios a/b and epoch/step are printed.
+Nothing is asserted; ratios a/b and epoch/step are printed. The bench runs as a job's
+training process does: in its environment (worker/ranks.py TRAINING_ENV: huge pages for
+torch's large blocks) and with its threads (worker/rank.py set_threads: the cores less the
+W decoders). Neither changes (b), whose batches are made in its workers' shared memory.
 """
 
 import argparse
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,11 +38,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker.ranks import training_env  # noqa: E402  (no torch in it)
+
+os.environ.update(training_env())  # before torch: its allocator reads it once
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from service import archives, imagefolder, shards  # noqa: E402
 from service.archives import Budget  # noqa: E402
@@ -51,6 +58,7 @@ from worker.engine.data.images import Streamed  # noqa: E402
 from worker.engine.methods import Batch, create  # noqa: E402
 from worker.engine.zoo import build_model  # noqa: E402
 from worker.inputs import JobInputs  # noqa: E402
+from worker.rank import peak_rss, set_threads  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +109,7 @@ def project(index: Path, size: int, workers: int, batch: int, device: torch.devi
     generator = torch.Generator(device=device).manual_seed(0)
     started, seen = time.perf_counter(), 0
     for x, _ in train.epoch(batch, generator):
-        view = augment_batch(x, data.augment, generator)
+        view = augment_batch(x, data.augment, generator, normalise=train.normalise)
         seen += len(view)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -187,7 +195,7 @@ def kd(args: argparse.Namespace, index: Path, workdir: Path, device: str) -> dic
     method = create("kd", student=student, teacher=teacher, input_shape=data.input_shape, **kwargs)
     run = loop.start_run(plan_for(spec, inputs, method, data, device), loop.Quiet())
     x, y = next(iter(run.data.train.epoch(args.kd_batch, run.generator)))
-    batch = Batch(x, y, data.augment, run.generator)
+    batch = Batch(x, y, data.augment, run.generator, normalise=run.data.train.normalise)
     steps = max(1, len(data.train) // args.kd_batch)
     for _ in range(min(5, steps)):  # warm-up: cuDNN autotuning, allocator
         loop.train_step(run, batch, 0)
@@ -208,16 +216,14 @@ def synchronize(device: torch.device) -> None:
 
 def rss_child(index: Path, size: int) -> None:
     """(d) in its own process: peak RSS growth while streaming one epoch."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss()
     data = streamed(index, size, workers=2)
     assert isinstance(data.train, Streamed)
     generator = torch.Generator().manual_seed(0)
     for x, _ in data.train.epoch(64, generator):
-        augment_batch(x, data.augment, generator)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        json.dumps({"peak_rss_bytes": peak * 1024, "peak_rss_growth_bytes": (peak - before) * 1024})
-    )
+        augment_batch(x, data.augment, generator, normalise=data.train.normalise)
+    peak = peak_rss()
+    print(json.dumps({"peak_rss_bytes": peak, "peak_rss_growth_bytes": peak - before}))
 
 
 def rss_growth(root: Path, count: int, size: int) -> dict[str, int]:
@@ -238,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rss_child(args.rss_child, args.size)
         return {}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    set_threads(world=1, decoders=args.workers)  # a job's process streaming with W decoders
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         index = make_jpegs(root, args.images)
