@@ -244,6 +244,7 @@ def train_epoch(run: Run, epoch: int, resume: tuple[int, Tensor] | None = None) 
     started = time.perf_counter()
     first, order = resume if resume else (0, run.generator.get_state())
     data = batches_from(run, order, first)
+    part, normalise = (shard.rank, shard.world), run.data.train.normalise
     for step, (x, y) in enumerate(data, start=first):
         if run.callbacks.should_stop():
             raise Stopped(f"stopped at epoch {epoch + 1}, step {step + 1}")
@@ -251,7 +252,6 @@ def train_epoch(run: Run, epoch: int, resume: tuple[int, Tensor] | None = None) 
             raise Preempted(step, order)
         lrs.append(lr_for(run, epoch, step))
         set_lr(run.optimizer, lrs[-1])
-        part, normalise = (shard.rank, shard.world), run.data.train.normalise
         batch = Batch(x, y, plan.data.augment, run.generator, part, normalise)
         add_terms(totals, train_step(run, batch, epoch), len(y))
         seen += len(y)

@@ -8,8 +8,11 @@ import torchvision.transforms.v2.functional as TF
 from worker.engine.data import Augment, augment_batch, crop_at, num_batches
 from worker.engine.data import augment as augment_module
 from worker.engine.data.augment import RRC_TRIES, centre_crop, rrc_boxes
+from worker.engine.data.images import Resident
 
 from .helpers import tensor_images
+
+CPU = torch.device("cpu")
 
 
 def views(
@@ -310,3 +313,23 @@ def test_a_batch_on_the_cpu_is_resized_crop_by_crop() -> None:
     flip = torch.randint(0, 2, (32,), generator=g).bool()
     assert torch.equal(out, augment_module.crops_resized(x, boxes, flip, 14))
     assert not torch.allclose(out, augment_module.boxes_resized(x, boxes, flip, 14))
+
+
+@pytest.mark.parametrize("mode", ["none", "crop", "crop_flip", "rrc_flip"])
+def test_a_view_normalised_after_it_is_cut_is_the_view_of_the_normalised_batch(mode: str):
+    """augment_batch normalises a stored uint8 batch after cutting where that is cheaper (a
+    CPU's random resized crops, centre crops): the same view as cutting the normalised
+    batch, to within the uint8 resize's rounding (one level of 255)."""
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    x = x.contiguous(memory_format=torch.channels_last)  # as the decoders hand it over
+    images = Resident(torch.arange(16), [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], 28, CPU, pixels=x)
+    augment = Augment(mode, 28 if mode in ("none", "rrc_flip") else 32)
+    norm = images.normalise
+    got = augment_batch(x, augment, torch.Generator().manual_seed(5), normalise=norm)
+    want = augment_batch(norm(x), augment, torch.Generator().manual_seed(5))
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    level = 1.0001 / 255 / 0.2  # one uint8 level in the normalised units of the narrowest std
+    exact = mode != "rrc_flip"
+    torch.testing.assert_close(got, want, atol=0 if exact else level, rtol=0)
+    if not exact:
+        assert not torch.equal(got, want)  # the CPU's random crops did resize the uint8 pixels

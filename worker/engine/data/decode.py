@@ -5,9 +5,10 @@ channels; its centre square is then resized to base x base, as uint8.
 A JPEG at least twice as large as needed is decoded by Pillow at a reduced scale (libjpeg's
 DCT scaling by halves, draft mode) that still leaves the shorter side at least `base`: most
 of the decoding work of a large photo is skipped, and the resize after it sees enough
-pixels. Any other JPEG already in the dataset's mode is decoded by TorchCodec's `decode_jpeg` (the
-decoder that replaces torchvision's: the same pixels as Pillow's, EXIF-oriented alike, in
-about half its time here, straight into a tensor); everything else by Pillow. The resize is
+pixels. Any other JPEG already in the dataset's mode is decoded by TorchCodec's
+`decode_jpeg` (the decoder that replaces torchvision's: the same pixels as Pillow's,
+EXIF-oriented alike, in about half its time here, straight into a tensor); everything else
+by Pillow. The resize is
 torch's antialiased bilinear on uint8 channels-last pixels (vectorised; about twice as fast
 as Pillow's on ImageNet-sized photos), and a sample stays channels-last: the batch is
 gathered without transposing each image.
