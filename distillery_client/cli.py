@@ -84,7 +84,9 @@ def submit(
         try:
             job = api.create_job(body, idempotency_key)
         except InvalidRequest as exc:
-            fail(f"{spec}: {exc.title}: {exc.detail}", EXIT_INVALID, _with_lines(exc, text))
+            # the detail only lists the fields, which the lines below give one by one
+            headline = exc.title if exc.errors else f"{exc.title}: {exc.detail}"
+            fail(f"{spec}: {headline}", EXIT_INVALID, _with_lines(exc, text))
         emit(job) if wants_json(as_json) else say(job.id)
         if wait:
             raise typer.Exit(EXIT_BY_STATUS[follow(api, job.id).status])
