@@ -109,7 +109,7 @@ def project(index: Path, size: int, workers: int, batch: int, device: torch.devi
     generator = torch.Generator(device=device).manual_seed(0)
     started, seen = time.perf_counter(), 0
     for x, _ in train.epoch(batch, generator):
-        view = augment_batch(x, data.augment, generator, normalise=train.normalise)
+        view = augment_batch(x, data.augment, train.normalise, generator)
         seen += len(view)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -195,7 +195,7 @@ def kd(args: argparse.Namespace, index: Path, workdir: Path, device: str) -> dic
     method = create("kd", student=student, teacher=teacher, input_shape=data.input_shape, **kwargs)
     run = loop.start_run(plan_for(spec, inputs, method, data, device), loop.Quiet())
     x, y = next(iter(run.data.train.epoch(args.kd_batch, run.generator)))
-    batch = Batch(x, y, data.augment, run.generator, normalise=run.data.train.normalise)
+    batch = Batch(x, y, data.augment, run.data.train.normalise, run.generator)
     steps = max(1, len(data.train) // args.kd_batch)
     for _ in range(min(5, steps)):  # warm-up: cuDNN autotuning, allocator
         loop.train_step(run, batch, 0)
@@ -221,7 +221,7 @@ def rss_child(index: Path, size: int) -> None:
     assert isinstance(data.train, Streamed)
     generator = torch.Generator().manual_seed(0)
     for x, _ in data.train.epoch(64, generator):
-        augment_batch(x, data.augment, generator, normalise=data.train.normalise)
+        augment_batch(x, data.augment, data.train.normalise, generator)
     peak = peak_rss()
     print(json.dumps({"peak_rss_bytes": peak, "peak_rss_growth_bytes": peak - before}))
 

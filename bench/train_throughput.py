@@ -175,7 +175,7 @@ def engine_run(args: argparse.Namespace, data: DataSplit, models, workdir: Path,
 
 def engine_step(run: loop.Run) -> Callable[[], None]:
     x, y = next(run.data.train.epoch(run.plan.batch_size, run.generator))
-    batch = Batch(x, y, run.plan.data.augment, run.generator, normalise=run.data.train.normalise)
+    batch = Batch(x, y, run.plan.data.augment, run.data.train.normalise, run.generator)
 
     def step() -> None:
         loop.train_step(run, batch, 0)

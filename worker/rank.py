@@ -30,7 +30,6 @@ from worker import ranks
 from worker.build import Built, build, measure_teacher
 from worker.context import JobContext, LeaseLost
 from worker.engine import loop
-from worker.engine.data import DataSplit, Streamed
 from worker.engine.distributed import process_group, rank_device
 from worker.exports import ExportError
 from worker.inputs import JobInputs
@@ -95,7 +94,7 @@ def train(ctx: JobContext, inputs: JobInputs, folder: Path, world: int) -> dict[
     device = job_device(spec.train.device, world)
     before = peak_rss()
     built = build(spec, inputs, device)
-    set_threads(world, decoding_processes(built.data))
+    set_threads(world, built.data.train.decoders)
     if built.teacher is not None:
         report_teacher(ctx, built, spec, device)
     if world > 1:
@@ -171,11 +170,6 @@ def set_threads(world: int, decoders: int = 0) -> None:
     DataLoader processes of streamed data) take, and at least one."""
     cores = len(os.sched_getaffinity(0)) // world
     torch.set_num_threads(get_settings().train_threads or max(1, cores - decoders))
-
-
-def decoding_processes(data: DataSplit) -> int:
-    """The processes decoding the training split's images: none for data held in memory."""
-    return data.train.workers if isinstance(data.train, Streamed) else 0
 
 
 def job_error(exc: Exception) -> JobError:

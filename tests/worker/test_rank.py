@@ -11,7 +11,7 @@ import torch
 from service.config import get_settings
 from service.errors import JobError
 from worker import rank
-from worker.engine.data import Augment, DataSplit, Resident, Streamed
+from worker.engine.data import Resident, Streamed
 
 
 @pytest.mark.parametrize("device", ["cuda", "auto"])
@@ -90,10 +90,7 @@ def test_the_peak_rss_is_the_processs_own_not_its_parents():
     assert 0 < own < 100 << 20  # the small process's own
 
 
-def test_only_streamed_training_data_has_decoding_processes():
+def test_only_streamed_data_has_decoding_processes():
     labels, cpu = torch.arange(4), torch.device("cpu")
-    held = Resident(labels, [0.0], [1.0], 8, cpu, pixels=torch.zeros(4, 1, 8, 8))
-    streamed = Streamed(labels, [0.0], [1.0], 8, cpu, workers=3)
-    for train, processes in ((held, 0), (streamed, 3)):
-        data = DataSplit(train, held, 2, 1, ["a", "b"], Augment("none", 8))
-        assert rank.decoding_processes(data) == processes
+    assert Resident(labels, [0.0], [1.0], 8, cpu, pixels=torch.zeros(4, 1, 8, 8)).decoders == 0
+    assert Streamed(labels, [0.0], [1.0], 8, cpu, workers=3).decoders == 3

@@ -252,7 +252,7 @@ def train_epoch(run: Run, epoch: int, resume: tuple[int, Tensor] | None = None) 
             raise Preempted(step, order)
         lrs.append(lr_for(run, epoch, step))
         set_lr(run.optimizer, lrs[-1])
-        batch = Batch(x, y, plan.data.augment, run.generator, part, normalise)
+        batch = Batch(x, y, plan.data.augment, normalise, run.generator, part)
         add_terms(totals, train_step(run, batch, epoch), len(y))
         seen += len(y)
         if shard.is_main:

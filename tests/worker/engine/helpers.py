@@ -150,8 +150,13 @@ def batch(
     mode: str = "none",
     generator: torch.Generator | None = None,
 ) -> Batch:
-    """A training batch of images already at their training size."""
-    return Batch(x, y, Augment(mode, x.shape[-1]), generator)
+    """A training batch of images already at their training size, normalised already."""
+    return Batch(x, y, Augment(mode, x.shape[-1]), normalised, generator)
+
+
+def normalised(x: torch.Tensor) -> torch.Tensor:
+    """The normaliser of tensors that are normalised already: each view as it is cut."""
+    return x
 
 
 def make_context(

@@ -10,7 +10,7 @@ from worker.engine.data import augment as augment_module
 from worker.engine.data.augment import RRC_TRIES, centre_crop, rrc_boxes
 from worker.engine.data.images import Resident
 
-from .helpers import tensor_images
+from .helpers import normalised, tensor_images
 
 CPU = torch.device("cpu")
 
@@ -19,7 +19,7 @@ def views(
     x: torch.Tensor, mode: str, generator: torch.Generator | None = None, **kw
 ) -> torch.Tensor:
     """`augment_batch` at the images' own size (the pad-and-crop modes' base is the size)."""
-    return augment_batch(x, Augment(mode, x.shape[-1]), generator, **kw)
+    return augment_batch(x, Augment(mode, x.shape[-1]), normalised, generator, **kw)
 
 
 def numbered(n: int, h: int, w: int) -> torch.Tensor:
@@ -52,7 +52,7 @@ def test_none_is_the_centre_crop_of_a_larger_base() -> None:
     x = torch.randn(4, 3, 12, 12)
     g = torch.Generator().manual_seed(0)
     state = g.get_state()
-    out = augment_batch(x, Augment("none", 8), g)
+    out = augment_batch(x, Augment("none", 8), normalised, g)
     assert torch.equal(out, x[:, :, 2:10, 2:10]) and torch.equal(out, centre_crop(x, 8))
     assert torch.equal(g.get_state(), state)  # nothing drawn
     # an odd margin: its extra row and column are left at the end
@@ -113,7 +113,7 @@ def test_views_are_fresh_and_reproducible(mode: str) -> None:
 @pytest.mark.parametrize("mode", ["crop", "rrc_flip"])
 def test_channels_last_input_stays_channels_last(mode: str) -> None:
     x = torch.randn(4, 3, 16, 16).contiguous(memory_format=torch.channels_last)
-    out = augment_batch(x, Augment(mode, 14), torch.Generator().manual_seed(0))
+    out = augment_batch(x, Augment(mode, 14), normalised, torch.Generator().manual_seed(0))
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -143,10 +143,10 @@ def test_each_share_of_a_global_batch_gets_the_views_one_process_would_draw(
     x = torch.randn(8, 3, 16, 16)
     augment = Augment(mode, size)
     one = torch.Generator().manual_seed(3)
-    whole = augment_batch(x, augment, one)
+    whole = augment_batch(x, augment, normalised, one)
     for rank in range(2):
         g = torch.Generator().manual_seed(3)
-        part = augment_batch(x[rank * 4 : (rank + 1) * 4], augment, g, part=(rank, 2))
+        part = augment_batch(x[rank * 4 : (rank + 1) * 4], augment, normalised, g, part=(rank, 2))
         assert torch.equal(part, whole[rank * 4 : (rank + 1) * 4])
         # every process's generator moved as far as the one-process draw: the ranks stay in step
         assert torch.equal(g.get_state(), one.get_state())
@@ -161,7 +161,7 @@ def test_rrc_flip_keeps_a_larger_base_and_gives_the_training_size() -> None:
     assert augment.base == 32  # round(28 / 0.875)
     assert Augment("rrc_flip", 224).base == 256 and Augment("crop_flip", 28).base == 28
     x = torch.rand(5, 3, augment.base, augment.base)
-    out = augment_batch(x, augment, torch.Generator().manual_seed(0))
+    out = augment_batch(x, augment, normalised, torch.Generator().manual_seed(0))
     assert out.shape == (5, 3, 28, 28) and out.dtype == x.dtype
     # bilinear sampling within the image: no value outside the image's range
     assert out.min() >= x.min() - 1e-6 and out.max() <= x.max() + 1e-6
@@ -231,7 +231,7 @@ def test_a_whole_image_box_is_a_bilinear_resize(base: int, size: int, monkeypatc
     whole = torch.tensor([[0.0, 0.0, float(base), float(base)]]).expand(n, 4)
     monkeypatch.setattr(augment_module, "rrc_boxes", lambda *args: whole)
     x = torch.randn(n, 3, base, base, generator=torch.Generator().manual_seed(0))
-    out = augment_batch(x, Augment("rrc_flip", size), torch.Generator().manual_seed(1))
+    out = augment_batch(x, Augment("rrc_flip", size), normalised, torch.Generator().manual_seed(1))
     # identity, upsampling, and a 2x reduction (each output pixel the mean of two)
     resized = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     flipped = torch.zeros(n, dtype=torch.bool)
@@ -249,7 +249,7 @@ def test_a_box_of_the_training_size_is_a_plain_crop(monkeypatch) -> None:
     boxes = torch.cat([corners, corners + size], dim=1).float()
     monkeypatch.setattr(augment_module, "rrc_boxes", lambda *args: boxes)
     x = torch.randn(n, 2, base, base)
-    out = augment_batch(x, Augment("rrc_flip", size), torch.Generator().manual_seed(3))
+    out = augment_batch(x, Augment("rrc_flip", size), normalised, torch.Generator().manual_seed(3))
     for i, (left, top) in enumerate(corners.tolist()):
         crop = x[i, :, top : top + size, left : left + size]
         ok = torch.allclose(out[i], crop, atol=1e-6)
@@ -307,7 +307,7 @@ def test_a_batch_on_the_cpu_is_resized_crop_by_crop() -> None:
     """augment_batch on a CPU takes the draws random_resized_crop makes (boxes, then flips)
     to `crops_resized`, not to roi_align (whose edges differ at these small sizes)."""
     x = torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(5))
-    out = augment_batch(x, Augment("rrc_flip", 14), torch.Generator().manual_seed(0))
+    out = augment_batch(x, Augment("rrc_flip", 14), normalised, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
     boxes = rrc_boxes(32, 16, 16, g, torch.device("cpu"))
     flip = torch.randint(0, 2, (32,), generator=g).bool()
@@ -320,15 +320,18 @@ def test_a_view_normalised_after_it_is_cut_is_the_view_of_the_normalised_batch(m
     """augment_batch normalises a stored uint8 batch after cutting where that is cheaper (a
     CPU's random resized crops, centre crops): the same view as cutting the normalised
     batch, to within the uint8 resize's rounding (one level of 255)."""
-    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    pixels = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=pixels)
     x = x.contiguous(memory_format=torch.channels_last)  # as the decoders hand it over
     images = Resident(torch.arange(16), [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], 28, CPU, pixels=x)
     augment = Augment(mode, 28 if mode in ("none", "rrc_flip") else 32)
     norm = images.normalise
-    got = augment_batch(x, augment, torch.Generator().manual_seed(5), normalise=norm)
-    want = augment_batch(norm(x), augment, torch.Generator().manual_seed(5))
+    got = augment_batch(x, augment, norm, torch.Generator().manual_seed(5))
+    want = augment_batch(norm(x), augment, normalised, torch.Generator().manual_seed(5))
     assert got.dtype == torch.float32 and got.shape == want.shape
-    level = 1.0001 / 255 / 0.2  # one uint8 level in the normalised units of the narrowest std
+    # one uint8 level in the normalised units of the narrowest std, and float32's rounding of
+    # it (300 random batches differed by at most 1.0002 levels)
+    level = 1.01 / 255 / 0.2
     exact = mode != "rrc_flip"
     torch.testing.assert_close(got, want, atol=0 if exact else level, rtol=0)
     if not exact:

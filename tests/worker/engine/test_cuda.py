@@ -12,7 +12,7 @@ from worker.engine.loop import Quiet, evaluate, start_run, train, train_step
 from worker.engine.methods import Batch
 from worker.engine.zoo import build_model
 
-from .helpers import Recorder, make_plan
+from .helpers import Recorder, make_plan, normalised
 
 pytestmark = [
     pytest.mark.gpu,
@@ -39,12 +39,12 @@ def test_a_kd_step_runs_bf16_channels_last_fused_without_a_host_sync(digits, tmp
     norm = run.data.train.normalise
     x, y = next(run.data.train.epoch(64, run.generator))
     # warm-up: cuDNN autotuning
-    train_step(run, Batch(x, y, augment, run.generator, normalise=norm), 0)
+    train_step(run, Batch(x, y, augment, norm, run.generator), 0)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for x, y in run.data.train.epoch(64, run.generator):
-            train_step(run, Batch(x, y, augment, run.generator, normalise=norm), 0)
+            train_step(run, Batch(x, y, augment, norm, run.generator), 0)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -84,8 +84,8 @@ def test_views_on_the_gpu_are_the_cpus(mode: str, monkeypatch) -> None:
     monkeypatch.setattr(augment_module, "crops_resized", augment_module.boxes_resized)
     x = torch.randn(32, 3, 16, 16)
     augment = Augment(mode, 14 if mode == "rrc_flip" else 16)
-    on_cpu = augment_batch(x, augment, torch.Generator().manual_seed(0))
-    on_gpu = augment_batch(x.cuda(), augment, torch.Generator().manual_seed(0))
+    on_cpu = augment_batch(x, augment, normalised, torch.Generator().manual_seed(0))
+    on_gpu = augment_batch(x.cuda(), augment, normalised, torch.Generator().manual_seed(0))
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-5, rtol=1e-5)
 
 

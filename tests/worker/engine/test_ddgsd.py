@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.worker.engine.helpers import Recorder, batch, first_train, make_method, make_plan
+from tests.worker.engine.helpers import (
+    Recorder,
+    batch,
+    first_train,
+    make_method,
+    make_plan,
+    normalised,
+)
 from worker.engine.data import Augment, DataSplit
 from worker.engine.loop import train
 from worker.engine.methods import Batch, ddgsd
@@ -101,7 +108,7 @@ class FixedViews(Batch):
     """Hands out given views in order, so a test knows exactly what the network saw."""
 
     def __init__(self, views: list[torch.Tensor], labels: torch.Tensor) -> None:
-        super().__init__(views[0], labels, Augment("none", views[0].shape[-1]))
+        super().__init__(views[0], labels, Augment("none", views[0].shape[-1]), normalised)
         self.queue = list(views)
 
     def view(self) -> torch.Tensor:

@@ -13,6 +13,7 @@ from tests.worker.engine.helpers import (
     make_context,
     make_method,
     make_plan,
+    normalised,
     np_ce,
     np_log_softmax,
     tensor_images,
@@ -165,7 +166,7 @@ def test_losses_per_peer_with_a_detached_minlogit_teacher() -> None:
     method = kdcl_method(temperature=2.0, kd_weight=0.5)
     method.train()
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
-    counting = CountingBatch(x, y, Augment("crop", 8), torch.Generator().manual_seed(0))
+    counting = CountingBatch(x, y, Augment("crop", 8), normalised, torch.Generator().manual_seed(0))
     terms = method.losses(counting, epoch=0)
     assert list(terms) == ["ce_0", "kd_0", "ce_1", "kd_1"] and counting.views == 2  # a view each
     terms = method.losses(batch(x, y, "none"), epoch=0)

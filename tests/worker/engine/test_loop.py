@@ -25,6 +25,7 @@ from .helpers import (
     assert_same_weights,
     make_method,
     make_plan,
+    normalised,
     spec_schedule,
     synthetic_options,
     tensor_images,
@@ -244,7 +245,7 @@ def test_the_teacher_answers_in_inference_mode_and_kd_still_backpropagates(digit
     method = make_method("kd", build_model("cnn_small", 10, 1), teacher)
     x, y = next(digits.train.ordered(8))
     assert method.ask_teacher(x).is_inference()
-    terms = method(Batch(x, y, digits.augment), 0)
+    terms = method(Batch(x, y, digits.augment, normalised), 0)
     sum(terms.values()).backward()  # inference tensors only enter through log-softmax
     assert all(p.grad is not None for p in method.student.parameters())
     assert all(p.grad is None for p in teacher.parameters())

@@ -89,13 +89,13 @@ def test_the_decoded_base_is_the_centre_square_resized(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_jpegs_decode_to_pillows_pixels_in_every_orientation(mode: str) -> None:
-    """A JPEG in the dataset's mode goes to torchvision's decoder (decode.py): the pixels
+    """A JPEG in the dataset's mode goes to TorchCodec's decoder (decode.py): the pixels
     Pillow gives, oriented as ImageOps.exif_transpose orients them."""
     import io
 
     from PIL import Image, ImageOps
 
-    from worker.engine.data.decode import decode
+    from worker.engine.data.decode import by_torchcodec, decode
 
     rng = np.random.default_rng(0)
     low = Image.fromarray(rng.integers(0, 256, (5, 8, 3), dtype=np.uint8))
@@ -106,9 +106,9 @@ def test_jpegs_decode_to_pillows_pixels_in_every_orientation(mode: str) -> None:
         out = io.BytesIO()
         image.save(out, "JPEG", quality=90, exif=exif.tobytes())
         with Image.open(io.BytesIO(out.getvalue())) as file:
-            want = np.asarray(ImageOps.exif_transpose(file).convert(mode)).reshape(
-                *file.size[::-1] if orientation < 5 else file.size, -1
-            )
+            assert by_torchcodec(file, mode, 23)
+            assert not by_torchcodec(file, mode, 11)  # twice the base: Pillow's draft decode
+            want = np.atleast_3d(np.asarray(ImageOps.exif_transpose(file).convert(mode)))
         h, w, _ = want.shape
         top, left = (h - 23) // 2, (w - 23) // 2
         got = decode(out.getvalue(), 1 if mode == "L" else 3, 23)  # the square, not resized

@@ -43,31 +43,27 @@ class Augment:
         return round(self.size / CROP_PCT) if self.mode == "rrc_flip" else self.size
 
 
-Normalise = Callable[[Tensor], Tensor]
-
-
 def augment_batch(
     x: Tensor,
     augment: Augment,
+    normalise: Callable[[Tensor], Tensor],
     generator: torch.Generator | None = None,
     part: tuple[int, int] = (0, 1),
-    normalise: Normalise | None = None,
 ) -> Tensor:
-    """A fresh random view of `x` (N, C, base, base) at the training size, normalised by
-    `normalise` (None: `x` is normalised already).
+    """A fresh random view of `x` (N, C, base, base, as stored) at the training size,
+    normalised by `normalise` (the split's, images.py Normalise).
 
     `part` = (rank, world): `x` is that share of a global batch of N * world. The draws are
     made for the whole global batch and this share's slice is applied, so every process keeps
     the same generator state and the views are those one process would draw.
     """
-    norm = normalise or (lambda t: t)
     if augment.mode == "none":
-        return norm(centre_crop(x, augment.size))
+        return normalise(centre_crop(x, augment.size))
     if augment.mode == "rrc_flip":
         if x.device.type == "cpu":
-            return norm(random_resized_crop(x, augment.size, generator, part))
-        return random_resized_crop(norm(x), augment.size, generator, part)
-    x = norm(x)
+            return normalise(random_resized_crop(x, augment.size, generator, part))
+        return random_resized_crop(normalise(x), augment.size, generator, part)
+    x = normalise(x)
     n, _, h, _ = x.shape
     rank, world = part
     mine = slice(rank * n, (rank + 1) * n)

@@ -83,7 +83,7 @@ def decode(data: bytes, channels: int, base: int) -> Tensor:
     resized to base."""
     mode = "L" if channels == 1 else "RGB"
     with Image.open(io.BytesIO(data)) as file:
-        if file.format == "JPEG" and file.mode == mode and min(file.size) < 2 * base:
+        if by_torchcodec(file, mode, base):
             decoded = decode_jpeg(data, mode=READ_MODES[mode])  # EXIF-oriented
             assert isinstance(decoded, Tensor)  # one source, one image
             pixels = decoded.permute(1, 2, 0)
@@ -98,6 +98,12 @@ def decode(data: bytes, channels: int, base: int) -> Tensor:
     square = square[None].contiguous(memory_format=torch.channels_last)
     out = F.interpolate(square, size=(base, base), mode="bilinear", antialias=True)
     return out[0]
+
+
+def by_torchcodec(file: Image.Image, mode: str, base: int) -> bool:
+    """Whether TorchCodec decodes this image: a JPEG already in `mode` that Pillow's draft
+    could not reduce (it scales by halves, so a shorter side under 2 * base)."""
+    return file.format == "JPEG" and file.mode == mode and min(file.size) < 2 * base
 
 
 def pillow_pixels(file: Image.Image, mode: str, base: int) -> Tensor:

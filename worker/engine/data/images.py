@@ -82,6 +82,11 @@ class Images:
         """Bytes held in memory."""
         raise NotImplementedError
 
+    @property
+    def decoders(self) -> int:
+        """Processes decoding its images while it trains (they need cores of their own)."""
+        raise NotImplementedError
+
     def subset(self, idx: np.ndarray) -> "Images":
         raise NotImplementedError
 
@@ -108,6 +113,10 @@ class Resident(Images):
     @property
     def nbytes(self) -> int:
         return self.pixels.nbytes + self.labels.nbytes
+
+    @property
+    def decoders(self) -> int:
+        return 0
 
     def subset(self, idx: np.ndarray) -> "Resident":
         index = torch.from_numpy(idx)
@@ -190,6 +199,10 @@ class Streamed(Images):
     @property
     def nbytes(self) -> int:
         return self.labels.nbytes  # the pixels stay in the shards
+
+    @property
+    def decoders(self) -> int:
+        return self.workers
 
     def subset(self, idx: np.ndarray) -> "Streamed":
         assert self.samples is not None

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from worker.engine.data.augment import Augment, Normalise, augment_batch
+from worker.engine.data.augment import Augment, augment_batch
 from worker.engine.data.images import Images
 from worker.engine.stop import Stopped
 
@@ -17,13 +17,13 @@ class Batch:
     images: Tensor  # as stored (uint8 or float), not augmented, at the base size, on the device
     labels: Tensor
     augment: Augment
+    normalise: Callable[[Tensor], Tensor]  # the split's (Images.normalise), for each view
     generator: torch.Generator | None = None
     part: tuple[int, int] = (0, 1)  # (rank, world): this process's share of a global batch
-    normalise: Normalise | None = None  # the split's (Images.normalise); None: done already
 
     def view(self) -> Tensor:
         """A fresh augmented, normalised view on each call; multi-view methods draw several."""
-        return augment_batch(self.images, self.augment, self.generator, self.part, self.normalise)
+        return augment_batch(self.images, self.augment, self.normalise, self.generator, self.part)
 
 
 @dataclass
@@ -31,7 +31,7 @@ class EpochContext:
     """What a method's epoch hooks may use: the data on the device and a way to report."""
 
     train_batches: Callable[[], Iterator[tuple[Tensor, Tensor]]]  # a shuffled epoch, on device
-    normalise: Normalise  # the training split's, for views of its batches
+    normalise: Callable[[Tensor], Tensor]  # the training split's, for views of its batches
     val: Images
     holdout_images: Images | None  # the part of the training split a method chooses on (KDCL)
     device: torch.device

@@ -49,7 +49,7 @@ def fit_epoch(
     total, seen = torch.zeros((), device=ctx.device), 0
     for x, _ in ctx.train_batches():
         ctx.check_stop()
-        view = augment_batch(x, ctx.augment, ctx.generator, normalise=ctx.normalise)
+        view = augment_batch(x, ctx.augment, ctx.normalise, ctx.generator)
         with autocast(x.device, ctx.precision):
             with torch.no_grad():
                 target = features(view)
