@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The torch stack, pinned: this pair of torch and torchvision lies on this project's dev/CI
 # machines (a CUDA build that runs on the CPU); timm's model list is committed for its version
-# (service/timm_archs.json). A GPU host may install its own build instead
+# (service/spec/timm_archs.json). A GPU host may install its own build instead
 # (make TORCH="torch torchvision timm torchcodec" install, or pip install -e '.[worker]').
 TORCH ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31 torchcodec==0.17.0
 

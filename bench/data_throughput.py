@@ -5,7 +5,7 @@ ImageNet-shaped JPEGs the bench makes itself, measured side by side in one run.
     python bench/data_throughput.py --images 20000 --workers 16 --json out.json
 
 The JPEGs have varied sizes around 500x375 and 1000 classes; they are stored the way an
-upload stores them (service/imagefolder.py: checked, then WebDataset shards), and also kept
+upload stores them (service/ingest/imagefolder.py: checked, then WebDataset shards), and also kept
 as an ImageFolder tree on disk for the reference.
   (a) project    a streamed epoch from the shards: W DataLoader processes read and decode
                  (TorchCodec, or Pillow at a reduced scale for large JPEGs; resize to the
@@ -17,12 +17,12 @@ as an ImageFolder tree on disk for the reference.
   (b) reference  torchvision's ImageFolder with PIL decode, RandomResizedCrop(224),
                  RandomHorizontalFlip and PILToTensor in a DataLoader with the same W
   (c) on a GPU   KD timm/resnet50 -> timm/resnet18 at 224 in bf16, run as a job runs it
-                 (worker/build.py, loop.start_run): the step alone on one resident batch
+                 (worker/job/build.py, loop.start_run): the step alone on one resident batch
                  against a whole epoch streamed from the shards (--kd-images)
   (d) memory     peak RSS growth of a process streaming one epoch, for two dataset sizes
 Nothing is asserted; ratios a/b and epoch/step are printed. The bench runs as a job's
-training process does: in its environment (worker/ranks.py TRAINING_ENV: huge pages for
-torch's large blocks) and with its threads (worker/rank.py set_threads: the cores less the
+training process does: in its environment (worker/task/supervisor.py TRAINING_ENV: huge pages for
+torch's large blocks) and with its threads (worker/job/rank.py set_threads: the cores less the
 W decoders). Neither changes (b), whose batches are made in its workers' shared memory.
 """
 
@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.ranks import training_env  # noqa: E402  (no torch in it)
+from worker.task.supervisor import training_env  # noqa: E402  (no torch in it)
 
 os.environ.update(training_env())  # before torch: its allocator reads it once
 
@@ -48,17 +48,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from service import archives, imagefolder, shards  # noqa: E402
-from service.archives import Budget  # noqa: E402
-from service.spec import JobSpec  # noqa: E402
-from worker.build import load_data, method_kwargs, plan_for  # noqa: E402
+from service.ingest import archives, imagefolder, shards  # noqa: E402
+from service.ingest.archives import Budget  # noqa: E402
+from service.spec.job import JobSpec  # noqa: E402
 from worker.engine import loop  # noqa: E402
 from worker.engine.data import augment_batch, load_dataset  # noqa: E402
 from worker.engine.data.images import Streamed  # noqa: E402
 from worker.engine.methods import Batch, create  # noqa: E402
 from worker.engine.zoo import build_model  # noqa: E402
-from worker.inputs import JobInputs  # noqa: E402
-from worker.rank import peak_rss, set_threads  # noqa: E402
+from worker.job.build import load_data, method_kwargs, plan_for  # noqa: E402
+from worker.job.rank import peak_rss, set_threads  # noqa: E402
+from worker.task.inputs import JobInputs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -186,7 +186,7 @@ def kd_spec(args: argparse.Namespace, device: str) -> JobSpec:
 
 def kd(args: argparse.Namespace, index: Path, workdir: Path, device: str) -> dict[str, float]:
     """(c): the engine's KD step alone on a resident batch, and its whole streamed epoch, as
-    a job runs them (worker/build.py, loop.start_run): images/s of each and their ratio."""
+    a job runs them (worker/job/build.py, loop.start_run): images/s of each and their ratio."""
     spec, inputs = kd_spec(args, device), JobInputs(job_dir=workdir, dataset_path=index)
     data = load_data(spec, inputs)
     teacher = build_model(args.kd_teacher, 1000, 3)

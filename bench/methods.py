@@ -5,7 +5,7 @@
         --device cuda --epochs 30 --teacher-epochs 60
 
 Runs each run as a job would, without the service: a job spec (its defaults are the
-service's), checked by the admission rules and built by worker/build.py, then trained in
+service's), checked by the admission rules and built by worker/job/build.py, then trained in
 this process. One supervised teacher (its route checkpoints are RCO's), then a scratch
 student, KD and each requested method with the same student and data.
 """
@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service import admission, store
+from service.db import store
 from service.errors import InvalidSpec
-from service.method_params import TeacherFacts
-from service.spec import JobSpec
-from worker.build import build
+from service.jobs import admission
+from service.spec.job import JobSpec
+from service.spec.methods import TeacherFacts
 from worker.engine.loop import Quiet, train
-from worker.inputs import JobInputs, TeacherSource
+from worker.job.build import build
+from worker.task.inputs import JobInputs, TeacherSource
 
 METHODS: dict[str, dict[str, Any]] = {
     "scratch": {"name": "supervised"},

@@ -37,14 +37,14 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.spec import JobSpec  # noqa: E402
-from worker.build import load_data, method_kwargs, plan_for  # noqa: E402
+from service.spec.job import JobSpec  # noqa: E402
 from worker.engine import loop  # noqa: E402
 from worker.engine.data import Augment, DataSplit  # noqa: E402
 from worker.engine.device import compiled, resolve_device  # noqa: E402
 from worker.engine.methods import Batch, create  # noqa: E402
 from worker.engine.zoo import build_model  # noqa: E402
-from worker.inputs import JobInputs  # noqa: E402
+from worker.job.build import load_data, method_kwargs, plan_for  # noqa: E402
+from worker.task.inputs import JobInputs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -164,7 +164,7 @@ def job_spec(args: argparse.Namespace, **train_fields: Any) -> JobSpec:
 
 
 def engine_run(args: argparse.Namespace, data: DataSplit, models, workdir: Path, **train_fields):
-    """A run started as the worker builds it (worker/build.py) from the job's spec."""
+    """A run started as the worker builds it (worker/job/build.py) from the job's spec."""
     teacher, student = (copy.deepcopy(m) for m in models)
     spec, inputs = job_spec(args, **train_fields), JobInputs(job_dir=workdir)
     kwargs = method_kwargs(spec, inputs)

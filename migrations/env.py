@@ -2,8 +2,8 @@
 
 from alembic import context
 
-from service.db import get_engine
-from service.tables import Base
+from service.db.sessions import get_engine
+from service.db.tables import Base
 
 config = context.config
 url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url") or None

@@ -15,18 +15,20 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service import dispatch, jobs, keys, logs, model_checks, webhooks
+from service import dispatch, keys, logs
 from service.api import artifacts, dashboard, health, schemas
 from service.api import datasets as datasets_api
 from service.api import jobs as jobs_api
 from service.api import models as models_api
 from service.api import webhooks as webhooks_api
 from service.config import Settings, get_settings
-from service.db import session_scope
+from service.db.sessions import session_scope
 from service.errors import PROBLEM, DistilleryError, FieldError
-from service.limits import BodySizeLimit, JsonDepthLimit
-from service.method_params import METHODS
+from service.ingest import model_checks
+from service.jobs import lifecycle, webhooks
 from service.metrics import ObserveRequests
+from service.spec.limits import BodySizeLimit, JsonDepthLimit
+from service.spec.methods import METHODS
 
 log = logging.getLogger(__name__)
 UNION_MEMBER = re.compile(r"\[(?!key\]$)|^constrained-|^function-")  # not a dict's [key]
@@ -115,12 +117,12 @@ def run_watchdog(settings: Settings) -> int:
     whose jobs wait with no message in the broker, and the check queue for a model check
     no worker took. Returns the messages sent."""
     with session_scope() as s:
-        requeued = [(j.queue, j.id) for j in jobs.watchdog(s)]
+        requeued = [(j.queue, j.id) for j in lifecycle.watchdog(s)]
         model_checks.expire(s)
     for queue, job_id in requeued:
         dispatch.send(job_id, queue)
     with session_scope() as s:
-        waiting = jobs.waiting(s, settings.wake_after_s)
+        waiting = lifecycle.waiting(s, settings.wake_after_s)
         unchecked = model_checks.waiting(s, settings.wake_after_s)
     # a check first: it takes seconds, and a queue of jobs could keep it waiting for hours
     wakes = [(q, functools.partial(dispatch.send, job_id)) for q, job_id in waiting.items()]

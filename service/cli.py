@@ -42,14 +42,14 @@ def worker_command(queues: str, concurrency: int) -> list[str]:
         "-m",
         "celery",
         "-A",
-        "worker.celery_app",
+        "worker.task.celery_app",
         "worker",
         "-Q",
         queues,
         "-c",
         str(concurrency),
         "--pool",
-        "threads",  # tasks only wait on the processes they start (worker/tasks.py)
+        "threads",  # tasks only wait on the processes they start (worker/task/tasks.py)
         "-l",
         get_settings().log_level,
         "-n",
@@ -109,7 +109,7 @@ def up(host: str, port: int, queues: str) -> None:
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the worker's process group: its job saves and is requeued (worker/ranks.py,
+    """SIGTERM the worker's process group: its job saves and is requeued (worker/task/supervisor.py,
     PREEMPT_GRACE_S), then it exits; killed if it has not after WORKER_STOP_S."""
     os.killpg(worker.pid, signal.SIGTERM)
     try:
@@ -180,7 +180,7 @@ def create_key(
 ) -> None:
     """Make a key; it is printed once."""
     from service import keys
-    from service.db import session_scope
+    from service.db.sessions import session_scope
 
     with session_scope() as s:
         row, plaintext = keys.create_key(s, project, name)
@@ -191,7 +191,7 @@ def create_key(
 def list_keys() -> None:
     """Every key, revoked ones too (never their secrets)."""
     from service import keys
-    from service.db import session_scope
+    from service.db.sessions import session_scope
 
     with session_scope() as s:
         _print([key_summary(key, project) for key, project in keys.list_keys(s)])
@@ -201,7 +201,7 @@ def list_keys() -> None:
 def revoke_key(key_id: str) -> None:
     """Revoke a key: requests with it are a 403 from now on."""
     from service import keys
-    from service.db import session_scope
+    from service.db.sessions import session_scope
 
     with session_scope() as s:
         revoked = keys.revoke(s, key_id)

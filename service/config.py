@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # (at the training resolution, uint8), else streamed from its shards every epoch
     resident_bytes: int = Field(4 << 30, ge=0)
     # what a job's data, or its models' training state, may take in a worker's memory:
-    # admission refuses a job above it (service/admission.py memory_problems)
+    # admission refuses a job above it (service/jobs/admission.py memory_problems)
     worker_memory_bytes: int = Field(32 << 30, ge=0)
     # DataLoader processes decoding streamed data, per training process; 0: its cores
     data_workers: int = Field(0, ge=0)
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # "text" for a terminal (the embedded `distillery up`), "json" (one object a line, with
     # the job id) for a log shipper: service/logs.py
     log_format: Literal["text", "json"] = "text"
-    # webhooks (service/webhooks.py), sent by each API process: how often its sender looks for
+    # webhooks (service/jobs/webhooks.py), sent by each API process: how often its sender looks for
     # due deliveries (0: it sends none), how many it sends at once, how long a receiver may
     # take, and how many attempts one gets; the waits between attempts, the last repeated
     webhook_s: float = Field(1.0, ge=0)

@@ -31,9 +31,9 @@ def send(job_id: str, queue: str) -> None:
 
 def wake(queue: str, send: Callable[[str], None]) -> bool:
     """Call `send(queue)` when `queue` holds no message, to wake a worker. A worker woken by
-    a job's message claims the queue's oldest job (service/jobs.py: claim_next), so a message
-    lost with a broker restart or a killed worker delays nothing more than this. True when
-    it sent one."""
+    a job's message claims the queue's oldest job (service/jobs/lifecycle.py: claim_next),
+    so a message lost with a broker restart or a killed worker delays nothing more than
+    this. True when it sent one."""
     try:
         if waiting_messages(queue) > 0:
             return False
@@ -58,7 +58,7 @@ def send_check(model_id: str, queue: str) -> None:
     """Ask a worker to check an uploaded model's weights (a timm architecture's)."""
     try:
         producer().send_task(CHECK_MODEL_TASK, kwargs={"model_id": model_id}, queue=queue)
-    except Exception:  # the watchdog sends it again (service/model_checks.py)
+    except Exception:  # the watchdog sends it again (service/ingest/model_checks.py)
         log.exception("could not send the check of model %s to queue %s", model_id, queue)
 
 

@@ -13,8 +13,8 @@ from cachetools import TTLCache
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.db.tables import DEFAULT_PROJECT, ApiKey, Project, new_id, utcnow
 from service.errors import DistilleryError
-from service.tables import DEFAULT_PROJECT, ApiKey, Project, new_id, utcnow
 
 PREFIX = "dk_"
 KEY_ID = "key_"

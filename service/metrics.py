@@ -37,9 +37,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import jobs, logs
-from service.db import session_scope
-from service.tables import Job, utcnow
+from service import logs
+from service.db.sessions import session_scope
+from service.db.tables import Job, utcnow
+from service.jobs import lifecycle
 
 DURATION_WINDOW = 1000  # finished jobs in the duration histogram
 # a job runs for minutes to days
@@ -100,7 +101,7 @@ def queue_metrics(s: Session) -> Iterable[Metric]:
     )
     now = utcnow()
     for queue in sorted({q for _, q in by_state}):
-        for status in jobs.STATUSES:
+        for status in lifecycle.STATUSES:
             state.add_metric([status, queue], by_state.get((status, queue), 0))
         depth.add_metric([queue], by_state.get(("queued", queue), 0))
         since = oldest.get(queue)
@@ -111,7 +112,7 @@ def queue_metrics(s: Session) -> Iterable[Metric]:
 def duration_metric(s: Session) -> Metric:
     rows = s.execute(
         select(Job.queue, Job.status, Job.started_at, Job.finished_at)
-        .where(Job.status.in_(jobs.TERMINAL), Job.started_at.is_not(None))
+        .where(Job.status.in_(lifecycle.TERMINAL), Job.started_at.is_not(None))
         .where(Job.finished_at.is_not(None))
         .order_by(Job.finished_at.desc())
         .limit(DURATION_WINDOW)
@@ -149,7 +150,7 @@ def worker_metrics(s: Session) -> Iterable[Metric]:
     )
     rates: dict[str, float] = {}
     peaks: dict[str, float] = {}
-    running = s.execute(select(Job.owner, Job.progress).where(Job.status.in_(jobs.ACTIVE)))
+    running = s.execute(select(Job.owner, Job.progress).where(Job.status.in_(lifecycle.ACTIVE)))
     for owner, progress in running:
         worker = worker_of(owner or "")
         rates[worker] = rates.get(worker, 0.0) + float(progress.get("images_per_s") or 0.0)

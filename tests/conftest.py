@@ -25,12 +25,13 @@ class Backend:
 
 
 def _reset_caches() -> None:
-    from service import db, dispatch
+    from service import dispatch
     from service.config import get_settings
+    from service.db import sessions
 
     get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    db._factory.cache_clear()
+    sessions.get_engine.cache_clear()
+    sessions._factory.cache_clear()
     dispatch.producer.cache_clear()
 
 
@@ -41,9 +42,9 @@ def _postgres_db() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:
-        from service import db
+        from service.db import sessions
 
-        db.get_engine.cache_clear()
+        sessions.get_engine.cache_clear()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -93,8 +94,8 @@ def truncate() -> None:
     """Empty every table of the current backend."""
     from sqlalchemy import delete
 
-    from service.db import session_scope
-    from service.tables import (
+    from service.db.sessions import session_scope
+    from service.db.tables import (
         Artifact,
         Dataset,
         Job,

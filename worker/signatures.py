@@ -1,4 +1,4 @@
-"""The zoo's weight signatures for the API, which has no torch: `service/signatures.json`.
+"""The zoo's weight signatures for the API, which has no torch: `service/spec/signatures.json`.
 
 Each architecture is built for two (num_classes, in_channels) pairs; every state_dict entry
 is written with its dtype and shape, a dimension that follows num_classes as "K" and one
@@ -10,12 +10,12 @@ Regenerate with `python -m worker.signatures`.
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from service.spec.names import SIGNATURES
 from worker.engine.zoo import ARCHITECTURES, build_model
 
-PATH = Path(__file__).resolve().parent.parent / "service" / "signatures.json"
+PATH = SIGNATURES  # read by service/ingest/weights.py
 FORMAT = "distillery.signatures/v1"
 # (K, C) pairs: no dimension can follow both, since 10/3 != 100/1
 PAIRS = ((10, 3), (100, 1))

@@ -1,4 +1,4 @@
-"""timm's architectures for the API, which has no torch: `service/timm_archs.json`.
+"""timm's architectures for the API, which has no torch: `service/spec/timm_archs.json`.
 
 Every name `timm.list_models()` knows, with its number of stage features (the length of its
 `feature_info`, what `forward_intermediates` returns), its parameter count, and the names
@@ -13,13 +13,14 @@ Regenerate with `python -m worker.timm_archs` after changing the timm version.
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 
-PATH = Path(__file__).resolve().parent.parent / "service" / "timm_archs.json"
+from service.spec.names import TIMM_ARCHS
+
+PATH = TIMM_ARCHS  # read by service/spec/names.py
 FORMAT = "distillery.timm_archs/v2"
 DEFAULT_CLASSES = 1000  # the classifier timm builds without num_classes
 

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from service import jobs, store
 from service.api.deps import AUTHENTICATED, DB, KEYED
 from service.api.schemas import ArtifactList, ArtifactOut, Responses, problems
+from service.db import store
 from service.errors import DistilleryError
-from service.limits import Ident, Name
+from service.jobs import lifecycle
+from service.spec.limits import Ident, Name
 
 router = APIRouter(
     prefix="/v1/jobs/{job_id}", tags=["artifacts"], dependencies=AUTHENTICATED, responses=KEYED
@@ -21,7 +22,7 @@ RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _list(s: Session, job_id: str, kinds: tuple[str, ...] | None) -> ArtifactList:
-    jobs.get_job(s, job_id)
+    lifecycle.get_job(s, job_id)
     arts = store.list_artifacts(s, job_id, kinds)
     return ArtifactList(data=[ArtifactOut.model_validate(a) for a in arts])
 
@@ -88,7 +89,7 @@ def download(
     range_: Annotated[str | None, Header(alias="range")] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    jobs.get_job(s, job_id)  # the caller's, or a 404
+    lifecycle.get_job(s, job_id)  # the caller's, or a 404
     art, path = store.get_artifact(s, job_id, name)
     sha, size = art.sha256, art.size
     etag = f'"{sha}"'

@@ -4,11 +4,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service import datasets
 from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, UPLOAD, Cursor, Limit
 from service.api.schemas import DatasetList, DatasetOut, problems
 from service.errors import UnsupportedMediaType
-from service.limits import Ident, Name
+from service.ingest import datasets
+from service.spec.limits import Ident, Name
 
 router = APIRouter(
     prefix="/v1/datasets", tags=["datasets"], dependencies=AUTHENTICATED, responses=KEYED

@@ -9,10 +9,13 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
-from service import keys, quotas, tenancy, uploads
+from service import keys
 from service.api.schemas import problems
-from service.db import session_scope
-from service.limits import Name
+from service.db import tenancy
+from service.db.sessions import session_scope
+from service.ingest import uploads
+from service.jobs import quotas
+from service.spec.limits import Name
 
 # documents the scheme in the OpenAPI; the header itself is read by `caller`
 BEARER = HTTPBearer(auto_error=False, description="an API key: distillery keys create")
@@ -20,7 +23,7 @@ BEARER = HTTPBearer(auto_error=False, description="an API key: distillery keys c
 
 async def caller(request: Request, _: Annotated[object, Depends(BEARER)]) -> keys.Caller:
     """Who the request acts for (service/keys.py); every session opened while it is served
-    sees that project's rows only (service/tenancy.py). The key is looked up in a session of
+    sees that project's rows only (service/db/tenancy.py). The key is looked up in a session of
     its own, ended at once (a connection held across the wait for the route's thread could
     leave threads waiting on connections held by requests waiting on threads), and only
     when this process has not found it valid in the last `key_cache_s`."""
@@ -54,7 +57,7 @@ DB = Annotated[Session, Depends(request_session, scope="function")]
 
 
 async def storage_room(request: Request, _: Caller) -> None:
-    """429 before an upload is read when its project stores all it may (service/quotas.py);
+    """429 before an upload is read when its project stores all it may (service/jobs/quotas.py);
     the body is drained so the client, still sending, reads the answer."""
     try:
         await asyncio.to_thread(_check_bytes)

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from service import dispatch
 from service import metrics as prometheus
 from service.api.schemas import Readiness
-from service.db import get_engine
+from service.db.sessions import get_engine
 
 router = APIRouter(tags=["health"])
 

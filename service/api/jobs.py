@@ -1,4 +1,4 @@
-"""Job routes: parse, call service.jobs, return."""
+"""Job routes: parse, call service.jobs.lifecycle, return."""
 
 import asyncio
 import hashlib
@@ -10,15 +10,16 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import admission, dispatch, jobs, queries
+from service import dispatch
 from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, Cursor, Limit
 from service.api.schemas import EventList, EventOut, JobList, JobOut, Responses, problems
-from service.db import session_scope
-from service.limits import Ident, Int64, Name
-from service.spec import JobSpec
+from service.db.sessions import session_scope
+from service.jobs import admission, lifecycle, queries
+from service.spec.job import JobSpec
+from service.spec.limits import Ident, Int64, Name
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=AUTHENTICATED, responses=KEYED)
-Status = Literal[jobs.STATUSES]  # type: ignore[valid-type]
+Status = Literal[lifecycle.STATUSES]  # type: ignore[valid-type]
 
 
 REPLAYED: Responses = {
@@ -69,17 +70,17 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, responses=problems(404, 422))
 def get_job(s: DB, job_id: Ident) -> JobOut:
-    return JobOut.model_validate(jobs.get_job(s, job_id))
+    return JobOut.model_validate(lifecycle.get_job(s, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=problems(404, 409, 422))
 def cancel_job(s: DB, job_id: Ident) -> JobOut:
-    return JobOut.model_validate(jobs.cancel(s, job_id))
+    return JobOut.model_validate(lifecycle.cancel(s, job_id))
 
 
 def _events_page(s: Session, job_id: str, after: int, limit: int) -> tuple[list[EventOut], str]:
     # status first: a job finishing between the two reads still shows its last events
-    status = jobs.get_job(s, job_id).status
+    status = lifecycle.get_job(s, job_id).status
     events = queries.list_events(s, job_id, after=after, limit=limit)
     return [EventOut.model_validate(e) for e in events], status
 
@@ -96,7 +97,7 @@ async def _sse(job_id: str, after: int) -> AsyncIterator[str]:
         for e in events:
             after = e.id
             yield f"id: {e.id}\nevent: {e.type}\ndata: {e.model_dump_json()}\n\n"
-        if not events and status in jobs.TERMINAL:
+        if not events and status in lifecycle.TERMINAL:
             return
         if not events:
             yield ": keep-alive\n\n"

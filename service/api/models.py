@@ -8,12 +8,13 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from service import limits, model_info, teachers
 from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, UPLOAD, Cursor, Limit
 from service.api.schemas import ModelList, ModelOut, problems
 from service.errors import DistilleryError, FieldError, UnsupportedMediaType
-from service.limits import MAX_JSON_DEPTH, Ident, Int64, Name
-from service.names import Arch
+from service.ingest import models
+from service.spec import limits, model_info
+from service.spec.limits import MAX_JSON_DEPTH, Ident, Int64, Name
+from service.spec.names import Arch
 
 router = APIRouter(
     prefix="/v1/models", tags=["models"], dependencies=AUTHENTICATED, responses=KEYED
@@ -102,9 +103,9 @@ async def create_model(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         body = _validated(model_info.FromJob, _json(await request.body()))
-        model = await asyncio.to_thread(teachers.register_job, body)
+        model = await asyncio.to_thread(models.register_job, body)
     elif content_type == "application/octet-stream":
-        teachers.refuse_pickle(filename)
+        models.refuse_pickle(filename)
         given = {
             "arch": arch,
             "num_classes": num_classes,
@@ -114,7 +115,7 @@ async def create_model(
         }
         fields = {k: v for k, v in given.items() if v is not None}
         info = _validated(model_info.ModelInfo, _metadata(x_model_metadata) | fields)
-        model = await teachers.upload(request.stream(), info)
+        model = await models.upload(request.stream(), info)
     else:
         raise UnsupportedMediaType(
             content_type,
@@ -126,16 +127,16 @@ async def create_model(
 
 @router.get("", response_model=ModelList, responses=problems(422))
 def list_models(s: DB, limit: Limit = 50, cursor: Cursor = None) -> ModelList:
-    page, next_cursor = teachers.list_models(s, limit=limit, cursor=cursor)
+    page, next_cursor = models.list_models(s, limit=limit, cursor=cursor)
     return ModelList(data=[ModelOut.model_validate(m) for m in page], next_cursor=next_cursor)
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses=problems(404, 422))
 def get_model(s: DB, model_id: Ident) -> ModelOut:
-    return ModelOut.model_validate(teachers.get_model(s, model_id))
+    return ModelOut.model_validate(models.get_model(s, model_id))
 
 
 @router.delete("/{model_id}", status_code=204, responses=problems(404, 409, 422))
 def delete_model(s: DB, model_id: Ident) -> Response:
-    teachers.delete_model(s, model_id)
+    models.delete_model(s, model_id)
     return Response(status_code=204)

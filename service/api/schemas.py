@@ -29,7 +29,7 @@ class Out(BaseModel):
 
 
 class Progress(BaseModel):
-    """Where a running job is (worker/progress.py makes it); final when the job ends. A key
+    """Where a running job is (worker/task/tracker.py makes it); final when the job ends. A key
     is absent until the worker knows it; other keys may come."""
 
     model_config = ConfigDict(extra="allow")

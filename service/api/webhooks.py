@@ -1,12 +1,11 @@
 """Webhook routes: register a URL for the project's job events, list, show and delete
-webhooks, and list a webhook's deliveries (service/webhooks.py sends them)."""
+webhooks, and list a webhook's deliveries (service/jobs/webhooks.py sends them)."""
 
 from typing import Literal
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from service import webhooks
 from service.api.deps import AUTHENTICATED, DB, KEYED, Cursor, Limit
 from service.api.schemas import (
     DeliveryList,
@@ -16,7 +15,8 @@ from service.api.schemas import (
     WebhookOut,
     problems,
 )
-from service.limits import Ident
+from service.jobs import webhooks
+from service.spec.limits import Ident
 
 router = APIRouter(
     prefix="/v1/webhooks", tags=["webhooks"], dependencies=AUTHENTICATED, responses=KEYED

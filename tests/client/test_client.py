@@ -123,8 +123,8 @@ def test_a_project_over_its_quota_is_refused_with_retry_after(api: Client, svc: 
     """A real 429 (the project's active-jobs limit): a Retry-After beyond max_wait raises at
     once, and nothing is stored."""
     from service import keys
-    from service.db import session_scope
-    from service.tables import Project
+    from service.db.sessions import session_scope
+    from service.db.tables import Project
 
     with session_scope() as s:
         row, key = keys.create_key(s, "client-quota", "test")

@@ -148,14 +148,14 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
     architecture and check it scores the accuracy the job reported. Returns the card."""
     import torch
 
-    from service import datasets
-    from service.db import session_scope
-    from service.spec import JobSpec
-    from service.tables import Dataset
-    from worker.build import load_data
+    from service.db.sessions import session_scope
+    from service.db.tables import Dataset
+    from service.ingest import datasets
+    from service.spec.job import JobSpec
     from worker.engine.checkpoint import load_weights
     from worker.engine.zoo import build_model
-    from worker.inputs import JobInputs
+    from worker.job.build import load_data
+    from worker.task.inputs import JobInputs
 
     paths = {name: download(service, job["id"], name, dest) for name in STUDENT_FILES}
     card = dict(json.loads(paths["model.json"].read_text()))

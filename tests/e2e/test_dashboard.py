@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from service import keys
-from service.db import session_scope
+from service.db.sessions import session_scope
 from tests.conftest import Backend
 from tests.e2e.conftest import Service, fresh_service
 

@@ -15,7 +15,7 @@ from tests.e2e.conftest import Service, download, load_student, validation
 from worker.engine.checkpoint import load_weights
 from worker.engine.data import load_dataset
 from worker.engine.zoo import build_model
-from worker.exports import OPSET, TOLERANCE
+from worker.job.exports import OPSET, TOLERANCE
 
 # training through a real worker is the same on either backend: the production shape only
 # (the API's and the job lifecycle's backend differences are tested on both elsewhere)

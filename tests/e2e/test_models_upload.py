@@ -14,8 +14,8 @@ import redis
 import torch
 from safetensors.torch import save
 
-from service.db import session_scope
-from service.tables import RegisteredModel
+from service.db.sessions import session_scope
+from service.db.tables import RegisteredModel
 from tests.e2e.conftest import QUEUE, Service, load_student
 from tests.e2e.test_distill import KD_SPEC, teacher_job
 from worker.engine.zoo import build_model

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service import store
+from service.db import store
 from tests.conftest import Backend
 from tests.e2e.conftest import Service, fresh_service
 

@@ -8,13 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from service import admission, jobs
 from service.app import create_app
 from service.config import Settings
-from service.db import session_scope
+from service.db.sessions import session_scope
+from service.db.tables import Job
 from service.errors import JobError
-from service.spec import JobSpec
-from service.tables import Job
+from service.jobs import admission, lifecycle
+from service.spec.job import JobSpec
 
 SUPERVISED: dict[str, Any] = {
     "name": "digits-teacher",
@@ -60,7 +60,7 @@ def count_jobs(clean_db: Any) -> Callable[[], int]:
 
 @pytest.fixture
 def new_job(clean_db: Any) -> Callable[..., str]:
-    """Create a queued job through service.jobs; keyword arguments override the spec."""
+    """Create a queued job through service.jobs.lifecycle; keyword arguments override the spec."""
 
     def make(**overrides: Any) -> str:
         body = copy.deepcopy(SUPERVISED) | overrides
@@ -83,18 +83,18 @@ def job_in(new_job: Callable[..., str]) -> Callable[..., str]:
             return job_id
         with session_scope() as s:
             if status == "cancelled":
-                jobs.cancel(s, job_id)
+                lifecycle.cancel(s, job_id)
                 return job_id
-            assert jobs.claim(s, job_id, "w1", lease_s=60) is not None
+            assert lifecycle.claim(s, job_id, "w1", lease_s=60) is not None
         with session_scope() as s:
             if status == "cancelling":
-                jobs.cancel(s, job_id)
+                lifecycle.cancel(s, job_id)
             elif status == "succeeded":
-                jobs.finish(s, job_id, "w1", result={"val_acc": 0.9})
+                lifecycle.finish(s, job_id, "w1", result={"val_acc": 0.9})
             elif status == "failed":
-                jobs.finish(s, job_id, "w1", error=JobError("boom", "x"))
+                lifecycle.finish(s, job_id, "w1", error=JobError("boom", "x"))
         with session_scope() as s:
-            assert jobs.get_job(s, job_id).status == status
+            assert lifecycle.get_job(s, job_id).status == status
         return job_id
 
     return make

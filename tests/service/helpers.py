@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from service.db import session_scope
-from service.tables import RegisteredModel, new_id, utcnow
+from service.db.sessions import session_scope
+from service.db.tables import RegisteredModel, new_id, utcnow
 
 PROBLEM = "application/problem+json"
 

@@ -4,8 +4,8 @@ import pytest
 from sqlalchemy import func, select
 
 from service.config import get_settings
-from service.db import session_scope
-from service.tables import Job
+from service.db.sessions import session_scope
+from service.db.tables import Job
 
 HUGE = {"num_samples": 1_000_000, "channels": 4, "size": 256}  # 977 GiB as float32
 

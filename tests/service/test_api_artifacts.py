@@ -5,8 +5,8 @@ import hashlib
 
 import pytest
 
-from service import store
-from service.db import session_scope
+from service.db import store
+from service.db.sessions import session_scope
 
 DATA = bytes(range(256)) * 4 + b"tail!"  # 1029 bytes
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from service import datasets
 from service.app import create_app
 from service.config import Settings, get_settings
-from service.db import session_scope
-from service.tables import Dataset
+from service.db.sessions import session_scope
+from service.db.tables import Dataset
+from service.ingest import datasets
 from tests.service.helpers import fields, nothing_stored_in, problem
 
 OCTET = {"Content-Type": "application/octet-stream"}

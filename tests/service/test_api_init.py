@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from safetensors.torch import save
 
-from service.names import timm_archs
+from service.spec.names import timm_archs
 from tests.service.helpers import fields, problem
 from worker.engine.zoo import build_model
 

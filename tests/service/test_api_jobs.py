@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service import admission, jobs, queries
-from service.db import session_scope
-from service.spec import DataShape, JobSpec
+from service.db.sessions import session_scope
+from service.jobs import admission, lifecycle, queries
+from service.spec.job import DataShape, JobSpec
 from tests.service.helpers import fields, problem
 
 
@@ -269,7 +269,7 @@ def test_cancel_running_then_finished(client, job_in):
     job_id = job_in("running")
     assert client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelling"
     with session_scope() as s:
-        jobs.finish(s, job_id, "w1", result={})
+        lifecycle.finish(s, job_id, "w1", result={})
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
 
 
@@ -286,7 +286,7 @@ def with_epochs(job_in, n: int) -> str:
     job_id = job_in("running")
     with session_scope() as s:
         for epoch in range(1, n + 1):
-            jobs.record_epoch(s, job_id, "w1", {"epoch": epoch, "val_acc": epoch / 10})
+            lifecycle.record_epoch(s, job_id, "w1", {"epoch": epoch, "val_acc": epoch / 10})
     return job_id
 
 
@@ -331,7 +331,7 @@ def sse_frames(text: str) -> list[dict[str, str]]:
 def test_event_stream_of_a_finished_job(client, job_in):
     job_id = with_epochs(job_in, 2)
     with session_scope() as s:
-        jobs.finish(s, job_id, "w1", result={"val_acc": 0.2})
+        lifecycle.finish(s, job_id, "w1", result={"val_acc": 0.2})
     r = client.get(f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"})
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
@@ -364,7 +364,7 @@ def test_event_stream_keeps_the_last_event_of_a_job_finishing_meanwhile(
         calls.append(len(found))
         if len(calls) == 2:  # 1: the route's page, 2: the stream's first read
             with session_scope() as other:
-                jobs.finish(other, job_id, "w1", result={})
+                lifecycle.finish(other, job_id, "w1", result={})
         return found
 
     last = client.get(f"/v1/jobs/{job_id}/events").json()["next_after"]

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import store
-from service.db import session_scope
+from service.db import store
+from service.db.sessions import session_scope
 from tests.service.helpers import fields, problem
 
 DIGITS = {"dataset": "digits"}

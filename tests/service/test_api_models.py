@@ -15,11 +15,12 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save, save_file
 
-from service import model_checks, store, uploads, weights
 from service.app import create_app
 from service.config import Settings, get_settings
-from service.db import session_scope
-from service.tables import RegisteredModel
+from service.db import store
+from service.db.sessions import session_scope
+from service.db.tables import RegisteredModel
+from service.ingest import model_checks, uploads, weights
 from tests.service.helpers import fields, nothing_stored_in, problem
 from worker.engine.zoo import build_model
 

@@ -7,11 +7,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service import jobs
 from service.app import create_app
 from service.config import Settings
-from service.db import session_scope
-from service.tables import Job, utcnow
+from service.db.sessions import session_scope
+from service.db.tables import Job, utcnow
+from service.jobs import lifecycle
 
 
 def test_lifespan_runs_the_watchdog(job_in):
@@ -24,11 +24,11 @@ def test_lifespan_runs_the_watchdog(job_in):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with session_scope() as s:
-                if jobs.get_job(s, job_id).status == "queued":
+                if lifecycle.get_job(s, job_id).status == "queued":
                     break
             time.sleep(0.05)
     with session_scope() as s:
-        assert jobs.get_job(s, job_id).status == "queued"
+        assert lifecycle.get_job(s, job_id).status == "queued"
 
 
 def test_without_lifespan_watchdog_nothing_moves(client, job_in):

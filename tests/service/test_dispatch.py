@@ -7,11 +7,12 @@ from queue import Empty
 import pytest
 from sqlalchemy import update
 
-from service import dispatch, model_checks
+from service import dispatch
 from service.app import run_watchdog
 from service.config import Settings
-from service.db import session_scope
-from service.tables import Job, utcnow
+from service.db.sessions import session_scope
+from service.db.tables import Job, utcnow
+from service.ingest import model_checks
 from tests.service.helpers import validating, waited_model
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from service.config import get_settings
-from service.tables import Dataset, Job, RegisteredModel
+from service.db.tables import Dataset, Job, RegisteredModel
 from tests.service.helpers import fields, nothing_stored_in, problem
 from tests.service.test_api_datasets import digits_npz
 

@@ -1,4 +1,4 @@
-"""IDX (MNIST-family) archives read straight through service.datafiles, no app or database:
+"""IDX (MNIST-family) archives read straight through service.ingest.datafiles, no app or database:
 the file-name spellings idx_role accepts, and from_idx on real archives of sklearn's digits
 written as IDX bytes, with and without class names."""
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.archives import BadUpload, Budget
-from service.datafiles import from_idx, idx_role
+from service.ingest.archives import BadUpload, Budget
+from service.ingest.datafiles import from_idx, idx_role
 from tests.service.test_api_datasets import NAMES, digits_uint8, idx_file, tar_bytes, zip_bytes
 
 N_TRAIN = 1500

@@ -1,4 +1,4 @@
-"""A property-based test of the job state machine in service/jobs.py, on both backends.
+"""A property-based test of the job state machine in service/jobs/lifecycle.py, on both backends.
 
 Hypothesis drives random sequences of submits, claims (by id, as a redelivered or duplicate
 message does, and by claim_next), heartbeats, epochs, cancels, finishes and lost workers (an
@@ -27,18 +27,18 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import select, update
 
-from service import admission, jobs, queries
-from service.db import session_scope
+from service.db.sessions import session_scope
+from service.db.tables import Job, JobEvent, utcnow
 from service.errors import Conflict, JobError
-from service.spec import JobSpec
-from service.tables import Job, JobEvent, utcnow
+from service.jobs import admission, lifecycle, queries
+from service.spec.job import JobSpec
 from tests.conftest import truncate
 from tests.service.conftest import SUPERVISED
 
 QUEUES = ("q1", "q2")
 LEASE_S = 600  # no lease runs out by itself while a test runs: only `expire_lease` ends one
 MAX_JOBS = 8
-ACTIVE, TERMINAL = jobs.ACTIVE, jobs.TERMINAL
+ACTIVE, TERMINAL = lifecycle.ACTIVE, lifecycle.TERMINAL
 # the status changes the state machine allows, as the status events must show them
 NEXT = {
     "queued": {"running", "cancelled"},
@@ -163,22 +163,22 @@ class JobMachine(RuleBasedStateMachine):
         note(f"{owner} claims {m.name} by id ({m.status}, owner {m.owner})")
         if m.status != "queued":
             with self.unchanged(), session_scope() as s:
-                assert jobs.claim(s, m.id, owner, lease_s=LEASE_S) is None
+                assert lifecycle.claim(s, m.id, owner, lease_s=LEASE_S) is None
             return
         with session_scope() as s:
-            job = jobs.claim(s, m.id, owner, lease_s=LEASE_S)
+            job = lifecycle.claim(s, m.id, owner, lease_s=LEASE_S)
             self._claimed(m, owner, job)
 
     def _claim_next(self, queue: str, owner: str) -> None:
         queued = [m for m in self.models if m.status == "queued" and m.queue == queue]
         if not queued:
             with self.unchanged(), session_scope() as s:
-                assert jobs.claim_next(s, queue, owner, lease_s=LEASE_S) is None
+                assert lifecycle.claim_next(s, queue, owner, lease_s=LEASE_S) is None
             return
         oldest = min(queued, key=lambda m: (m.created_at, m.id))
         note(f"{owner} claims the next job of {queue}: expects {oldest.name}")
         with session_scope() as s:
-            job = jobs.claim_next(s, queue, owner, lease_s=LEASE_S)
+            job = lifecycle.claim_next(s, queue, owner, lease_s=LEASE_S)
             got = next((m.name for m in self.models if job and m.id == job.id), job)
             assert job is not None and job.id == oldest.id, (
                 f"claim_next({queue!r}) took {got}, not the oldest queued job {oldest.name}"
@@ -191,10 +191,10 @@ class JobMachine(RuleBasedStateMachine):
         note(f"{owner} heartbeats {m.name} ({m.status}, owner {m.owner})")
         if not (m.status in ACTIVE and owner == m.owner):
             with self.unchanged(), session_scope() as s:
-                assert jobs.heartbeat(s, m.id, owner, LEASE_S, progress=progress) is None
+                assert lifecycle.heartbeat(s, m.id, owner, LEASE_S, progress=progress) is None
             return
         with session_scope() as s:
-            assert jobs.heartbeat(s, m.id, owner, LEASE_S, progress=progress) == m.status
+            assert lifecycle.heartbeat(s, m.id, owner, LEASE_S, progress=progress) == m.status
         m.progress, m.expired = progress, False
 
     def _record_epoch(self, m: Model, owner: str) -> None:
@@ -203,10 +203,10 @@ class JobMachine(RuleBasedStateMachine):
         note(f"{owner} records an epoch of {m.name} ({m.status}, owner {m.owner})")
         if not (m.status in ACTIVE and owner == m.owner):
             with self.unchanged(), session_scope() as s:
-                assert jobs.record_epoch(s, m.id, owner, metrics) is False
+                assert lifecycle.record_epoch(s, m.id, owner, metrics) is False
             return
         with session_scope() as s:
-            assert jobs.record_epoch(s, m.id, owner, metrics) is True
+            assert lifecycle.record_epoch(s, m.id, owner, metrics) is True
         m.metrics = metrics
         m.events.append(("metrics", self.n))
 
@@ -215,11 +215,11 @@ class JobMachine(RuleBasedStateMachine):
         note(f"{owner} finishes {m.name} ok={ok} ({m.status}, owner {m.owner})")
         if not (m.status in ACTIVE and owner == m.owner):
             with self.unchanged(), session_scope() as s:
-                assert jobs.finish(s, m.id, owner, **outcome) is None
+                assert lifecycle.finish(s, m.id, owner, **outcome) is None
             return
         want = "cancelled" if m.status == "cancelling" else "succeeded" if ok else "failed"
         with session_scope() as s:
-            assert jobs.finish(s, m.id, owner, **outcome) == want
+            assert lifecycle.finish(s, m.id, owner, **outcome) == want
         if want == "succeeded":
             m.result = RESULT
         elif want == "failed":
@@ -233,7 +233,7 @@ class JobMachine(RuleBasedStateMachine):
             with self.unchanged():
                 try:
                     with session_scope() as s:
-                        jobs.cancel(s, m.id)
+                        lifecycle.cancel(s, m.id)
                 except Conflict as e:
                     assert (e.status, e.code) == (409, "job_finished")
                 else:
@@ -241,11 +241,11 @@ class JobMachine(RuleBasedStateMachine):
             return
         if m.status in ("cancelling", "cancelled"):
             with self.unchanged(), session_scope() as s:
-                assert jobs.cancel(s, m.id).status == m.status
+                assert lifecycle.cancel(s, m.id).status == m.status
             return
         want = "cancelled" if m.status == "queued" else "cancelling"
         with session_scope() as s:
-            assert jobs.cancel(s, m.id).status == want
+            assert lifecycle.cancel(s, m.id).status == want
         m.move(want)
 
     def _expire(self, m: Model) -> None:
@@ -260,7 +260,7 @@ class JobMachine(RuleBasedStateMachine):
         lost = [m for m in self.models if m.status in ACTIVE and m.expired]
         note(f"watchdog pass: expects {[m.name for m in lost]} lost")
         with session_scope() as s:
-            requeued = sorted(j.id for j in jobs.watchdog(s))
+            requeued = sorted(j.id for j in lifecycle.watchdog(s))
         want = sorted(m.id for m in lost if m.status == "running" and m.attempt < m.max_attempts)
         assert requeued == want
         for m in lost:
@@ -386,8 +386,8 @@ class JobMachine(RuleBasedStateMachine):
             ):
                 oldest[m.queue] = m
         with session_scope() as s:
-            assert jobs.waiting(s, longer_than_s=0) == {q: m.id for q, m in oldest.items()}
-            assert jobs.waiting(s, longer_than_s=3600) == {}
+            assert lifecycle.waiting(s, longer_than_s=0) == {q: m.id for q, m in oldest.items()}
+            assert lifecycle.waiting(s, longer_than_s=3600) == {}
 
     # invariants
 
@@ -467,7 +467,7 @@ class JobMachine(RuleBasedStateMachine):
             assert m.status in TERMINAL, f"{m.name} still {m.status}"
         with session_scope() as s:
             for m in self.models:
-                assert jobs.get_job(s, m.id).status in TERMINAL, m.name
+                assert lifecycle.get_job(s, m.id).status in TERMINAL, m.name
                 status_events = [
                     e.data["status"] for e in queries.list_events(s, m.id) if e.type == "status"
                 ]

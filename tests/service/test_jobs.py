@@ -1,4 +1,4 @@
-"""The job state machine in service/jobs.py, against a real database."""
+"""The job state machine in service/jobs/lifecycle.py, against a real database."""
 
 import copy
 import threading
@@ -11,17 +11,17 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service import admission, jobs, queries
-from service.db import _factory, session_scope
+from service.db.sessions import _factory, session_scope
+from service.db.tables import Job, JobEvent, utcnow
 from service.errors import Conflict, InvalidCursor, JobError
-from service.spec import JobSpec
-from service.tables import Job, JobEvent, utcnow
+from service.jobs import admission, lifecycle, queries
+from service.spec.job import JobSpec
 from tests.service.conftest import SUPERVISED
 
 
 def load(job_id: str) -> Job:
     with session_scope() as s:
-        return jobs.get_job(s, job_id)
+        return lifecycle.get_job(s, job_id)
 
 
 def events(job_id: str) -> list[JobEvent]:
@@ -38,7 +38,7 @@ def expire_lease(job_id: str) -> None:
 
 def watchdog() -> list[str]:
     with session_scope() as s:
-        return [j.id for j in jobs.watchdog(s)]
+        return [j.id for j in lifecycle.watchdog(s)]
 
 
 # Transitions of one job: each test runs in one transaction, rolled back at its end.
@@ -64,14 +64,14 @@ def driven(db: Session, status: str, **overrides: Any) -> str:
     """A job driven through the state machine to `status` (owner "w1")."""
     job_id = queued(db, **overrides)
     if status == "cancelled":
-        jobs.cancel(db, job_id)
+        lifecycle.cancel(db, job_id)
     elif status != "queued":
-        assert jobs.claim(db, job_id, "w1", lease_s=60) is not None
+        assert lifecycle.claim(db, job_id, "w1", lease_s=60) is not None
     if status == "cancelling":
-        jobs.cancel(db, job_id)
+        lifecycle.cancel(db, job_id)
     elif status in ("succeeded", "failed"):
         error = JobError("boom", "x") if status == "failed" else None
-        jobs.finish(db, job_id, "w1", result={"val_acc": 0.9}, error=error)
+        lifecycle.finish(db, job_id, "w1", result={"val_acc": 0.9}, error=error)
     assert state(db, job_id).status == status
     return job_id
 
@@ -102,7 +102,7 @@ def test_create_is_queued_with_a_status_event(db):
 
 def test_claim_starts_the_job(db):
     job_id = queued(db)
-    assert jobs.claim(db, job_id, "w1", lease_s=60) is not None
+    assert lifecycle.claim(db, job_id, "w1", lease_s=60) is not None
     job = state(db, job_id)
     assert (job.status, job.owner, job.attempt) == ("running", "w1", 1)
     assert job.started_at is not None
@@ -112,8 +112,8 @@ def test_claim_starts_the_job(db):
 
 def test_second_claim_gets_nothing(db):
     job_id = queued(db)
-    assert jobs.claim(db, job_id, "w1", lease_s=60) is not None
-    assert jobs.claim(db, job_id, "w2", lease_s=60) is None
+    assert lifecycle.claim(db, job_id, "w1", lease_s=60) is not None
+    assert lifecycle.claim(db, job_id, "w2", lease_s=60) is None
     job = state(db, job_id)
     assert (job.owner, job.attempt) == ("w1", 1)
 
@@ -121,14 +121,14 @@ def test_second_claim_gets_nothing(db):
 @pytest.mark.parametrize("status", ["running", "cancelling", "succeeded", "failed", "cancelled"])
 def test_claim_of_a_job_not_queued_gets_nothing(db, status):
     job_id = driven(db, status)
-    assert jobs.claim(db, job_id, "w2", lease_s=60) is None
+    assert lifecycle.claim(db, job_id, "w2", lease_s=60) is None
     assert state(db, job_id).status == status
 
 
 def test_heartbeat_by_the_owner_extends_the_lease(db):
     job_id = driven(db, "running")
     before = state(db, job_id).lease_until
-    assert jobs.heartbeat(db, job_id, "w1", lease_s=600, progress={"step": 7}) == "running"
+    assert lifecycle.heartbeat(db, job_id, "w1", lease_s=600, progress={"step": 7}) == "running"
     job = state(db, job_id)
     assert job.lease_until > before + timedelta(seconds=500)
     assert job.progress == {"step": 7}
@@ -136,25 +136,25 @@ def test_heartbeat_by_the_owner_extends_the_lease(db):
 
 def test_heartbeat_reports_a_cancel_request(db):
     job_id = driven(db, "cancelling")
-    assert jobs.heartbeat(db, job_id, "w1", lease_s=60) == "cancelling"
+    assert lifecycle.heartbeat(db, job_id, "w1", lease_s=60) == "cancelling"
 
 
 def test_heartbeat_by_another_owner_changes_nothing(db):
     job_id = driven(db, "running")
     before = state(db, job_id).lease_until
-    assert jobs.heartbeat(db, job_id, "w2", lease_s=600) is None
+    assert lifecycle.heartbeat(db, job_id, "w2", lease_s=600) is None
     assert state(db, job_id).lease_until == before
 
 
 def test_heartbeat_after_finish_is_refused(db):
     job_id = driven(db, "succeeded")
-    assert jobs.heartbeat(db, job_id, "w1", lease_s=60) is None
+    assert lifecycle.heartbeat(db, job_id, "w1", lease_s=60) is None
 
 
 def test_record_epoch_stores_metrics_and_an_event(db):
     job_id = driven(db, "running")
     metrics = {"epoch": 1, "val_acc": 0.5}
-    assert jobs.record_epoch(db, job_id, "w1", metrics)
+    assert lifecycle.record_epoch(db, job_id, "w1", metrics)
     assert state(db, job_id).metrics == metrics
     event = events_of(db, job_id)[-1]
     assert (event.type, event.data) == ("metrics", metrics)
@@ -163,14 +163,14 @@ def test_record_epoch_stores_metrics_and_an_event(db):
 def test_record_epoch_by_another_owner_is_refused(db):
     job_id = driven(db, "running")
     n = len(events_of(db, job_id))
-    assert not jobs.record_epoch(db, job_id, "w2", {"epoch": 1})
+    assert not lifecycle.record_epoch(db, job_id, "w2", {"epoch": 1})
     assert state(db, job_id).metrics == {}
     assert len(events_of(db, job_id)) == n
 
 
 def test_finish_succeeds_with_a_result(db):
     job_id = driven(db, "running")
-    assert jobs.finish(db, job_id, "w1", result={"val_acc": 0.97}) == "succeeded"
+    assert lifecycle.finish(db, job_id, "w1", result={"val_acc": 0.97}) == "succeeded"
     job = state(db, job_id)
     assert (job.status, job.result, job.error) == ("succeeded", {"val_acc": 0.97}, None)
     assert job.finished_at is not None and job.lease_until is None
@@ -180,7 +180,7 @@ def test_finish_succeeds_with_a_result(db):
 def test_finish_with_an_error_fails(db):
     job_id = driven(db, "running")
     error = JobError("nan_loss", "loss is NaN")
-    assert jobs.finish(db, job_id, "w1", error=error) == "failed"
+    assert lifecycle.finish(db, job_id, "w1", error=error) == "failed"
     job = state(db, job_id)
     assert (job.status, job.error) == (
         "failed",
@@ -190,7 +190,7 @@ def test_finish_with_an_error_fails(db):
 
 def test_finish_while_cancelling_cancels(db):
     job_id = driven(db, "cancelling")
-    assert jobs.finish(db, job_id, "w1", result={"val_acc": 0.9}) == "cancelled"
+    assert lifecycle.finish(db, job_id, "w1", result={"val_acc": 0.9}) == "cancelled"
     job = state(db, job_id)
     assert (job.status, job.result) == ("cancelled", None)
 
@@ -198,41 +198,41 @@ def test_finish_while_cancelling_cancels(db):
 def test_finish_by_another_owner_changes_nothing(db):
     job_id = driven(db, "running")
     n = len(events_of(db, job_id))
-    assert jobs.finish(db, job_id, "w2", result={}) is None
+    assert lifecycle.finish(db, job_id, "w2", result={}) is None
     assert state(db, job_id).status == "running"
     assert len(events_of(db, job_id)) == n
 
 
 def test_finish_twice_is_refused(db):
     job_id = driven(db, "succeeded")
-    assert jobs.finish(db, job_id, "w1", error=JobError("late", "too late")) is None
+    assert lifecycle.finish(db, job_id, "w1", error=JobError("late", "too late")) is None
     assert state(db, job_id).error is None
 
 
 def test_cancel_queued_is_immediate(db):
     job_id = driven(db, "queued")
-    assert jobs.cancel(db, job_id).status == "cancelled"
+    assert lifecycle.cancel(db, job_id).status == "cancelled"
     assert state(db, job_id).finished_at is not None
 
 
 def test_cancel_running_asks_the_worker(db):
     job_id = driven(db, "running")
-    assert jobs.cancel(db, job_id).status == "cancelling"
-    assert jobs.cancel(db, job_id).status == "cancelling"
+    assert lifecycle.cancel(db, job_id).status == "cancelling"
+    assert lifecycle.cancel(db, job_id).status == "cancelling"
     requests = [e for e in events_of(db, job_id) if e.data.get("status") == "cancelling"]
     assert len(requests) == 1
 
 
 def test_cancel_cancelled_is_fine(db):
     job_id = driven(db, "cancelled")
-    assert jobs.cancel(db, job_id).status == "cancelled"
+    assert lifecycle.cancel(db, job_id).status == "cancelled"
 
 
 @pytest.mark.parametrize("status", ["succeeded", "failed"])
 def test_cancel_finished_conflicts(db, status):
     job_id = driven(db, status)
     with pytest.raises(Conflict) as info:
-        jobs.cancel(db, job_id)
+        lifecycle.cancel(db, job_id)
     assert (info.value.status, info.value.code) == (409, "job_finished")
     assert state(db, job_id).status == status
 
@@ -248,7 +248,7 @@ def test_watchdog_requeues_an_expired_lease(job_in):
     assert (job.status, job.owner, job.lease_until, job.attempt) == ("queued", None, None, 1)
     assert events(job_id)[-1].data == {"status": "queued", "attempt": 1}
     with session_scope() as s:
-        assert jobs.claim(s, job_id, "w2", lease_s=60).attempt == 2
+        assert lifecycle.claim(s, job_id, "w2", lease_s=60).attempt == 2
 
 
 def test_watchdog_leaves_live_leases_alone(job_in):
@@ -298,11 +298,11 @@ def test_claims_take_a_queues_jobs_oldest_first(new_job):
     for n, job_id in enumerate(ids):  # submitted in this order, a minute apart
         age(job_id, 60 * (len(ids) - n))
     with session_scope() as s:
-        jobs.cancel(s, ids[1])
+        lifecycle.cancel(s, ids[1])
     claimed = []
     for owner in ("w1", "w2", "w3", "w4"):
         with session_scope() as s:
-            job = jobs.claim_next(s, "q1", owner, lease_s=60)
+            job = lifecycle.claim_next(s, "q1", owner, lease_s=60)
             claimed.append(job and job.id)
     assert claimed == [ids[0], ids[2], ids[3], None]
     assert load(elsewhere).status == "queued"
@@ -315,28 +315,28 @@ def test_a_requeued_job_goes_before_later_ones(job_in, new_job):
     expire_lease(first)
     assert watchdog() == [first]
     with session_scope() as s:
-        assert jobs.claim_next(s, "q1", "w2", lease_s=60).id == first
+        assert lifecycle.claim_next(s, "q1", "w2", lease_s=60).id == first
     with session_scope() as s:
-        assert jobs.claim_next(s, "q1", "w3", lease_s=60).id == later
+        assert lifecycle.claim_next(s, "q1", "w3", lease_s=60).id == later
 
 
 def test_a_released_job_goes_back_to_its_queue_with_its_attempt(job_in):
     job_id = job_in("running")
     with session_scope() as s:
-        assert jobs.release(s, job_id, "someone else") is None
-        assert jobs.release(s, job_id, "w1") == "queued"
+        assert lifecycle.release(s, job_id, "someone else") is None
+        assert lifecycle.release(s, job_id, "w1") == "queued"
     job = load(job_id)
     assert (job.status, job.owner, job.lease_until, job.attempt) == ("queued", None, None, 0)
     assert events(job_id)[-1].data == {"status": "queued", "preempted": True}
     with session_scope() as s:
-        assert jobs.release(s, job_id, "w1") is None  # once
-        assert jobs.claim(s, job_id, "w2", lease_s=60).attempt == 1
+        assert lifecycle.release(s, job_id, "w1") is None  # once
+        assert lifecycle.claim(s, job_id, "w2", lease_s=60).attempt == 1
 
 
 def test_a_released_cancelling_job_ends_cancelled(job_in):
     job_id = job_in("cancelling")
     with session_scope() as s:
-        assert jobs.release(s, job_id, "w1") == "cancelled"
+        assert lifecycle.release(s, job_id, "w1") == "cancelled"
     assert load(job_id).status == "cancelled"
 
 
@@ -345,7 +345,7 @@ def test_two_workers_claiming_at_once_take_two_jobs(new_job):
 
     def claim():
         with session_scope() as s:
-            job = jobs.claim_next(s, "q1", threading.current_thread().name, lease_s=60)
+            job = lifecycle.claim_next(s, "q1", threading.current_thread().name, lease_s=60)
             return job and job.id
 
     assert set(in_two_threads(claim)) == ids
@@ -357,10 +357,10 @@ def test_waiting_names_each_queues_oldest_job_once_it_has_waited(new_job):
     age(older, 60)
     fresh = new_job(resources={"queue": "q2"})
     with session_scope() as s:
-        assert jobs.waiting(s, longer_than_s=10) == {"q1": older}
+        assert lifecycle.waiting(s, longer_than_s=10) == {"q1": older}
     age(fresh, 11)
     with session_scope() as s:
-        assert jobs.waiting(s, longer_than_s=10) == {"q1": older, "q2": fresh}
+        assert lifecycle.waiting(s, longer_than_s=10) == {"q1": older, "q2": fresh}
 
 
 def walk(status: str | None = None, limit: int = 2) -> list[str]:
@@ -430,7 +430,7 @@ def test_two_claims_at_once_give_the_job_to_one(new_job):
 
     def claim():
         with session_scope() as s:
-            job = jobs.claim(s, job_id, threading.current_thread().name, lease_s=60)
+            job = lifecycle.claim(s, job_id, threading.current_thread().name, lease_s=60)
             return job and job.owner
 
     owners = [o for o in in_two_threads(claim) if o]
@@ -442,13 +442,13 @@ def test_two_watchdogs_at_once_requeue_once(job_in, monkeypatch):
     job_id = job_in("running")
     expire_lease(job_id)
     both_read = threading.Barrier(2, timeout=10)
-    expire = jobs._expire
+    expire = lifecycle._expire
 
     def expire_after_both_read(*args):
         both_read.wait()  # both passes have seen the expired lease before either acts
         return expire(*args)
 
-    monkeypatch.setattr(jobs, "_expire", expire_after_both_read)
+    monkeypatch.setattr(lifecycle, "_expire", expire_after_both_read)
     results = in_two_threads(watchdog)
     assert sorted(results) == [[], [job_id]]
     requeued = [e for e in events(job_id) if e.data.get("status") == "queued"]

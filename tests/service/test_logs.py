@@ -54,8 +54,8 @@ def test_records_inside_a_job_context_carry_its_id(capsys):
     logs.configure(Settings(log_format="json"))
     try:
         with logs.job_context("job_abc"):
-            logging.getLogger("worker.runner").warning("lease lost", extra={"attempt": 2})
-        logging.getLogger("worker.runner").info("idle")
+            logging.getLogger("worker.task.runner").warning("lease lost", extra={"attempt": 2})
+        logging.getLogger("worker.task.runner").info("idle")
         try:
             raise ValueError("boom")
         except ValueError:
@@ -66,7 +66,7 @@ def test_records_inside_a_job_context_carry_its_id(capsys):
     assert inside | {"ts": None} == {
         "ts": None,
         "level": "WARNING",
-        "logger": "worker.runner",
+        "logger": "worker.task.runner",
         "message": "lease lost",
         "job_id": "job_abc",
         "attempt": 2,
@@ -77,5 +77,5 @@ def test_records_inside_a_job_context_carry_its_id(capsys):
 def test_text_logs_name_the_job(capsys):
     logs.configure(Settings(log_format="text"))
     with logs.job_context("job_abc"):
-        logging.getLogger("worker.runner").warning("lease lost")
-    assert "WARNING worker.runner [job_abc]: lease lost" in capsys.readouterr().err
+        logging.getLogger("worker.task.runner").warning("lease lost")
+    assert "WARNING worker.task.runner [job_abc]: lease lost" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from service.method_params import RCOParams, RouteError, RoutePlan, split_epochs
+from service.spec.methods import RCOParams, RouteError, RoutePlan, split_epochs
 
 ROUTE = [1, 2, 3, 4, 5, 6]
 

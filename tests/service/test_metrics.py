@@ -15,9 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, update
 
-from service import jobs
-from service.db import session_scope
-from service.tables import Job, utcnow
+from service.db.sessions import session_scope
+from service.db.tables import Job, utcnow
+from service.jobs import lifecycle
 from tests.e2e.conftest import ROOT, free_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -61,7 +61,7 @@ def test_jobs_by_state_and_queue_match_the_database(client, job_in):
         )
         expected = {(st, q): float(n) for st, q, n in rows}
     gauges = series(samples, "distillery_jobs", "status", "queue")
-    assert len(gauges) == 2 * len(jobs.STATUSES)  # every state of every queue, 0s too
+    assert len(gauges) == 2 * len(lifecycle.STATUSES)  # every state of every queue, 0s too
     assert {k: v for k, v in gauges.items() if v} == expected
     assert expected[("queued", "default")] == 2 and expected[("cancelling", "gpu")] == 1
     assert value(samples, "distillery_queue_depth", queue="default") == 2
@@ -88,7 +88,7 @@ def test_duration_histogram_of_finished_jobs(client, job_in):
         for s_ in seconds:
             job_id = job_in(status)
             with session_scope() as s:
-                job = jobs.get_job(s, job_id)
+                job = lifecycle.get_job(s, job_id)
                 assert job.finished_at is not None
                 started = job.finished_at - timedelta(seconds=s_)
                 s.execute(update(Job).where(Job.id == job_id).values(started_at=started))
@@ -121,11 +121,11 @@ def test_images_per_second_and_gpu_peak_per_worker(client, new_job):
     for key, owner in owners.items():
         job_id = new_job()
         with session_scope() as s:
-            assert jobs.claim(s, job_id, owner, lease_s=60) is not None
-            assert jobs.heartbeat(s, job_id, owner, 60, progress[key]) == "running"
+            assert lifecycle.claim(s, job_id, owner, lease_s=60) is not None
+            assert lifecycle.heartbeat(s, job_id, owner, 60, progress[key]) == "running"
     with session_scope() as s:  # a third, on another worker, with no rate yet
         other = new_job()
-        jobs.claim(s, other, "cpu-2:7:00000000", lease_s=60)
+        lifecycle.claim(s, other, "cpu-2:7:00000000", lease_s=60)
     samples = scrape(client)
     assert series(samples, "distillery_worker_images_per_second", "worker") == {
         ("gpu-1:41",): 120.5,

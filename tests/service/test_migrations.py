@@ -14,9 +14,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from service.cli import ROOT
-from service.db import get_engine
-from service.spec import JobSpec
-from service.tables import Base, JSONType
+from service.db.sessions import get_engine
+from service.db.tables import Base, JSONType
+from service.spec.job import JobSpec
 from tests.conftest import PG_ADMIN
 
 TABLES = {

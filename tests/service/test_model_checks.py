@@ -1,4 +1,4 @@
-"""A model's check is held under a lease like a job (service/model_checks.py): one worker at
+"""A model's check is held under a lease like a job (service/ingest/model_checks.py): one worker at
 a time, taken again once its worker's lease ran out, sent again when its message was lost,
 and the model invalid once MAX_ATTEMPTS checks never finished."""
 
@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from service import model_checks
 from service.app import run_watchdog
 from service.config import Settings
-from service.db import session_scope
-from service.tables import RegisteredModel, utcnow
+from service.db.sessions import session_scope
+from service.db.tables import RegisteredModel, utcnow
+from service.ingest import model_checks
 from tests.service.helpers import validating
 
 READY = {"status": "ready", "parameters": 123, "output_shape": [10]}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from service.tables import Base
+from service.db.tables import Base
 
 ROOT = Path(__file__).resolve().parents[2]
 # what is not source: the build copies the rest of the tree, as `COPY . .` would

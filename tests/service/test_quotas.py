@@ -6,8 +6,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select, update
 
-from service.db import session_scope
-from service.tables import DEFAULT_PROJECT, Dataset, Job, Project
+from service.db.sessions import session_scope
+from service.db.tables import DEFAULT_PROJECT, Dataset, Job, Project
 from tests.service.helpers import PROBLEM
 from tests.service.test_api_datasets import digits_npz
 

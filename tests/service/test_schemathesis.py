@@ -12,8 +12,8 @@ from schemathesis.config import SchemathesisConfig
 from service import keys
 from service.app import create_app
 from service.config import Settings
-from service.db import session_scope
-from service.tables import ApiKey
+from service.db.sessions import session_scope
+from service.db.tables import ApiKey
 from tests.service.helpers import PROBLEM
 
 # A key of a project of its own (the `key` fixture stores it): schemathesis sends it where a

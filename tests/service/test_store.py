@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from service import store
-from service.db import session_scope
+from service.db import store
+from service.db.sessions import session_scope
 
 
 @pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "", "."])

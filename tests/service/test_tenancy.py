@@ -27,12 +27,12 @@ from safetensors.torch import save, save_file
 from sklearn.datasets import load_digits
 from sqlalchemy import delete, func, select, text
 
-from service import admission, jobs, keys, store
+from service import keys
 from service.app import create_app
 from service.config import Settings, get_settings
-from service.db import session_scope
-from service.spec import JobSpec
-from service.tables import (
+from service.db import store
+from service.db.sessions import session_scope
+from service.db.tables import (
     DEFAULT_PROJECT,
     ApiKey,
     Artifact,
@@ -43,6 +43,8 @@ from service.tables import (
     Webhook,
     WebhookDelivery,
 )
+from service.jobs import admission, lifecycle
+from service.spec.job import JobSpec
 from tests.service.helpers import PROBLEM, fields, problem
 from worker.engine.zoo import build_model
 
@@ -119,9 +121,9 @@ def succeeded_job(project_id: str, student: bytes) -> str:
         job.project_id = project_id
         job_id = job.id
     with session_scope() as s:
-        assert jobs.claim(s, job_id, "w1", lease_s=60) is not None
+        assert lifecycle.claim(s, job_id, "w1", lease_s=60) is not None
     with session_scope() as s:
-        jobs.finish(s, job_id, "w1", result={"val_acc": 0.9})
+        lifecycle.finish(s, job_id, "w1", result={"val_acc": 0.9})
     out = store.job_dir(job_id)
     (out / STUDENT).write_bytes(student)
     (out / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)

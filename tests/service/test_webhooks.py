@@ -1,6 +1,6 @@
 """Webhooks through HTTP, on both backends: registered over the API, sent by the sender's
 own pass to a real receiver on 127.0.0.1, signatures checked by the `standardwebhooks`
-package (an implementation independent of service/webhooks.py). Failing, slow and down
+package (an implementation independent of service/jobs/webhooks.py). Failing, slow and down
 receivers are retried on the schedule and never hold up others or the job; a project gets
 its own jobs' events only; two senders at once send a delivery once.
 (tests/e2e/test_webhooks.py: a real job through a real worker, sent by uvicorn's lifespan.)"""
@@ -21,11 +21,12 @@ from sqlalchemy import delete, func, select
 from standardwebhooks import Webhook as Verifier
 from standardwebhooks import WebhookVerificationError
 
-from service import jobs, keys, webhooks
+from service import keys
 from service.app import create_app
 from service.config import Settings
-from service.db import session_scope
-from service.tables import Webhook, WebhookDelivery
+from service.db.sessions import session_scope
+from service.db.tables import Webhook, WebhookDelivery
+from service.jobs import lifecycle, webhooks
 from tests.e2e.conftest import free_port
 from tests.service.helpers import fields, problem
 
@@ -151,7 +152,7 @@ def count(table: type) -> int:
 
 
 def test_the_event_names_are_the_terminal_states_and_epochs() -> None:
-    assert set(webhooks.EVENTS) == {f"job.{s}" for s in jobs.TERMINAL} | {"job.epoch"}
+    assert set(webhooks.EVENTS) == {f"job.{s}" for s in lifecycle.TERMINAL} | {"job.epoch"}
 
 
 def test_terminal_jobs_are_posted_signed_as_standard_webhooks(api, settings, receivers, job_in):
@@ -198,8 +199,8 @@ def test_epochs_are_sent_only_to_webhooks_that_subscribed(api, settings, receive
     job_id = job_in("running")
     with session_scope() as s:
         for epoch in (1, 2):
-            assert jobs.record_epoch(s, job_id, "w1", {"epoch": epoch, "val_acc": epoch / 4})
-        jobs.finish(s, job_id, "w1", result={"val_acc": 0.5})
+            assert lifecycle.record_epoch(s, job_id, "w1", {"epoch": epoch, "val_acc": epoch / 4})
+        lifecycle.finish(s, job_id, "w1", result={"val_acc": 0.5})
     assert send(settings) == 3
     sent = epochs.payloads(epoch_hook["secret"])
     assert [p["type"] for p in sent] == ["job.epoch"] * 2
@@ -297,10 +298,10 @@ def test_a_project_gets_its_own_jobs_events_only(settings, receivers, new_job):
         for name, (project_id, _) in projects.items():
             made[name] = job_id = new_job()
             with session_scope() as s:
-                jobs.get_job(s, job_id).project_id = project_id
+                lifecycle.get_job(s, job_id).project_id = project_id
             with session_scope() as s:  # as a worker runs it: outside any request
-                jobs.claim(s, job_id, "w1", lease_s=60)
-                jobs.finish(s, job_id, "w1", result={})
+                lifecycle.claim(s, job_id, "w1", lease_s=60)
+                lifecycle.finish(s, job_id, "w1", result={})
         assert send(settings) == 2
         for name, (_, auth) in projects.items():
             sent = got[name].payloads(hooks[name]["secret"])

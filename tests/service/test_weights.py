@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from service import weights
+from service.ingest import weights
 
 
 def file_of(entries: dict, data: bytes = b"") -> bytes:
@@ -56,7 +56,7 @@ def test_anything_else_is_not_safetensors(raw, why):
 
 
 def test_every_architecture_has_a_signature():
-    from service.names import ARCHITECTURES
+    from service.spec.names import ARCHITECTURES
 
     assert set(weights.signatures()) == set(ARCHITECTURES)
 
@@ -69,7 +69,7 @@ def test_symbols_resolve_to_this_uploads_shape():
 def test_the_api_checks_weights_without_torch():
     """The API image has no torch: the upload path must not import it."""
     code = (
-        "import sys, service.app, service.teachers, service.weights; "
+        "import sys, service.app, service.ingest.models, service.ingest.weights; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""worker/build.py: a resolved spec and the job's inputs -> the engine's objects, with no
+"""worker/job/build.py: a resolved spec and the job's inputs -> the engine's objects, with no
 database. Every value the engine gets is the spec's."""
 
 import dataclasses
@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 import torch
 
-from service.spec import JobSpec
-from service.store import sha256_file
-from worker.build import build, method_kwargs
+from service.db.store import sha256_file
+from service.spec.job import JobSpec
 from worker.engine.checkpoint import save_weights
 from worker.engine.data import Augment
 from worker.engine.methods.rco import RCO
 from worker.engine.optim import Optimizer, Schedule
 from worker.engine.zoo import build_model
-from worker.inputs import JobInputs, TeacherSource
+from worker.job.build import build, method_kwargs
+from worker.task.inputs import JobInputs, TeacherSource
 
 
 def spec(**parts: Any) -> JobSpec:

@@ -1,13 +1,13 @@
-"""An uploaded timm model's weights checked against its architecture (worker/check_model.py),
-and the check run as the task runs it, in a process of its own (worker/checks.py)."""
+"""An uploaded timm model's weights checked against its architecture (worker/job/weights_check.py),
+and the check run as the task runs it, in a process of its own (worker/task/check_runner.py)."""
 
 from pathlib import Path
 
 import pytest
 from safetensors.torch import save_file
 
-from worker.check_model import check
 from worker.engine.zoo import build_model
+from worker.job.weights_check import check
 
 ARCH = "timm/mobilenetv3_small_050"
 

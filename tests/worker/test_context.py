@@ -1,4 +1,4 @@
-"""The worker's one link to the database and the store for a job (worker/context.py), against
+"""The worker's one link to the database and the store for a job (worker/task/context.py), against
 a real database on both backends: what it reads, and that it writes nothing once the job is
 no longer its own."""
 
@@ -12,14 +12,15 @@ import pytest
 from safetensors.torch import save_file
 from sqlalchemy import func, select, update
 
-from service import admission, jobs, queries, store
 from service.config import Settings
-from service.db import session_scope
+from service.db import store
+from service.db.sessions import session_scope
+from service.db.tables import Artifact, Job, utcnow
 from service.errors import JobError
-from service.spec import JobSpec
-from service.tables import Artifact, Job, utcnow
-from worker.context import JobContext, LeaseLost
-from worker.inputs import JobInputs
+from service.jobs import admission, lifecycle, queries
+from service.spec.job import JobSpec
+from worker.task.context import JobContext, LeaseLost
+from worker.task.inputs import JobInputs
 
 SUPERVISED: dict[str, Any] = {
     "method": {"name": "supervised"},
@@ -71,7 +72,7 @@ def lose_the_lease(job_id: str) -> None:
             update(Job).where(Job.id == job_id).values(lease_until=utcnow() - timedelta(seconds=1))
         )
     with session_scope() as s:
-        assert [j.id for j in jobs.watchdog(s)] == [job_id]
+        assert [j.id for j in lifecycle.watchdog(s)] == [job_id]
 
 
 def counts(job_id: str) -> tuple[int, int]:
@@ -142,7 +143,7 @@ def test_a_worker_that_lost_the_job_writes_nothing(clean_db: Any) -> None:
         ctx.should_stop()
     assert ctx.finish(result={}) == "lost"
     with session_scope() as s:
-        job = jobs.get_job(s, ctx.job_id)
+        job = lifecycle.get_job(s, ctx.job_id)
         assert (job.status, job.metrics, job.result) == ("queued", {}, None)
 
 
@@ -153,7 +154,7 @@ def test_writes_extend_the_lease_and_save_progress(clean_db: Any) -> None:
     ctx.on_step(1, 3, 10)
     ctx.on_epoch(1, {"val_acc": 0.5})
     with session_scope() as s:
-        job = jobs.get_job(s, ctx.job_id)
+        job = lifecycle.get_job(s, ctx.job_id)
         assert job.lease_until > utcnow() + timedelta(seconds=50)
         assert job.progress == {
             "phase": "train",
@@ -170,7 +171,7 @@ def test_a_cancel_is_read_by_the_beat_and_ends_the_job_cancelled(clean_db: Any) 
     ctx = claimed()
     assert not ctx.should_stop()
     with session_scope() as s:
-        jobs.cancel(s, ctx.job_id)
+        lifecycle.cancel(s, ctx.job_id)
     ctx.beat()
     assert ctx.should_stop() and ctx.stop_error() is None
     assert ctx.finish(error=ctx.stop_error()) == "cancelled"
@@ -184,7 +185,7 @@ def test_past_its_runtime_the_job_stops_with_a_reason(clean_db: Any) -> None:
     assert isinstance(error, JobError) and error.code == "max_runtime_exceeded"
     assert ctx.finish(error=error) == "failed"
     with session_scope() as s:
-        assert jobs.get_job(s, ctx.job_id).error == error.as_dict()
+        assert lifecycle.get_job(s, ctx.job_id).error == error.as_dict()
 
 
 def test_a_beat_without_progress_of_its_own_leaves_the_jobs(clean_db: Any) -> None:
@@ -195,5 +196,5 @@ def test_a_beat_without_progress_of_its_own_leaves_the_jobs(clean_db: Any) -> No
     trainer.beat()
     task.beat()
     with session_scope() as s:
-        saved = jobs.get_job(s, trainer.job_id).progress
+        saved = lifecycle.get_job(s, trainer.job_id).progress
     assert (saved["epoch"], saved["step"], saved["steps_per_epoch"]) == (2, 5, 10)

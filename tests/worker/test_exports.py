@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from worker.engine.zoo import build_model
-from worker.exports import (
+from worker.job.exports import (
     OPSET,
     TOLERANCE,
     ExportError,

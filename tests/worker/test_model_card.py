@@ -5,7 +5,7 @@ from torch import Tensor, nn
 
 from worker.engine.data import load_dataset
 from worker.engine.zoo import build_model
-from worker.model_card import data_fingerprint, latency_ms, per_class_accuracy
+from worker.job.model_card import data_fingerprint, latency_ms, per_class_accuracy
 
 
 def test_fingerprint_is_stable_and_changes_with_the_split() -> None:

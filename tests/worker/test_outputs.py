@@ -1,4 +1,4 @@
-"""worker/outputs.py: what a finished job writes into its folder, and what it reports, with
+"""worker/job/outputs.py: what a finished job writes into its folder, and what it reports, with
 no database (the context registers the files it lists)."""
 
 import json
@@ -7,15 +7,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from service.spec import JobSpec
+from service.spec.job import JobSpec
 from tests.worker.engine.helpers import first_train, make_plan
-from worker.build import Built
 from worker.engine.data import load_dataset
 from worker.engine.loop import Quiet, TrainResult, train
 from worker.engine.zoo import build_model
-from worker.inputs import TeacherSource
-from worker.outputs import write_outputs
-from worker.teachers import TeacherInfo
+from worker.job.build import Built
+from worker.job.outputs import write_outputs
+from worker.job.teachers import TeacherInfo
+from worker.task.inputs import TeacherSource
 
 SPEC = JobSpec.model_validate(
     {

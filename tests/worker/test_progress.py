@@ -1,12 +1,12 @@
-"""Live progress arithmetic (worker/progress.py) and the final shapes (service/progress.py),
-against values worked out by hand."""
+"""Live progress arithmetic (worker/task/tracker.py) and the final shapes
+(service/jobs/progress.py), against values worked out by hand."""
 
 from collections import deque
 
 import pytest
 
-from service import progress as final
-from worker.progress import Tracker, eta, seconds_per_step
+from service.jobs import progress as final
+from worker.task.tracker import Tracker, eta, seconds_per_step
 
 
 def test_seconds_per_step_is_the_window_mean():

@@ -1,4 +1,4 @@
-"""A job's training process (worker/rank.py): its device check, thread count and peak memory."""
+"""A job's training process (worker/job/rank.py): its device check, thread count and peak memory."""
 
 import errno
 import inspect
@@ -10,8 +10,8 @@ import torch
 
 from service.config import get_settings
 from service.errors import JobError
-from worker import rank
 from worker.engine.data import Resident, Streamed
+from worker.job import rank
 
 
 @pytest.mark.parametrize("device", ["cuda", "auto"])
@@ -66,7 +66,7 @@ def test_a_full_disk_fails_the_job_as_disk_full():
 
 
 # A process holding 1 GiB starts a small one, which reports its own peak and getrusage's; the
-# small one runs peak_rss's own source, without worker.rank's imports (seconds, and a GiB).
+# small one runs peak_rss's own source, without worker.job.rank's imports (seconds, and a GiB).
 LARGE_PARENT = """
 import subprocess, sys
 ballast = b"x" * (1 << 30)

@@ -1,4 +1,4 @@
-"""The task's side of a job's processes (worker/ranks.py), without a service or torch: how
+"""The task's side of a job's processes (worker/task/supervisor.py), without a service or torch: how
 it reads rank 0's outcome, watches every process and the job, and stops them all. Stand-in
 child processes play the ranks."""
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from service.errors import JobError
-from worker import ranks
-from worker.context import LeaseLost
 from worker.engine.stop import Preempted, Stopped
-from worker.ranks import Ranks
+from worker.task import supervisor
+from worker.task.context import LeaseLost
+from worker.task.supervisor import Ranks
 
 
 @dataclass
@@ -33,7 +33,7 @@ def started(tmp_path: Path, **codes: str) -> Ranks:
     children = Ranks(tmp_path)
     for name, code in codes.items():
         rank = int(name.removeprefix("r"))
-        with ranks.log_path(tmp_path, rank).open("ab") as out:
+        with supervisor.log_path(tmp_path, rank).open("ab") as out:
             children.procs[rank] = subprocess.Popen(
                 [sys.executable, "-c", code], stdout=out, stderr=out, cwd=tmp_path
             )
@@ -52,13 +52,13 @@ def writes(name: str, obj: object, code: int) -> str:
 
 
 def test_rank_0s_result_is_the_jobs(tmp_path):
-    children = started(tmp_path, r0=writes(ranks.RESULT_FILE, {"val_acc": 0.9}, 0))
+    children = started(tmp_path, r0=writes(supervisor.RESULT_FILE, {"val_acc": 0.9}, 0))
     assert children.outcome(Job(), RUNNING) == {"val_acc": 0.9}  # type: ignore[arg-type]
 
 
 def test_rank_0s_error_is_the_jobs(tmp_path):
     error = {"code": "diverged", "message": "loss is nan", "retryable": False}
-    children = started(tmp_path, r0=writes(ranks.ERROR_FILE, error, 1))
+    children = started(tmp_path, r0=writes(supervisor.ERROR_FILE, error, 1))
     with pytest.raises(JobError) as failed:
         children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
     assert failed.value.as_dict() == error
@@ -67,9 +67,9 @@ def test_rank_0s_error_is_the_jobs(tmp_path):
 @pytest.mark.parametrize(
     ("code", "raised"),
     [
-        (ranks.EXIT_STOPPED, Stopped),
-        (ranks.EXIT_LEASE_LOST, LeaseLost),
-        (ranks.EXIT_PREEMPTED, Preempted),
+        (supervisor.EXIT_STOPPED, Stopped),
+        (supervisor.EXIT_LEASE_LOST, LeaseLost),
+        (supervisor.EXIT_PREEMPTED, Preempted),
     ],
 )
 def test_rank_0_stopped_or_lost(tmp_path, code, raised):
@@ -80,13 +80,13 @@ def test_rank_0_stopped_or_lost(tmp_path, code, raised):
 
 def test_rank_0_dead_without_an_outcome_is_named_with_its_log(tmp_path):
     children = started(tmp_path, r0="import os; print('killed by the OOM killer'); os._exit(9)")
-    with pytest.raises(ranks.RankFailed, match="(?s)rank 0 exited with code 9.*OOM killer"):
+    with pytest.raises(supervisor.RankFailed, match="(?s)rank 0 exited with code 9.*OOM killer"):
         children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
 
 
 def test_another_rank_that_dies_fails_the_job_with_its_log_and_all_stop(tmp_path):
     children = started(tmp_path, r0=SLEEP, r1="import sys; sys.exit('CUDA out of memory')")
-    with pytest.raises(ranks.RankFailed, match="(?s)rank 1 exited with code 1.*out of memory"):
+    with pytest.raises(supervisor.RankFailed, match="(?s)rank 1 exited with code 1.*out of memory"):
         children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
     children.stop(grace_s=0)
     assert children.procs[0].returncode == -signal.SIGTERM  # not SIGKILL: stopped when asked
@@ -100,7 +100,7 @@ def test_a_lost_lease_stops_the_wait(tmp_path):
 
 
 def test_a_rank_0_that_ignores_a_cancel_is_stopped_after_a_grace(tmp_path, monkeypatch):
-    monkeypatch.setattr(ranks, "STOP_GRACE_S", 0.5)
+    monkeypatch.setattr(supervisor, "STOP_GRACE_S", 0.5)
     children = started(tmp_path, r0=SLEEP)
     with pytest.raises(Stopped):
         children.outcome(Job(status="cancelling"), RUNNING)  # type: ignore[arg-type]
@@ -113,11 +113,11 @@ def test_rank_0s_error_caused_by_another_ranks_death_names_that_rank(tmp_path):
     children = started(
         tmp_path,
         r1="import sys; sys.exit('rank 1 ran out of memory')",
-        r0="import time; time.sleep(1); " + writes(ranks.ERROR_FILE, error, 1),
+        r0="import time; time.sleep(1); " + writes(supervisor.ERROR_FILE, error, 1),
     )
     children.procs[1].wait()
     children.procs[0].wait()  # both gone before the task looks
-    with pytest.raises(ranks.RankFailed, match="(?s)rank 1 exited.*out of memory"):
+    with pytest.raises(supervisor.RankFailed, match="(?s)rank 1 exited.*out of memory"):
         children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
 
 
@@ -125,7 +125,7 @@ def test_a_worker_shutting_down_asks_rank_0_to_save_and_leave(tmp_path):
     saves_on_sigterm = (
         "import pathlib, signal, sys, time\n"
         "def leave(*_):\n"
-        f"    pathlib.Path('saved').touch(); sys.exit({ranks.EXIT_PREEMPTED})\n"
+        f"    pathlib.Path('saved').touch(); sys.exit({supervisor.EXIT_PREEMPTED})\n"
         "signal.signal(signal.SIGTERM, leave)\n"
         "time.sleep(60)\n"
     )
@@ -139,7 +139,7 @@ def test_a_worker_shutting_down_asks_rank_0_to_save_and_leave(tmp_path):
 
 
 def test_a_rank_0_that_does_not_leave_when_asked_is_given_up_after_a_grace(tmp_path, monkeypatch):
-    monkeypatch.setattr(ranks, "PREEMPT_GRACE_S", 0.5)
+    monkeypatch.setattr(supervisor, "PREEMPT_GRACE_S", 0.5)
     ignores = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
     children = started(tmp_path, r0=ignores)
     time.sleep(1)
@@ -166,7 +166,7 @@ def test_a_rank_allocates_in_huge_pages_where_the_kernel_allows(tmp_path):
     children = Ranks(tmp_path)
     children.start(0, [sys.executable, "-c", ALLOCATE])
     assert children.procs[0].wait(timeout=60) == 0
-    setting, faults = ranks.log_path(tmp_path, 0).read_text().split()
+    setting, faults = supervisor.log_path(tmp_path, 0).read_text().split()
     assert setting == "1"
     plain = subprocess.run([sys.executable, "-c", ALLOCATE], capture_output=True, text=True)
     unset, plain_faults = plain.stdout.split()

@@ -1,17 +1,17 @@
-"""service/signatures.json is what the zoo builds today, and real weights pass its check."""
+"""service/spec/signatures.json is what the zoo builds today, and real weights pass its check."""
 
 import json
 
 import pytest
 from safetensors.torch import save
 
-from service import weights
+from service.ingest import weights
 from worker import signatures
 from worker.engine.zoo import build_model
 
 
 def test_committed_signatures_are_current():
-    """If this fails, run `python -m worker.signatures` and commit service/signatures.json."""
+    """If this fails, run `python -m worker.signatures` and commit service/spec/signatures.json."""
     fresh = signatures.signatures()
     assert json.loads(signatures.PATH.read_text()) == fresh
     assert signatures.PATH.read_text() == signatures.render(fresh)
@@ -53,7 +53,7 @@ def test_a_dimension_that_follows_nothing_is_an_error():
     ],
 )
 def test_the_apis_parameter_count_is_the_built_models(arch, num_classes, in_channels):
-    """Admission sizes a job's training state by it (service/admission.py)."""
+    """Admission sizes a job's training state by it (service/jobs/admission.py)."""
     model = build_model(arch, num_classes, in_channels)
     trained = sum(p.numel() for p in model.parameters())
     counted = weights.param_count(arch, num_classes, in_channels)

@@ -12,9 +12,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 import pytest
 import torch
 
-from service import method_params, names, spec
-from service.method_params import PARAMS_MODELS, method_name
-from worker import build
+from service.spec import job as job_spec
+from service.spec import methods, names
+from service.spec.methods import PARAMS_MODELS, method_name
 from worker.engine.data import (
     AUGMENT_MODES,
     DATASETS,
@@ -30,7 +30,8 @@ from worker.engine.methods.iekd import EXPLORATION, SPLITS
 from worker.engine.methods.kdcl import ENSEMBLES
 from worker.engine.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
 from worker.engine.zoo import ARCHITECTURES, build_model
-from worker.inputs import JobInputs
+from worker.job import build
+from worker.task.inputs import JobInputs
 
 BASE = {"self", "student", "teacher", "input_shape"}  # every method's, from Method
 
@@ -43,26 +44,26 @@ def allowed(model: type, field: str) -> set[Any]:
 
 def test_same_names_on_both_sides() -> None:
     assert set(names.ARCHITECTURES) == set(ARCHITECTURES)
-    assert set(method_params.METHODS) == set(METHOD_NAMES)
+    assert set(methods.METHODS) == set(METHOD_NAMES)
     assert set(names.DATASETS) == set(DATASETS)
-    train, data = spec.TrainSpec, spec.DataSpec
+    train, data = job_spec.TrainSpec, job_spec.DataSpec
     assert allowed(train, "data_placement") == set(PLACEMENTS)
     assert allowed(train, "precision") == set(PRECISIONS)
     assert allowed(train, "device") == set(DEVICES)
     assert allowed(data, "augment") == {"auto", *AUGMENT_MODES}  # auto: the dataset's own
     assert allowed(data, "normalisation") == {"auto", *NORMALISATIONS}
-    assert allowed(spec.OptimizerSpec, "name") == set(OPTIMIZERS)
-    assert allowed(spec.OptimizerSpec, "name") == set(spec.OPTIMIZER_DEFAULTS)
-    assert allowed(spec.ScheduleSpec, "name") == set(SCHEDULES)
+    assert allowed(job_spec.OptimizerSpec, "name") == set(OPTIMIZERS)
+    assert allowed(job_spec.OptimizerSpec, "name") == set(job_spec.OPTIMIZER_DEFAULTS)
+    assert allowed(job_spec.ScheduleSpec, "name") == set(SCHEDULES)
 
 
 @pytest.mark.parametrize(
     ("model", "field", "engine"),
     [
-        (method_params.KDCLParams, "ensemble", ENSEMBLES),
-        (method_params.DDGSDParams, "mmd_kernel", KERNELS),
-        (method_params.IEKDParams, "split", SPLITS),
-        (method_params.IEKDParams, "exp_loss", EXPLORATION),
+        (methods.KDCLParams, "ensemble", ENSEMBLES),
+        (methods.DDGSDParams, "mmd_kernel", KERNELS),
+        (methods.IEKDParams, "split", SPLITS),
+        (methods.IEKDParams, "exp_loss", EXPLORATION),
     ],
 )
 def test_method_choices_are_what_the_engine_implements(model, field, engine) -> None:
@@ -74,7 +75,7 @@ def test_method_choices_are_what_the_engine_implements(model, field, engine) -> 
 )
 def test_dataset_shape_the_api_promises_is_the_data_shape(options: dict | None) -> None:
     name = "digits" if options is None else "synthetic"
-    data_spec = spec.DataSpec(dataset=name, synthetic=options)
+    data_spec = job_spec.DataSpec(dataset=name, synthetic=options)
     shape = data_spec.builtin_shape()
     kwargs = data_spec.synthetic_options().model_dump() if options else {}
     data = load_dataset(name, 0.2, 0, **kwargs)
@@ -87,8 +88,8 @@ def test_dataset_shape_the_api_promises_is_the_data_shape(options: dict | None) 
 def test_synthetic_options_are_the_loaders_keywords() -> None:
     params = inspect.signature(synthetic).parameters.values()
     keywords = {p.name: p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    assert set(keywords) == set(spec.SyntheticOptions.model_fields)
-    for name, field in spec.SyntheticOptions.model_fields.items():
+    assert set(keywords) == set(job_spec.SyntheticOptions.model_fields)
+    for name, field in job_spec.SyntheticOptions.model_fields.items():
         assert accepts(keywords[name].annotation, field.annotation), name
 
 
@@ -156,9 +157,9 @@ SAMPLE_INPUTS = JobInputs(
 )
 
 
-def sample_spec(name: str) -> spec.JobSpec:
+def sample_spec(name: str) -> job_spec.JobSpec:
     method = {"name": name} | (build_required(name))
-    return spec.JobSpec.model_validate(
+    return job_spec.JobSpec.model_validate(
         {
             "method": method,
             "student": {"arch": "resnet8"},
@@ -195,11 +196,11 @@ def test_params_model_fields_are_the_engine_keywords(model: type) -> None:
 
 @pytest.mark.parametrize("model", PARAMS_MODELS, ids=method_name)
 def test_build_makes_every_method_from_its_spec_defaults(model: type) -> None:
-    """What worker/build.py passes binds to the constructor and builds the method."""
+    """What worker/job/build.py passes binds to the constructor and builds the method."""
     name = method_name(model)
     job = sample_spec(name)
     teacher = build_model("resnet8", 10, 1) if model.needs_teacher else None
-    facts = method_params.TeacherFacts("teacher.job", "job_t", "resnet8", 10, 1, None, [2, 4], [2])
+    facts = methods.TeacherFacts("teacher.job", "job_t", "resnet8", 10, 1, None, [2, 4], [2])
     job = job.model_copy(update={"method": job.method.resolve(job, facts)})
     kwargs = build.method_kwargs(job, SAMPLE_INPUTS)
     method = create(
@@ -213,7 +214,7 @@ def test_build_makes_every_method_from_its_spec_defaults(model: type) -> None:
 
 
 def test_optimizer_and_schedule_fields_are_the_engines() -> None:
-    for engine, model in ((Optimizer, spec.OptimizerSpec), (Schedule, spec.ScheduleSpec)):
+    for engine, model in ((Optimizer, job_spec.OptimizerSpec), (Schedule, job_spec.ScheduleSpec)):
         fields = {f.name: f.type for f in dataclasses.fields(engine)}
         assert set(fields) == set(model.model_fields)
         for name, field in model.model_fields.items():
@@ -224,6 +225,6 @@ def test_optimizer_and_schedule_fields_are_the_engines() -> None:
     "schedule", [{"name": "multistep", "milestones": [3, 7]}, {"name": "cosine"}, {}]
 )
 def test_the_epochs_the_rate_drops_after_agree(schedule: dict[str, Any]) -> None:
-    spec_schedule = spec.ScheduleSpec.model_validate(schedule)
+    spec_schedule = job_spec.ScheduleSpec.model_validate(schedule)
     engine = Schedule(**spec_schedule.model_dump())
     assert spec_schedule.lr_drops() == engine.drops()

@@ -1,4 +1,4 @@
-"""Where a student's weights start (worker/starts.py): timm's pretrained weights from an
+"""Where a student's weights start (worker/job/starts.py): timm's pretrained weights from an
 offline hub cache the test builds, and a model's or a job's file, with the classifier
 replaced for another class count."""
 
@@ -8,13 +8,13 @@ import pytest
 import torch
 from huggingface_hub import constants
 
+from service.db.store import sha256_file
 from service.errors import JobError
-from service.store import sha256_file
 from tests.hub_cache import REVISION, cache_timm_weights
 from worker.engine.checkpoint import save_weights
 from worker.engine.zoo import build_model
-from worker.inputs import StartSource
-from worker.starts import classifier_keys, load_start, pretrained
+from worker.job.starts import classifier_keys, load_start, pretrained
+from worker.task.inputs import StartSource
 
 
 @pytest.fixture

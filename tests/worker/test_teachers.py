@@ -1,4 +1,4 @@
-"""worker/teachers.py: a teacher rebuilt from its file, only while the file is the one its
+"""worker/job/teachers.py: a teacher rebuilt from its file, only while the file is the one its
 record names."""
 
 import dataclasses
@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from service.db.store import sha256_file
 from service.errors import JobError
-from service.store import sha256_file
 from worker.engine.checkpoint import save_weights
 from worker.engine.zoo import build_model
-from worker.inputs import TeacherSource
-from worker.teachers import load_teacher
+from worker.job.teachers import load_teacher
+from worker.task.inputs import TeacherSource
 
 
 @pytest.fixture

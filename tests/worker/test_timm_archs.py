@@ -1,4 +1,4 @@
-"""service/timm_archs.json is the installed timm's model list, with the stage and parameter
+"""service/spec/timm_archs.json is the installed timm's model list, with the stage and parameter
 counts the engine's models really have."""
 
 import json
@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from service import names
+from service.spec import names
 from worker import timm_archs
 from worker.engine.zoo import build_model
 from worker.engine.zoo.base import forward_stages
@@ -17,7 +17,7 @@ COMMITTED = json.loads(timm_archs.PATH.read_text())
 
 
 def test_committed_names_are_the_installed_timms():
-    """If this fails, run `python -m worker.timm_archs` and commit service/timm_archs.json."""
+    """If this fails, run `python -m worker.timm_archs` and commit service/spec/timm_archs.json."""
     assert COMMITTED["timm"] == timm.__version__
     assert sorted(COMMITTED["stages"]) == sorted(timm.list_models())
     assert COMMITTED["pretrained"] == timm_archs.pretrained()

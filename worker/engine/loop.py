@@ -50,7 +50,7 @@ class Diverged(RuntimeError):
 
 @dataclass
 class TrainPlan:
-    """One run, every job value given (worker/build.py makes it from the job spec)."""
+    """One run, every job value given (worker/job/build.py makes it from the job spec)."""
 
     method: Method
     data: DataSplit

@@ -8,14 +8,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.method_params import PARAMS_MODELS, method_name
-from service.spec import OptimizerSpec, ScheduleSpec, SyntheticOptions
-from worker.build import CONSUMED
+from service.spec.job import OptimizerSpec, ScheduleSpec, SyntheticOptions
+from service.spec.methods import PARAMS_MODELS, method_name
 from worker.engine.data import Augment, DataSplit, Images, Resident
 from worker.engine.loop import TrainPlan
 from worker.engine.methods import Batch, EpochContext, Method, create
 from worker.engine.optim import Optimizer, Schedule
 from worker.engine.zoo import build_model
+from worker.job.build import CONSUMED
 
 PARAMS = {method_name(model): model for model in PARAMS_MODELS}
 REQUIRED = {"kdcl": {"peers": ["cnn_small"]}}  # params without a default

@@ -90,7 +90,7 @@ def test_views_on_the_gpu_are_the_cpus(mode: str, monkeypatch) -> None:
 
 
 def test_evaluate_takes_a_split_still_in_host_memory(digits) -> None:
-    """A teacher is measured (worker/build.py measure_teacher) on the split as loaded."""
+    """A teacher is measured (worker/job/build.py measure_teacher) on the split as loaded."""
     torch.manual_seed(0)
     model = build_model("cnn_small", 10, 1)
     on_gpu = evaluate(model, digits.val, 64, "cuda", "fp32")

@@ -241,7 +241,7 @@ def test_linear_weights_are_logged_as_the_epoch_mean() -> None:
 @pytest.fixture(scope="module")
 def small_digits(digits: DataSplit) -> DataSplit:
     """10 steps of 64 per epoch keep these runs inside the CPU test budget; 72 samples of
-    the training split held out, as worker/build.py holds them out for a KDCL job."""
+    the training split held out, as worker/job/build.py holds them out for a KDCL job."""
     data = carve_holdout(first_train(digits, 712), 0.1, 0)
     assert data.holdout is not None and (len(data.train), len(data.holdout)) == (640, 72)
     return data

@@ -47,7 +47,7 @@ def rco(
     greedy: bool = False,
     **params: object,
 ) -> RCO:
-    """An RCO with the plan admission makes (service/method_params.py: RCOParams.plan)."""
+    """An RCO with the plan admission makes (service/spec/methods.py: RCOParams.plan)."""
     method = make_method(
         "rco",
         student,

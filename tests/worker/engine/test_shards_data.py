@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from service import archives, imagefolder, shards
-from service.archives import Budget
+from service.ingest import archives, imagefolder, shards
+from service.ingest.archives import Budget
 from tests.photos import photo_zip
 from worker.engine.data import Resident, Streamed, load_dataset
 

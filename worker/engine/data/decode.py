@@ -1,4 +1,4 @@
-"""Reading a stored dataset's images (service/shards.py writes them) for training: one
+"""Reading a stored dataset's images (service/ingest/shards.py writes them) for training: one
 `pread` per sample from its shard, decoded, EXIF-oriented, converted to the dataset's
 channels; its centre square is then resized to base x base, as uint8.
 
@@ -34,7 +34,7 @@ READ_MODES = {"L": ImageReadMode.GRAY, "RGB": ImageReadMode.RGB}  # Pillow's, To
 
 
 class ShardSamples(torch.utils.data.Dataset):
-    """Some samples of one split of a stored dataset (service/shards.py: `split` is one of
+    """Some samples of one split of a stored dataset (service/ingest/shards.py: `split` is one of
     its index's splits as `shards.read` gives it), each as a (C, base, base) uint8 tensor
     and its label. Picklable: DataLoader workers open their own file handles."""
 

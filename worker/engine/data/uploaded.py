@@ -1,7 +1,7 @@
 """Uploaded datasets, as the worker's build hands them over:
 - data.npz (npz and IDX uploads): `images` (N, H, W, C) uint8, `labels`, `class_names`,
   optionally `val_images`/`val_labels`; held in memory as uint8.
-- WebDataset shards of the images as uploaded (ImageFolder uploads; service/shards.py reads
+- WebDataset shards of the images as uploaded (ImageFolder uploads; service/ingest/shards.py reads
   their index for the worker): decoded once and held in memory when that fits the budget,
   else streamed from the shards every epoch."""
 

@@ -67,7 +67,7 @@ class Method(nn.Module):
         self, *, student: nn.Module, teacher: nn.Module | None, input_shape: tuple[int, int, int]
     ) -> None:
         """Every method takes these and, as keywords without defaults, its own params: the
-        fields of its params model in service/method_params.py (worker/build.py passes them)."""
+        fields of its params model in service/spec/methods.py (worker/job/build.py passes them)."""
         super().__init__()
         self.input_shape = input_shape
         name = type(self).__name__

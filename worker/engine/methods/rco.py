@@ -2,7 +2,7 @@
 
 The student distils from the teacher's own training checkpoints (its `route`), easy to hard,
 ending with the converged teacher; stage k is KD against anchor k. Which anchors and how many
-student epochs each stage gets is planned at admission (service/method_params.py, RCOParams:
+student epochs each stage gets is planned at admission (service/spec/methods.py, RCOParams:
 the LR-drop checkpoints, every n-th, or an explicit list). `greedy` chooses its own: before
 each stage, the farthest later checkpoint whose gap KL(p_anchor || p_student) at T = 1 on a
 few validation batches is under `threshold` (the nearest later one if none is).

@@ -1,0 +1,254 @@
+"""Models that can teach: safetensors uploads checked against their architecture, and
+finished jobs' students registered as models. Each is a row in `models` and one file,
+artifacts/models/<id>/weights.safetensors; a failed upload leaves neither."""
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service import dispatch
+from service.config import get_settings
+from service.db import paging, store
+from service.db.sessions import get_or_404, session_scope
+from service.db.tables import Job, RegisteredModel, new_id
+from service.db.tenancy import current_project
+from service.errors import DistilleryError, FieldError, NotFound
+from service.ingest import uploads, weights
+from service.jobs import queries
+from service.spec.job import JobSpec
+from service.spec.model_info import FromJob, ModelInfo, Normalisation
+from service.spec.names import TIMM
+
+WEIGHTS = "weights.safetensors"
+
+
+class InvalidWeights(DistilleryError):
+    def __init__(self, messages: list[str], code: str = "invalid_weights") -> None:
+        super().__init__(
+            "weights refused: " + "; ".join(messages),
+            [FieldError("weights", m) for m in messages],
+            status=422,
+            code=code,
+            title="Invalid weights",
+        )
+
+
+def refuse_pickle(filename: str | None) -> None:
+    """Pickle files are refused by name too: nothing is ever unpickled."""
+    if filename and filename.lower().endswith(weights.PICKLE_SUFFIXES):
+        raise DistilleryError(
+            f"{filename!r} looks like a pickle file; upload safetensors "
+            "(safetensors.torch.save_file(model.state_dict(), path))",
+            [FieldError("filename", "pickle files (.pt/.pth/.pkl/.bin) are refused")],
+            status=422,
+            code="pickle_refused",
+            title="Pickle refused",
+        )
+
+
+def _check(info: ModelInfo, header: weights.Header) -> None:
+    """A zoo architecture's weights against its signature; a timm one's are checked by a
+    worker after the upload (the API has no torch to build it)."""
+    if info.arch.startswith(TIMM):
+        return
+    problems = weights.signature_problems(header, info.arch, info.num_classes, info.in_channels)
+    if problems:
+        raise InvalidWeights(problems, code="weights_mismatch")
+
+
+def model_dir(model_id: str) -> Path:
+    return store.safe_child(get_settings().models_dir.resolve(), model_id)
+
+
+def weights_path(model: RegisteredModel) -> Path:
+    return model_dir(model.id) / WEIGHTS
+
+
+async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> RegisteredModel:
+    """Stream, check and store an uploaded safetensors file, then record it."""
+    model_id = new_id("mdl")
+    directory = model_dir(model_id)
+    try:
+        received = await uploads.receive_safetensors(
+            chunks, directory / WEIGHTS, lambda header: _check(info, header)
+        )
+        model = await asyncio.to_thread(
+            _insert, model_id, info, received.sha256, received.size, "upload", None
+        )
+    except (weights.NotSafetensors, InvalidWeights) as exc:
+        uploads.discard(directory)
+        await uploads.drain(chunks)  # so the client, still sending, gets to read the 422
+        if isinstance(exc, InvalidWeights):
+            raise
+        raise InvalidWeights([str(exc)]) from exc
+    except BaseException:
+        uploads.discard(directory)
+        raise
+    if model.status == "validating":  # a worker checks it; the row is committed first
+        await asyncio.to_thread(dispatch.send_check, model.id, get_settings().check_queue)
+    return model
+
+
+def _insert(
+    model_id: str,
+    info: ModelInfo,
+    sha256: str,
+    size: int,
+    source: str,
+    source_job_id: str | None,
+) -> RegisteredModel:
+    model = RegisteredModel(
+        id=model_id,
+        project_id=current_project(),
+        name=info.name or info.arch,
+        arch=info.arch,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        input_size=info.input_size,
+        normalisation=info.normalisation.model_dump() if info.normalisation else None,
+        class_names=info.class_names,
+        sha256=sha256,
+        size=size,
+        path=f"models/{model_id}/{WEIGHTS}",
+        source=source,
+        source_job_id=source_job_id,
+        # a job's student is the worker's own output; an uploaded timm model is not yet known
+        status="validating" if source == "upload" and info.arch.startswith(TIMM) else "ready",
+    )
+    with session_scope() as s:
+        s.add(model)
+    return model
+
+
+def register_job(request: FromJob) -> RegisteredModel:
+    """A succeeded job's student as a model: its file hard-linked (copied across devices)."""
+    with session_scope() as s:
+        job = s.get(Job, request.job)
+        if job is None or job.status != "succeeded":
+            why = f"is {job.status}" if job else "does not exist"
+            raise _bad_job(
+                f"job {request.job!r} {why}; only a succeeded job's student can be registered"
+            )
+        art, student = _job_file(s, job.id, "student.safetensors")
+        card = _model_card(s, job.id)
+    info = _job_info(job, card, request.name)
+    header = _read_header(student)
+    _check(info, header)
+    model_id = new_id("mdl")
+    directory = model_dir(model_id)
+    try:
+        directory.mkdir(parents=True)
+        _link_or_copy(student, directory / WEIGHTS, art.sha256)
+        return _insert(model_id, info, art.sha256, art.size, "job", job.id)
+    except BaseException:
+        uploads.discard(directory)
+        raise
+
+
+def _bad_job(message: str) -> DistilleryError:
+    return DistilleryError(
+        message, [FieldError("job", message)], status=422, code="invalid_job", title="Bad job"
+    )
+
+
+def _job_file(s: Session, job_id: str, name: str) -> tuple[Any, Path]:
+    try:
+        return store.get_artifact(s, job_id, name)
+    except NotFound as exc:
+        raise _bad_job(f"job {job_id!r} has no {name}") from exc
+
+
+def _model_card(s: Session, job_id: str) -> dict[str, Any]:
+    try:
+        _, path = store.get_artifact(s, job_id, "model.json")
+    except NotFound:
+        return {}
+    return dict(json.loads(path.read_text()))
+
+
+def _job_info(job: Job, card: dict[str, Any], name: str) -> ModelInfo:
+    """Architecture and shape from the model card when there is one (KDCL's output is its
+    best peer, not always spec.student), else from the resolved spec."""
+    arch, num_classes, in_channels = job_student(job)
+    shape = card.get("input_shape") or []
+    norm = card.get("normalisation")
+    return ModelInfo(
+        name=name or job.name,
+        arch=card.get("architecture", arch),
+        num_classes=card.get("num_classes", num_classes),
+        in_channels=card.get("in_channels", in_channels),
+        input_size=shape[1] if len(shape) == 3 and shape[1] == shape[2] else None,
+        normalisation=Normalisation.model_validate(norm) if norm else None,
+        class_names=card.get("class_names"),
+    )
+
+
+def job_student(job: Job) -> tuple[str, int, int]:
+    """(architecture, num_classes, in_channels) of a succeeded job's student: the result
+    names the architecture it output (KDCL's best peer), the resolved spec its shape."""
+    spec = JobSpec.model_validate(job.spec)
+    arch = str((job.result or {}).get("architecture", spec.student.arch))
+    return arch, *spec.student_shape()
+
+
+def _read_header(path: Path) -> weights.Header:
+    try:
+        with path.open("rb") as f:
+            length = weights.header_length(f.read(8))
+            header = weights.parse_header(f.read(length))
+    except weights.NotSafetensors as exc:
+        raise InvalidWeights([str(exc)]) from exc
+    if header.file_size != path.stat().st_size:
+        raise InvalidWeights([f"{path.name} is not the size its header says"])
+    return header
+
+
+def _link_or_copy(src: Path, dest: Path, sha256: str) -> None:
+    try:
+        os.link(src, dest)
+        return
+    except OSError:  # another filesystem, or links not allowed: copy and verify
+        shutil.copyfile(src, dest)
+    if store.sha256_file(dest) != sha256:
+        raise DistilleryError(f"copy of {src.name} does not match its sha256", status=500)
+
+
+def get_model(s: Session, model_id: str) -> RegisteredModel:
+    return get_or_404(s, RegisteredModel, "model", model_id)
+
+
+def list_models(
+    s: Session, *, limit: int = 50, cursor: str | None = None
+) -> tuple[list[RegisteredModel], str | None]:
+    """Newest first; the cursor names the last row of the previous page."""
+    return paging.newest_first(s, RegisteredModel, limit=limit, cursor=cursor)
+
+
+def delete_model(s: Session, model_id: str) -> None:
+    """Refused (409) while a queued or running job learns from it; the row goes, and its
+    file once that is committed."""
+    queries.delete_unless_used(
+        s,
+        RegisteredModel,
+        model_id,
+        "model",
+        (Job.teacher_model_id, Job.init_model_id),
+        "is the teacher or the start of",
+        "model_in_use",
+    )
+    uploads.discard_after_commit(s, model_dir(model_id))
+
+
+def not_ready(model: RegisteredModel) -> str | None:
+    """Why a model cannot be used yet, if it cannot."""
+    if model.status == "ready":
+        return None
+    if model.status == "validating":
+        return f"model {model.id!r} is still being checked by a worker; try when it is ready"
+    return f"model {model.id!r} is invalid: {'; '.join(model.problems or [])}"

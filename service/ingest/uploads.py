@@ -1,0 +1,157 @@
+"""Streamed uploads: bytes go to a temp file beside their destination while they are hashed
+and counted, and are renamed into place only once they are whole and checked. Memory stays
+flat whatever the size: at most one chunk and one write buffer are held.
+
+The size cap itself is BodySizeLimit's (service/spec/limits.py), counted as the body streams in."""
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from service.ingest import weights
+
+FLUSH = 1 << 20  # bytes gathered before one write (in a thread: the event loop never waits)
+
+
+@dataclass(frozen=True)
+class Received:
+    sha256: str
+    size: int
+    header: weights.Header
+
+
+class Sink:
+    """A temp file beside `dest` that hashes and counts what is written to it."""
+
+    def __init__(self, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.dest = dest
+        self.tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        self.file: IO[bytes] = self.tmp.open("xb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.file.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+
+    def commit(self) -> None:
+        """Durably rename into place: a reader sees the whole file or none."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.dest)
+        fd = os.open(self.dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+class HeaderReader:
+    """Collects a safetensors file's first bytes until its header can be parsed."""
+
+    def __init__(self) -> None:
+        self.prefix = bytearray()
+        self.header: weights.Header | None = None
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        view = memoryview(chunk)
+        while self.header is None:
+            need = 8 if len(self.prefix) < 8 else 8 + weights.header_length(self.prefix)
+            take = need - len(self.prefix)
+            self.prefix += view[:take]
+            view = view[take:]
+            if len(self.prefix) < need:
+                return
+            if need > 8:
+                self.header = weights.parse_header(bytes(self.prefix[8:]))
+
+
+async def write_all(
+    sink: Sink, chunks: AsyncIterator[bytes], inspect: Callable[[bytes], None] | None = None
+) -> None:
+    """Write every chunk to `sink`, gathered into large writes made in a thread. `inspect`
+    sees each chunk first and raises to refuse the upload."""
+    pending = bytearray()
+    async for chunk in chunks:
+        if inspect is not None:
+            inspect(chunk)
+        if len(pending) + len(chunk) < FLUSH:
+            pending += chunk
+            continue
+        if pending:
+            await asyncio.to_thread(sink.write, pending)
+            pending = bytearray()
+        await asyncio.to_thread(sink.write, chunk)
+    if pending:
+        await asyncio.to_thread(sink.write, pending)
+
+
+async def receive_safetensors(
+    chunks: AsyncIterator[bytes], dest: Path, check: Callable[[weights.Header], None]
+) -> Received:
+    """Stream a safetensors file to `dest`. `check` sees the header as soon as it has
+    arrived and raises to refuse the file; a refused, truncated or interrupted upload leaves
+    nothing behind. Raises weights.NotSafetensors for bytes that are not safetensors."""
+    sink = await asyncio.to_thread(Sink, dest)
+    reader = HeaderReader()
+
+    def inspect(chunk: bytes) -> None:
+        if reader.header is None:
+            reader.feed(chunk)
+            if reader.header is not None:
+                check(reader.header)
+
+    try:
+        await write_all(sink, chunks, inspect)
+        header = _whole(reader, sink.size)
+        await asyncio.to_thread(sink.commit)
+    except BaseException:
+        await asyncio.to_thread(sink.discard)
+        raise
+    return Received(sink.digest.hexdigest(), sink.size, header)
+
+
+def _whole(reader: HeaderReader, size: int) -> weights.Header:
+    if reader.header is None:
+        raise weights.NotSafetensors(
+            f"not a safetensors file: {size} bytes end before its header does"
+        )
+    expected = reader.header.file_size
+    if size != expected:
+        why = "truncated" if size < expected else "trailing bytes after the last tensor"
+        raise weights.NotSafetensors(f"{why}: the file is {size} bytes, its header says {expected}")
+    return reader.header
+
+
+async def drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read the rest of a refused body, so the client, still sending, gets to read the 4xx."""
+    async for _ in chunks:
+        pass
+
+
+def discard(directory: Path) -> None:
+    """Remove what an upload (or a deleted row) left under `directory`."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def discard_after_commit(s: Session, directory: Path) -> None:
+    """Remove `directory` once the deletion of its row is committed (never before)."""
+    event.listen(s, "after_commit", lambda _s: discard(directory), once=True)

@@ -1,0 +1,306 @@
+"""One params model per distillation method (see shared docs/methods.md): its defaults, its
+allowed values and its admission rules. The engine's method takes these fields as explicit
+keywords with no defaults of its own (tests/worker/test_spec_matches_engine.py ties them).
+Defaults are defaults, not constants; every weight is named for what it weighs."""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Self
+
+from pydantic import Field
+
+from service.errors import FieldError
+from service.spec.limits import MAX_EPOCHS, Epoch, Epochs
+from service.spec.names import Arch, Strict, stages
+
+if TYPE_CHECKING:
+    from service.spec.job import JobSpec
+
+Weight = Annotated[float, Field(ge=0, le=1e4)]
+Temperature = Annotated[float, Field(gt=0, le=100)]
+
+
+@dataclass(frozen=True)
+class TeacherFacts:
+    """What admission knows of a job's teacher: a succeeded job or a registered model."""
+
+    field: str  # "teacher.job" or "teacher.model": where its errors point
+    ident: str  # the job's or the model's id
+    arch: str
+    num_classes: int
+    in_channels: int
+    input_size: int | None  # None: any size (a job's student was trained at the data's)
+    route: list[int] | None  # a teacher job's route checkpoint epochs; None for a model
+    lr_drops: list[int]  # the epochs a teacher job's learning rate dropped after
+    source_job_id: str | None = None  # the job a registered model came from
+
+
+class MethodBase(Strict):
+    name: str  # each method narrows it to its own literal, the union's discriminator
+    needs_teacher: ClassVar[bool] = False
+    needs_stage_features: ClassVar[bool] = False  # the student's (and teacher's) stages
+    needs_same_stages: ClassVar[bool] = False  # teacher and student stage counts match
+    # fields None at submission that admission fills in (the engine takes them resolved)
+    resolved_at_admission: ClassVar[tuple[str, ...]] = ()
+
+    def problems(self, spec: "JobSpec") -> list[FieldError]:
+        """Rules across this method and the rest of the spec, the teacher not yet read."""
+        name, errors = self.name, []
+        if self.needs_teacher and spec.teacher is None:
+            errors.append(FieldError("teacher", f"method {name!r} needs a teacher"))
+        if not self.needs_teacher and spec.teacher is not None:
+            errors.append(FieldError("teacher", f"method {name!r} takes no teacher"))
+        if self.needs_stage_features and not stages(spec.student.arch):
+            why = f"{name} needs stage features, which {spec.student.arch} does not have"
+            errors.append(FieldError("student.arch", why))
+        return errors
+
+    def teacher_problems(self, spec: "JobSpec", teacher: TeacherFacts) -> list[FieldError]:
+        """Rules between this method and a teacher that fits the data."""
+        name, counts = self.name, (stages(teacher.arch), stages(spec.student.arch))
+        if self.needs_stage_features and not counts[0]:
+            why = f"{name} needs stage features, which the teacher's {teacher.arch} does not have"
+            return [FieldError(teacher.field, why)]
+        if self.needs_same_stages and 0 not in counts and counts[0] != counts[1]:
+            why = (
+                f"{name} pairs stage by stage: the teacher has {counts[0]} stages, "
+                f"the student {counts[1]}"
+            )
+            return [FieldError(teacher.field, why)]
+        return []
+
+    def resolve(self, spec: "JobSpec", teacher: TeacherFacts | None) -> Self:
+        """This params model with what admission fills in (see `resolved_at_admission`)."""
+        return self
+
+    def holdout(self) -> float:
+        """The share of the training split the method keeps aside to choose on (KDCL)."""
+        return 0.0
+
+    def peer_archs(self) -> list[str]:
+        """The architectures it trains beside the student (KDCL's peers)."""
+        return []
+
+
+class SupervisedParams(MethodBase):
+    """Plain cross-entropy from scratch: how a user trains a teacher."""
+
+    name: Literal["supervised"]
+    route_every: Epochs = Field(0, description="extra route checkpoint every N epochs (RCO)")
+
+
+class KDParams(MethodBase):
+    """Hinton et al. 2015: ce_weight * CE + kd_weight * T^2 * KL(p_t || p_s)."""
+
+    needs_teacher: ClassVar[bool] = True
+    name: Literal["kd"]
+    temperature: Temperature = 4.0
+    ce_weight: Weight = 0.1
+    kd_weight: Weight = 0.9
+
+
+class KDCLParams(MethodBase):
+    """Guo et al. 2020: peers trained together against a detached ensemble teacher. The
+    student is peer 0; `peers` lists the others (m = 1 + len(peers) >= 2). The output peer
+    and the `general` ensemble's covariance are chosen on `holdout_fraction` of the training
+    split (stratified, seeded by data.split_seed), never on the validation split the job
+    reports."""
+
+    name: Literal["kdcl"]
+    peers: list[Arch] = Field(min_length=1, max_length=7)
+    ensemble: Literal["naive", "linear", "minlogit", "general"] = "minlogit"
+    naive_per: Literal["batch", "sample"] = "batch"
+    temperature: Temperature = 2.0
+    kd_weight: Weight = 1.0
+    general_eps: float = Field(1e-3, gt=0, le=1, description="C + eps*I before inverting")
+    holdout_fraction: float = Field(
+        0.1, gt=0, le=0.5, description="share of the training split kept aside to choose on"
+    )
+
+    def holdout(self) -> float:
+        return self.holdout_fraction
+
+    def peer_archs(self) -> list[str]:
+        return list(self.peers)
+
+
+class DDGSDParams(MethodBase):
+    """Xu & Liu 2019: one network, two distorted views, symmetric KL + MMD on features."""
+
+    name: Literal["ddgsd"]
+    kl_weight: Weight = 1.0
+    mmd_weight: Weight = 5e-4
+    temperature: Temperature = 1.0
+    detach_targets: bool = True
+    mmd_kernel: Literal["linear", "gaussian"] = "linear"
+    mmd_sigma: float | None = Field(None, gt=0, description="Gaussian width; None: median")
+
+
+class RCOParams(MethodBase):
+    """Jin et al. 2019: follow the teacher's route checkpoints, easy to hard, with KD."""
+
+    needs_teacher: ClassVar[bool] = True
+    name: Literal["rco"]
+    anchors: (
+        Literal["lr_drops", "every_n", "greedy"]
+        | Annotated[list[Epoch], Field(min_length=1, max_length=100)]
+    ) = "lr_drops"
+    every_n: int = Field(1, ge=1, le=MAX_EPOCHS, description="every_n: each n-th route checkpoint")
+    threshold: float = Field(2.0, gt=0, description="greedy: largest KL gap to accept")
+    stage_epochs: list[Epoch] | None = Field(
+        None, max_length=100, description="student epochs per anchor"
+    )
+    temperature: Temperature = 4.0
+    ce_weight: Weight = 0.1
+    kd_weight: Weight = 0.9
+
+    def problems(self, spec: "JobSpec") -> list[FieldError]:
+        errors = super().problems(spec)
+        if self.stage_epochs is not None and sum(self.stage_epochs) != spec.train.epochs:
+            errors.append(FieldError("method.stage_epochs", "must add up to train.epochs"))
+        return errors
+
+    def teacher_problems(self, spec: "JobSpec", teacher: TeacherFacts) -> list[FieldError]:
+        if teacher.route is None:
+            hint = f'; use {{"job": "{teacher.source_job_id}"}}' if teacher.source_job_id else ""
+            why = (
+                "rco follows the teacher's route checkpoints, which only a supervised job "
+                f"saves, not a model{hint}"
+            )
+            return [FieldError(teacher.field, why)]
+        if not teacher.route:
+            why = "saved no route checkpoints; train the teacher with method supervised"
+            return [FieldError(teacher.field, f"job {teacher.ident!r} {why}")]
+        try:
+            self.plan(teacher.route, teacher.lr_drops, spec.train.epochs)
+        except RouteError as exc:
+            return [FieldError(exc.field, exc.message)]
+        return []
+
+    def plan(self, route: list[int], lr_drops: list[int], epochs: int) -> "RoutePlan":
+        """The anchor epochs and the student's epochs per stage, for a teacher whose route
+        checkpoints are at `route` (ascending) and whose LR dropped after `lr_drops`."""
+        if isinstance(self.anchors, list):
+            if missing := sorted(set(self.anchors) - set(route)):
+                why = f"no route checkpoint at epochs {missing}; the teacher has {route}"
+                raise RouteError("method.anchors", why)
+            chosen = self.anchors
+        elif self.anchors == "every_n":
+            chosen = route[self.every_n - 1 :: self.every_n]
+        else:  # lr_drops; greedy picks its own, as many stages as lr_drops has anchors
+            chosen = [m for m in lr_drops if m in route] if lr_drops else route
+        anchors = sorted(set(chosen) | {route[-1]})  # the converged teacher always ends it
+        if self.stage_epochs is None:
+            return RoutePlan(anchors, split_epochs(epochs, len(anchors)))
+        if self.anchors != "greedy" and len(self.stage_epochs) != len(anchors):
+            raise RouteError("method.stage_epochs", f"needs one entry per anchor ({len(anchors)})")
+        return RoutePlan(anchors, list(self.stage_epochs))
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    anchors: list[int]  # teacher epochs, easy to hard (greedy: only their count is used)
+    stage_epochs: list[int]  # student epochs per stage
+
+
+@dataclass
+class RouteError(Exception):
+    field: str
+    message: str
+
+
+def split_epochs(total: int, stages: int) -> list[int]:
+    """Even split; the remainder goes one epoch each to the last stages."""
+    base, rest = divmod(total, stages)
+    return [base + (k >= stages - rest) for k in range(stages)]
+
+
+class IEKDParams(MethodBase):
+    """Huang et al. 2021: inherit one half of the teacher's factor, explore away with the
+    other."""
+
+    needs_teacher: ClassVar[bool] = True
+    needs_stage_features: ClassVar[bool] = True
+    name: Literal["iekd"]
+    ae_epochs: int = Field(30, ge=1, le=1000)
+    # the official config (config/ie_kd.yaml): 30 epochs of SGD, momentum 0.9, nesterov,
+    # wd 5e-4, at a constant lr of 0.1 (lr_decayS base 0.1; main.py's --base-lr-embed 0.01
+    # is never read)
+    ae_lr: float = Field(0.1, gt=0, le=10)
+    rate: float = Field(0.5, gt=0, le=1, description="auto-encoder channel compression")
+    split: Literal["natural", "random"] = "natural"
+    exp_loss: Literal["l1", "cosine"] = "l1"
+    ce_weight: Weight = 1.0
+    inh_weight: Weight = 1.0
+    exp_weight: Weight = 1.0
+
+
+# ReviewKD's published HCL weights by (teacher, student): the authors' CIFAR-100 commands
+# (dvlab-research/ReviewKD, CIFAR-100/script/reviewKD.sh; mdistiller's reviewkd.yaml agrees on
+# resnet32x4 -> resnet8x4). Any other pair: train.py's default, --kd-loss-weight 1.0.
+REVIEWKD_WEIGHTS: dict[tuple[str, str], float] = {
+    ("wrn_40_2", "wrn_16_2"): 5.0,
+    ("wrn_40_2", "wrn_40_1"): 5.0,
+    ("wrn_40_2", "shufflenetv1"): 5.0,
+    ("resnet32x4", "resnet8x4"): 5.0,
+    ("resnet32x4", "shufflenetv1"): 5.0,
+    ("resnet32x4", "shufflenetv2"): 8.0,
+    ("resnet56", "resnet20"): 0.6,
+    ("resnet110", "resnet32"): 1.0,
+}
+REVIEWKD_DEFAULT_WEIGHT = 1.0
+
+
+class ReviewKDParams(MethodBase):
+    """Chen et al. 2021: ABF fusion of the student's stages, HCL against the teacher's."""
+
+    needs_teacher: ClassVar[bool] = True
+    needs_stage_features: ClassVar[bool] = True
+    needs_same_stages: ClassVar[bool] = True
+    resolved_at_admission: ClassVar[tuple[str, ...]] = ("weight",)
+    name: Literal["reviewkd"]
+    weight: Weight | None = Field(
+        None,
+        description="HCL weight; None: the published value for this teacher/student pair "
+        f"when there is one ({', '.join(f'{t}->{s} {w}' for (t, s), w in REVIEWKD_WEIGHTS.items())}"
+        f"), else {REVIEWKD_DEFAULT_WEIGHT}",
+    )
+    warmup_epochs: Epochs = 20
+    mid_channels: int | None = Field(None, ge=1, le=4096, description="None: min(512, deepest)")
+    ce_weight: Weight = 1.0
+
+    def resolve(self, spec: "JobSpec", teacher: TeacherFacts | None) -> Self:
+        if self.weight is not None or teacher is None:
+            return self
+        pair = (teacher.arch, spec.student.arch)
+        return self.model_copy(
+            update={"weight": REVIEWKD_WEIGHTS.get(pair, REVIEWKD_DEFAULT_WEIGHT)}
+        )
+
+
+MethodParams = Annotated[
+    SupervisedParams
+    | KDParams
+    | KDCLParams
+    | DDGSDParams
+    | RCOParams
+    | IEKDParams
+    | ReviewKDParams,
+    Field(discriminator="name"),
+]
+PARAMS_MODELS: tuple[type[MethodBase], ...] = (
+    SupervisedParams,
+    KDParams,
+    KDCLParams,
+    DDGSDParams,
+    RCOParams,
+    IEKDParams,
+    ReviewKDParams,
+)
+
+
+def method_name(model: type[MethodBase]) -> str:
+    """The literal a params model answers to as `method.name`."""
+    return str(model.model_fields["name"].annotation.__args__[0])  # type: ignore[union-attr]
+
+
+METHODS = tuple(sorted(method_name(m) for m in PARAMS_MODELS))

@@ -1,0 +1,213 @@
+"""The processes that train a job, seen from the Celery task that supervises them.
+
+Every job trains in processes the task launches, one per rank (`resources.gpus`, one by
+default): `python -m worker.job.rank FOLDER RANK WORLD`, each reading the job from a file the
+task writes into a new folder per attempt. Rank 0 reports (events, checkpoints, outputs)
+through its own JobContext and leaves its outcome in the folder; the task only watches the
+processes, and stops them all whatever happens. One code path for one process and for N.
+
+Not multiprocessing, and not inside the worker's own process: a job then has its own
+process tree (DataLoader workers, CUDA state) that goes away with it, and the worker process
+never imports torch. A worker shutting down asks rank 0 to save and give the job up.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.errors import JobError
+from service.spec.job import JobSpec
+from worker.engine.stop import Preempted, Stopped
+from worker.task.context import JobContext, LeaseLost
+from worker.task.inputs import JobInputs
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"  # the job id, the owner of its lease, the resolved spec, its inputs
+RESULT_FILE = "result.json"  # rank 0's result summary, once the job's outputs are written
+ERROR_FILE = "error.json"  # rank 0's JobError, when it failed with one
+# rank 0's exit codes besides 0 (result written) and 1 (error written)
+EXIT_STOPPED = 3  # cancelled, or past max_runtime_s
+EXIT_LEASE_LOST = 4  # another attempt owns the job now
+EXIT_PREEMPTED = 5  # asked to give the job up (SIGTERM): saved where it was, or could not
+POLL_S = 0.2
+STOP_GRACE_S = 30.0  # a rank 0 asked to stop (a cancel) that has not, is terminated after it
+# a rank 0 asked to give the job up (the worker shutting down) that has not saved and left
+# by then is ended: the job resumes from its last checkpoint
+PREEMPT_GRACE_S = 20.0
+# PyTorch's CPU allocator asks for transparent huge pages for blocks of 2 MiB or more (read
+# once, at a process's first allocation). A batch of 64 images at 224 in float32 is 38.5 MB,
+# which glibc maps afresh for every batch: 9,400 page faults in 4 KiB pages, 19 in huge ones.
+# Normalising a batch on a CPU took 0.15 ms an image with them, 0.48 without (kernels whose THP
+# mode is "madvise" or "always"; with "never" nothing changes).
+TRAINING_ENV = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+
+class RankFailed(RuntimeError):
+    """A process of the job exited without the job's outcome."""
+
+
+def rendezvous(folder: Path) -> Path:
+    """The file the ranks of a job on several processes meet at (it must not exist yet)."""
+    return folder / "rendezvous"
+
+
+def training_env() -> dict[str, str]:
+    """This process's environment, with TRAINING_ENV's settings where it has none of its own."""
+    return TRAINING_ENV | dict(os.environ)
+
+
+def ready_path(folder: Path, rank: int) -> Path:
+    """A rank touches it once it has built its plan, just before it joins the group."""
+    return folder / f"rank{rank}.ready"
+
+
+def log_path(folder: Path, rank: int) -> Path:
+    return folder / f"rank{rank}.log"
+
+
+@dataclass
+class Ranks:
+    """A job's processes, each with its own log in the attempt's folder."""
+
+    folder: Path
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls, ctx: JobContext, inputs: JobInputs) -> Iterator["Ranks"]:
+        """The job's processes, started; stopped on the way out (given a few seconds to
+        finish when rank 0 has the outcome)."""
+        ranks = cls(attempt_dir(inputs.job_dir))
+        done = False
+        try:
+            ranks.spawn(job_file(ctx, inputs), ctx.spec.resources.gpus)
+            yield ranks
+            done = True
+        finally:
+            ranks.stop(grace_s=10 if done else 0)
+
+    def spawn(self, job: dict[str, Any], world: int) -> None:
+        self.folder.mkdir(parents=True)
+        (self.folder / JOB_FILE).write_text(json.dumps(job))
+        for rank in range(world):
+            args = [str(self.folder), str(rank), str(world)]
+            self.start(rank, [sys.executable, "-m", "worker.job.rank", *args])
+
+    def start(self, rank: int, cmd: list[str]) -> None:
+        """Rank `rank` as `cmd`, in the training processes' environment, output to its log."""
+        with log_path(self.folder, rank).open("ab") as out:  # the child has its own fd
+            self.procs[rank] = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=training_env()
+            )
+
+    def outcome(self, ctx: JobContext, draining: threading.Event) -> dict[str, Any]:
+        """Wait for rank 0's outcome, watching every process and the job: the job's result,
+        or the exception that says how it ended. Once `draining` is set (the worker shuts
+        down) rank 0 is asked to save and give the job up."""
+        asked_to_stop: float | None = None
+        asked_to_yield: float | None = None
+        while (code := self.procs[0].poll()) is None:
+            self.check(exclude_rank_0=True)
+            if ctx.status is None:
+                raise LeaseLost(ctx.job_id)
+            if ctx.status == "cancelling":
+                asked_to_stop = asked_to_stop or time.monotonic()
+                if time.monotonic() - asked_to_stop > STOP_GRACE_S:
+                    raise Stopped("the job's processes did not stop when asked")
+            if draining.is_set() and asked_to_yield is None:
+                self.procs[0].send_signal(signal.SIGTERM)
+                asked_to_yield = time.monotonic()
+            if asked_to_yield and time.monotonic() - asked_to_yield > PREEMPT_GRACE_S:
+                raise Preempted()  # not saved in time: the last checkpoint stands
+            time.sleep(POLL_S)
+        if draining.is_set() and code < 0:  # a shutdown signal reached it before its handler
+            raise Preempted()
+        return self.read_outcome(code)
+
+    def read_outcome(self, code: int) -> dict[str, Any]:
+        if code == 0:
+            return dict(json.loads((self.folder / RESULT_FILE).read_text()))
+        if code == EXIT_STOPPED:
+            raise Stopped("rank 0 stopped")
+        if code == EXIT_LEASE_LOST:
+            raise LeaseLost(str(self.folder))
+        if code == EXIT_PREEMPTED:
+            raise Preempted()
+        self.check(exclude_rank_0=True)  # another rank's death is the usual cause: name it
+        error = self.folder / ERROR_FILE
+        if error.exists():
+            raise JobError(**json.loads(error.read_text()))
+        raise RankFailed(self.describe({0: code}))
+
+    def failed(self, exclude_rank_0: bool = False) -> dict[int, int]:
+        """{rank: exit code} of the ranks that have exited with an error."""
+        codes = {r: p.poll() for r, p in self.procs.items() if r or not exclude_rank_0}
+        return {rank: code for rank, code in codes.items() if code}
+
+    def check(self, exclude_rank_0: bool = False) -> None:
+        if failed := self.failed(exclude_rank_0):
+            raise RankFailed(self.describe(failed))
+
+    def describe(self, failed: dict[int, int]) -> str:
+        return "\n".join(
+            f"rank {rank} exited with code {code}; the end of its log "
+            f"({log_path(self.folder, rank).name}):\n{_tail(log_path(self.folder, rank))}"
+            for rank, code in sorted(failed.items())
+        )
+
+    def stop(self, grace_s: float) -> None:
+        """Let the processes exit on their own for `grace_s`, then terminate, then kill; reap."""
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.0, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for rank, proc in self.procs.items():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.info("rank %d of %s exited with code %s", rank, self.folder, proc.returncode)
+
+
+def job_file(ctx: JobContext, inputs: JobInputs) -> dict[str, Any]:
+    """What every rank reads: the job, the owner of its lease, its spec and inputs."""
+    return {
+        "job_id": ctx.job_id,
+        "owner": ctx.owner,
+        "spec": ctx.spec.model_dump(mode="json"),
+        "inputs": inputs.to_dict(),
+    }
+
+
+def read_job(folder: Path) -> tuple[str, str, JobSpec, JobInputs]:
+    job = json.loads((folder / JOB_FILE).read_text())
+    spec = JobSpec.model_validate(job["spec"])
+    return job["job_id"], job["owner"], spec, JobInputs.from_dict(job["inputs"])
+
+
+def attempt_dir(job_dir: Path) -> Path:
+    """A new folder per attempt: the job file, the rendezvous, the ranks' logs, the outcome."""
+    return job_dir / "ranks" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def _tail(path: Path, size: int = 2000) -> str:
+    with contextlib.suppress(OSError), path.open("rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+        return f.read().decode(errors="replace").strip()
+    return "(no log)"
