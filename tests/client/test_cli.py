@@ -13,7 +13,7 @@ from distillery_client import Client, display
 from distillery_client.transfer import sha256_of
 from tests.client.conftest import SPEC_YAML, cli, spec_file
 from tests.e2e.conftest import Service
-from tests.service.test_webhooks import Receiver
+from tests.service.jobs.test_webhooks import Receiver
 
 # one backend, the production shape: the client only speaks HTTP, which e2e covers on both
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Service, load_student
-from tests.service.test_api_datasets import (
+from tests.service.api.test_datasets import (
     OCTET,
     digits_npz,
     idx_members,

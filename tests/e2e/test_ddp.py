@@ -1,6 +1,6 @@
 """One job on two processes (`resources.gpus: 2`): on this CPU machine, two gloo ranks
 started by the worker's task. Rank 0 alone reports, checkpoints and writes the student.
-(A worker with fewer GPUs than the job asks for: tests/worker/test_rank.py.)"""
+(A worker with fewer GPUs than the job asks for: tests/worker/job/test_rank.py.)"""
 
 import time
 from pathlib import Path

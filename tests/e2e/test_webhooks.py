@@ -1,7 +1,7 @@
 """A real job through a real worker: the API process's own sender (its lifespan, under
 uvicorn) POSTs the job's epoch and its success to a receiver on 127.0.0.1, signed so that
 the `standardwebhooks` package verifies them. On PostgreSQL + Redis, the production shape;
-tests/service/test_webhooks.py sends through both backends."""
+tests/service/jobs/test_webhooks.py sends through both backends."""
 
 import time
 
@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.conftest import Service
 from tests.e2e.test_resilience import SHORT_SPEC
-from tests.service.test_webhooks import Receiver
+from tests.service.jobs.test_webhooks import Receiver
 
 ONE_EPOCH = {**SHORT_SPEC, "train": {**SHORT_SPEC["train"], "epochs": 1}}
 

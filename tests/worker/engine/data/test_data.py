@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.worker.engine.helpers import arrays, synthetic_options
 from worker.engine.data import DATASETS, Augment, DataSplit, Resident, load_dataset
-
-from .helpers import arrays, synthetic_options
 
 
 def pixels(data: DataSplit) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,8 +15,8 @@ from PIL import Image
 
 from service.config import get_settings
 from service.db.tables import Dataset, Job, RegisteredModel
+from tests.service.api.test_datasets import digits_npz
 from tests.service.helpers import fields, nothing_stored_in, problem
-from tests.service.test_api_datasets import digits_npz
 
 BIG = 2**63  # one past the largest BIGINT
 DEEP = "[" * 10_000 + "]" * 10_000

@@ -7,12 +7,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tests.worker.engine.helpers import (
+    Recorder,
+    arrays,
+    batch,
+    first_train,
+    make_context,
+    make_method,
+    make_plan,
+)
 from worker.engine.data import DataSplit
 from worker.engine.loop import Stopped, train
 from worker.engine.methods.iekd import EXPLORATION, IEKD, cosine_overlap, factor_distance
 from worker.engine.zoo import StageFeatures, ZooModel, build_model
-
-from .helpers import Recorder, arrays, batch, first_train, make_context, make_method, make_plan
 
 # Two samples of a (2, 1, 2) factor, written out so the golden values below are reproducible.
 A = [[[[1.0, -2.0]], [[0.5, 3.0]]], [[[2.0, 0.0]], [[-1.0, 1.0]]]]

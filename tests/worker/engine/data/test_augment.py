@@ -5,12 +5,11 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
+from tests.worker.engine.helpers import normalised, tensor_images
 from worker.engine.data import Augment, augment_batch, crop_at, num_batches
 from worker.engine.data import augment as augment_module
 from worker.engine.data.augment import RRC_TRIES, centre_crop, rrc_boxes
 from worker.engine.data.images import Resident
-
-from .helpers import normalised, tensor_images
 
 CPU = torch.device("cpu")
 

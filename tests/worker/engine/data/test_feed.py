@@ -7,11 +7,10 @@ import threading
 import pytest
 import torch
 
+from tests.worker.engine.helpers import Recorder, make_plan
 from worker.engine.data import DataSplit, Resident
 from worker.engine.data.loader import choose_placement, shard_of, shuffled_batches
 from worker.engine.loop import train
-
-from .helpers import Recorder, make_plan
 
 CPU = torch.device("cpu")
 

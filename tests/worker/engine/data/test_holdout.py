@@ -2,9 +2,8 @@
 
 import torch
 
+from tests.worker.engine.helpers import arrays
 from worker.engine.data import DataSplit, carve_holdout
-
-from .helpers import arrays
 
 
 def rows(x: torch.Tensor) -> set[tuple[float, ...]]:

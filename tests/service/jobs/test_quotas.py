@@ -8,8 +8,8 @@ from sqlalchemy import func, select, update
 
 from service.db.sessions import session_scope
 from service.db.tables import DEFAULT_PROJECT, Dataset, Job, Project
+from tests.service.api.test_datasets import digits_npz
 from tests.service.helpers import PROBLEM
-from tests.service.test_api_datasets import digits_npz
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.worker.engine.helpers import arrays
 from worker.engine.data import Augment, Resident, load_dataset
-
-from .helpers import arrays
 
 
 def write(path: Path, n: int = 60, val: int = 0) -> Path:

@@ -10,7 +10,7 @@ import pytest
 
 from service.ingest.archives import BadUpload, Budget
 from service.ingest.datafiles import from_idx, idx_role
-from tests.service.test_api_datasets import NAMES, digits_uint8, idx_file, tar_bytes, zip_bytes
+from tests.service.api.test_datasets import NAMES, digits_uint8, idx_file, tar_bytes, zip_bytes
 
 N_TRAIN = 1500
 TRAIN_IMAGES, TRAIN_LABELS = ("train", "images"), ("train", "labels")

@@ -2,9 +2,8 @@
 
 import torch
 
+from tests.worker.engine.helpers import arrays
 from worker.engine.data import DataSplit, Resident, carve_holdout, imagenet_stats, with_stats
-
-from .helpers import arrays
 
 
 def test_imagenet_statistics_per_channel_count() -> None:

@@ -6,14 +6,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from worker.engine.checkpoint import load_weights
-from worker.engine.data import DataSplit
-from worker.engine.loop import Stopped, train
-from worker.engine.methods import EpochContext
-from worker.engine.methods.rco import RCO, greedy_pick, stage_at
-from worker.engine.zoo import build_model
-
-from .helpers import (
+from tests.worker.engine.helpers import (
     Recorder,
     arrays,
     first_train,
@@ -22,6 +15,12 @@ from .helpers import (
     make_plan,
     spec_schedule,
 )
+from worker.engine.checkpoint import load_weights
+from worker.engine.data import DataSplit
+from worker.engine.loop import Stopped, train
+from worker.engine.methods import EpochContext
+from worker.engine.methods.rco import RCO, greedy_pick, stage_at
+from worker.engine.zoo import build_model
 
 
 def test_stage_at_follows_the_planned_stage_epochs() -> None:
