@@ -25,7 +25,7 @@ from service.config import Settings, get_settings
 from service.db.sessions import session_scope
 from service.errors import PROBLEM, DistilleryError, FieldError
 from service.ingest import model_checks
-from service.jobs import lifecycle, webhooks
+from service.jobs import lifecycle, webhook_sender
 from service.metrics import ObserveRequests
 from service.spec.limits import BodySizeLimit, JsonDepthLimit
 from service.spec.methods import METHODS
@@ -145,7 +145,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     loops = [_watchdog_loop(settings)] if settings.watchdog_s > 0 else []
     if settings.webhook_s > 0:  # webhooks are sent from here, by every API process
-        loops.append(webhooks.run_sender(settings))
+        loops.append(webhook_sender.run_sender(settings))
     tasks = [asyncio.create_task(loop) for loop in loops]
     # what start-up made lives as long as the process: out of the collector's sight, a full
     # collection stops requests for a millisecond, not the ~80 ms it takes to scan it all

@@ -55,14 +55,22 @@ class Settings(BaseSettings):
     # "text" for a terminal (the embedded `distillery up`), "json" (one object a line, with
     # the job id) for a log shipper: service/logs.py
     log_format: Literal["text", "json"] = "text"
-    # webhooks (service/jobs/webhooks.py), sent by each API process: how often its sender looks for
-    # due deliveries (0: it sends none), how many it sends at once, how long a receiver may
-    # take, and how many attempts one gets; the waits between attempts, the last repeated
+    # webhooks (service/jobs/webhook_sender.py), sent by each API process: how often its sender
+    # looks for due deliveries (0: it sends none), how many it sends at once (in all, and to one
+    # webhook), how long a receiver may take to connect and to answer, and how many attempts one
+    # gets; the waits between attempts, the last repeated
     webhook_s: float = Field(1.0, ge=0)
     webhook_concurrency: int = Field(8, ge=1)
+    webhook_endpoint_concurrency: int = Field(2, ge=1)
+    webhook_connect_timeout_s: float = Field(3.0, gt=0)
     webhook_timeout_s: float = Field(10.0, gt=0)
     webhook_max_attempts: int = Field(8, ge=1)
     webhook_retry_s: list[float] = [5, 30, 120, 600, 3600, 3 * 3600, 6 * 3600]
+    # a webhook whose attempts failed this many times in a row, for at least this long, is
+    # paused: sent one probe every webhook_probe_s until one is answered
+    webhook_pause_failures: int = Field(10, ge=1)
+    webhook_pause_s: float = Field(600.0, ge=0)
+    webhook_probe_s: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
     def _production_needs_servers(self) -> "Settings":

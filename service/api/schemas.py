@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from pydantic import (
@@ -194,6 +194,12 @@ class WebhookOut(Out):
     url: str
     events: list[str]
     created_at: datetime
+    state: Literal["active", "paused"] = Field(
+        description="paused: its receiver kept failing; sent only a probe now and then until "
+        "one is answered, or until POST /v1/webhooks/{id}/resume"
+    )
+    paused_at: datetime | None
+    consecutive_failures: int = Field(description="failed attempts in a row")
 
 
 class WebhookCreated(WebhookOut):
@@ -206,6 +212,21 @@ class WebhookCreated(WebhookOut):
 class WebhookList(BaseModel):
     object: str = "list"
     data: list[WebhookOut]
+    next_cursor: str | None
+
+
+class WebhookEventOut(Out):
+    id: str
+    object: str = "webhook.event"
+    webhook_id: str
+    type: str = Field(description="webhook.paused or webhook.resumed")
+    message: str
+    created_at: datetime
+
+
+class WebhookEventList(BaseModel):
+    object: str = "list"
+    data: list[WebhookEventOut]
     next_cursor: str | None
 
 
@@ -222,6 +243,7 @@ class DeliveryOut(Out):
     last_error: str | None
     next_attempt_at: datetime | None
     created_at: datetime
+    first_attempt_at: datetime | None
     delivered_at: datetime | None
 
 

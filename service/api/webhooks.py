@@ -1,5 +1,5 @@
-"""Webhook routes: register a URL for the project's job events, list, show and delete
-webhooks, and list a webhook's deliveries (service/jobs/webhooks.py sends them)."""
+"""Webhook routes: register a URL for the project's job events, list, show, resume and delete
+webhooks, and list a webhook's deliveries and events (service/jobs/webhook_sender.py sends)."""
 
 from typing import Literal
 
@@ -11,6 +11,8 @@ from service.api.schemas import (
     DeliveryList,
     DeliveryOut,
     WebhookCreated,
+    WebhookEventList,
+    WebhookEventOut,
     WebhookList,
     WebhookOut,
     problems,
@@ -53,6 +55,22 @@ def list_webhooks(s: DB, limit: Limit = 50, cursor: Cursor = None) -> WebhookLis
 @router.get("/{webhook_id}", response_model=WebhookOut, responses=problems(404, 422))
 def get_webhook(s: DB, webhook_id: Ident) -> WebhookOut:
     return WebhookOut.model_validate(webhooks.get_webhook(s, webhook_id))
+
+
+@router.post("/{webhook_id}/resume", response_model=WebhookOut, responses=problems(404, 422))
+def resume_webhook(s: DB, webhook_id: Ident) -> WebhookOut:
+    """A paused webhook is sent to again now (an active one stays as it is)."""
+    return WebhookOut.model_validate(webhooks.resume(s, webhook_id))
+
+
+@router.get("/{webhook_id}/events", response_model=WebhookEventList, responses=problems(404, 422))
+def list_events(
+    s: DB, webhook_id: Ident, limit: Limit = 50, cursor: Cursor = None
+) -> WebhookEventList:
+    """Newest first: when it was paused (and why) and resumed."""
+    page, next_cursor = webhooks.list_events(s, webhook_id, limit=limit, cursor=cursor)
+    data = [WebhookEventOut.model_validate(e) for e in page]
+    return WebhookEventList(data=data, next_cursor=next_cursor)
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=problems(404, 422))

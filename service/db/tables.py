@@ -25,7 +25,8 @@ DEFAULT_PROJECT = "prj_default"  # every row made before projects; the keyless e
 
 
 def new_id(prefix: str) -> str:
-    """A row id: `job_`, `mdl_`, `ds_`, `prj_`, `key_`, `wh_` or `msg_` and 24 hex digits."""
+    """A row id: `job_`, `mdl_`, `ds_`, `prj_`, `key_`, `wh_`, `whe_` or `msg_` and 24 hex
+    digits."""
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
@@ -218,8 +219,33 @@ class Webhook(Base):
     events: Mapped[list[str]] = mapped_column(JSONType)  # the event types it gets
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]  # deleted: gets nothing more, its deliveries stay
+    # health: failed attempts in a row and since when; paused (sent only a probe now and then)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failing_since: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None]
+    next_probe_at: Mapped[datetime | None]  # paused: when its next probe is due
+    last_turn_at: Mapped[datetime | None]  # when the sender last claimed for it (round robin)
 
     __table_args__ = (Index("ix_webhooks_created_at_id", "created_at", "id"),)
+
+    @property
+    def state(self) -> str:
+        return "active" if self.paused_at is None else "paused"
+
+
+class WebhookEvent(Base):
+    """What happened to a webhook itself: paused (its receiver kept failing) or resumed."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"))
+    project_id: Mapped[str] = project_column()
+    type: Mapped[str] = mapped_column(String(32))  # webhook.paused | webhook.resumed
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_webhook_events_webhook", "webhook_id", "created_at", "id"),)
 
 
 class WebhookDelivery(Base):
@@ -242,6 +268,7 @@ class WebhookDelivery(Base):
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    first_attempt_at: Mapped[datetime | None]  # when its first attempt was claimed
     delivered_at: Mapped[datetime | None]
 
     __table_args__ = (

@@ -20,10 +20,11 @@ from service.db.tables import (
     RegisteredModel,
     Webhook,
     WebhookDelivery,
+    WebhookEvent,
 )
 
 PROJECT = "project_id"  # the session.info key
-OWNED = (Job, RegisteredModel, Dataset, Webhook, WebhookDelivery)
+OWNED = (Job, RegisteredModel, Dataset, Webhook, WebhookDelivery, WebhookEvent)
 # the caller's project while a request is served (service/api/deps.py sets it): each session
 # opened then is scoped to it (service/db/sessions.py), on any thread the request runs on
 CURRENT: ContextVar[str | None] = ContextVar("distillery_project", default=None)

@@ -26,7 +26,7 @@ from service.app import create_app
 from service.config import Settings
 from service.db.sessions import session_scope
 from service.db.tables import Webhook, WebhookDelivery
-from service.jobs import lifecycle, webhooks
+from service.jobs import lifecycle, webhook_sender, webhooks
 from tests.e2e.conftest import free_port
 from tests.service.helpers import fields, problem
 
@@ -109,11 +109,13 @@ def no_webhooks() -> None:
 
 @pytest.fixture
 def settings(clean_db: Any) -> Iterator[Settings]:
-    """The test app's: its own sender off (the tests run passes), short retries."""
+    """The test app's: its own sender off (the tests run passes), short retries, no cap per
+    webhook below the pass's (the tests of fairness set their own)."""
     no_webhooks()
     yield Settings(
         watchdog_s=0,
         webhook_s=0,
+        webhook_endpoint_concurrency=8,
         webhook_retry_s=RETRY_S,
         webhook_max_attempts=3,
         webhook_timeout_s=1.0,
@@ -129,7 +131,7 @@ def api(settings: Settings) -> Iterator[TestClient]:
 
 def send(settings: Settings) -> int:
     """One pass of the sender; returns how many deliveries it sent."""
-    return asyncio.run(webhooks.send_once(settings))
+    return asyncio.run(webhook_sender.send_once(settings))
 
 
 def register(
@@ -375,7 +377,9 @@ def test_two_senders_at_once_send_each_delivery_once(api, settings, receivers, j
         register(api, receiver.url)  # 7 webhooks x 3 jobs: 21 deliveries
     for status in ("succeeded", "failed", "cancelled"):
         job_in(status)
-    wide = settings.model_copy(update={"webhook_concurrency": 50})
+    wide = settings.model_copy(
+        update={"webhook_concurrency": 50, "webhook_endpoint_concurrency": 50}
+    )
     start = threading.Barrier(2)
     sent: list[int] = []
 
