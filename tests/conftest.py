@@ -103,10 +103,19 @@ def truncate() -> None:
         RegisteredModel,
         Webhook,
         WebhookDelivery,
+        WebhookEvent,
     )
 
     with session_scope() as s:
-        for table in (WebhookDelivery, Webhook, Artifact, JobEvent, RegisteredModel, Dataset):
+        for table in (
+            WebhookDelivery,
+            WebhookEvent,
+            Webhook,
+            Artifact,
+            JobEvent,
+            RegisteredModel,
+            Dataset,
+        ):
             s.execute(delete(table))
         s.execute(delete(Job).where(Job.teacher_job_id.is_not(None)))
         s.execute(delete(Job))

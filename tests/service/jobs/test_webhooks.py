@@ -25,7 +25,7 @@ from service import keys
 from service.app import create_app
 from service.config import Settings
 from service.db.sessions import session_scope
-from service.db.tables import Webhook, WebhookDelivery
+from service.db.tables import Webhook, WebhookDelivery, WebhookEvent
 from service.jobs import lifecycle, webhook_sender, webhooks
 from tests.e2e.conftest import free_port
 from tests.service.helpers import fields, problem
@@ -104,6 +104,7 @@ def no_webhooks() -> None:
     """truncate() (tests/conftest.py) keeps webhooks: each test here starts and ends without."""
     with session_scope() as s:
         s.execute(delete(WebhookDelivery))
+        s.execute(delete(WebhookEvent))
         s.execute(delete(Webhook))
 
 
