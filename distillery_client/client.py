@@ -35,6 +35,8 @@ from distillery_client.models import (
     Readiness,
     Webhook,
     WebhookCreated,
+    WebhookEvent,
+    WebhookEventList,
     WebhookList,
 )
 from distillery_client.transfer import Progress, read_chunks, save_verified
@@ -361,6 +363,21 @@ class Client:
 
     def delete_webhook(self, webhook_id: str) -> None:
         self.send("DELETE", f"/v1/webhooks/{webhook_id}")
+
+    def resume_webhook(self, webhook_id: str) -> Webhook:
+        """Send to a paused webhook again now (an active one stays as it is)."""
+        r = self.send("POST", f"/v1/webhooks/{webhook_id}/resume")
+        return Webhook.model_validate(r.json())
+
+    def list_webhook_events(
+        self, webhook_id: str, limit: int | None = None, cursor: str | None = None
+    ) -> WebhookEventList:
+        """When the webhook was paused (and why) and resumed, newest first."""
+        path = f"/v1/webhooks/{webhook_id}/events"
+        return self._get(WebhookEventList, path, limit=limit, cursor=cursor)
+
+    def iter_webhook_events(self, webhook_id: str, page_size: int = 50) -> Iterator[WebhookEvent]:
+        return _pages(lambda c: self.list_webhook_events(webhook_id, page_size, c))
 
     def list_deliveries(
         self, webhook_id: str, limit: int | None = None, cursor: str | None = None

@@ -178,7 +178,27 @@ def list_webhooks(limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJs
     """Webhooks, newest first."""
     with client() as api:
         hooks = newest(api.iter_webhooks, limit)
-    print_rows(hooks, ("id", "url", "events"), as_json)
+    print_rows(hooks, ("id", "url", "events", "state"), as_json)
+
+
+@webhooks_app.command("resume")
+@handled
+def resume_webhook(webhook_id: str, as_json: AsJson = False) -> None:
+    """Send to a paused webhook again now (its receiver kept failing)."""
+    with client() as api:
+        hook = api.resume_webhook(webhook_id)
+    emit(hook) if wants_json(as_json) else say(f"{hook.id} {hook.state}")
+
+
+@webhooks_app.command("events")
+@handled
+def list_webhook_events(
+    webhook_id: str, limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJson = False
+) -> None:
+    """When a webhook was paused (and why) and resumed, newest first."""
+    with client() as api:
+        found = newest(lambda n: api.iter_webhook_events(webhook_id, n), limit)
+    print_rows(found, ("created_at", "type", "message"), as_json)
 
 
 @webhooks_app.command("delete")

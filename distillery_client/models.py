@@ -153,6 +153,9 @@ class Webhook(Body):
     url: str
     events: list[str]
     created_at: datetime
+    state: str = "active"  # paused: its receiver kept failing; `resume_webhook` resumes it
+    paused_at: datetime | None = None
+    consecutive_failures: int = 0
 
 
 class WebhookCreated(Webhook):
@@ -162,6 +165,21 @@ class WebhookCreated(Webhook):
 class WebhookList(Body):
     object: str = "list"
     data: list[Webhook]
+    next_cursor: str | None
+
+
+class WebhookEvent(Body):
+    id: str
+    object: str = "webhook.event"
+    webhook_id: str
+    type: str  # webhook.paused | webhook.resumed
+    message: str
+    created_at: datetime
+
+
+class WebhookEventList(Body):
+    object: str = "list"
+    data: list[WebhookEvent]
     next_cursor: str | None
 
 
@@ -178,6 +196,7 @@ class Delivery(Body):
     last_error: str | None
     next_attempt_at: datetime | None
     created_at: datetime
+    first_attempt_at: datetime | None = None
     delivered_at: datetime | None
 
 

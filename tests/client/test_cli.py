@@ -124,6 +124,9 @@ def test_webhooks_commands_register_list_show_deliveries_and_retry(
         hook_id, secret = created.stdout.split()
         assert hook_id.startswith("wh") and secret.startswith("whsec_")
         assert hook_id in listed(svc)
+        assert "active" in cli(svc, "webhooks", "list").stdout
+        assert cli(svc, "webhooks", "resume", hook_id).stdout.strip() == f"{hook_id} active"
+        assert json.loads(cli(svc, "webhooks", "events", hook_id, "--json").stdout) == []
         idle = cli(svc, "submit", str(spec_file(tmp_path, IDLE_YAML))).stdout.strip()
         assert cli(svc, "cancel", idle).exit_code == 0
         deliveries = delivered(svc, hook_id)

@@ -81,6 +81,9 @@ def test_webhooks_are_typed(api: Client) -> None:
     assert api.get_webhook(hook.id).url == hook.url
     assert hook.id in [h.id for h in api.iter_webhooks()]
     assert isinstance(api.list_deliveries(hook.id), models.DeliveryList)
+    assert (hook.state, hook.paused_at, hook.consecutive_failures) == ("active", None, 0)
+    assert api.resume_webhook(hook.id) == api.get_webhook(hook.id)  # active: stays so
+    assert api.list_webhook_events(hook.id) == models.WebhookEventList(data=[], next_cursor=None)
     api.delete_webhook(hook.id)
     with pytest.raises(NotFound):
         api.get_webhook(hook.id)

@@ -47,6 +47,8 @@ MIRRORS = {
     models.Webhook: "WebhookOut",
     models.WebhookCreated: "WebhookCreated",
     models.WebhookList: "WebhookList",
+    models.WebhookEvent: "WebhookEventOut",
+    models.WebhookEventList: "WebhookEventList",
     models.Delivery: "DeliveryOut",
     models.DeliveryList: "DeliveryList",
     models.Problem: "Problem",
