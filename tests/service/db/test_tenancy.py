@@ -289,6 +289,8 @@ def test_every_route_with_an_id_is_a_404_for_another_projects(keyed, world):
         ("DELETE", "/v1/webhooks/{webhook_id}"),
         ("GET", "/v1/webhooks/{webhook_id}/deliveries"),
         ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"),
+        ("POST", "/v1/webhooks/{webhook_id}/resume"),
+        ("GET", "/v1/webhooks/{webhook_id}/events"),
     } <= set(by_id)
     before = snapshot()
     exercised = set()
