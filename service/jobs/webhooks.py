@@ -1,24 +1,11 @@
 """Webhooks: a project's URLs are POSTed its jobs' terminal states (and, when asked, each
-epoch) as Standard Webhooks (https://www.standardwebhooks.com) define them: a JSON body
-`{"type", "timestamp", "data"}` with the headers `webhook-id`, `webhook-timestamp` and
-`webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed with the
-webhook's secret (`whsec_<base64>`).
-
-An outbox: `on_job_event` adds the deliveries in the transaction of the job event that calls
-for them, so an event is sent if and only if it happened, and a worker never waits on a
-receiver. The sender (`run_sender`) runs only in the API processes, as a task of their
-lifespan beside the watchdog (the worker writes deliveries, it sends none): it claims due
-deliveries with a conditional UPDATE (FOR UPDATE SKIP LOCKED on PostgreSQL), so two API
-processes never send one at the same time, POSTs them a few at a time, each within
-`webhook_timeout_s`, and records the answer: 2xx ends it; anything else is tried again after
-the next wait of `webhook_retry_s` until `webhook_max_attempts`, then it has failed. A
-sender lost mid-POST leaves its claim to expire and the delivery is sent again with the same
-`webhook-id`: delivery is at least once, and a receiver drops repeats by that id.
-
-URLs are http(s) only, checked at registration. The API POSTs to whatever host a project
-names, its own network included (SSRF): an operator serving projects it does not trust
-routes the API's outbound traffic through an egress proxy or firewall that lets only public
-addresses through."""
+epoch) as Standard Webhooks define them (a JSON body, `webhook-id`, `webhook-timestamp`,
+`webhook-signature: v1,<HMAC-SHA256>` keyed with the webhook's `whsec_` secret).
+An outbox: `on_job_event` adds deliveries in the transaction of the job event, so an event
+is sent if and only if it happened. `run_sender` runs only in the API processes: it claims
+due deliveries with a conditional UPDATE, POSTs them a few at a time and records the answer;
+anything but a 2xx is tried again after `webhook_retry_s` until `webhook_max_attempts`.
+At least once: a lost sender's claim expires and the same `webhook-id` is sent again."""
 
 import asyncio
 import base64
@@ -47,7 +34,7 @@ from service.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
-# a job's terminal states (service/jobs/lifecycle.py TERMINAL, tied by a test) and each
+# a job's terminal states (service/db/tables.py TERMINAL, tied by a test) and each
 # epoch's metrics
 EVENTS = ("job.succeeded", "job.failed", "job.cancelled", "job.epoch")
 DEFAULT_EVENTS = EVENTS[:3]
