@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.db import store
 from service.errors import InvalidSpec
+from service.files import sha256_file
 from service.jobs import admission
 from service.spec.job import JobSpec
 from service.spec.methods import TeacherFacts
@@ -104,7 +104,7 @@ def teacher_for(args: argparse.Namespace, workdir: Path) -> tuple[TeacherFacts, 
         num_classes=num_classes,
         in_channels=in_channels,
         path=weights,
-        sha256=store.sha256_file(weights),
+        sha256=sha256_file(weights),
         job_id=TEACHER_JOB,
     )
     inputs = JobInputs(

@@ -1,5 +1,5 @@
 """What the API answers, as typed objects. They mirror service/api/schemas.py field for field
-(tests/client/test_models.py ties them to the app's OpenAPI document); this package imports
+(tests/client/test_client_package.py ties them to the app's OpenAPI document); this package imports
 nothing from the server, so a client installs without it."""
 
 from datetime import datetime

@@ -1,7 +1,7 @@
 """One error family; the app turns each into an RFC 9457 problem+json response."""
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 PROBLEM = "application/problem+json"
 
@@ -82,6 +82,91 @@ class InvalidCursor(DistilleryError):
             code="invalid_cursor",
             title="Invalid cursor",
         )
+
+
+class MalformedJson(DistilleryError):
+    def __init__(self) -> None:
+        super().__init__(
+            "request body is not valid JSON",
+            [FieldError("body", "malformed")],
+            status=400,
+            code="malformed_json",
+            title="Malformed JSON",
+        )
+
+
+class InvalidRequest(DistilleryError):
+    def __init__(self, detail: str, errors: list[FieldError]) -> None:
+        super().__init__(
+            detail, errors, status=422, code="invalid_request", title="Invalid request"
+        )
+
+
+class HttpProblem(DistilleryError):
+    """Starlette's own HTTP errors (an unknown path, a method a path does not answer)."""
+
+    CODES: ClassVar[dict[int, str]] = {404: "not_found", 405: "method_not_allowed"}
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str]) -> None:
+        code = self.CODES.get(status, "http_error")
+        super().__init__(detail, status=status, code=code, title=detail, headers=headers)
+
+
+class InternalError(DistilleryError):
+    def __init__(self) -> None:
+        super().__init__(
+            "internal server error", status=500, code="internal", title="Internal server error"
+        )
+
+
+class BodyTooLarge(DistilleryError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"request body exceeds {limit} bytes",
+            [FieldError("body", f"larger than {limit} bytes")],
+            status=413,
+            code="body_too_large",
+            title="Request body too large",
+        )
+
+
+class JsonTooDeep(DistilleryError):
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            f"request body is {message}",
+            [FieldError("body", message)],
+            status=400,
+            code="json_too_deep",
+            title="JSON nested too deeply",
+        )
+
+
+class PickleRefused(DistilleryError):
+    def __init__(self, filename: str) -> None:
+        super().__init__(
+            f"{filename!r} looks like a pickle file; upload safetensors "
+            "(safetensors.torch.save_file(model.state_dict(), path))",
+            [FieldError("filename", "pickle files (.pt/.pth/.pkl/.bin) are refused")],
+            status=422,
+            code="pickle_refused",
+            title="Pickle refused",
+        )
+
+
+class BadJob(DistilleryError):
+    """A job named as a model's source that cannot be one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message, [FieldError("job", message)], status=422, code="invalid_job", title="Bad job"
+        )
+
+
+class CorruptCopy(DistilleryError):
+    """A stored copy whose sha256 is not its source's (a server fault)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"copy of {name} does not match its sha256", status=500)
 
 
 @dataclass

@@ -1,14 +1,10 @@
 """Logging for every Distillery process: the API, the Celery worker and a job's processes.
-
-`configure(settings)` gives the root logger one handler writing to stderr, as text (the
-embedded `distillery up`) or as one JSON object a line (`DISTILLERY_LOG_FORMAT=json`, for a
-log shipper): `ts`, `level`, `logger`, `message`, `job_id` when one is in context, the
-request's id in the API, the fields a call passes in `extra`, and `exc` for a traceback.
-
-The job in context: the worker's runner and a job's processes set it for the job they run
-(`job_context`); in the API, a request to a route with a `{job_id}` is about that job
-(service/metrics.py's middleware binds the request; the router fills its path parameters).
-"""
+`configure(settings)` gives the root logger one stderr handler, as text (`distillery up`) or
+one JSON object a line (`DISTILLERY_LOG_FORMAT=json`): `ts`, `level`, `logger`, `message`,
+`job_id` when one is in context, the request's id in the API, a call's `extra` fields, and
+`exc` for a traceback. The worker's runner and a job's processes set the job in context
+(`job_context`); in the API a request to a route with a `{job_id}` is about that job
+(service/metrics.py's middleware binds the request)."""
 
 import contextlib
 import json

@@ -1,21 +1,10 @@
-"""Prometheus metrics (GET /metrics, service/api/health.py): the operator's view of every
-project.
-
-Read from the database at each scrape (JobsCollector), so every API process answers the same:
-- distillery_jobs{status,queue}: jobs by state and queue.
-- distillery_queue_depth{queue}, distillery_queue_oldest_age_seconds{queue}: the jobs queued,
-  and how long the one waiting longest has waited since it was submitted or requeued.
-- distillery_job_duration_seconds{queue,status}: finished_at - started_at of the last
-  DURATION_WINDOW jobs that ran and ended, a gauge histogram built at the scrape (a window
-  that slides: its counts may fall, so read it with histogram_quantile, not rate).
-- distillery_worker_images_per_second{worker}, distillery_worker_gpu_memory_peak_bytes{worker}:
-  from the progress each running job's worker ("host:pid") saves with its heartbeats.
-
-Observed by this process (ObserveRequests, on every request):
-- distillery_http_request_duration_seconds{method,route,status}: by the matched route's
-  template (/v1/jobs/{job_id}; "unmatched" for none) and status class (2xx, 4xx, ...).
-  With several API processes, prometheus-client's multiprocess mode adds theirs up
-  (prepare_multiprocess, called by the launcher before it starts them)."""
+"""Prometheus metrics (GET /metrics): the operator's view of every project (the README's
+Observability table lists them). The job metrics (JobsCollector) are read from the
+database at each scrape, so every API process answers the same; the job-duration histogram
+covers the last DURATION_WINDOW jobs that ran and ended (a window that slides: read it with
+histogram_quantile, not rate). ObserveRequests times every request by its route's template
+and status class; with several API processes prometheus-client's multiprocess mode adds
+theirs up (prepare_multiprocess, called by the launcher before it starts them)."""
 
 import atexit
 import itertools
@@ -39,8 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs
 from service.db.sessions import session_scope
-from service.db.tables import Job, utcnow
-from service.jobs import lifecycle
+from service.db.tables import ACTIVE, STATUSES, TERMINAL, Job, utcnow
 
 DURATION_WINDOW = 1000  # finished jobs in the duration histogram
 # a job runs for minutes to days
@@ -101,7 +89,7 @@ def queue_metrics(s: Session) -> Iterable[Metric]:
     )
     now = utcnow()
     for queue in sorted({q for _, q in by_state}):
-        for status in lifecycle.STATUSES:
+        for status in STATUSES:
             state.add_metric([status, queue], by_state.get((status, queue), 0))
         depth.add_metric([queue], by_state.get(("queued", queue), 0))
         since = oldest.get(queue)
@@ -112,7 +100,7 @@ def queue_metrics(s: Session) -> Iterable[Metric]:
 def duration_metric(s: Session) -> Metric:
     rows = s.execute(
         select(Job.queue, Job.status, Job.started_at, Job.finished_at)
-        .where(Job.status.in_(lifecycle.TERMINAL), Job.started_at.is_not(None))
+        .where(Job.status.in_(TERMINAL), Job.started_at.is_not(None))
         .where(Job.finished_at.is_not(None))
         .order_by(Job.finished_at.desc())
         .limit(DURATION_WINDOW)
@@ -150,7 +138,7 @@ def worker_metrics(s: Session) -> Iterable[Metric]:
     )
     rates: dict[str, float] = {}
     peaks: dict[str, float] = {}
-    running = s.execute(select(Job.owner, Job.progress).where(Job.status.in_(lifecycle.ACTIVE)))
+    running = s.execute(select(Job.owner, Job.progress).where(Job.status.in_(ACTIVE)))
     for owner, progress in running:
         worker = worker_of(owner or "")
         rates[worker] = rates.get(worker, 0.0) + float(progress.get("images_per_s") or 0.0)

@@ -14,12 +14,13 @@ from service import dispatch
 from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, Cursor, Limit
 from service.api.schemas import EventList, EventOut, JobList, JobOut, Responses, problems
 from service.db.sessions import session_scope
+from service.db.tables import STATUSES, TERMINAL
 from service.jobs import admission, lifecycle, queries
 from service.spec.job import JobSpec
 from service.spec.limits import Ident, Int64, Name
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=AUTHENTICATED, responses=KEYED)
-Status = Literal[lifecycle.STATUSES]  # type: ignore[valid-type]
+Status = Literal[STATUSES]  # type: ignore[valid-type]
 
 
 REPLAYED: Responses = {
@@ -97,7 +98,7 @@ async def _sse(job_id: str, after: int) -> AsyncIterator[str]:
         for e in events:
             after = e.id
             yield f"id: {e.id}\nevent: {e.type}\ndata: {e.model_dump_json()}\n\n"
-        if not events and status in lifecycle.TERMINAL:
+        if not events and status in TERMINAL:
             return
         if not events:
             yield ": keep-alive\n\n"

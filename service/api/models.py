@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, UPLOAD, Cursor, Limit
 from service.api.schemas import ModelList, ModelOut, problems
-from service.errors import DistilleryError, FieldError, UnsupportedMediaType
+from service.errors import FieldError, InvalidRequest, MalformedJson, UnsupportedMediaType
 from service.ingest import models
 from service.spec import limits, model_info
 from service.spec.limits import MAX_JSON_DEPTH, Ident, Int64, Name
@@ -45,13 +45,7 @@ def _json(body: bytes) -> Any:
     try:
         return limits.loads(body)
     except ValueError as exc:
-        raise DistilleryError(
-            "request body is not valid JSON",
-            [FieldError("body", "malformed")],
-            status=400,
-            code="malformed_json",
-            title="Malformed JSON",
-        ) from exc
+        raise MalformedJson from exc
 
 
 def _metadata(header: str | None) -> dict[str, Any]:
@@ -66,12 +60,8 @@ def _metadata(header: str | None) -> dict[str, Any]:
             f"must be a JSON object, nested {MAX_JSON_DEPTH} levels deep at most, "
             'e.g. {"class_names": [...]}'
         )
-        raise DistilleryError(
-            f"X-Model-Metadata {message}",
-            [FieldError("X-Model-Metadata", message)],
-            status=422,
-            code="invalid_request",
-            title="Invalid request",
+        raise InvalidRequest(
+            f"X-Model-Metadata {message}", [FieldError("X-Model-Metadata", message)]
         )
     return meta
 

@@ -1,6 +1,5 @@
 """Artifact store: files under the data dir, each recorded with its size and sha256."""
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,8 +9,8 @@ from sqlalchemy.orm import Session
 from service.config import get_settings
 from service.db.tables import Artifact
 from service.errors import NotFound
+from service.files import CHUNK, safe_child, sha256_file
 
-CHUNK = 1 << 20
 ROUTE = "route"  # a supervised run's weights-only checkpoints along its route (for RCO)
 CHECKPOINT_KINDS = ("checkpoint", ROUTE)  # resume checkpoints, and route ones
 
@@ -20,22 +19,6 @@ def job_dir(job_id: str) -> Path:
     path = get_settings().artifacts_dir.resolve() / "jobs" / job_id
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def safe_child(root: Path, name: str) -> Path:
-    """root/name, refusing anything that would escape root."""
-    path = (root / name).resolve()
-    if not path.is_relative_to(root.resolve()) or path == root.resolve():
-        raise ValueError(f"unsafe artifact name {name!r}")
-    return path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def register(

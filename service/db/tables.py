@@ -72,6 +72,12 @@ def project_column() -> Mapped[str]:
     )
 
 
+# a job's status names (the state machine in service/jobs/lifecycle.py moves between them)
+TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("running", "cancelling")
+STATUSES = ("queued", *ACTIVE, *TERMINAL)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 

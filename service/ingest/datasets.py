@@ -12,14 +12,14 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from service import files
 from service.config import get_settings
-from service.db import paging, store
+from service.db import paging, usage
 from service.db.sessions import get_or_404, session_scope
 from service.db.tables import Dataset, Job, new_id
 from service.db.tenancy import current_project
 from service.ingest import archives, datafiles, imagefolder, shards, uploads
 from service.ingest.archives import BadUpload, Budget
-from service.jobs import queries
 
 DATA = "data.npz"
 Format = Literal["npz", "idx", "imagefolder"]
@@ -45,7 +45,7 @@ class Stored:
 
 
 def dataset_dir(dataset_id: str) -> Path:
-    return store.safe_child(get_settings().datasets_dir.resolve(), dataset_id)
+    return files.safe_child(get_settings().datasets_dir.resolve(), dataset_id)
 
 
 def canonical_path(row: Dataset) -> Path:
@@ -137,7 +137,7 @@ def _insert(
             sum(c) for c in zip(*(s["class_counts"] for s in stored.splits.values()), strict=True)
         ],
         splits=stored.splits,
-        sha256=store.sha256_file(directory / stored.canonical),
+        sha256=files.sha256_file(directory / stored.canonical),
         size=sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()),
         upload_sha256=upload_sha256,
         upload_size=upload_size,
@@ -162,7 +162,7 @@ def list_datasets(
 def delete_dataset(s: Session, dataset_id: str) -> None:
     """Refused (409) while a queued or running job trains on it; the row goes, and its file
     once that is committed."""
-    queries.delete_unless_used(
+    usage.delete_unless_used(
         s, Dataset, dataset_id, "dataset", (Job.dataset_id,), "is used by", "dataset_in_use"
     )
     uploads.discard_after_commit(s, dataset_dir(dataset_id))

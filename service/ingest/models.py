@@ -12,15 +12,21 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service import dispatch
+from service import dispatch, files
 from service.config import get_settings
-from service.db import paging, store
+from service.db import paging, store, usage
 from service.db.sessions import get_or_404, session_scope
 from service.db.tables import Job, RegisteredModel, new_id
 from service.db.tenancy import current_project
-from service.errors import DistilleryError, FieldError, NotFound
+from service.errors import (
+    BadJob,
+    CorruptCopy,
+    DistilleryError,
+    FieldError,
+    NotFound,
+    PickleRefused,
+)
 from service.ingest import uploads, weights
-from service.jobs import queries
 from service.spec.job import JobSpec
 from service.spec.model_info import FromJob, ModelInfo, Normalisation
 from service.spec.names import TIMM
@@ -42,14 +48,7 @@ class InvalidWeights(DistilleryError):
 def refuse_pickle(filename: str | None) -> None:
     """Pickle files are refused by name too: nothing is ever unpickled."""
     if filename and filename.lower().endswith(weights.PICKLE_SUFFIXES):
-        raise DistilleryError(
-            f"{filename!r} looks like a pickle file; upload safetensors "
-            "(safetensors.torch.save_file(model.state_dict(), path))",
-            [FieldError("filename", "pickle files (.pt/.pth/.pkl/.bin) are refused")],
-            status=422,
-            code="pickle_refused",
-            title="Pickle refused",
-        )
+        raise PickleRefused(filename)
 
 
 def _check(info: ModelInfo, header: weights.Header) -> None:
@@ -63,7 +62,7 @@ def _check(info: ModelInfo, header: weights.Header) -> None:
 
 
 def model_dir(model_id: str) -> Path:
-    return store.safe_child(get_settings().models_dir.resolve(), model_id)
+    return files.safe_child(get_settings().models_dir.resolve(), model_id)
 
 
 def weights_path(model: RegisteredModel) -> Path:
@@ -132,7 +131,7 @@ def register_job(request: FromJob) -> RegisteredModel:
         job = s.get(Job, request.job)
         if job is None or job.status != "succeeded":
             why = f"is {job.status}" if job else "does not exist"
-            raise _bad_job(
+            raise BadJob(
                 f"job {request.job!r} {why}; only a succeeded job's student can be registered"
             )
         art, student = _job_file(s, job.id, "student.safetensors")
@@ -151,17 +150,11 @@ def register_job(request: FromJob) -> RegisteredModel:
         raise
 
 
-def _bad_job(message: str) -> DistilleryError:
-    return DistilleryError(
-        message, [FieldError("job", message)], status=422, code="invalid_job", title="Bad job"
-    )
-
-
 def _job_file(s: Session, job_id: str, name: str) -> tuple[Any, Path]:
     try:
         return store.get_artifact(s, job_id, name)
     except NotFound as exc:
-        raise _bad_job(f"job {job_id!r} has no {name}") from exc
+        raise BadJob(f"job {job_id!r} has no {name}") from exc
 
 
 def _model_card(s: Session, job_id: str) -> dict[str, Any]:
@@ -215,8 +208,8 @@ def _link_or_copy(src: Path, dest: Path, sha256: str) -> None:
         return
     except OSError:  # another filesystem, or links not allowed: copy and verify
         shutil.copyfile(src, dest)
-    if store.sha256_file(dest) != sha256:
-        raise DistilleryError(f"copy of {src.name} does not match its sha256", status=500)
+    if files.sha256_file(dest) != sha256:
+        raise CorruptCopy(src.name)
 
 
 def get_model(s: Session, model_id: str) -> RegisteredModel:
@@ -233,7 +226,7 @@ def list_models(
 def delete_model(s: Session, model_id: str) -> None:
     """Refused (409) while a queued or running job learns from it; the row goes, and its
     file once that is committed."""
-    queries.delete_unless_used(
+    usage.delete_unless_used(
         s,
         RegisteredModel,
         model_id,

@@ -1,20 +1,10 @@
-"""The stored form of an image dataset: WebDataset tar shards plus an index.
-
-    <dataset>/index.json           class names, channels, per split: counts, per-class
-                                   counts, size summary, its shards with sha256 and counts
-    <dataset>/samples.npz          per split, per sample: shard, byte offset, size, label,
-                                   width, height (what random access and the sizes need)
-    <dataset>/shards/<split>-000000.tar
-
-Each sample is two tar members in WebDataset's convention, `<key>.<ext>` (the uploaded file's
-bytes as they came: no re-encoding) and `<key>.cls` (the label as decimal text), so
-`webdataset.WebDataset(...)`, and any tar reader, reads the shards as they are. The offsets in
-samples.npz let a training process read any sample with one `pread`, so an epoch can be
-shuffled globally without holding the data in memory.
-
-The files are written into the dataset's own new folder before its database row exists: a
-dataset is visible only once it is whole, and a refused upload's folder is removed.
-"""
+"""The stored form of an image dataset: WebDataset tar shards plus an index. `index.json`
+holds class names, channels and, per split, counts, a size summary and its shards (sha256,
+counts); `samples.npz` per sample its shard, offset, size, label, width and height;
+`shards/<split>-000000.tar` two members a sample, `<key>.<ext>` (the uploaded bytes as they
+came) and `<key>.cls` (the label as text), so any tar reader reads them. The offsets let a
+training process read any sample with one `pread` and shuffle an epoch globally. Files are
+written into the dataset's new folder before its row exists: visible only once whole."""
 
 import hashlib
 import io

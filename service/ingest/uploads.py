@@ -1,8 +1,7 @@
 """Streamed uploads: bytes go to a temp file beside their destination while they are hashed
 and counted, and are renamed into place only once they are whole and checked. Memory stays
-flat whatever the size: at most one chunk and one write buffer are held.
-
-The size cap itself is BodySizeLimit's (service/spec/limits.py), counted as the body streams in."""
+flat whatever the size: at most one chunk and one write buffer are held. The size cap itself
+is BodySizeLimit's (service/api/middleware.py), counted as the body streams in."""
 
 import asyncio
 import contextlib

@@ -53,7 +53,7 @@ def resolve(spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None) -> Jo
     every bad field when it cannot run."""
     errors = spec_problems(spec, shape)
     if teacher is not None:
-        errors += spec.method.teacher_problems(spec, teacher) or teacher_fit(teacher, shape)
+        errors += spec.method.teacher_problems(spec.facts(), teacher) or teacher_fit(teacher, shape)
     if not errors:  # sized once the models and the data are known to fit each other
         errors = memory_problems(spec, shape, teacher)
     if errors:

@@ -9,16 +9,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.db.sessions import get_or_404
-from service.db.tables import Job, JobEvent, new_id, utcnow
+from service.db.tables import ACTIVE, Job, JobEvent, new_id, utcnow
 from service.db.tenancy import current_project
 from service.errors import Conflict, JobError
 from service.jobs import progress as job_progress
 from service.jobs import webhooks
 from service.spec.job import JobSpec
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("running", "cancelling")
-STATUSES = ("queued", *ACTIVE, *TERMINAL)
 
 
 def get_job(s: Session, job_id: str) -> Job:

@@ -1,16 +1,11 @@
-"""Reads and deletes around jobs that are not transitions: pages of jobs and events, and
-refusing to delete what unfinished jobs still use."""
+"""Reads of jobs that are not transitions: pages of jobs and of a job's events."""
 
-from typing import Any
-
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db import paging
-from service.db.sessions import get_or_404
 from service.db.tables import Job, JobEvent
-from service.errors import Conflict
-from service.jobs.lifecycle import ACTIVE, get_job
+from service.jobs.lifecycle import get_job
 
 
 def list_events(s: Session, job_id: str, *, after: int = 0, limit: int = 100) -> list[JobEvent]:
@@ -30,33 +25,3 @@ def list_jobs(
     """Newest first; the cursor names the last job of the previous page."""
     where = [Job.status == status] if status else []
     return paging.newest_first(s, Job, *where, limit=limit, cursor=cursor)
-
-
-def unfinished_users(s: Session, columns: tuple[Any, ...], ident: str, limit: int = 5) -> list[str]:
-    """Ids of queued or active jobs that name `ident` (a model, a dataset) in any of
-    `columns`."""
-    named = or_(*(column == ident for column in columns))
-    q = select(Job.id).where(named, Job.status.in_(("queued", *ACTIVE))).limit(limit)
-    return list(s.scalars(q))
-
-
-def delete_unless_used(
-    s: Session,
-    table: type[Any],
-    ident: str,
-    what: str,
-    columns: tuple[Any, ...],
-    role: str,
-    code: str,
-) -> None:
-    """Delete row `ident` of `table` (a model, a dataset) unless queued or running jobs
-    name it in `columns`: then 409 `code`, "<what> <ident> <role> unfinished jobs [...]"."""
-    row = get_or_404(s, table, what, ident, for_update=True)
-    users = unfinished_users(s, columns, ident)
-    if users:
-        raise Conflict(
-            f"{what} {ident!r} {role} unfinished jobs {users}; "
-            "cancel them or wait for them to finish",
-            code=code,
-        )
-    s.delete(row)

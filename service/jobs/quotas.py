@@ -6,10 +6,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.config import get_settings
-from service.db.tables import Dataset, Job, Project, RegisteredModel
+from service.db.tables import ACTIVE, Dataset, Job, Project, RegisteredModel
 from service.db.tenancy import current_project
 from service.errors import DistilleryError
-from service.jobs.lifecycle import ACTIVE
 
 JOBS_RETRY_S = 30  # about when a slot may have freed
 BYTES_RETRY_S = 3600  # storage frees only when something is deleted

@@ -1,19 +1,11 @@
 """Webhooks: a project's URLs are POSTed its jobs' terminal states (and, when asked, each
-epoch) as Standard Webhooks (https://www.standardwebhooks.com) define them: a JSON body
-`{"type", "timestamp", "data"}` with the headers `webhook-id`, `webhook-timestamp` and
-`webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed with the
-webhook's secret (`whsec_<base64>`).
-
-An outbox: `on_job_event` adds the deliveries in the transaction of the job event that calls
-for them, so an event is sent if and only if it happened, and a worker never waits on a
-receiver; service/jobs/webhook_sender.py sends them from the API processes. A webhook whose
-receiver keeps failing is paused (a `webhook.paused` event) until a probe or `resume` finds
-it answering (`webhook.resumed`).
-
-URLs are http(s) only, checked at registration. The API POSTs to whatever host a project
-names, its own network included (SSRF): an operator serving projects it does not trust
-routes the API's outbound traffic through an egress proxy or firewall that lets only public
-addresses through."""
+epoch) as Standard Webhooks define them (a JSON body, `webhook-id`, `webhook-timestamp`,
+`webhook-signature: v1,<HMAC-SHA256>` keyed with the webhook's `whsec_` secret).
+An outbox: `on_job_event` adds deliveries in the transaction of the job event, so an event
+is sent if and only if it happened; service/jobs/webhook_sender.py sends them. A webhook whose
+receiver keeps failing is paused (`webhook.paused`) until a probe or `resume` finds it
+answering (`webhook.resumed`). URLs are http(s) only; the API POSTs to whatever host a
+project names (SSRF): route its egress through a proxy that lets only public addresses out."""
 
 import base64
 import hashlib
@@ -32,7 +24,7 @@ from service.db.tables import Job, Webhook, WebhookDelivery, WebhookEvent, new_i
 from service.db.tenancy import current_project
 from service.errors import Conflict, NotFound
 
-# a job's terminal states (service/jobs/lifecycle.py TERMINAL, tied by a test) and each
+# a job's terminal states (service/db/tables.py TERMINAL, tied by a test) and each
 # epoch's metrics
 EVENTS = ("job.succeeded", "job.failed", "job.cancelled", "job.epoch")
 DEFAULT_EVENTS = EVENTS[:3]

@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from service.errors import FieldError
 from service.spec.limits import Epoch, Epochs, Ident, Name
-from service.spec.methods import MethodParams, TeacherFacts
+from service.spec.methods import JobFacts, MethodParams, TeacherFacts
 from service.spec.names import Arch, DatasetName, Strict
 
 DEFAULT_IMAGE_SIZE = 224  # the training size of images of several sizes, unless given
@@ -231,19 +231,23 @@ class JobSpec(Strict):
             raise ValueError("the spec is not resolved: admission fills in the student's shape")
         return self.student.num_classes, self.student.in_channels
 
+    def facts(self) -> JobFacts:
+        """What the method's rules read of this spec."""
+        return JobFacts(self.teacher is not None, self.student.arch, self.train.epochs)
+
     def resolved(self, shape: DataShape, teacher: TeacherFacts | None) -> "JobSpec":
         """A copy with every dataset- and teacher-derived field filled in: what is stored."""
         student = self.student.model_copy(
             update={"num_classes": shape.num_classes, "in_channels": shape.channels}
         )
         data = self.data.model_copy(update={"image_size": shape.size})
-        method = self.method.resolve(self, teacher)
+        method = self.method.resolve(self.facts(), teacher)
         return self.model_copy(update={"student": student, "data": data, "method": method})
 
 
 def spec_problems(spec: JobSpec, shape: DataShape) -> list[FieldError]:
     """Cross-field rules of the spec and its data, each naming its field."""
-    problems = spec.method.problems(spec)
+    problems = spec.method.problems(spec.facts())
     if spec.student.num_classes not in (None, shape.num_classes):
         problems.append(
             FieldError("student.num_classes", f"must be {shape.num_classes} for this dataset")

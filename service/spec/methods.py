@@ -1,10 +1,12 @@
-"""One params model per distillation method (see shared docs/methods.md): its defaults, its
-allowed values and its admission rules. The engine's method takes these fields as explicit
-keywords with no defaults of its own (tests/worker/test_spec_matches_engine.py ties them).
-Defaults are defaults, not constants; every weight is named for what it weighs."""
+"""One params model per distillation method (the README's Methods section): its defaults, its
+allowed values and its admission rules. A rule reads the rest of the job only as JobFacts
+(a teacher or not, the student's architecture, the epochs) and the teacher as TeacherFacts.
+The engine's method takes these fields as explicit keywords with no defaults of its own
+(tests/worker/test_spec_matches_engine.py ties them). Every weight is named for what it
+weighs."""
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field
 
@@ -12,11 +14,17 @@ from service.errors import FieldError
 from service.spec.limits import MAX_EPOCHS, Epoch, Epochs
 from service.spec.names import Arch, Strict, stages
 
-if TYPE_CHECKING:
-    from service.spec.job import JobSpec
-
 Weight = Annotated[float, Field(ge=0, le=1e4)]
 Temperature = Annotated[float, Field(gt=0, le=100)]
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What a method's rules may read of the rest of a job's spec."""
+
+    has_teacher: bool
+    student_arch: str
+    epochs: int
 
 
 @dataclass(frozen=True)
@@ -42,21 +50,21 @@ class MethodBase(Strict):
     # fields None at submission that admission fills in (the engine takes them resolved)
     resolved_at_admission: ClassVar[tuple[str, ...]] = ()
 
-    def problems(self, spec: "JobSpec") -> list[FieldError]:
+    def problems(self, job: JobFacts) -> list[FieldError]:
         """Rules across this method and the rest of the spec, the teacher not yet read."""
         name, errors = self.name, []
-        if self.needs_teacher and spec.teacher is None:
+        if self.needs_teacher and not job.has_teacher:
             errors.append(FieldError("teacher", f"method {name!r} needs a teacher"))
-        if not self.needs_teacher and spec.teacher is not None:
+        if not self.needs_teacher and job.has_teacher:
             errors.append(FieldError("teacher", f"method {name!r} takes no teacher"))
-        if self.needs_stage_features and not stages(spec.student.arch):
-            why = f"{name} needs stage features, which {spec.student.arch} does not have"
+        if self.needs_stage_features and not stages(job.student_arch):
+            why = f"{name} needs stage features, which {job.student_arch} does not have"
             errors.append(FieldError("student.arch", why))
         return errors
 
-    def teacher_problems(self, spec: "JobSpec", teacher: TeacherFacts) -> list[FieldError]:
+    def teacher_problems(self, job: JobFacts, teacher: TeacherFacts) -> list[FieldError]:
         """Rules between this method and a teacher that fits the data."""
-        name, counts = self.name, (stages(teacher.arch), stages(spec.student.arch))
+        name, counts = self.name, (stages(teacher.arch), stages(job.student_arch))
         if self.needs_stage_features and not counts[0]:
             why = f"{name} needs stage features, which the teacher's {teacher.arch} does not have"
             return [FieldError(teacher.field, why)]
@@ -68,7 +76,7 @@ class MethodBase(Strict):
             return [FieldError(teacher.field, why)]
         return []
 
-    def resolve(self, spec: "JobSpec", teacher: TeacherFacts | None) -> Self:
+    def resolve(self, job: JobFacts, teacher: TeacherFacts | None) -> Self:
         """This params model with what admission fills in (see `resolved_at_admission`)."""
         return self
 
@@ -153,13 +161,13 @@ class RCOParams(MethodBase):
     ce_weight: Weight = 0.1
     kd_weight: Weight = 0.9
 
-    def problems(self, spec: "JobSpec") -> list[FieldError]:
-        errors = super().problems(spec)
-        if self.stage_epochs is not None and sum(self.stage_epochs) != spec.train.epochs:
+    def problems(self, job: JobFacts) -> list[FieldError]:
+        errors = super().problems(job)
+        if self.stage_epochs is not None and sum(self.stage_epochs) != job.epochs:
             errors.append(FieldError("method.stage_epochs", "must add up to train.epochs"))
         return errors
 
-    def teacher_problems(self, spec: "JobSpec", teacher: TeacherFacts) -> list[FieldError]:
+    def teacher_problems(self, job: JobFacts, teacher: TeacherFacts) -> list[FieldError]:
         if teacher.route is None:
             hint = f'; use {{"job": "{teacher.source_job_id}"}}' if teacher.source_job_id else ""
             why = (
@@ -171,7 +179,7 @@ class RCOParams(MethodBase):
             why = "saved no route checkpoints; train the teacher with method supervised"
             return [FieldError(teacher.field, f"job {teacher.ident!r} {why}")]
         try:
-            self.plan(teacher.route, teacher.lr_drops, spec.train.epochs)
+            self.plan(teacher.route, teacher.lr_drops, job.epochs)
         except RouteError as exc:
             return [FieldError(exc.field, exc.message)]
         return []
@@ -268,10 +276,10 @@ class ReviewKDParams(MethodBase):
     mid_channels: int | None = Field(None, ge=1, le=4096, description="None: min(512, deepest)")
     ce_weight: Weight = 1.0
 
-    def resolve(self, spec: "JobSpec", teacher: TeacherFacts | None) -> Self:
+    def resolve(self, job: JobFacts, teacher: TeacherFacts | None) -> Self:
         if self.weight is not None or teacher is None:
             return self
-        pair = (teacher.arch, spec.student.arch)
+        pair = (teacher.arch, job.student_arch)
         return self.model_copy(
             update={"weight": REVIEWKD_WEIGHTS.get(pair, REVIEWKD_DEFAULT_WEIGHT)}
         )

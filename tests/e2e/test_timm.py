@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from service.db.store import sha256_file
+from service.files import sha256_file
 from tests.conftest import Backend
 from tests.e2e.conftest import Service, download, fresh_service, load_student
 from tests.hub_cache import REVISION, cache_timm_weights

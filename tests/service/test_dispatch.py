@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import update
 
 from service import dispatch
-from service.app import run_watchdog
 from service.config import Settings
 from service.db.sessions import session_scope
 from service.db.tables import Job, utcnow
 from service.ingest import model_checks
+from service.jobs.watchdog import run_watchdog
 from tests.service.helpers import validating, waited_model
 
 

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, update
 
+from service.db import tables
 from service.db.sessions import session_scope
 from service.db.tables import Job, utcnow
 from service.jobs import lifecycle
@@ -61,7 +62,7 @@ def test_jobs_by_state_and_queue_match_the_database(client, job_in):
         )
         expected = {(st, q): float(n) for st, q, n in rows}
     gauges = series(samples, "distillery_jobs", "status", "queue")
-    assert len(gauges) == 2 * len(lifecycle.STATUSES)  # every state of every queue, 0s too
+    assert len(gauges) == 2 * len(tables.STATUSES)  # every state of every queue, 0s too
     assert {k: v for k, v in gauges.items() if v} == expected
     assert expected[("queued", "default")] == 2 and expected[("cancelling", "gpu")] == 1
     assert value(samples, "distillery_queue_depth", queue="default") == 2

@@ -201,7 +201,7 @@ def test_build_makes_every_method_from_its_spec_defaults(model: type) -> None:
     job = sample_spec(name)
     teacher = build_model("resnet8", 10, 1) if model.needs_teacher else None
     facts = methods.TeacherFacts("teacher.job", "job_t", "resnet8", 10, 1, None, [2, 4], [2])
-    job = job.model_copy(update={"method": job.method.resolve(job, facts)})
+    job = job.model_copy(update={"method": job.method.resolve(job.facts(), facts)})
     kwargs = build.method_kwargs(job, SAMPLE_INPUTS)
     method = create(
         name,

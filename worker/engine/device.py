@@ -63,7 +63,7 @@ def compiled(models: Iterable[nn.Module], enabled: bool) -> Iterator[None]:
     models = list(models)
     for model in models:
         # Static shapes: a trailing partial batch gets its own graph instead of turning every
-        # batch onto a slower dynamic-shape one (measured: 0.71 of the step rate per epoch).
+        # batch onto a slower dynamic-shape one (README, Performance on a GPU).
         model.compile(dynamic=False)
     try:
         yield

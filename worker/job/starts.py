@@ -9,7 +9,7 @@ from typing import Any
 from safetensors.torch import load_file
 from torch import nn
 
-from service.db import store
+from service import files
 from service.errors import JobError
 from service.spec.job import JobSpec
 from worker.engine.zoo import build_model
@@ -60,7 +60,7 @@ def pretrained(arch: str, num_classes: int, in_channels: int) -> tuple[nn.Module
     return model, {
         "pretrained": cfg.hf_hub_id,
         "revision": path.parent.name,  # the cache's snapshots/<commit>/ folder
-        "sha256": store.sha256_file(path),
+        "sha256": files.sha256_file(path),
         "head_replaced": num_classes != cfg.num_classes,
     }
 
@@ -68,7 +68,7 @@ def pretrained(arch: str, num_classes: int, in_channels: int) -> tuple[nn.Module
 def load_start(model: nn.Module, start: StartSource) -> dict[str, Any]:
     """Load a model's or a job's weights into `model`: every tensor must fit, but those of a
     classifier made for another class count, which keeps its fresh weights."""
-    if store.sha256_file(start.path) != start.sha256:
+    if files.sha256_file(start.path) != start.sha256:
         raise JobError("start_changed", f"{start.path.name} does not match its sha256")
     state, own = load_file(str(start.path)), model.state_dict()
     misshapen = {k for k in set(state) & set(own) if state[k].shape != own[k].shape}

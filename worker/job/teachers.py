@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from service.db import store
+from service import files
 from service.errors import JobError
 from worker.engine.checkpoint import load_weights
 from worker.engine.zoo import build_model
@@ -31,7 +31,7 @@ class TeacherInfo:
 
 def load_teacher(source: TeacherSource) -> TeacherInfo:
     """The teacher in eval mode; float16 / bfloat16 weights are cast to float32 parameters."""
-    if store.sha256_file(source.path) != source.sha256:
+    if files.sha256_file(source.path) != source.sha256:
         what = f"model {source.model_id!r}" if source.model_id else f"job {source.job_id!r}"
         raise JobError("teacher_changed", f"{what}: {source.path.name} does not match its sha256")
     model = build_model(source.arch, source.num_classes, source.in_channels)

@@ -1,15 +1,10 @@
-"""The processes that train a job, seen from the Celery task that supervises them.
-
-Every job trains in processes the task launches, one per rank (`resources.gpus`, one by
-default): `python -m worker.job.rank FOLDER RANK WORLD`, each reading the job from a file the
-task writes into a new folder per attempt. Rank 0 reports (events, checkpoints, outputs)
-through its own JobContext and leaves its outcome in the folder; the task only watches the
-processes, and stops them all whatever happens. One code path for one process and for N.
-
-Not multiprocessing, and not inside the worker's own process: a job then has its own
-process tree (DataLoader workers, CUDA state) that goes away with it, and the worker process
-never imports torch. A worker shutting down asks rank 0 to save and give the job up.
-"""
+"""The processes that train a job, seen from the Celery task that supervises them. The task
+launches one per rank (`resources.gpus`): `python -m worker.job.rank FOLDER RANK WORLD`, each
+reading the job from a file in a new folder per attempt. Rank 0 reports through its own
+JobContext and leaves its outcome in the folder; the task only watches the processes and
+stops them all whatever happens. Not multiprocessing: a job has its own process tree
+(DataLoader workers, CUDA state) that goes away with it, and the worker process never
+imports torch. A worker shutting down asks rank 0 to save and give the job up."""
 
 import contextlib
 import json
@@ -47,10 +42,9 @@ STOP_GRACE_S = 30.0  # a rank 0 asked to stop (a cancel) that has not, is termin
 # by then is ended: the job resumes from its last checkpoint
 PREEMPT_GRACE_S = 20.0
 # PyTorch's CPU allocator asks for transparent huge pages for blocks of 2 MiB or more (read
-# once, at a process's first allocation). A batch of 64 images at 224 in float32 is 38.5 MB,
-# which glibc maps afresh for every batch: 9,400 page faults in 4 KiB pages, 19 in huge ones.
-# Normalising a batch on a CPU took 0.15 ms an image with them, 0.48 without (kernels whose THP
-# mode is "madvise" or "always"; with "never" nothing changes).
+# once, at a process's first allocation; kernels whose THP mode is "madvise" or "always"):
+# a batch of images is such a block, which glibc would otherwise map afresh, page by page,
+# for every batch (measured: README, Data throughput)
 TRAINING_ENV = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 

@@ -1,15 +1,10 @@
-"""Live progress of a job as rank 0 trains it: where it is, how fast, how long to go.
-
-The engine calls `step` every training step (cheap: a clock read and a few assignments);
-`snapshot` makes the saved dict (service/api/schemas.py Progress) at each heartbeat.
-
-- images_per_s: the training batch size over the mean time of a step, over the last
-  WINDOW steps of the current epoch (evaluation between epochs is not in it).
-- eta_s: the steps left at that pace, plus, for each epoch end left, the time the last
-  epoch end took (evaluation, hooks, checkpoints: from its last step to the next epoch's
-  first, less one step). Until an epoch has ended that time is unknown and counted as 0.
-  Known only while training: null while the job sets up, measures its teacher, runs a
-  method's own phase (IE-KD's auto-encoder) or writes its outputs."""
+"""Live progress of a job as rank 0 trains it: where it is, how fast, how long to go. The
+engine calls `step` every training step (a clock read and a few assignments); `snapshot`
+makes the saved dict (service/api/schemas.py Progress) at each heartbeat. images_per_s is
+the batch size over the mean step time of the epoch's last WINDOW steps; eta_s the steps
+left at that pace plus, for each epoch end left, what the last one took (0 until one has
+ended). eta_s is null outside training: setting up, measuring the teacher, a method's own
+phase (IE-KD's auto-encoder), writing outputs."""
 
 import sys
 import threading

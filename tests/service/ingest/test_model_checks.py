@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from service.app import run_watchdog
 from service.config import Settings
 from service.db.sessions import session_scope
 from service.db.tables import RegisteredModel, utcnow
 from service.ingest import model_checks
+from service.jobs.watchdog import run_watchdog
 from tests.service.helpers import validating
 
 READY = {"status": "ready", "parameters": 123, "output_shape": [10]}

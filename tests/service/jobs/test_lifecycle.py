@@ -27,6 +27,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import select, update
 
+from service.db import tables
 from service.db.sessions import session_scope
 from service.db.tables import Job, JobEvent, utcnow
 from service.errors import Conflict, JobError
@@ -38,7 +39,7 @@ from tests.service.conftest import SUPERVISED
 QUEUES = ("q1", "q2")
 LEASE_S = 600  # no lease runs out by itself while a test runs: only `expire_lease` ends one
 MAX_JOBS = 8
-ACTIVE, TERMINAL = lifecycle.ACTIVE, lifecycle.TERMINAL
+ACTIVE, TERMINAL = tables.ACTIVE, tables.TERMINAL
 # the status changes the state machine allows, as the status events must show them
 NEXT = {
     "queued": {"running", "cancelled"},

@@ -24,6 +24,7 @@ from standardwebhooks import WebhookVerificationError
 from service import keys
 from service.app import create_app
 from service.config import Settings
+from service.db import tables
 from service.db.sessions import session_scope
 from service.db.tables import Webhook, WebhookDelivery, WebhookEvent
 from service.jobs import lifecycle, webhook_sender, webhooks
@@ -155,7 +156,7 @@ def count(table: type) -> int:
 
 
 def test_the_event_names_are_the_terminal_states_and_epochs() -> None:
-    assert set(webhooks.EVENTS) == {f"job.{s}" for s in lifecycle.TERMINAL} | {"job.epoch"}
+    assert set(webhooks.EVENTS) == {f"job.{s}" for s in tables.TERMINAL} | {"job.epoch"}
 
 
 def test_terminal_jobs_are_posted_signed_as_standard_webhooks(api, settings, receivers, job_in):

@@ -1,11 +1,22 @@
 """RCO's route plan (RCOParams.plan): which teacher checkpoints anchor the stages and how many
-student epochs each stage gets. Pure Python, planned at admission and again by the worker."""
+student epochs each stage gets. Pure Python, planned at admission and again by the worker.
+And the method rules read three facts of a job (JobFacts), never the whole JobSpec."""
 
 from typing import Any
 
 import pytest
 
-from service.spec.methods import RCOParams, RouteError, RoutePlan, split_epochs
+from service.errors import FieldError
+from service.spec.methods import (
+    JobFacts,
+    KDParams,
+    RCOParams,
+    ReviewKDParams,
+    RouteError,
+    RoutePlan,
+    TeacherFacts,
+    split_epochs,
+)
 
 ROUTE = [1, 2, 3, 4, 5, 6]
 
@@ -66,3 +77,17 @@ def test_greedy_plans_as_many_stages_as_lr_drops_has_anchors_or_as_it_is_given()
     assert rco(anchors="greedy").plan([1, 2, 3], [], 3) == RoutePlan([1, 2, 3], [1, 1, 1])
     given = rco(anchors="greedy", stage_epochs=[1, 1]).plan([1, 2, 3], [], 2)
     assert given == RoutePlan([1, 2, 3], [1, 1])  # not one entry per anchor: greedy is free
+
+
+def test_method_rules_read_the_job_facts_alone() -> None:
+    no_teacher = JobFacts(has_teacher=False, student_arch="resnet8", epochs=10)
+    assert KDParams(name="kd").problems(no_teacher) == [
+        FieldError("teacher", "method 'kd' needs a teacher")
+    ]
+    short = JobFacts(has_teacher=True, student_arch="resnet8", epochs=9)
+    assert rco(stage_epochs=[5, 5]).problems(short) == [
+        FieldError("method.stage_epochs", "must add up to train.epochs")
+    ]
+    teacher = TeacherFacts("teacher.job", "job_t", "resnet32x4", 10, 3, None, [1], [])
+    pair = JobFacts(has_teacher=True, student_arch="resnet8x4", epochs=10)
+    assert ReviewKDParams(name="reviewkd").resolve(pair, teacher).weight == 5.0

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from service.db.store import sha256_file
+from service.files import sha256_file
 from service.spec.job import JobSpec
 from worker.engine.checkpoint import save_weights
 from worker.engine.data import Augment

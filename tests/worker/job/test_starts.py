@@ -8,8 +8,8 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-from service.db.store import sha256_file
 from service.errors import JobError
+from service.files import sha256_file
 from tests.hub_cache import REVISION, cache_timm_weights
 from worker.engine.checkpoint import save_weights
 from worker.engine.zoo import build_model

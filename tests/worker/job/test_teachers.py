@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.db.store import sha256_file
 from service.errors import JobError
+from service.files import sha256_file
 from worker.engine.checkpoint import save_weights
 from worker.engine.zoo import build_model
 from worker.job.teachers import load_teacher

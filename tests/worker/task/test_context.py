@@ -17,6 +17,7 @@ from service.db import store
 from service.db.sessions import session_scope
 from service.db.tables import Artifact, Job, utcnow
 from service.errors import JobError
+from service.files import sha256_file
 from service.jobs import admission, lifecycle, queries
 from service.spec.job import JobSpec
 from worker.task.context import JobContext, LeaseLost
@@ -97,7 +98,7 @@ def test_inputs_of_a_job_teacher_name_its_student_route_and_lr_drops(clean_db: A
     inputs = ctx.inputs()
     source = inputs.teacher
     assert source is not None and (source.arch, source.job_id) == ("resnet8", teacher)
-    assert source.sha256 == store.sha256_file(source.path) and source.model_id is None
+    assert source.sha256 == sha256_file(source.path) and source.model_id is None
     assert inputs.route == {
         e: store.job_dir(teacher) / f"checkpoints/route/epoch_{e:04d}.safetensors" for e in (2, 6)
     }

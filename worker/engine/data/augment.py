@@ -1,21 +1,11 @@
-"""Batched augmentation on tensors, on whatever device the batch lives on.
-
-No Python loop per sample on a GPU: crops, boxes and flips are drawn for the whole batch and
-applied with one gather or one `roi_align`, without a host round trip. On a CPU each random
-resized crop is resized on its own (`crops_resized`, five times faster there), from the
-stored uint8 pixels when they are uint8, and only the view is normalised.
-
-A batch comes as stored, not normalised. Normalisation is per channel and affine, so it
-commutes with crops, flips and bilinear resizing (whose weights sum to one): a view is
-normalised after it is cut where that costs less (fewer pixels, uint8 resizing) and before
-where it must be, the pad-and-crop modes (their zero padding is the mean, in normalised
-space) and roi_align on a GPU (it takes floats only).
-
-A batch comes at its split's base size (worker/engine/data/images.py): the training size for
-the pad-and-crop modes, larger by 1 / CROP_PCT for "rrc_flip", which crops a random box of it
-and resizes that to the training size (RandomResizedCrop) and flips half (the ImageNet
-recipe); evaluation takes the centre (resize + centre crop, as timm evaluates).
-"""
+"""Batched augmentation on tensors, on whatever device the batch lives on: crops, boxes and
+flips drawn for the whole batch and applied with one gather or one `roi_align` (on a CPU,
+`crops_resized` resizes each random crop on its own, from uint8 pixels when stored so).
+A batch comes as stored, at its split's base size, not normalised. Normalisation is affine
+per channel, so it commutes with crops, flips and bilinear resizing: a view is normalised
+after it is cut where that costs less, before where it must be (pad-and-crop, whose zero
+padding is the mean; roi_align, which takes floats). "rrc_flip" is the ImageNet recipe
+(RandomResizedCrop + flip); evaluation takes the centre, as timm evaluates."""
 
 import math
 from collections.abc import Callable
@@ -103,8 +93,8 @@ def boxes_resized(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
     index = torch.arange(len(x), device=x.device, dtype=x.dtype)[:, None]
     rois = torch.cat([index, boxes.to(x.dtype)], dim=1)
     # One bilinear sample per output pixel: a box is at most base / size = 1 / CROP_PCT times
-    # the output, too little reduction to alias, and roi_align's adaptive two-by-two
-    # sampling of such boxes cost 2.5x the time on a CPU.
+    # the output, too little reduction to alias; roi_align's adaptive two-by-two sampling of
+    # such boxes only costs time (README, Data throughput).
     out = roi_align(x, rois, size, aligned=True, sampling_ratio=1)
     out = torch.where(flip[:, None, None, None], out.flip(3), out)
     return out.contiguous(memory_format=memory_format_of(x))

@@ -1,19 +1,11 @@
-"""A split's images and labels, and how their batches reach the training device.
-
-Two kinds, one interface:
-- Resident: the pixels are one tensor (uint8 for uploads, float32 for the built-in sets) at
-  the split's base size, on the device when they fit there (batched by indexing, no host
-  round trip), else in host memory, gathered into pinned memory a few batches ahead by a
-  thread, the copy not blocking.
-- Streamed: the pixels stay in the dataset's shards; DataLoader worker processes read and
-  decode each batch (worker/engine/data/decode.py) and pin it, and host memory stays flat
-  whatever the dataset's size. A split's workers start on its first pass and serve the rest.
-
-Either way a training batch arrives on the device as it is stored (uint8 or float, at the
-base size); each view of it is augmented and normalised there (augment.py), in the order
-that costs least on that device. Evaluation batches are centre-cropped, then normalised.
-Both kinds draw each epoch's shuffled order from the same generator, so they train alike.
-"""
+"""A split's images and labels, and how their batches reach the training device. Two kinds,
+one interface: Resident (one tensor at the split's base size, on the device when it fits,
+else in host memory, gathered into pinned memory a few batches ahead by a thread) and
+Streamed (the pixels stay in the dataset's shards; DataLoader processes read and decode each
+batch, decode.py, so host memory stays flat whatever the dataset's size). Either way a batch
+arrives as stored and each view is augmented and normalised on the device (augment.py);
+evaluation batches are centre-cropped, then normalised. Both kinds draw each epoch's order
+from the same generator, so they train alike."""
 
 import dataclasses
 import functools

@@ -47,7 +47,7 @@ def uploaded(
     workers: int = 0,
 ) -> DataSplit:
     """A predefined validation split when the upload has one, else a seeded split. `path`:
-    a data.npz; `shards`: a stored ImageFolder dataset as `service.shards.read` gives it,
+    a data.npz; `shards`: a stored ImageFolder dataset as `service.ingest.shards.read` gives it,
     held in memory when it takes at most `resident_bytes`, else streamed, decoded by
     `workers` DataLoader processes."""
     if shards is not None:
