@@ -22,7 +22,7 @@ as an ImageFolder tree on disk for the reference.
   (d) memory     peak RSS growth of a process streaming one epoch, for two dataset sizes
 Nothing is asserted; ratios a/b and epoch/step are printed. The bench runs as a job's
 training process does: in its environment (worker/task/supervisor.py TRAINING_ENV: huge pages for
-torch's large blocks) and with its threads (worker/job/rank.py set_threads: the cores less the
+torch's large blocks) and with its threads (worker/job/threads.py: the free cores less the
 W decoders). Neither changes (b), whose batches are made in its workers' shared memory.
 """
 
@@ -57,7 +57,8 @@ from worker.engine.data.images import Streamed  # noqa: E402
 from worker.engine.methods import Batch, create  # noqa: E402
 from worker.engine.zoo import build_model  # noqa: E402
 from worker.job.build import load_data, method_kwargs, plan_for  # noqa: E402
-from worker.job.rank import peak_rss, set_threads  # noqa: E402
+from worker.job.rank import peak_rss  # noqa: E402
+from worker.job.threads import Threads  # noqa: E402
 from worker.task.inputs import JobInputs  # noqa: E402
 
 
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rss_child(args.rss_child, args.size)
         return {}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    set_threads(world=1, decoders=args.workers)  # a job's process streaming with W decoders
+    Threads.first_look(world=1).set_decoders(args.workers)  # a job's process with W decoders
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         index = make_jpegs(root, args.images)

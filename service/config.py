@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     default_max_attempts: int = 3
     worker_concurrency: int = 1
     check_queue: str = "default"  # where uploaded timm models are sent to be checked
-    # CPU threads of each training process; 0: the cores it may use, shared among the job's
-    # processes (a busy or small machine often trains faster with fewer)
+    # CPU threads of each training process; 0: chosen from the cores other processes leave
+    # free, shared among the job's processes, looked at again while training (worker/job/threads.py)
     train_threads: int = Field(0, ge=0)
     # uploaded ImageFolder data: decoded once and held in memory when it takes at most this
     # (at the training resolution, uint8), else streamed from its shards every epoch

@@ -31,6 +31,7 @@ from worker.engine.distributed import process_group, rank_device
 from worker.job.build import Built, build, measure_teacher
 from worker.job.exports import ExportError
 from worker.job.outputs import write_outputs
+from worker.job.threads import Adapting, Threads
 from worker.task import supervisor
 from worker.task.context import JobContext, LeaseLost
 from worker.task.inputs import JobInputs
@@ -49,30 +50,31 @@ def main(folder: Path, rank: int, world: int) -> int:
     job_id, owner, spec, inputs = supervisor.read_job(folder)
     logs.JOB_ID.set(job_id)  # every record of this process is about the job
     torch.set_num_interop_threads(1)
-    set_threads(world)
+    threads = Threads.first_look(world)
     if rank == 0:
         ctx = JobContext(job_id, owner, spec, get_settings())
         ctx.resume_progress()
         log.info("job %s: rank 0 of %d reporting", job_id, world)
         on_shutdown_signals(lambda *_: ctx.preempt.set())
-        return report(folder, ctx, inputs, world)
+        return report(folder, ctx, inputs, threads)
     # the others train on until rank 0 has saved and left (the task then ends them): dying
     # at once would leave rank 0 waiting on them inside a step
     on_shutdown_signals(signal.SIG_IGN)
     device = rank_device(spec.train.device, rank)
     built = build(spec, inputs, device)
+    threads.set_decoders(built.data.train.decoders)
     log.info("job %s: rank %d of %d on %s joining", job_id, rank, world, device)
     with joined(folder, rank, world, device):
-        loop.train(built.plan, loop.Quiet())
+        loop.train(built.plan, Adapting(loop.Quiet(), threads))
     log.info("job %s: rank %d of %d done", job_id, rank, world)
     return 0
 
 
-def report(folder: Path, ctx: JobContext, inputs: JobInputs, world: int) -> int:
+def report(folder: Path, ctx: JobContext, inputs: JobInputs, threads: Threads) -> int:
     """Rank 0: train and write the outputs, reporting as it goes; the outcome into FOLDER."""
     with ctx:
         try:
-            result = train(ctx, inputs, folder, world)
+            result = train(ctx, inputs, folder, threads)
         except loop.Stopped:
             return supervisor.EXIT_STOPPED
         except loop.Preempted as exc:
@@ -89,12 +91,12 @@ def report(folder: Path, ctx: JobContext, inputs: JobInputs, world: int) -> int:
     return 0
 
 
-def train(ctx: JobContext, inputs: JobInputs, folder: Path, world: int) -> dict[str, Any]:
-    spec = ctx.spec
+def train(ctx: JobContext, inputs: JobInputs, folder: Path, threads: Threads) -> dict[str, Any]:
+    spec, world = ctx.spec, threads.world
     device = job_device(spec.train.device, world)
     before = peak_rss()
     built = build(spec, inputs, device)
-    set_threads(world, built.data.train.decoders)
+    threads.set_decoders(built.data.train.decoders)
     if built.teacher is not None:
         report_teacher(ctx, built, spec, device)
     if world > 1:
@@ -104,7 +106,7 @@ def train(ctx: JobContext, inputs: JobInputs, folder: Path, world: int) -> dict[
         message = f"training on {world} processes ({backend})"
         ctx.event("distributed", message, world=world, backend=backend, devices=devices, logs=logs)
     with joined(folder, 0, world, device):
-        outcome = loop.train(built.plan, ctx)
+        outcome = loop.train(built.plan, Adapting(ctx, threads))
     peak = peak_rss()
     memory = {"peak_rss_bytes": peak, "peak_rss_growth_bytes": peak - before}
     written = write_outputs(ctx.job_id, inputs.job_dir, spec, built, outcome)
@@ -162,14 +164,6 @@ def job_device(name: str, world: int) -> torch.device:
             retryable=True,
         )
     return device
-
-
-def set_threads(world: int, decoders: int = 0) -> None:
-    """CPU threads from the cores this process is given: the setting, else the cores the
-    machine lets it use, shared among the job's processes, less those its `decoders` (the
-    DataLoader processes of streamed data) take, and at least one."""
-    cores = len(os.sched_getaffinity(0)) // world
-    torch.set_num_threads(get_settings().train_threads or max(1, cores - decoders))
 
 
 def job_error(exc: Exception) -> JobError:

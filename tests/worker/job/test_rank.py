@@ -1,4 +1,4 @@
-"""A job's training process (worker/job/rank.py): its device check, thread count and peak memory."""
+"""A job's training process (worker/job/rank.py): its device check, errors and peak memory."""
 
 import errno
 import inspect
@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 
-from service.config import get_settings
 from service.errors import JobError
 from worker.engine.data import Resident, Streamed
 from worker.job import rank
@@ -33,29 +32,6 @@ def test_a_cuda_job_on_a_worker_without_cuda_fails_retryably(monkeypatch):
         rank.job_device("cuda", 1)
     assert (failed.value.code, failed.value.retryable) == ("device_unavailable", True)
     assert rank.job_device("auto", 1) == torch.device("cpu")
-
-
-def test_threads_come_from_the_setting_or_the_cores_shared_by_the_processes(monkeypatch):
-    before = torch.get_num_threads()
-    monkeypatch.setattr(rank.os, "sched_getaffinity", lambda pid: set(range(8)))
-    try:
-        rank.set_threads(world=2)
-        assert torch.get_num_threads() == 4
-        rank.set_threads(world=2, decoders=3)  # streamed data: its decoders take three
-        assert torch.get_num_threads() == 1
-        rank.set_threads(world=1, decoders=8)
-        assert torch.get_num_threads() == 1  # at least one
-        monkeypatch.setenv("DISTILLERY_TRAIN_THREADS", "2")
-        get_settings.cache_clear()
-        rank.set_threads(world=2, decoders=3)
-        assert torch.get_num_threads() == 2
-        monkeypatch.setenv("DISTILLERY_TRAIN_THREADS", "1")
-        get_settings.cache_clear()
-        rank.set_threads(world=2)
-        assert torch.get_num_threads() == 1
-    finally:
-        get_settings.cache_clear()
-        torch.set_num_threads(before)
 
 
 def test_a_full_disk_fails_the_job_as_disk_full():
