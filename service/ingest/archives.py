@@ -213,7 +213,7 @@ class Capped(io.RawIOBase):
     """A tar's unpacked stream, refused once it passes MAX_UNPACK_RATIO times the archive's
     size: whatever its headers say (a pax header is read whole), inflating stops there."""
 
-    def __init__(self, stream: IO[bytes], packed: int) -> None:
+    def __init__(self, stream: IO[bytes] | gzip.GzipFile, packed: int) -> None:
         self.stream, self.packed, self.unpacked = stream, packed, 0
 
     def readable(self) -> bool:
@@ -226,7 +226,7 @@ class Capped(io.RawIOBase):
         return data
 
 
-def _unpacked(f: IO[bytes]) -> IO[bytes]:
+def _unpacked(f: IO[bytes]) -> IO[bytes] | gzip.GzipFile:
     magic = f.read(6)
     f.seek(0)
     if refused := next((v for k, v in TAR_REFUSED.items() if magic.startswith(k)), None):
