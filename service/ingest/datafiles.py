@@ -73,11 +73,8 @@ def read_npz(path: Path, budget: Budget) -> dict[str, np.ndarray]:
     """The arrays of an .npz, each header checked before any array is allocated."""
     try:
         with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            for info in infos:
-                budget.count_file(info.filename)
-                budget.spend(info.file_size, info.filename)  # zipfile reads no more than this
-            keys = [_npy_key(zf, info) for info in infos]
+            archives.check_zip(zf, path, budget)  # zipfile reads no more than it declares
+            keys = [_npy_key(zf, info) for info in zf.infolist()]
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in keys}
     except zipfile.BadZipFile as exc:
