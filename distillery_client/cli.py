@@ -114,10 +114,17 @@ def list_jobs(
     limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 20,
     as_json: AsJson = False,
 ) -> None:
-    """Jobs, newest first (as many pages as --limit takes)."""
+    """Jobs, newest first (as many pages as --limit takes): a table fitted to the terminal;
+    piped, one tab-separated line a job (id, name, status, method, student, epoch/epochs,
+    best val_acc, created)."""
     with client() as api:
         jobs = newest(lambda n: api.iter_jobs(status, page_size=n), limit)
-    emit(jobs) if wants_json(as_json) else out.print(display.jobs_table(jobs))
+    if wants_json(as_json):
+        emit(jobs)
+    elif out.is_terminal:
+        out.print(display.jobs_table(jobs, out.width))
+    else:
+        sys.stdout.write(display.tsv(display.job_row(j) for j in jobs))
 
 
 @app.command()
@@ -137,14 +144,24 @@ def events(
     live: Annotated[bool, typer.Option("--follow", "-f", help="until the job ends")] = False,
     as_json: AsJson = False,
 ) -> None:
-    """A job's events: transitions, per-epoch metrics, checkpoints, warnings."""
+    """A job's events: transitions, per-epoch metrics, checkpoints, warnings. An epoch a
+    later attempt trained again shows that attempt's metrics (following, those recorded
+    from now on are marked "again")."""
+    feed = display.Feed()
+
+    def show(event: Event) -> None:
+        if wants_json(as_json):
+            sys.stdout.write(event.model_dump_json() + "\n")
+        else:
+            say(feed.line(event))
+
     with client() as api:
-        found = api.wait(job_id, after) if live else api.iter_events(job_id, after)
-        for event in found:
-            if wants_json(as_json):
-                sys.stdout.write(event.model_dump_json() + "\n")
-            else:
-                say(display.event_line(event))
+        recorded = list(api.iter_events(job_id, after, page_size=1000))
+        for event in display.latest_attempts(recorded):
+            show(event)
+        if live:
+            for event in api.wait(job_id, recorded[-1].id if recorded else after):
+                show(event)
 
 
 @app.command()
@@ -172,8 +189,9 @@ def follow(api: Client, job_id: str) -> Job:
     if out.is_terminal:
         live_view(api, job_id, watching)
     else:
+        feed = display.Feed()
         for event in watching:
-            say(display.event_line(event))
+            say(feed.line(event))
     assert watching.job is not None
     say(display.outcome_line(watching.job))
     return watching.job
@@ -238,19 +256,8 @@ def compare(
     """Jobs side by side: status, best and final metrics, and the spec fields that differ."""
     with client() as api:
         jobs = [api.get_job(j) for j in job_ids]
-        best = [best_accuracy(api, j) for j in jobs]
-    rows = display.comparison(jobs, best)
+    rows = display.comparison(jobs)
     if wants_json(as_json):
         emit({"jobs": [j.id for j in jobs], "rows": rows})
     else:
         out.print(display.comparison_table(jobs, rows))
-
-
-def best_accuracy(api: Client, job: Job) -> tuple[Any, Any]:
-    """(best val_acc, its epoch) from the job's metrics events."""
-    scored = [
-        (e.data["val_acc"], e.data.get("epoch"))
-        for e in api.iter_events(job.id, page_size=1000)
-        if e.type == "metrics" and e.data.get("val_acc") is not None
-    ]
-    return max(scored, key=lambda s: s[0]) if scored else (None, None)

@@ -63,7 +63,7 @@ def handled(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (InvalidRequest, BadRequest) as exc:
-            fail(str(exc), EXIT_INVALID, exc.errors)
+            fail(exc.headline, EXIT_INVALID, exc.errors)
         except ApiError as exc:
             fail(str(exc), EXIT_API)
         except ConnectionFailed as exc:
@@ -111,8 +111,18 @@ def newest(pages: Callable[[int], Iterator[T]], limit: int) -> list[T]:
     return list(islice(pages(min(limit, MAX_PAGE)), limit))
 
 
-def print_rows(rows: list[Any], columns: tuple[str, ...], as_json: bool) -> None:
-    emit(rows) if wants_json(as_json) else out.print(display.rows_table(columns, rows))
+def print_rows(
+    rows: list[Any], columns: tuple[str, ...], as_json: bool, soft: tuple[str, ...] = ()
+) -> None:
+    """JSON; else a table fitted to the terminal (the last columns dropped first, `soft`
+    ones cut: display.fitted); piped, one tab-separated line a row, in `columns`' order."""
+    values = display.row_values(columns, rows)
+    if wants_json(as_json):
+        emit(rows)
+    elif out.is_terminal:
+        out.print(display.fitted(columns, values, out.width, columns, soft))
+    else:
+        sys.stdout.write(display.tsv(values))
 
 
 class transfer_bar:

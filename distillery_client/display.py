@@ -59,12 +59,38 @@ def progress_line(job: Job) -> str:
     return "  ".join(parts)
 
 
-def event_line(event: Event) -> str:
-    """One plain line for an event; a metrics event with its numbers."""
+def event_line(event: Event, again: bool = False) -> str:
+    """One plain line for an event; a metrics event with its numbers. `again`: its epoch
+    was shown before, from an earlier attempt (this one resumed from an older checkpoint)."""
     when = event.created_at.strftime("%H:%M:%S")
     if event.type == "metrics":
-        return f"{when} metrics: epoch {event.data.get('epoch')}  {metric_terms(event.data)}"
+        redo = f" (again, attempt {event.attempt})" if again else ""
+        return f"{when} metrics: epoch {event.data.get('epoch')}{redo}  {metric_terms(event.data)}"
     return f"{when} {event.type}: {event.message}"
+
+
+def latest_attempts(events: Iterable[Event]) -> list[Event]:
+    """The events less each epoch's metrics that a later attempt recorded again."""
+    events = list(events)
+    last = {}
+    for e in sorted(events, key=lambda e: (e.attempt, e.id)):
+        if e.type == "metrics":
+            last[e.data.get("epoch")] = e.id
+    return [e for e in events if e.type != "metrics" or last[e.data.get("epoch")] == e.id]
+
+
+class Feed:
+    """Lines of a followed job's events, each epoch's metrics marked when shown again."""
+
+    def __init__(self) -> None:
+        self.epochs: set[Any] = set()
+
+    def line(self, event: Event) -> str:
+        epoch = event.data.get("epoch") if event.type == "metrics" else None
+        again = epoch is not None and epoch in self.epochs
+        if epoch is not None:
+            self.epochs.add(epoch)
+        return event_line(event, again)
 
 
 def outcome_line(job: Job) -> str:
@@ -102,35 +128,88 @@ def watch_view(job: Job, metrics: Mapping[str, Any], last: Event | None) -> Rend
     return Group(*parts)
 
 
-def jobs_table(jobs: Iterable[Job]) -> Table:
-    jobs = list(jobs)
-    table = Table()
-    # ids are what a user copies: never cut
-    table.add_column("id", no_wrap=True, min_width=max((len(j.id) for j in jobs), default=2))
-    for name in ("name", "status", "method", "student", "progress", "val_acc", "created"):
-        table.add_column(name)
-    for job in jobs:
-        total, epoch = epochs_of(job), job.progress.get("epoch")
-        table.add_row(
-            job.id,
-            job.name,
-            Text(job.status, STATUS_STYLE.get(job.status, "")),
-            job.method,
-            str(job.spec.get("student", {}).get("arch", "")),
-            f"{epoch}/{total}" if epoch else "",
-            number(job.metrics.get("val_acc")),
-            job.created_at.strftime("%Y-%m-%d %H:%M"),
-        )
-    return table
+JOB_COLUMNS = ("id", "name", "status", "method", "student", "progress", "best val_acc", "created")
+# what a narrow terminal keeps longest, most valuable first
+JOB_KEPT = ("id", "status", "progress", "best val_acc", "name", "created", "student", "method")
+GAP = 2  # columns apart
+MIN_SOFT, MIN_ID = 12, 12  # the narrowest a free-text value (an id) is cut to, with its "…"
 
 
-def rows_table(columns: Iterable[str], rows: Iterable[Any]) -> Table:
-    """One row per object, the named attributes as columns."""
-    columns = list(columns)
-    table = Table(*columns)
+def job_row(job: Job) -> list[str]:
+    """A job's values, in JOB_COLUMNS' order."""
+    total, epoch = epochs_of(job), job.progress.get("epoch")
+    return [
+        job.id,
+        job.name,
+        job.status,
+        job.method,
+        str(job.spec.get("student", {}).get("arch", "")),
+        f"{epoch}/{total}" if epoch else "",
+        number((job.best or {}).get("val_acc")),
+        job.created_at.strftime("%Y-%m-%d %H:%M"),
+    ]
+
+
+def jobs_table(jobs: Iterable[Job], width: int) -> Table:
+    rows = [job_row(j) for j in jobs]
+    return fitted(JOB_COLUMNS, rows, width, JOB_KEPT, soft=("name",))
+
+
+def row_values(columns: Iterable[str], rows: Iterable[Any]) -> list[list[str]]:
+    """The named attributes of each object, as text."""
+    return [[number(getattr(row, c)) for c in columns] for row in rows]
+
+
+def tsv(rows: Iterable[list[str]]) -> str:
+    """One tab-separated line a row, no header, every value whole (for a pipe); tabs and
+    newlines inside a value become spaces."""
+    return "".join("\t".join(" ".join(v.split()) for v in row) + "\n" for row in rows)
+
+
+def fitted(
+    columns: tuple[str, ...],
+    rows: list[list[str]],
+    width: int,
+    kept: tuple[str, ...],
+    soft: tuple[str, ...] = (),
+) -> Table:
+    """A borderless table at most `width` wide, one line a row (fit_widths); a value cut
+    ends in an ellipsis."""
+    natural = {c: max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)}
+    widths = fit_widths(natural, kept, width, soft)
+    table = Table(box=None, pad_edge=False, padding=(0, GAP // 2), header_style="bold")
+    shown = [i for i, c in enumerate(columns) if c in widths]
+    for i in shown:
+        table.add_column(columns[i], width=widths[columns[i]], no_wrap=True, overflow="ellipsis")
     for row in rows:
-        table.add_row(*(number(getattr(row, c)) for c in columns))
+        table.add_row(*(styled(columns[i], row[i]) for i in shown))
     return table
+
+
+def fit_widths(
+    natural: Mapping[str, int], kept: tuple[str, ...], width: int, soft: tuple[str, ...]
+) -> dict[str, int]:
+    """Column -> its width. The columns last in `kept` go first, down to two, until the rest
+    fit with the `soft` ones (free text) cut to MIN_SOFT; then those are cut as far as
+    needed, and last the ids (`kept[0]`) down to MIN_ID."""
+    floor = {c: min(n, MIN_SOFT) if c in soft else n for c, n in natural.items()}
+    shown = list(kept)
+    while len(shown) > 2 and span(floor, shown) > width:
+        shown.pop()
+    widths = {c: natural[c] for c in shown}
+    floor[kept[0]] = min(natural[kept[0]], MIN_ID)
+    for c in [*(c for c in shown if c in soft), kept[0]]:
+        excess = span(widths, shown) - width
+        widths[c] -= max(0, min(excess, widths[c] - floor[c]))
+    return widths
+
+
+def span(widths: Mapping[str, int], columns: list[str]) -> int:
+    return sum(widths[c] for c in columns) + GAP * (len(columns) - 1)
+
+
+def styled(column: str, value: str) -> Text:
+    return Text(value, STATUS_STYLE.get(value, "") if column == "status" else "")
 
 
 def fields_table(fields: Mapping[str, Any]) -> Table:
@@ -174,14 +253,15 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def comparison(jobs: list[Job], best: list[tuple[Any, Any]]) -> dict[str, list[Any]]:
+def comparison(jobs: list[Job]) -> dict[str, list[Any]]:
     """Rows of `compare`, one value per job: outcome, best and final metrics, then the spec
-    fields that are not the same in every job. `best`: (val_acc, epoch) per job."""
+    fields that are not the same in every job."""
+    best = [j.best or {} for j in jobs]
     rows: dict[str, list[Any]] = {
         "status": [j.status for j in jobs],
         "method": [j.method for j in jobs],
-        "best val_acc": [number(acc) for acc, _ in best],
-        "best epoch": [epoch for _, epoch in best],
+        "best val_acc": [number(b.get("val_acc")) for b in best],
+        "best epoch": [b.get("epoch") for b in best],
     }
     for key in sorted({k for j in jobs for k in j.metrics}):
         rows[f"final {key}"] = [number(j.metrics.get(key)) for j in jobs]

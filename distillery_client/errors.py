@@ -25,10 +25,19 @@ class ApiError(DistilleryClientError):
         errors: list[ProblemField] | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(f"{status} {title}: {detail}")
+        super().__init__(status, code, title, detail, errors, retry_after)
         self.status, self.code, self.title, self.detail = status, code, title, detail
         self.errors = errors or []
         self.retry_after = retry_after
+
+    @property
+    def headline(self) -> str:
+        """`422 Invalid request: <detail>`."""
+        return f"{self.status} {self.title}: {self.detail}"
+
+    def __str__(self) -> str:
+        """The headline, then each field at fault with its message, one a line."""
+        return self.headline + "".join(f"\n  {e.field}: {e.message}" for e in self.errors)
 
 
 class BadRequest(ApiError):

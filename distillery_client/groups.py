@@ -84,7 +84,7 @@ def list_models(limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJson
     with client() as api:
         models = newest(api.iter_models, limit)
     columns = ("id", "name", "arch", "num_classes", "in_channels", "status", "source", "size")
-    print_rows(models, columns, as_json)
+    print_rows(models, columns, as_json, soft=("name",))
 
 
 @models_app.command("show")
@@ -135,7 +135,7 @@ def list_datasets(limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJs
     with client() as api:
         found = newest(api.iter_datasets, limit)
     columns = ("id", "name", "format", "num_classes", "input_size", "num_train", "size")
-    print_rows(found, columns, as_json)
+    print_rows(found, columns, as_json, soft=("name",))
 
 
 @datasets_app.command("show")
@@ -178,7 +178,7 @@ def list_webhooks(limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJs
     """Webhooks, newest first."""
     with client() as api:
         hooks = newest(api.iter_webhooks, limit)
-    print_rows(hooks, ("id", "url", "events", "state"), as_json)
+    print_rows(hooks, ("id", "url", "events", "state"), as_json, soft=("url", "events"))
 
 
 @webhooks_app.command("resume")
@@ -198,7 +198,7 @@ def list_webhook_events(
     """When a webhook was paused (and why) and resumed, newest first."""
     with client() as api:
         found = newest(lambda n: api.iter_webhook_events(webhook_id, n), limit)
-    print_rows(found, ("created_at", "type", "message"), as_json)
+    print_rows(found, ("created_at", "type", "message"), as_json, soft=("message",))
 
 
 @webhooks_app.command("delete")
@@ -218,7 +218,7 @@ def list_deliveries(
     with client() as api:
         found = newest(lambda n: api.iter_deliveries(webhook_id, n), limit)
     columns = ("id", "event", "status", "attempts", "last_status_code", "last_error")
-    print_rows(found, columns, as_json)
+    print_rows(found, columns, as_json, soft=("last_error",))
 
 
 @webhooks_app.command("retry")

@@ -30,6 +30,7 @@ class Job(Body):
     max_attempts: int
     progress: dict[str, Any]
     metrics: dict[str, Any]
+    best: dict[str, Any] | None = None  # {"val_acc", "epoch"} of the best epoch so far
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     spec: dict[str, Any]
@@ -53,6 +54,7 @@ class Event(Body):
     type: str
     message: str
     data: dict[str, Any]
+    attempt: int = 0  # the job's attempt when it was recorded
     created_at: datetime
 
 

@@ -22,7 +22,7 @@ class DistilleryError(Exception):
     headers: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return self.detail
+        return self.detail + "".join(f"\n  {e.field}: {e.message}" for e in self.errors)
 
     def as_problem(self, instance: str) -> dict[str, Any]:
         """The RFC 9457 body; `instance` is the request's path."""

@@ -12,9 +12,17 @@ from sqlalchemy.orm import Session
 
 from service import dispatch
 from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, Cursor, Limit
-from service.api.schemas import EventList, EventOut, JobList, JobOut, Responses, problems
+from service.api.schemas import (
+    BestEpoch,
+    EventList,
+    EventOut,
+    JobList,
+    JobOut,
+    Responses,
+    problems,
+)
 from service.db.sessions import session_scope
-from service.db.tables import STATUSES, TERMINAL
+from service.db.tables import STATUSES, TERMINAL, Job
 from service.jobs import admission, lifecycle, queries
 from service.spec.job import JobSpec
 from service.spec.limits import Ident, Int64, Name
@@ -29,6 +37,17 @@ REPLAYED: Responses = {
         "description": "the job an earlier request with this Idempotency-Key made",
     }
 }
+
+
+def _out(s: Session, jobs: list[Job]) -> list[JobOut]:
+    """The jobs as the API shows them, each with its best epoch (from its events)."""
+    best = queries.best_epochs(s, [j.id for j in jobs])
+    return [
+        JobOut.model_validate(j).model_copy(
+            update={"best": BestEpoch.model_validate(best[j.id]) if j.id in best else None}
+        )
+        for j in jobs
+    ]
 
 
 @router.post(
@@ -66,17 +85,17 @@ def list_jobs(
     s: DB, status: Status | None = None, limit: Limit = 50, cursor: Cursor = None
 ) -> JobList:
     page, next_cursor = queries.list_jobs(s, status=status, limit=limit, cursor=cursor)
-    return JobList(data=[JobOut.model_validate(j) for j in page], next_cursor=next_cursor)
+    return JobList(data=_out(s, page), next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=problems(404, 422))
 def get_job(s: DB, job_id: Ident) -> JobOut:
-    return JobOut.model_validate(lifecycle.get_job(s, job_id))
+    return _out(s, [lifecycle.get_job(s, job_id)])[0]
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=problems(404, 409, 422))
 def cancel_job(s: DB, job_id: Ident) -> JobOut:
-    return JobOut.model_validate(lifecycle.cancel(s, job_id))
+    return _out(s, [lifecycle.cancel(s, job_id)])[0]
 
 
 def _events_page(s: Session, job_id: str, after: int, limit: int) -> tuple[list[EventOut], str]:

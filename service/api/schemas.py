@@ -56,6 +56,11 @@ class Progress(BaseModel):
         return {k: v for k, v in data.items() if k in kept}
 
 
+class BestEpoch(BaseModel):
+    val_acc: float
+    epoch: int
+
+
 class JobOut(Out):
     id: str
     object: str = "job"
@@ -71,6 +76,12 @@ class JobOut(Out):
     max_attempts: int
     progress: Progress
     metrics: dict[str, Any]
+    best: BestEpoch | None = Field(
+        None,
+        description="the epoch with the highest val_acc so far, from the metrics events "
+        "(an epoch retrained by a later attempt counts as that attempt recorded it); "
+        "null before the first epoch ends",
+    )
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     spec: dict[str, Any]
@@ -90,6 +101,10 @@ class EventOut(Out):
     type: str
     message: str
     data: dict[str, Any]
+    attempt: int = Field(
+        description="the job's attempt when it was recorded; a later attempt's metrics for "
+        "an epoch replace an earlier one's (it resumed from an older checkpoint)"
+    )
     created_at: datetime
 
 

@@ -21,12 +21,11 @@ class ApiError extends Error {
 async function api(path) {
   const key = localStorage.getItem(KEY);
   const response = await fetch(path, { headers: key ? { Authorization: `Bearer ${key}` } : {} });
-  if (response.status === 401 || response.status === 403) askForKey();
-  if (!response.ok) {
-    const problem = await response.json().catch(() => ({}));
-    throw new ApiError(response.status, problem.detail || response.statusText);
-  }
-  return response;
+  if (response.ok) return response;
+  const problem = await response.json().catch(() => ({}));
+  const detail = problem.detail || response.statusText;
+  if (response.status === 401 || response.status === 403) askForKey(key ? detail : null);
+  throw new ApiError(response.status, detail);
 }
 
 const getJson = async (path) => (await api(path)).json();
@@ -56,7 +55,12 @@ async function download(id, name) {
 
 // ---- the key and errors --------------------------------------------------------------------
 
-function askForKey() {
+// `refusal`: why the API refused the key this browser sent; null when it sent none.
+function askForKey(refusal) {
+  document.getElementById("key-missing").hidden = refusal != null;
+  const refused = document.getElementById("key-refused");
+  refused.hidden = refusal == null;
+  refused.textContent = `The API refused the key this browser sent (${refusal}). Paste another.`;
   document.getElementById("key-prompt").hidden = false;
   document.getElementById("key").focus();
 }
@@ -107,9 +111,8 @@ function teacherOf(job) {
   return job.teacher_model_id || "–";
 }
 
-function bestAccuracy(job) {
-  return job.result?.metrics?.best?.val_acc ?? job.metrics?.val_acc;
-}
+// The API's best epoch so far (from the recorded epochs), whatever state the job is in.
+const bestAccuracy = (job) => job.best?.val_acc ?? job.result?.metrics?.best?.val_acc;
 
 // Where the job is: epochs done (or in progress) of the total, and the fraction of the run.
 function progressOf(job) {
@@ -188,7 +191,14 @@ function plot({ box, instance }, epochs, series) {
   box.dataset.points = epochs.length;
 }
 
-const metricsOf = (events) => events.filter((e) => e.type === "metrics").map((e) => e.data);
+// Each epoch's metrics, in epoch order; for an epoch a later attempt trained again (it resumed
+// from an older checkpoint), that attempt's.
+function metricsOf(events) {
+  const byEpoch = new Map();
+  for (const e of events) if (e.type === "metrics") byEpoch.set(e.data.epoch, e);
+  const latest = [...byEpoch.values()].sort((a, b) => a.data.epoch - b.data.epoch);
+  return latest.map((e) => e.data);
+}
 const lossTerms = (rows) =>
   [...new Set(rows.flatMap(Object.keys))].filter((k) => k.startsWith("train_") || k === "val_loss");
 
@@ -321,13 +331,25 @@ function accuracyCards(job, teacherAcc, baseline) {
 
 function eventItem(event) {
   const time = event.created_at.slice(11, 19);
+  const epoch = event.type === "metrics" ? event.data.epoch : null;
   return el(
     "li",
-    { "data-type": event.type },
+    { "data-type": event.type, "data-epoch": epoch, "data-attempt": event.attempt },
     el("time", {}, time),
     el("b", {}, event.type),
     event.message,
+    event.attempt > 1 && epoch != null ? ` (attempt ${event.attempt})` : null,
   );
+}
+
+// Append a page of events to the feed; an epoch's metrics from a later attempt replace the
+// earlier attempt's line.
+function appendEvents(list, events) {
+  for (const event of events) {
+    const item = eventItem(event);
+    if (item.dataset.epoch) list.querySelector(`li[data-epoch="${item.dataset.epoch}"]`)?.remove();
+    list.append(item);
+  }
 }
 
 function artifactTable(id, artifacts) {
@@ -403,7 +425,7 @@ function jobView(id) {
     const job = await getJson(jobPath(id));
     const page = await getJson(`${jobPath(id)}/events?after=${after}&limit=1000`);
     events.push(...page.data);
-    parts.events.append(...page.data.map(eventItem));
+    appendEvents(parts.events, page.data);
     if (page.data.length) parts.events.scrollTop = parts.events.scrollHeight;
     after = page.next_after;
     if (baseline === undefined && (job.teacher_job_id || job.teacher_model_id)) {

@@ -125,6 +125,9 @@ class JobEvent(Base):
     type: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any]]
+    # the job's attempt when it was recorded (0 while first queued; a preempted attempt is
+    # given back, so its resumed run has the same number)
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)

@@ -54,7 +54,9 @@ def create_job(
 
 
 def add_event(s: Session, job_id: str, type_: str, message: str = "", **data: Any) -> None:
-    s.add(JobEvent(job_id=job_id, type=type_, message=message, data=data))
+    """Record an event of the job's current attempt (read in the INSERT itself)."""
+    attempt = select(Job.attempt).where(Job.id == job_id).scalar_subquery()
+    s.add(JobEvent(job_id=job_id, type=type_, message=message, data=data, attempt=attempt))
     webhooks.on_job_event(s, job_id, type_, data)  # its deliveries, in this transaction
 
 

@@ -1,5 +1,7 @@
 """Reads of jobs that are not transitions: pages of jobs and of a job's events."""
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,6 +19,29 @@ def list_events(s: Session, job_id: str, *, after: int = 0, limit: int = 100) ->
         .limit(limit)
     )
     return list(s.scalars(q))
+
+
+def best_epochs(s: Session, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Job id -> {"val_acc", "epoch"} of its best epoch so far, for those with one."""
+    q = (
+        select(JobEvent.job_id, JobEvent.data)
+        .where(JobEvent.job_id.in_(job_ids), JobEvent.type == "metrics")
+        .order_by(JobEvent.attempt, JobEvent.id)
+    )
+    epochs: dict[str, dict[Any, dict[str, Any]]] = {}
+    for job_id, data in s.execute(q):
+        epochs.setdefault(job_id, {})[data.get("epoch")] = data  # the latest attempt's wins
+    best = {job_id: best_of(list(found.values())) for job_id, found in epochs.items()}
+    return {job_id: b for job_id, b in best.items() if b is not None}
+
+
+def best_of(epochs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first epoch with the highest val_acc (as the training loop picks it), or None."""
+    scored = [m for m in epochs if m.get("val_acc") is not None and m.get("epoch") is not None]
+    if not scored:
+        return None
+    top = max(scored, key=lambda m: (m["val_acc"], -m["epoch"]))
+    return {"val_acc": top["val_acc"], "epoch": top["epoch"]}
 
 
 def list_jobs(

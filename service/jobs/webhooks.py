@@ -189,13 +189,14 @@ def on_job_event(s: Session, job_id: str, type_: str, data: dict[str, Any]) -> N
 
 def job_data(job: Job, event: str, data: dict[str, Any]) -> dict[str, Any]:
     """The payload's `data`: the job as GET /v1/jobs/{id} summarises it; for job.epoch, that
-    epoch's metrics event too."""
+    epoch's metrics event too (a later attempt's for the same epoch replaces it)."""
     out = {
         "id": job.id,
         "object": "job",
         "name": job.name,
         "status": job.status,
         "method": job.method,
+        "attempt": job.attempt,
         "progress": job.progress,
         "metrics": job.metrics,
         "result": job.result,
