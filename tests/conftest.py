@@ -103,9 +103,11 @@ def truncate() -> None:
         RegisteredModel,
         Webhook,
         WebhookDelivery,
+        Worker,
     )
 
     with session_scope() as s:
+        s.execute(delete(Worker))
         for table in (WebhookDelivery, Webhook, Artifact, JobEvent, RegisteredModel, Dataset):
             s.execute(delete(table))
         s.execute(delete(Job).where(Job.teacher_job_id.is_not(None)))
