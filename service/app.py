@@ -21,6 +21,7 @@ from service.api import datasets as datasets_api
 from service.api import jobs as jobs_api
 from service.api import models as models_api
 from service.api import webhooks as webhooks_api
+from service.api import workers as workers_api
 from service.config import Settings, get_settings
 from service.db.sessions import session_scope
 from service.errors import PROBLEM, DistilleryError, FieldError
@@ -192,7 +193,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_problem)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_problem)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, server_problem)
-    for module in (jobs_api, artifacts, models_api, datasets_api, webhooks_api, health):
+    for module in (
+        jobs_api,
+        artifacts,
+        models_api,
+        datasets_api,
+        webhooks_api,
+        workers_api,
+        health,
+    ):
         app.include_router(module.router, responses=schemas.problems(500))
     dashboard.install(app)
     schemas.document_problems(app)

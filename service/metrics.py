@@ -10,6 +10,9 @@ Read from the database at each scrape (JobsCollector), so every API process answ
   that slides: its counts may fall, so read it with histogram_quantile, not rate).
 - distillery_worker_images_per_second{worker}, distillery_worker_gpu_memory_peak_bytes{worker}:
   from the progress each running job's worker ("host:pid") saves with its heartbeats.
+- distillery_fleet_worker_live{worker}, _memory_bytes{worker}, _gpus{worker},
+  _gpu_memory_bytes{worker,gpu}, distillery_queue_live_workers{queue}: the registered
+  workers (service/jobs/fleet.py) by Celery hostname, what admission sizes jobs against.
 
 Observed by this process (ObserveRequests, on every request):
 - distillery_http_request_duration_seconds{method,route,status}: by the matched route's
@@ -40,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import logs
 from service.db.sessions import session_scope
 from service.db.tables import Job, utcnow
-from service.jobs import lifecycle
+from service.jobs import fleet, lifecycle
 
 DURATION_WINDOW = 1000  # finished jobs in the duration histogram
 # a job runs for minutes to days
@@ -78,6 +81,7 @@ class JobsCollector(Collector):
             yield from queue_metrics(s)
             yield duration_metric(s)
             yield from worker_metrics(s)
+            yield from fleet_metrics(s)
 
 
 def queue_metrics(s: Session) -> Iterable[Metric]:
@@ -161,6 +165,30 @@ def worker_metrics(s: Session) -> Iterable[Metric]:
     for worker, value in sorted(peaks.items()):
         peak.add_metric([worker], value)
     return rate, peak
+
+
+def fleet_metrics(s: Session) -> Iterable[Metric]:
+    def gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"distillery_{name}", doc, labels=list(labels))
+
+    live = gauge("fleet_worker_live", "1 while the worker heartbeats, else 0.", "worker")
+    memory = gauge("fleet_worker_memory_bytes", "The worker host's memory.", "worker")
+    gpus = gauge("fleet_worker_gpus", "The GPUs the worker sees.", "worker")
+    gpu_memory = gauge("fleet_worker_gpu_memory_bytes", "Each GPU's memory.", "worker", "gpu")
+    per_queue = gauge("queue_live_workers", "Live workers taking the queue's jobs.", "queue")
+    counts: dict[str, int] = {}
+    for w in fleet.workers(s):
+        up = fleet.is_live(w)
+        live.add_metric([w.name], float(up))
+        memory.add_metric([w.name], w.memory_bytes)
+        gpus.add_metric([w.name], w.gpu_count)
+        for i, n in enumerate(w.gpu_memory_bytes):
+            gpu_memory.add_metric([w.name, str(i)], n)
+        for queue in w.queues:
+            counts[queue] = counts.get(queue, 0) + up
+    for queue, n in sorted(counts.items()):
+        per_queue.add_metric([queue], n)
+    return live, memory, gpus, gpu_memory, per_queue
 
 
 REGISTRY.register(JobsCollector())
