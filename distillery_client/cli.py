@@ -1,6 +1,6 @@
 """`distillery`'s client commands: submit, list, show, events, cancel, watch, download,
-compare, and the models, datasets and webhooks groups (groups.py); the server commands join
-them in service/cli.py.
+compare, workers, and the models, datasets and webhooks groups (groups.py); the server
+commands join them in service/cli.py.
 
 Global options: --url ($DISTILLERY_URL), --api-key ($DISTILLERY_API_KEY), --json. Exit
 codes: distillery_client/commands.py.
@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.live import Live
+from rich.table import Table
 
 from distillery_client import display, specfile
 from distillery_client.client import Client, ConnectionFailed
@@ -261,3 +262,28 @@ def compare(
         emit({"jobs": [j.id for j in jobs], "rows": rows})
     else:
         out.print(display.comparison_table(jobs, rows))
+
+
+@app.command()
+@handled
+def workers(as_json: AsJson = False) -> None:
+    """The fleet: each registered worker's queues, memory, cores and GPUs, live or not."""
+    with client() as api:
+        fleet = api.list_workers().data
+    if wants_json(as_json):
+        emit(fleet)
+        return
+    table = Table("name", "queues", "memory", "cores", "gpus", "live")
+    for w in fleet:
+        memory, queues = gib(w.memory_bytes), ",".join(w.queues)
+        table.add_row(w.name, queues, memory, str(w.cores), gpus(w.gpu_memory_bytes), str(w.live))
+    out.print(table)
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def gpus(memory: list[int]) -> str:
+    """`2 x 79.1 GiB`, or `0`."""
+    return f"{len(memory)} x {gib(max(memory))}" if memory else "0"

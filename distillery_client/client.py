@@ -38,6 +38,7 @@ from distillery_client.models import (
     WebhookEvent,
     WebhookEventList,
     WebhookList,
+    WorkerList,
 )
 from distillery_client.transfer import Progress, read_chunks, save_verified
 
@@ -393,6 +394,12 @@ class Client:
         """Send a delivery that ended (delivered or given up) again, at once."""
         path = f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"
         return Delivery.model_validate(self.send("POST", path, idempotent=False).json())
+
+    # -- the fleet
+
+    def list_workers(self) -> WorkerList:
+        """Every registered worker: its queues, memory, cores, GPUs and whether it is live."""
+        return self._get(WorkerList, "/v1/workers")
 
     # -- health
 

@@ -221,3 +221,20 @@ class Problem(Body):
     instance: str
     code: str
     errors: list[ProblemField] | None = None
+
+
+class Worker(Body):
+    name: str
+    object: str = "worker"
+    queues: list[str]
+    memory_bytes: int
+    cores: int
+    gpu_count: int
+    gpu_memory_bytes: list[int]
+    started_at: datetime
+    heartbeat_at: datetime
+    live: bool
+
+
+class WorkerList(Body):
+    data: list[Worker]

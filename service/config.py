@@ -4,6 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import psutil
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -37,9 +38,10 @@ class Settings(BaseSettings):
     # uploaded ImageFolder data: decoded once and held in memory when it takes at most this
     # (at the training resolution, uint8), else streamed from its shards every epoch
     resident_bytes: int = Field(4 << 30, ge=0)
-    # what a job's data, or its models' training state, may take in a worker's memory:
-    # admission refuses a job above it (service/jobs/admission.py memory_problems)
-    worker_memory_bytes: int = Field(32 << 30, ge=0)
+    # what a job's data, or its models' training state, may take in a worker's memory when
+    # no live worker of its queue has registered what it holds (service/jobs/admission.py
+    # memory_problems); by default this host's memory
+    worker_memory_bytes: int = Field(default_factory=lambda: psutil.virtual_memory().total, ge=0)
     # DataLoader processes decoding streamed data, per training process; 0: its cores
     data_workers: int = Field(0, ge=0)
     # every /v1 request needs `Authorization: Bearer <key>` (`distillery keys create`); off, a

@@ -4,7 +4,9 @@ database at each scrape, so every API process answers the same; the job-duration
 covers the last DURATION_WINDOW jobs that ran and ended (a window that slides: read it with
 histogram_quantile, not rate). ObserveRequests times every request by its route's template
 and status class; with several API processes prometheus-client's multiprocess mode adds
-theirs up (prepare_multiprocess, called by the launcher before it starts them)."""
+theirs up (prepare_multiprocess, called by the launcher before it starts them).
+The fleet gauges (distillery_fleet_*, distillery_queue_live_workers) come from the
+registered workers (service/jobs/fleet.py), what admission sizes jobs against."""
 
 import atexit
 import itertools
@@ -29,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import logs
 from service.db.sessions import session_scope
 from service.db.tables import ACTIVE, STATUSES, TERMINAL, Job, utcnow
+from service.jobs import fleet
 
 DURATION_WINDOW = 1000  # finished jobs in the duration histogram
 # a job runs for minutes to days
@@ -66,6 +69,7 @@ class JobsCollector(Collector):
             yield from queue_metrics(s)
             yield duration_metric(s)
             yield from worker_metrics(s)
+            yield from fleet_metrics(s)
 
 
 def queue_metrics(s: Session) -> Iterable[Metric]:
@@ -149,6 +153,30 @@ def worker_metrics(s: Session) -> Iterable[Metric]:
     for worker, value in sorted(peaks.items()):
         peak.add_metric([worker], value)
     return rate, peak
+
+
+def fleet_metrics(s: Session) -> Iterable[Metric]:
+    def gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"distillery_{name}", doc, labels=list(labels))
+
+    live = gauge("fleet_worker_live", "1 while the worker heartbeats, else 0.", "worker")
+    memory = gauge("fleet_worker_memory_bytes", "The worker host's memory.", "worker")
+    gpus = gauge("fleet_worker_gpus", "The GPUs the worker sees.", "worker")
+    gpu_memory = gauge("fleet_worker_gpu_memory_bytes", "Each GPU's memory.", "worker", "gpu")
+    per_queue = gauge("queue_live_workers", "Live workers taking the queue's jobs.", "queue")
+    counts: dict[str, int] = {}
+    for w in fleet.workers(s):
+        up = fleet.is_live(w)
+        live.add_metric([w.name], float(up))
+        memory.add_metric([w.name], w.memory_bytes)
+        gpus.add_metric([w.name], w.gpu_count)
+        for i, n in enumerate(w.gpu_memory_bytes):
+            gpu_memory.add_metric([w.name, str(i)], n)
+        for queue in w.queues:
+            counts[queue] = counts.get(queue, 0) + up
+    for queue, n in sorted(counts.items()):
+        per_queue.add_metric([queue], n)
+    return live, memory, gpus, gpu_memory, per_queue
 
 
 REGISTRY.register(JobsCollector())

@@ -104,9 +104,11 @@ def truncate() -> None:
         Webhook,
         WebhookDelivery,
         WebhookEvent,
+        Worker,
     )
 
     with session_scope() as s:
+        s.execute(delete(Worker))
         for table in (
             WebhookDelivery,
             WebhookEvent,

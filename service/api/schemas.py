@@ -307,3 +307,23 @@ def document_problems(app: FastAPI) -> None:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+class WorkerOut(Out):
+    name: str = Field(description="the Celery worker's hostname")
+    object: str = "worker"
+    queues: list[str]
+    memory_bytes: int = Field(description="its host's memory")
+    cores: int
+    gpu_count: int
+    gpu_memory_bytes: list[int] = Field(description="each GPU's memory")
+    started_at: datetime
+    heartbeat_at: datetime
+    live: bool = Field(
+        description="heartbeat within a lease (DISTILLERY_LEASE_S): admission "
+        "sizes jobs against the live workers of their queue"
+    )
+
+
+class WorkerList(BaseModel):
+    data: list[WorkerOut]

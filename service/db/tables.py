@@ -284,3 +284,19 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at", "id"),
     )
+
+
+class Worker(Base):
+    """A Celery worker and what it can hold, as it registered at start; `heartbeat_at` says
+    it is still there (service/jobs/fleet.py: live within a lease)."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # Celery's hostname
+    queues: Mapped[list[str]] = mapped_column(JSONType)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)  # the host's
+    cores: Mapped[int] = mapped_column(Integer)
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    gpu_memory_bytes: Mapped[list[int]] = mapped_column(JSONType)  # per GPU it sees
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

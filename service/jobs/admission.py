@@ -1,23 +1,26 @@
 """Admission: a submitted spec checked against the database (its uploaded dataset, its
 teacher) and resolved into the spec that is stored. A refused spec changes nothing."""
 
+from collections.abc import Sequence
+
 from sqlalchemy.orm import Session
 
-from service.config import get_settings
 from service.db import store
 from service.db.tables import Dataset, Job, RegisteredModel
 from service.db.tenancy import current_project
 from service.errors import Conflict, FieldError, InvalidSpec
 from service.ingest import models
-from service.ingest.weights import param_count
 from service.jobs import lifecycle, quotas
+from service.jobs.capacity import (
+    Holder,
+    configured,
+    holders,
+    input_size_problems,
+    memory_problems,
+)
 from service.spec.job import DataShape, DataSpec, JobSpec, TeacherRef, spec_problems
 from service.spec.methods import TeacherFacts
 from service.spec.names import TIMM, has_pretrained
-
-FLOAT32_BYTES = 4
-# per trained parameter, float32: weights, gradients and SGD's momentum or AdamW's two moments
-TRAINED_BYTES = {"sgd": 3 * FLOAT32_BYTES, "adamw": 4 * FLOAT32_BYTES}
 
 
 def submit(
@@ -45,74 +48,25 @@ def admit(s: Session, spec: JobSpec) -> JobSpec:
     teacher = teacher_facts(s, spec.teacher) if spec.teacher is not None else None
     if spec.student.init is not None and (errors := init_problems(s, spec, shape)):
         raise InvalidSpec(errors)
-    return resolve(spec, shape, teacher)
+    return resolve(spec, shape, teacher, holders(s, spec.resources.queue))
 
 
-def resolve(spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None) -> JobSpec:
+def resolve(
+    spec: JobSpec,
+    shape: DataShape,
+    teacher: TeacherFacts | None,
+    where: Sequence[Holder] = (),
+) -> JobSpec:
     """`spec` on data of `shape` with this teacher, checked and resolved; InvalidSpec naming
-    every bad field when it cannot run."""
-    errors = spec_problems(spec, shape)
+    every bad field when it cannot run on any of `where` (default: the configured cap)."""
+    errors = spec_problems(spec, shape) + input_size_problems(spec, shape, teacher)
     if teacher is not None:
         errors += spec.method.teacher_problems(spec.facts(), teacher) or teacher_fit(teacher, shape)
     if not errors:  # sized once the models and the data are known to fit each other
-        errors = memory_problems(spec, shape, teacher)
+        errors = memory_problems(spec, shape, teacher, where or [configured(spec)])
     if errors:
         raise InvalidSpec(errors)
     return spec.resolved(shape, teacher)
-
-
-def memory_problems(
-    spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None
-) -> list[FieldError]:
-    """What a worker would hold in memory beyond DISTILLERY_WORKER_MEMORY_BYTES: the data,
-    and each model's training state with the input batch."""
-    limit = get_settings().worker_memory_bytes
-    errors = [FieldError(field, f"{why}; {_most(limit)}") for field, why in _data(spec.data, limit)]
-    parts = training_state(spec, shape, teacher)
-    if (need := sum(parts.values())) > limit:
-        field = max(parts, key=lambda k: parts[k])
-        why = f"training needs at least {_gib(need)} GiB ({_itemised(parts)}); {_most(limit)}"
-        errors.append(FieldError(field, why))
-    return errors
-
-
-def _data(data: DataSpec, limit: int) -> list[tuple[str, str]]:
-    """A synthetic set is made whole, as float32; the built-in sets are small, and an upload
-    too large to hold (DISTILLERY_RESIDENT_BYTES) is streamed from its shards."""
-    if data.dataset != "synthetic":
-        return []
-    opts = data.synthetic_options()
-    need = opts.num_samples * opts.channels * opts.size**2 * FLOAT32_BYTES
-    return [("data.synthetic", f"{_gib(need)} GiB of float32 images")] if need > limit else []
-
-
-def training_state(spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None) -> dict[str, int]:
-    """Bytes by the field that sets them, a lower bound: float32 weights, gradients and
-    optimizer state of each trained model (KDCL's peers too), a frozen teacher's weights,
-    one input batch. Activations come on top, and are not counted."""
-    per_param = TRAINED_BYTES[spec.train.optimizer.name]
-    size = (shape.num_classes, shape.channels)
-    parts = {"student.arch": per_param * param_count(spec.student.arch, *size)}
-    for i, peer in enumerate(spec.method.peer_archs()):
-        parts[f"method.peers.{i}"] = per_param * param_count(peer, *size)
-    if teacher is not None:
-        teacher_size = (teacher.num_classes, teacher.in_channels)
-        parts[teacher.field] = FLOAT32_BYTES * param_count(teacher.arch, *teacher_size)
-    batch = spec.train.batch_size * shape.channels * shape.size**2 * FLOAT32_BYTES
-    parts["train.batch_size"] = batch
-    return parts
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f}"
-
-
-def _most(limit: int) -> str:
-    return f"a worker holds at most {_gib(limit)} GiB (DISTILLERY_WORKER_MEMORY_BYTES)"
-
-
-def _itemised(parts: dict[str, int]) -> str:
-    return ", ".join(f"{field} {_gib(n)} GiB" for field, n in parts.items())
 
 
 def data_shape(s: Session, data: DataSpec) -> DataShape:

@@ -70,6 +70,15 @@ def has_pretrained(arch: str) -> bool:
     return arch.startswith(TIMM) and arch.removeprefix(TIMM) in timm_archs()["pretrained"]
 
 
+def fixed_input_size(arch: str) -> int | None:
+    """The one input size a timm/<name> architecture takes (ViTs and the like); None for
+    one that takes any size, and for the zoo's."""
+    if not arch.startswith(TIMM):
+        return None
+    sizes: dict[str, int] = timm_archs()["input_size"]
+    return sizes.get(arch.removeprefix(TIMM))
+
+
 def stages(arch: str) -> int:
     """How many stage features an architecture exposes (0: none)."""
     if arch.startswith(TIMM):

@@ -13,6 +13,7 @@ from distillery_client import Client, display
 from distillery_client.transfer import sha256_of
 from tests.client.conftest import SPEC_YAML, cli, spec_file
 from tests.e2e.conftest import Service
+from tests.e2e.test_fleet import registered
 from tests.service.jobs.test_webhooks import Receiver
 
 # one backend, the production shape: the client only speaks HTTP, which e2e covers on both
@@ -159,3 +160,12 @@ def delivered(svc: Service, hook_id: str, attempts: int = 1) -> list[dict]:
             return list(shown)
         assert time.monotonic() < deadline, shown
         time.sleep(0.2)
+
+
+def test_workers_lists_the_fleet(svc: Service, api: Client) -> None:
+    worker = registered(svc)
+    assert [w.name for w in api.list_workers().data if w.live] == [worker["name"]]
+    listed = json.loads(cli(svc, "workers", "--json").stdout)
+    assert [(w["name"], w["live"]) for w in listed] == [(worker["name"], True)]
+    table = cli(svc, "workers").stdout
+    assert worker["name"] in table and f"{worker['memory_bytes'] / 2**30:.1f} GiB" in table

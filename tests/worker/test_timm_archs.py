@@ -21,6 +21,7 @@ def test_committed_names_are_the_installed_timms():
     assert COMMITTED["timm"] == timm.__version__
     assert sorted(COMMITTED["stages"]) == sorted(timm.list_models())
     assert COMMITTED["pretrained"] == timm_archs.pretrained()
+    assert COMMITTED["input_size"] == timm_archs.input_sizes(timm.list_models())
     assert timm_archs.PATH.read_text() == timm_archs.render(COMMITTED)
 
 
@@ -44,6 +45,23 @@ def test_a_timm_model_has_the_stage_features_the_api_counts(name: str) -> None:
     assert len(stages.feats) == names.stages(f"{TIMM}{name}")
     assert all(f.dim() == 4 for f in stages.feats)
     assert model.arch == f"{TIMM}{name}"  # type: ignore[comparison-overlap]
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "swin_tiny_patch4_window7_224"])
+def test_a_model_of_one_input_size_takes_only_that_one(name: str) -> None:
+    size = COMMITTED["input_size"][name]
+    model = build_model(f"{TIMM}{name}", 10, 1).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, size, size)).shape == (1, 10)
+        with pytest.raises(AssertionError, match="doesn't match model"):
+            model(torch.zeros(1, 1, 8, 8))  # digits: what admission now refuses
+
+
+def test_a_model_that_adapts_is_not_listed():
+    assert "resnet18" not in COMMITTED["input_size"]
+    model = build_model(f"{TIMM}resnet18", 10, 1).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_the_api_and_the_engine_name_timm_alike():

@@ -3,10 +3,12 @@
 They run on the worker's thread pool: all the work is in processes they start (a job's
 ranks, a model's check), so a task only waits, and the worker's shutdown reaches it."""
 
-from celery import Task
-from celery.signals import worker_shutting_down
+from typing import Any
 
-from worker.task import check_runner, runner
+from celery import Task
+from celery.signals import worker_ready, worker_shutting_down
+
+from worker.task import check_runner, presence, runner
 from worker.task.celery_app import CHECK_MODEL_TASK, RUN_JOB_TASK, app
 
 
@@ -25,3 +27,10 @@ def drain(**_: object) -> None:
     """A warm shutdown (SIGTERM, or Ctrl-C once) waits for the running tasks: make the job
     save where it is and go back to its queue, so that takes seconds, not the whole job."""
     runner.DRAINING.set()
+    presence.STOP.set()
+
+
+@worker_ready.connect
+def present(sender: Any, **_: object) -> None:
+    """Register what this worker holds, and heartbeat (worker/task/presence.py)."""
+    presence.start(sender.hostname, list(sender.app.amqp.queues.consume_from))

@@ -61,11 +61,15 @@ def test_a_student_whose_training_state_exceeds_a_worker_is_refused(
 ):
     # timm's vit_large_patch16_224: 303.3M parameters at 10 classes; with SGD 12 B each
     worker_memory(2 << 30)
-    spec_body |= {"student": {"arch": "timm/vit_large_patch16_224"}, "data": SMALL}
+    at_224 = {"dataset": "synthetic", "synthetic": {"num_samples": 40, "size": 224}}
+    spec_body |= {"student": {"arch": "timm/vit_large_patch16_224"}, "data": at_224}
     error = refusal(client, spec_body)
     assert error["field"] == "student.arch"
     assert "training needs at least 3.4 GiB (student.arch 3.4 GiB" in error["message"]
-    assert "at most 2.0 GiB" in error["message"]
+    assert (
+        "DISTILLERY_WORKER_MEMORY_BYTES (no live worker of queue 'default') has 2.0 GiB"
+        in (error["message"])
+    )
 
 
 def test_kdcl_counts_every_peer(client, spec_body, worker_memory):
@@ -78,9 +82,10 @@ def test_kdcl_counts_every_peer(client, spec_body, worker_memory):
     assert refusal(client, spec_body)["field"] in ("student.arch", "method.peers.0")
 
 
-def test_a_batch_larger_than_a_worker_holds_is_refused(client, spec_body):
-    # 65,536 images of 4 x 256 x 256 float32 in one batch: 64 GiB, over the 32 GiB default
-    # (and the set they are drawn from, 68.4 GiB, is over it too)
+def test_a_batch_larger_than_a_worker_holds_is_refused(client, spec_body, worker_memory):
+    # 65,536 images of 4 x 256 x 256 float32 in one batch: 64 GiB, over 32 GiB (and the set
+    # they are drawn from, 68.4 GiB, is over it too)
+    worker_memory(32 << 30)
     spec_body["data"] = {"dataset": "synthetic", "synthetic": {**HUGE, "num_samples": 70_000}}
     spec_body["train"]["batch_size"] = 65_536
     errors = client.post("/v1/jobs", json=spec_body).json()["errors"]
