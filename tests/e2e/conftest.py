@@ -121,7 +121,7 @@ class Service:
         )
 
     def wait(
-        self, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 240
+        self, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 600
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -135,7 +135,7 @@ class Service:
             f"timed out waiting on {job_id}: {self.job(job_id)}; logs in {self.log_dir}"
         )
 
-    def wait_status(self, job_id: str, status: str, timeout: float = 240) -> dict[str, Any]:
+    def wait_status(self, job_id: str, status: str, timeout: float = 600) -> dict[str, Any]:
         return self.wait(job_id, lambda j: j["status"] == status, timeout)
 
     def close(self) -> None:

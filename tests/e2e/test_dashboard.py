@@ -164,7 +164,7 @@ def test_the_dashboard_follows_a_job_live(
     row.find_element(By.LINK_TEXT, job["id"]).click()
     wait(browser, lambda d: any("points" in e for e in page_log(d)))
     keyed.start_worker()
-    wait(browser, shown("#model-card"), 240)  # the page's last poll: the job ended
+    wait(browser, shown("#model-card"), 600)  # the page's last poll: the job ended
 
     log = page_log(browser)
     print(f"the job's page, its renders: {[e['points'] for e in log if 'points' in e]}")
