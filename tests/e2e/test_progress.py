@@ -1,4 +1,4 @@
-"""Live progress and JSON logs through a real API and a real worker: a 12-epoch digits job's
+"""Live progress and JSON logs through a real API and a real worker: a 3-epoch digits job's
 progress as its worker wrote it (recorded by a trigger), its final progress, and every log
 line of the API, the worker and the job's process parsing as JSON with the job's id where it
 is about the job."""
@@ -18,7 +18,7 @@ from tests.e2e.conftest import Service, fresh_service
 # the production shape (PostgreSQL + Redis), where JSON logs are meant to run
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
-EPOCHS = 12
+EPOCHS = 3
 SPEC = {
     "method": {"name": "supervised"},
     "student": {"arch": "resnet8"},
@@ -73,7 +73,7 @@ def progress_log(job_id: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def finished(json_service: Service, recorded: None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The job, once it succeeded, and the progress it recorded while it trained."""
-    job = json_service.wait_status(json_service.submit(SPEC)["id"], "succeeded", timeout=300)
+    job = json_service.wait_status(json_service.submit(SPEC)["id"], "succeeded")
     return job, [p for p in progress_log(job["id"]) if p.get("phase") == "train"]
 
 
