@@ -15,6 +15,17 @@ import redis
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# every test under these folders starts real worker processes (or times them): `pytest -m
+# "not slow"` leaves them out; other slow modules say `pytestmark = pytest.mark.slow`
+SLOW_FOLDERS = ("e2e", "client", "bench")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test collected from SLOW_FOLDERS."""
+    slow = {Path(__file__).parent / name for name in SLOW_FOLDERS}
+    for item in items:
+        if slow & set(item.path.parents):
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclass

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from distillery_client import (
     RateLimited,
     models,
 )
+from distillery_client import client as client_module
 from distillery_client.transfer import sha256_of
 from tests.e2e.conftest import Service
 
@@ -122,9 +124,11 @@ def test_cancel_twice_is_safe_and_a_finished_job_conflicts(api: Client, trained:
         api.cancel_job(trained)
 
 
-def test_a_project_over_its_quota_is_refused_with_retry_after(api: Client, svc: Service) -> None:
+def test_a_project_over_its_quota_is_refused_with_retry_after(
+    api: Client, svc: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A real 429 (the project's active-jobs limit): a Retry-After beyond max_wait raises at
-    once, and nothing is stored."""
+    once (the client's sleeps are recorded: none), and nothing is stored."""
     from service import keys
     from service.db.sessions import session_scope
     from service.db.tables import Project
@@ -134,10 +138,12 @@ def test_a_project_over_its_quota_is_refused_with_retry_after(api: Client, svc: 
         s.execute(update(Project).where(Project.id == row.project_id).values(max_active_jobs=1))
     with Client(svc.url, key, max_wait=5) as quota:
         first = quota.create_job(IDLE)
-        started = time.monotonic()
+        slept: list[float] = []
+        monkeypatch.setattr(client_module, "time", SimpleNamespace(sleep=slept.append))
         with pytest.raises(RateLimited) as refused:
             quota.create_job(IDLE)
-        assert time.monotonic() - started < 5
+        monkeypatch.undo()
+        assert slept == []
         assert refused.value.retry_after == 30 and refused.value.code == "quota_exceeded"
         assert [j.id for j in quota.iter_jobs()] == [first.id]
         quota.cancel_job(first.id)

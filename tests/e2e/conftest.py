@@ -38,8 +38,13 @@ def free_port() -> int:
 
 class Service:
     def __init__(
-        self, backend: Backend, log_dir: Path, extra_env: dict[str, str] | None = None
+        self,
+        backend: Backend,
+        log_dir: Path,
+        extra_env: dict[str, str] | None = None,
+        worker: bool = True,
     ) -> None:
+        """The API and, with `worker`, a worker (else the test starts one: start_worker)."""
         self.env = {
             **os.environ,
             **backend.env,
@@ -56,7 +61,8 @@ class Service:
         )
         self.worker: subprocess.Popen[bytes] | None = None
         self.workers = 0
-        self.start_worker()
+        if worker:
+            self.start_worker()
         self._wait_ready()
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
@@ -115,7 +121,7 @@ class Service:
         )
 
     def wait(
-        self, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 240
+        self, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 600
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -129,7 +135,7 @@ class Service:
             f"timed out waiting on {job_id}: {self.job(job_id)}; logs in {self.log_dir}"
         )
 
-    def wait_status(self, job_id: str, status: str, timeout: float = 240) -> dict[str, Any]:
+    def wait_status(self, job_id: str, status: str, timeout: float = 600) -> dict[str, Any]:
         return self.wait(job_id, lambda j: j["status"] == status, timeout)
 
     def close(self) -> None:
@@ -203,11 +209,11 @@ def download(service: Service, job_id: str, name: str, dest: Path) -> Path:
 
 @contextlib.contextmanager
 def fresh_service(
-    backend: Backend, log_dir: Path, extra_env: dict[str, str] | None = None
+    backend: Backend, log_dir: Path, extra_env: dict[str, str] | None = None, worker: bool = True
 ) -> Iterator[Service]:
     """A service started on emptied tables, closed on exit."""
     truncate()
-    svc = Service(backend, log_dir, extra_env)
+    svc = Service(backend, log_dir, extra_env, worker)
     try:
         yield svc
     finally:

@@ -16,7 +16,8 @@ from safetensors.torch import save
 
 from service.db.sessions import session_scope
 from service.db.tables import RegisteredModel
-from tests.e2e.conftest import QUEUE, Service, load_student
+from service.ingest import model_checks
+from tests.e2e.conftest import FAST, QUEUE, Service, load_student
 from tests.e2e.test_distill import KD_SPEC, teacher_job
 from worker.engine.zoo import build_model
 
@@ -109,31 +110,21 @@ def test_a_timm_teacher_upload_is_checked_by_the_worker_then_teaches(
     assert refused.status_code == 422 and "is invalid" in refused.text
 
 
-def checking(model_id: str, timeout: float = 60) -> None:
-    """Until a worker holds the model's check."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with session_scope() as s:
-            row = s.get(RegisteredModel, model_id)
-            if row is not None and row.check_lease_until is not None:
-                return
-        assert time.monotonic() < deadline, f"no worker took the check of {model_id}"
-        time.sleep(0.1)
-
-
 def test_a_check_lost_with_its_message_or_its_worker_is_sent_again(service: Service) -> None:
-    """The last of this module: it kills the module's worker twice."""
+    """The last of this module: it kills the module's worker. A lost message: deleted from
+    the broker. A lost worker: this test, which takes the check and never ends it."""
     arch, params = "timm/mobilenetv3_small_050", {"arch": "timm/mobilenetv3_small_050"}
     body = save(dict(build_model(arch, 10, 1).state_dict()))
     params |= {"num_classes": 10, "in_channels": 1}
     service.kill_worker()
     lost = service.http.post("/v1/models", params=params, content=body, headers=OCTET).json()
     assert redis.Redis.from_url(service.env["DISTILLERY_BROKER_URL"]).delete(QUEUE) == 1
-    service.start_worker()
-    assert checked(service, lost["id"], timeout=60)["status"] == "ready"
-
     orphaned = service.http.post("/v1/models", params=params, content=body, headers=OCTET).json()
-    checking(orphaned["id"])
-    service.kill_worker()  # mid-check: its lease runs out, the watchdog sends it again
+    with session_scope() as s:  # its lease runs out: a worker takes the check again
+        assert model_checks.claim(s, orphaned["id"], float(FAST["DISTILLERY_LEASE_S"]))
     service.start_worker()
-    assert checked(service, orphaned["id"], timeout=60)["status"] == "ready"
+    assert checked(service, lost["id"], timeout=240)["status"] == "ready"
+    assert checked(service, orphaned["id"], timeout=240)["status"] == "ready"
+    with session_scope() as s:
+        row = s.get(RegisteredModel, orphaned["id"])
+        assert row is not None and row.check_attempts == 2  # the lost worker's, the real one

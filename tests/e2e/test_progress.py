@@ -1,6 +1,7 @@
-"""Live progress and JSON logs through a real API and a real worker: a 12-epoch digits job
-polled while it trains, its final progress, and every log line of the API, the worker and
-the job's process parsing as JSON with the job's id where it is about the job."""
+"""Live progress and JSON logs through a real API and a real worker: a 3-epoch digits job's
+progress as its worker wrote it (recorded by a trigger), its final progress, and every log
+line of the API, the worker and the job's process parsing as JSON with the job's id where it
+is about the job."""
 
 import json
 from collections.abc import Iterator
@@ -10,42 +11,70 @@ from typing import Any
 import pytest
 
 from service.db import store
+from service.db.sessions import get_engine
 from tests.conftest import Backend
 from tests.e2e.conftest import Service, fresh_service
 
 # the production shape (PostgreSQL + Redis), where JSON logs are meant to run
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
-EPOCHS = 12
+EPOCHS = 3
 SPEC = {
     "method": {"name": "supervised"},
     "student": {"arch": "resnet8"},
     "data": {"dataset": "digits"},
-    # small batches, ~90 steps an epoch, and epochs enough for seconds of training to watch:
-    # 2 epochs of 32 took under a second on a quiet 2-core machine, the polls saw one point
-    "train": {"epochs": EPOCHS, "batch_size": 16},
+    "train": {"epochs": EPOCHS, "batch_size": 16},  # ~90 steps an epoch
 }
+# Records in the database every change of a job's progress, as the worker writes it (each
+# heartbeat, DISTILLERY_HEARTBEAT_S): the tests read what was written, not what polls saw.
+RECORD = """
+CREATE TABLE test_progress_log (n bigserial PRIMARY KEY, job_id text, progress text);
+CREATE FUNCTION test_log_progress() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+  INSERT INTO test_progress_log (job_id, progress) VALUES (NEW.id, NEW.progress::text);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER test_log_progress AFTER UPDATE ON jobs FOR EACH ROW
+  WHEN (NEW.progress::text IS DISTINCT FROM OLD.progress::text)
+  EXECUTE FUNCTION test_log_progress();
+"""
+UNDO = """
+DROP TRIGGER test_log_progress ON jobs;
+DROP FUNCTION test_log_progress();
+DROP TABLE test_progress_log;
+"""
 
 
 @pytest.fixture(scope="module")
 def json_service(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     logs = tmp_path_factory.mktemp(f"json-logs-{backend.name}")
-    with fresh_service(backend, logs, {"DISTILLERY_LOG_FORMAT": "json"}) as svc:
+    env = {"DISTILLERY_LOG_FORMAT": "json", "DISTILLERY_HEARTBEAT_S": "0.1"}
+    with fresh_service(backend, logs, env) as svc:
         yield svc
 
 
 @pytest.fixture(scope="module")
-def finished(json_service: Service) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The job, polled until it succeeded, and the progress seen while it trained."""
-    job = json_service.submit(SPEC)
-    seen: list[dict[str, Any]] = []
+def recorded(json_service: Service) -> Iterator[None]:
+    with get_engine().begin() as conn:
+        conn.exec_driver_sql(RECORD)
+    yield
+    with get_engine().begin() as conn:
+        conn.exec_driver_sql(UNDO)
 
-    def done(j: dict[str, Any]) -> bool:
-        if j["status"] == "running" and j["progress"].get("phase") == "train":
-            seen.append(j["progress"])
-        return bool(j["status"] == "succeeded")
 
-    return json_service.wait(job["id"], done, timeout=300), seen
+def progress_log(job_id: str) -> list[dict[str, Any]]:
+    """Every progress the job's row held, in the order it was written."""
+    with get_engine().connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT progress FROM test_progress_log WHERE job_id = %s ORDER BY n", (job_id,)
+        )
+        return [json.loads(text) for (text,) in rows]
+
+
+@pytest.fixture(scope="module")
+def finished(json_service: Service, recorded: None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The job, once it succeeded, and the progress it recorded while it trained."""
+    job = json_service.wait_status(json_service.submit(SPEC)["id"], "succeeded")
+    return job, [p for p in progress_log(job["id"]) if p.get("phase") == "train"]
 
 
 def test_progress_while_training(finished):

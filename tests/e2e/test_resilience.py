@@ -1,6 +1,8 @@
 """Cancel, a worker killed mid-training, and duplicate deliveries, through real processes."""
 
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from service import dispatch
@@ -13,6 +15,14 @@ LONG_SPEC = {
     "train": {"epochs": 60, "batch_size": 32, "optimizer": {"lr": 0.05}},
 }
 SHORT_SPEC = {**LONG_SPEC, "train": {"epochs": 2, "batch_size": 64}}
+
+
+def wait_until(done: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Until `done()` (a state that stays once reached); `what` names it on a timeout."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
 
 
 def status_events(service: Service, job_id: str) -> list[dict[str, Any]]:
@@ -53,8 +63,7 @@ def test_killed_worker_job_is_requeued_and_resumes_from_checkpoint(service: Serv
 def test_sigterm_mid_epoch_saves_requeues_and_the_next_worker_resumes(service: Service) -> None:
     job = service.submit({**LONG_SPEC, "train": {**LONG_SPEC["train"], "epochs": 6}})
     running = service.wait(job["id"], lambda j: j["progress"].get("step", 0) >= 3)
-    exit_s = service.terminate_worker()
-    assert exit_s < 30, f"the worker took {exit_s:.1f} s to exit"
+    exit_s = service.terminate_worker()  # on its own: it has 60 s before the test fails
     queued = service.job(job["id"])
     assert (queued["status"], queued["attempt"]) == ("queued", 0)  # the attempt given back
     saved = [e["data"] for e in service.events(job["id"]) if e["type"] == "checkpoint"][-1]
@@ -75,10 +84,8 @@ def test_task_delivered_twice_runs_once(service: Service) -> None:
     done = service.wait_status(job["id"], "succeeded")
     dispatch.send(job["id"], QUEUE)  # and one after it finished
     log = service.log_dir / f"worker{service.workers}.log"
-    deadline = time.monotonic() + 30
-    while log.read_text().count(f"woken for job {job['id']}: nothing queued") < 2:
-        assert time.monotonic() < deadline, "worker never saw the duplicate deliveries"
-        time.sleep(0.25)
+    line = f"woken for job {job['id']}: nothing queued"
+    wait_until(lambda: log.read_text().count(line) == 2, "the duplicate deliveries")
     assert service.job(job["id"])["attempt"] == done["attempt"] == 1
     assert [e["status"] for e in status_events(service, job["id"])] == [
         "queued",
@@ -87,16 +94,21 @@ def test_task_delivered_twice_runs_once(service: Service) -> None:
     ]
 
 
-def test_a_flood_of_stale_messages_delays_a_new_job_by_seconds(service: Service) -> None:
+def test_a_flood_of_stale_messages_delays_a_new_job_by_none(service: Service) -> None:
+    """150 stale messages, then a new job, all queued while no worker runs: the first stale
+    message the worker reads starts the new job (each wakes its queue), not the job's own
+    message behind them. The worker's log records which message ran it."""
     done = service.wait_status(service.submit(SHORT_SPEC)["id"], "succeeded")
-    # each names a job that is no longer there, then a finished one: a query or two apiece,
-    # no process, no torch; and each wakes its queue, the first one the new job
-    for job_id in ["job_" + "0" * 24] * 75 + [done["id"]] * 75:
+    service.kill_worker()
+    for job_id in ["job_" + "0" * 24] * 75 + [done["id"]] * 75:  # a query or two apiece
         dispatch.send(job_id, QUEUE)
-    submitted = time.monotonic()
     job = service.submit(SHORT_SPEC)
-    service.wait(job["id"], lambda j: j["status"] != "queued", timeout=60)
-    waited = time.monotonic() - submitted
-    assert waited < 15, f"the new job waited {waited:.1f} s behind 150 stale messages"
-    service.wait_status(job["id"], "succeeded")
-    print(f"a new job behind 150 stale messages started after {waited:.1f} s")
+    service.start_worker()
+    assert service.wait_status(job["id"], "succeeded")["attempt"] == 1
+    log = service.log_dir / f"worker{service.workers}.log"
+    wait_until(lambda: ": ['succeeded']" in log.read_text(), "the run's end in the log")
+    text = log.read_text()
+    first = re.search(r"run_job\[([0-9a-f-]+)\] received", text)
+    assert first is not None, text
+    ran = re.search(rf"run_job\[{first[1]}\] succeeded in [0-9.]+s: \['succeeded'\]", text)
+    assert ran is not None, text

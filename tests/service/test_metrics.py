@@ -162,6 +162,7 @@ def test_requests_are_timed_by_route_template(client, new_job):
 
 
 # API processes share their metrics in files, not in the database: one backend is enough
+@pytest.mark.slow  # starts API processes
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_several_api_processes_add_up_their_requests(backend, clean_db):
     """Two uvicorn workers, launched as service/cli.py's api() does with

@@ -16,6 +16,8 @@ from alembic.script import ScriptDirectory
 
 from service.db.tables import Base
 
+pytestmark = pytest.mark.slow  # builds a wheel, installs it in a new venv
+
 ROOT = Path(__file__).resolve().parents[2]
 # what is not source: the build copies the rest of the tree, as `COPY . .` would
 NOT_SOURCE = shutil.ignore_patterns(

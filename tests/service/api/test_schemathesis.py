@@ -16,6 +16,8 @@ from service.db.sessions import session_scope
 from service.db.tables import ApiKey
 from tests.service.helpers import PROBLEM
 
+pytestmark = pytest.mark.slow  # fuzzes every operation
+
 # A key of a project of its own (the `key` fixture stores it): schemathesis sends it where a
 # request should be authenticated, and leaves it out or mangles it where it checks for 401.
 KEY_ID, SECRET = "key_" + "f" * 24, "schemathesis-fuzzing-secret"

@@ -4,6 +4,7 @@ global batch (same losses, same weights), and only rank 0 reports and writes che
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
@@ -14,6 +15,8 @@ from worker.engine.loop import train
 from worker.engine.zoo import build_model
 
 from .helpers import Recorder, first_train, make_plan
+
+pytestmark = pytest.mark.slow  # spawns training processes
 
 WORLD = 2
 

@@ -20,6 +20,8 @@ from worker.job.exports import (
     export_torchscript,
 )
 
+pytestmark = pytest.mark.slow  # traces and exports every zoo family
+
 # one architecture per family; VGG's pooling depends on the input size, so it gets 32x32x3
 FAMILIES = [
     ("cnn_small", (1, 8, 8)),

@@ -121,28 +121,39 @@ def test_rank_0s_error_caused_by_another_ranks_death_names_that_rank(tmp_path):
         children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
 
 
+def handler_in_place(folder: Path, timeout: float = 60) -> None:
+    """Until rank 0 says (its file `ready`) that its SIGTERM handler is in place."""
+    deadline = time.monotonic() + timeout
+    while not (folder / "ready").exists():
+        assert time.monotonic() < deadline, "rank 0 never set its handler"
+        time.sleep(0.05)
+
+
 def test_a_worker_shutting_down_asks_rank_0_to_save_and_leave(tmp_path):
     saves_on_sigterm = (
         "import pathlib, signal, sys, time\n"
         "def leave(*_):\n"
         f"    pathlib.Path('saved').touch(); sys.exit({supervisor.EXIT_PREEMPTED})\n"
         "signal.signal(signal.SIGTERM, leave)\n"
+        "pathlib.Path('ready').touch()\n"
         "time.sleep(60)\n"
     )
     children = started(tmp_path, r0=saves_on_sigterm, r1=SLEEP)
-    time.sleep(1)  # its handler in place
-    started_at = time.monotonic()
+    handler_in_place(tmp_path)
     with pytest.raises(Preempted):
         children.outcome(Job(), DRAINING)  # type: ignore[arg-type]
-    assert time.monotonic() - started_at < 2 and (tmp_path / "saved").exists()
+    assert (tmp_path / "saved").exists()
     children.stop(grace_s=0)
 
 
 def test_a_rank_0_that_does_not_leave_when_asked_is_given_up_after_a_grace(tmp_path, monkeypatch):
     monkeypatch.setattr(supervisor, "PREEMPT_GRACE_S", 0.5)
-    ignores = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    ignores = (
+        "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "pathlib.Path('ready').touch(); time.sleep(60)"
+    )
     children = started(tmp_path, r0=ignores)
-    time.sleep(1)
+    handler_in_place(tmp_path)
     with pytest.raises(Preempted):
         children.outcome(Job(), DRAINING)  # type: ignore[arg-type]
     children.stop(grace_s=0)
