@@ -9,7 +9,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,6 +21,7 @@ from service.api import datasets as datasets_api
 from service.api import jobs as jobs_api
 from service.api import models as models_api
 from service.api import webhooks as webhooks_api
+from service.api.deps import json_body
 from service.config import Settings, get_settings
 from service.db.sessions import session_scope
 from service.errors import PROBLEM, DistilleryError, FieldError
@@ -176,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # service/api/dashboard.py serves /docs and /redoc from local assets
         redoc_url=None,
         description="Knowledge distillation as a service.",
+        dependencies=[Depends(json_body)],
     )
     app.state.settings = settings
     app.state.known_keys = keys.KnownKeys(settings.key_cache_s)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import dispatch
-from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, Cursor, Limit
+from service.api.deps import AUTHENTICATED, DB, JSON_BODY, KEYED, QUOTA, Cursor, Limit
 from service.api.schemas import EventList, EventOut, JobList, JobOut, Responses, problems
 from service.db.sessions import session_scope
 from service.jobs import admission, lifecycle, queries
@@ -34,7 +34,7 @@ REPLAYED: Responses = {
     "",
     status_code=201,
     response_model=JobOut,
-    responses=REPLAYED | problems(400, 409, 413, 422) | QUOTA,
+    responses=REPLAYED | problems(400, 409, 413, 422) | QUOTA | JSON_BODY,
 )
 def create_job(
     s: DB,
