@@ -6,6 +6,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY service ./service
 COPY worker ./worker
 COPY migrations ./migrations
+COPY distillery_client ./distillery_client
 
 FROM base AS api
 RUN pip install --no-cache-dir .

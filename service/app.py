@@ -6,7 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from service import keys, logs
 from service.api import artifacts, dashboard, health, problems, schemas
@@ -15,6 +15,7 @@ from service.api import jobs as jobs_api
 from service.api import models as models_api
 from service.api import webhooks as webhooks_api
 from service.api import workers as workers_api
+from service.api.deps import json_body
 from service.api.middleware import BodySizeLimit, JsonDepthLimit
 from service.config import Settings, get_settings
 from service.jobs import watchdog, webhook_sender
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # service/api/dashboard.py serves /docs and /redoc from local assets
         redoc_url=None,
         description="Knowledge distillation as a service.",
+        dependencies=[Depends(json_body)],
     )
     app.state.settings = settings
     app.state.known_keys = keys.KnownKeys(settings.key_cache_s)

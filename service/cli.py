@@ -2,12 +2,15 @@
 client's (distillery_client/cli.py: submit, list, show, watch, download, ...). The server
 commands import their heavy modules when they run."""
 
+import ctypes
+import functools
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER_STOP_S = 40.0
 KEEP_ALIVE_S = 75
 DEFAULT_QUEUES = "default"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def migrate(url: str | None = None) -> None:
@@ -98,7 +102,10 @@ def up(host: str, port: int, queues: str) -> None:
     declare_queues(queues.split(","))
     env = {**os.environ, "DISTILLERY_DATA_DIR": str(settings.data_dir.resolve())}
     worker = subprocess.Popen(
-        worker_command(queues, settings.worker_concurrency), env=env, start_new_session=True
+        worker_command(queues, settings.worker_concurrency),
+        env=env,
+        start_new_session=True,
+        preexec_fn=dies_with_this_process(),
     )
     # uvicorn re-raises SIGTERM once it has shut down: let that unwind to the finally below
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -106,6 +113,22 @@ def up(host: str, port: int, queues: str) -> None:
         api(host, port)
     finally:
         stop_worker(worker)
+
+
+def dies_with_this_process() -> Callable[[], None] | None:
+    """For `up`'s worker, run in the child before exec: Linux sends it SIGTERM (a warm
+    shutdown: its job saves and is requeued) when `up` dies, even by SIGKILL. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only calls it
+    return functools.partial(_ask_for_sigterm, libc, os.getpid())
+
+
+def _ask_for_sigterm(libc: ctypes.CDLL, parent: int) -> None:
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # `up` died before the request: nobody would send it
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:

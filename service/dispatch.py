@@ -1,6 +1,8 @@
-"""Sends job ids to the queue by task name, only once the job's row is committed."""
+"""Sends job ids to the queue by task name, only once the job's row is committed. A broker
+that is away is logged once when it goes and once when it is back, not at every try."""
 
 import logging
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -16,6 +18,29 @@ CHECK_MODEL_TASK = "distillery.check_model"
 log = logging.getLogger(__name__)
 
 
+class BrokerState:
+    """Whether the last try reached the broker; logs one line per change."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.lock = threading.Lock()
+
+    def failed(self, what: str, exc: Exception) -> None:
+        with self.lock:
+            was_down, self.down = self.down, True
+        if not was_down:
+            log.warning("broker unreachable (%s: %s): %s; retrying", type(exc).__name__, exc, what)
+
+    def reached(self) -> None:
+        with self.lock:
+            was_down, self.down = self.down, False
+        if was_down:
+            log.warning("broker reachable again")
+
+
+broker = BrokerState()
+
+
 @lru_cache
 def producer() -> Celery:
     """A send-only Celery app: the API never imports the worker package."""
@@ -25,8 +50,10 @@ def producer() -> Celery:
 def send(job_id: str, queue: str) -> None:
     try:
         producer().send_task(RUN_JOB_TASK, kwargs={"job_id": job_id}, queue=queue)
-    except Exception:  # the watchdog re-sends queued jobs, so a broker hiccup loses nothing
-        log.exception("could not send job %s to queue %s", job_id, queue)
+    except Exception as exc:  # the watchdog re-sends queued jobs, so a broker hiccup loses nothing
+        broker.failed(f"job {job_id} not sent to queue {queue}", exc)
+    else:
+        broker.reached()
 
 
 def wake(queue: str, send: Callable[[str], None]) -> bool:
@@ -35,10 +62,12 @@ def wake(queue: str, send: Callable[[str], None]) -> bool:
     so a message lost with a broker restart or a killed worker delays nothing more than
     this. True when it sent one."""
     try:
-        if waiting_messages(queue) > 0:
-            return False
-    except Exception:  # the broker is away: the next watchdog pass tries again
-        log.warning("broker unreachable; queue %s not woken", queue, exc_info=True)
+        waiting = waiting_messages(queue)
+    except Exception as exc:  # the broker is away: the next watchdog pass tries again
+        broker.failed(f"queue {queue} not woken", exc)
+        return False
+    broker.reached()
+    if waiting > 0:
         return False
     send(queue)
     return True
@@ -58,8 +87,10 @@ def send_check(model_id: str, queue: str) -> None:
     """Ask a worker to check an uploaded model's weights (a timm architecture's)."""
     try:
         producer().send_task(CHECK_MODEL_TASK, kwargs={"model_id": model_id}, queue=queue)
-    except Exception:  # the watchdog sends it again (service/ingest/model_checks.py)
-        log.exception("could not send the check of model %s to queue %s", model_id, queue)
+    except Exception as exc:  # the watchdog sends it again (service/ingest/model_checks.py)
+        broker.failed(f"the check of model {model_id} not sent to queue {queue}", exc)
+    else:
+        broker.reached()
 
 
 def send_after_commit(s: Session, job_id: str, queue: str) -> None:

@@ -13,9 +13,10 @@ from service import keys
 from service.api.schemas import problems
 from service.db import tenancy
 from service.db.sessions import session_scope
+from service.errors import UnsupportedMediaType
 from service.ingest import uploads
 from service.jobs import quotas
-from service.spec.limits import Name
+from service.spec.limits import Name, is_json, media_type
 
 # documents the scheme in the OpenAPI; the header itself is read by `caller`
 BEARER = HTTPBearer(auto_error=False, description="an API key: distillery keys create")
@@ -71,7 +72,19 @@ def _check_bytes() -> None:
         quotas.check_bytes(s)
 
 
+async def json_body(request: Request) -> None:
+    """415 for a body sent to a route that reads JSON under another Content-Type, or none:
+    FastAPI would take it as bytes and answer a 422 that names no media type."""
+    route = request.scope.get("route")
+    if not getattr(getattr(route, "dependant", None), "body_params", None):
+        return
+    given = media_type(request.scope)
+    if not is_json(given) and await request.body():
+        raise UnsupportedMediaType(given, "send the body as application/json")
+
+
 AUTHENTICATED = [Depends(caller)]  # every /v1 router's
+JSON_BODY = problems(415)  # what a route that reads a JSON body may answer (json_body)
 UPLOAD = [Depends(storage_room)]  # the upload routes'
 QUOTA = problems(429)  # what a route that adds to a project's use may answer
 KEYED = problems(401, 403)  # what AUTHENTICATED may answer

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import dispatch
-from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, Cursor, Limit
+from service.api.deps import AUTHENTICATED, DB, JSON_BODY, KEYED, QUOTA, Cursor, Limit
 from service.api.schemas import (
     BestEpoch,
     EventList,
@@ -54,7 +54,7 @@ def _out(s: Session, jobs: list[Job]) -> list[JobOut]:
     "",
     status_code=201,
     response_model=JobOut,
-    responses=REPLAYED | problems(400, 409, 413, 422) | QUOTA,
+    responses=REPLAYED | problems(400, 409, 413, 422) | QUOTA | JSON_BODY,
 )
 def create_job(
     s: DB,

@@ -6,7 +6,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from service.api.deps import AUTHENTICATED, DB, KEYED, Cursor, Limit
+from service.api.deps import AUTHENTICATED, DB, JSON_BODY, KEYED, Cursor, Limit
 from service.api.schemas import (
     DeliveryList,
     DeliveryOut,
@@ -38,7 +38,12 @@ class WebhookIn(BaseModel):
     )
 
 
-@router.post("", status_code=201, response_model=WebhookCreated, responses=problems(400, 413, 422))
+@router.post(
+    "",
+    status_code=201,
+    response_model=WebhookCreated,
+    responses=problems(400, 413, 422) | JSON_BODY,
+)
 def create_webhook(s: DB, body: WebhookIn, response: Response) -> WebhookCreated:
     """The answer holds the webhook's signing secret: it is not shown again."""
     hook = webhooks.register(s, str(body.url), body.events)

@@ -1,10 +1,12 @@
 """Job ids reach the real broker (kombu SQLite transport or Redis), only after a commit."""
 
+import logging
 import uuid
 from datetime import timedelta
 from queue import Empty
 
 import pytest
+from celery import Celery
 from sqlalchemy import update
 
 from service import dispatch
@@ -118,3 +120,28 @@ def test_a_model_check_whose_message_was_lost_is_sent_again(queue):
     waited_model(fresh, 60)
     assert run_watchdog(settings) == 1
     assert receive(queue, 1, dispatch.CHECK_MODEL_TASK) == [fresh]
+
+
+def test_a_broker_outage_is_logged_once_when_it_goes_and_once_when_it_is_back(
+    job_in, queue, monkeypatch, caplog
+):
+    job_id = job_in("queued", resources={"queue": queue})
+    waited(job_id, 60)
+    monkeypatch.setattr(dispatch, "broker", dispatch.BrokerState())
+    real, dead = dispatch.producer(), Celery("dead", broker="redis://127.0.0.1:1/0")
+    monkeypatch.setattr(dispatch, "producer", lambda: dead)
+    settings = Settings(wake_after_s=10)
+    with caplog.at_level(logging.INFO, logger="service.dispatch"):
+        for _ in range(3):
+            assert run_watchdog(settings) == 0
+        dispatch.send("job_lost", queue)  # a submit while it is away: the same outage
+        monkeypatch.setattr(dispatch, "producer", lambda: real)
+        assert run_watchdog(settings) == 1
+        assert run_watchdog(settings) == 0
+    lines = [(r.getMessage(), r.exc_info) for r in caplog.records]
+    assert [m.split(" (")[0] for m, _ in lines] == [
+        "broker unreachable",
+        "broker reachable again",
+    ]
+    assert all(exc is None for _, exc in lines)  # a line, no traceback
+    assert receive(queue, 1) == [job_id]  # woken once it was back

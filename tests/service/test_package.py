@@ -19,7 +19,7 @@ from service.db.tables import Base
 pytestmark = pytest.mark.slow  # builds a wheel, installs it in a new venv
 
 ROOT = Path(__file__).resolve().parents[2]
-# what is not source: the build copies the rest of the tree, as `COPY . .` would
+# what is not source, in the folders the Dockerfile copies
 NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".distillery"
 )
@@ -32,6 +32,14 @@ print(json.dumps({"service": service.__file__, "migrations": migrations.__file__
                   "path": sys.path}), flush=True)
 from service.cli import main
 main(["migrate"])
+"""
+
+
+# Runs in the subprocess: the client imports from the install.
+CLIENT = """
+import json, distillery_client
+from distillery_client import Client, InvalidRequest
+print(json.dumps({"client": distillery_client.__file__}), flush=True)
 """
 
 
@@ -66,13 +74,33 @@ def _pip(*args: str, cwd: Path) -> None:
     )
 
 
+def docker_copies() -> list[str]:
+    """What the Dockerfile's build copies from the tree (`COPY src... dest` lines)."""
+    copied = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            copied += words[1:-1]
+    return copied
+
+
+def copy_as_docker_does(src: Path) -> None:
+    src.mkdir()
+    for name in docker_copies():
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=NOT_SOURCE)
+        else:
+            shutil.copy2(ROOT / name, src / name)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A wheel of the project, built offline from a copy of the tree (setuptools builds in
-    place: build/ and the egg-info stay out of the working tree)."""
+    """A wheel of the project, built offline from what the Dockerfile copies, as its
+    `pip install .` does (setuptools builds in place: build/ and the egg-info stay out of
+    the working tree)."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
-    shutil.copytree(ROOT, src, ignore=NOT_SOURCE)
+    copy_as_docker_does(src)
     out = tmp / "dist"
     _pip(
         "wheel",
@@ -140,6 +168,25 @@ def run_installed(
     )
     assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def test_the_image_copies_every_package_the_project_ships() -> None:
+    shipped = {"service", "worker", "migrations", "distillery_client"}  # pyproject's include
+    assert shipped <= set(Path(name).name for name in docker_copies())
+
+
+def test_installed_wheel_gives_the_cli_and_the_client(site: Path, tmp_path: Path) -> None:
+    proc = run_installed(CLIENT, site, tmp_path, {"DISTILLERY_DATA_DIR": str(tmp_path / "data")})
+    where = json.loads(proc.stdout.splitlines()[-1])
+    assert Path(where["client"]).resolve().is_relative_to(site.resolve()), where
+    script = site / "bin" / "distillery"  # the console script pip writes
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DISTILLERY_"))}
+    env["PYTHONPATH"] = str(site)
+    helped = subprocess.run(
+        [str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert all(command in helped.stdout for command in ("up", "submit", "watch", "keys"))
 
 
 def test_installed_wheel_serves_the_dashboard_and_docs(site: Path, tmp_path: Path) -> None:

@@ -72,7 +72,9 @@ class Callbacks(Protocol):
     def should_stop(self) -> bool: ...
     def preempted(self) -> bool: ...
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
-    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None: ...
+    def on_checkpoint(self, path: Path, epoch: int, kind: str, step: int | None) -> None:
+        """Saved in 1-based `epoch`: at its end (step None) or after `step` of its steps."""
+
     def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None: ...
 
 
@@ -87,7 +89,7 @@ class Quiet:
         return False
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
-    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None: ...
+    def on_checkpoint(self, path: Path, epoch: int, kind: str, step: int | None) -> None: ...
     def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None: ...
 
 
@@ -311,7 +313,7 @@ def save_epoch_checkpoints(run: Run, progress: Progress, resume_path: Path) -> N
     if epoch in run.routes:
         route_path = plan.checkpoint_dir / "route" / f"epoch_{epoch:04d}.safetensors"
         save_weights(route_path, plan.method.output_model())
-        run.callbacks.on_checkpoint(route_path, epoch, "route")
+        run.callbacks.on_checkpoint(route_path, epoch, "route", None)
 
 
 def save_resume_checkpoint(
@@ -326,7 +328,10 @@ def save_resume_checkpoint(
         plan=plan_meta(run.plan),
         order=order,
     )
-    run.callbacks.on_checkpoint(resume_path, progress.epoch, "resume")
+    if progress.step:  # mid-epoch: progress.epoch epochs and `step` of the next are done
+        run.callbacks.on_checkpoint(resume_path, progress.epoch + 1, "resume", progress.step)
+    else:
+        run.callbacks.on_checkpoint(resume_path, progress.epoch, "resume", None)
 
 
 def add_terms(totals: dict[str, Tensor], terms: dict[str, Tensor], n: int) -> None:

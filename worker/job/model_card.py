@@ -66,10 +66,12 @@ def model_card(
 
 
 def dataset_lineage(spec: JobSpec, data: DataSplit) -> dict[str, Any]:
+    """Where the data came from; val_fraction only when it split the validation set off."""
+    fraction = {} if data.own_val else {"val_fraction": spec.data.val_fraction}
     return {
         "name": spec.data.dataset,
         "upload": spec.data.upload,
-        "val_fraction": spec.data.val_fraction,
+        **fraction,
         "split_seed": spec.data.split_seed,
         "train_size": len(data.train),
         "holdout_size": 0 if data.holdout is None else len(data.holdout),

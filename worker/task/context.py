@@ -159,17 +159,19 @@ class JobContext:
         with self._owned() as s:
             lifecycle.record_epoch(s, self.job_id, self.owner, {"epoch": epoch, **metrics})
 
-    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None:
+    def on_checkpoint(self, path: Path, epoch: int, kind: str, step: int | None) -> None:
+        where = f"at the end of epoch {epoch}" if step is None else f"at epoch {epoch}, step {step}"
         with self._owned() as s:
             art = store.register(s, self.job_id, path, kind=ARTIFACT_KINDS[kind], epoch=epoch)
             lifecycle.add_event(
                 s,
                 self.job_id,
                 "checkpoint",
-                f"{kind} checkpoint at epoch {epoch}",
+                f"{kind} checkpoint {where}",
                 name=art.name,
                 kind=kind,
                 epoch=epoch,
+                step=step,
                 sha256=art.sha256,
             )
 

@@ -319,3 +319,22 @@ def test_bad_cursor(client, path, cursor):
 @pytest.mark.parametrize("path", ["/v1/jobs", "/v1/models", "/v1/datasets"])
 def test_overlong_cursor(client, path):
     assert fields(problem(client.get(path, params={"cursor": "x" * 201}), 422)) == ["query.cursor"]
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/webhooks"])
+@pytest.mark.parametrize("headers", [{}, {"Content-Type": "text/plain"}], ids=["none", "text"])
+def test_a_json_body_sent_as_another_type_is_a_415(
+    client, spec_body, nothing_stored, path, headers
+):
+    body = spec_body if path == "/v1/jobs" else {"url": "https://example.com/hook"}
+    r = client.post(path, content=json.dumps(body), headers=headers)
+    refused = problem(r, 415)
+    assert refused["code"] == "unsupported_media_type" and "application/json" in refused["detail"]
+    assert client.get(path).json()["data"] == []
+
+
+def test_json_with_a_charset_is_json(client, spec_body):
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    assert (
+        client.post("/v1/jobs", content=json.dumps(spec_body), headers=headers).status_code == 201
+    )

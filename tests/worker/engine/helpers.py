@@ -61,7 +61,7 @@ class Recorder:
         self.preempt_after_steps = preempt_after_steps
         self.steps: list[tuple[int, int, int]] = []
         self.epochs: list[tuple[int, dict[str, float]]] = []
-        self.checkpoints: list[tuple[Path, int, str]] = []
+        self.checkpoints: list[tuple[Path, int, str, int | None]] = []
         self.events: list[tuple[str, str, dict[str, Any]]] = []
 
     def on_step(self, epoch: int, step: int, steps_per_epoch: int) -> None:
@@ -77,8 +77,8 @@ class Recorder:
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.epochs.append((epoch, metrics))
 
-    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None:
-        self.checkpoints.append((path, epoch, kind))
+    def on_checkpoint(self, path: Path, epoch: int, kind: str, step: int | None) -> None:
+        self.checkpoints.append((path, epoch, kind, step))
 
     def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None:
         self.events.append((type_, message, data))

@@ -86,8 +86,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 class FillAfterFirst(Recorder):
     """Once the first checkpoint is written, fill the disk to leave room for half of one."""
 
-    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None:
-        super().on_checkpoint(path, epoch, kind)
+    def on_checkpoint(self, path: Path, epoch: int, kind: str, step: int | None) -> None:
+        super().on_checkpoint(path, epoch, kind, step)
         if epoch == 1:
             disk = os.statvfs(path.parent)
             free = disk.f_bavail * disk.f_frsize

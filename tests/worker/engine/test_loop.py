@@ -60,8 +60,8 @@ def test_supervised_teacher_learns_digits(teacher_run) -> None:
     assert recorder.steps[:2] == [(1, 1, steps), (1, 2, steps)] and len(recorder.steps) == 5 * steps
     resume = plan.checkpoint_dir / "resume.safetensors"
     route = plan.checkpoint_dir / "route" / "epoch_0005.safetensors"  # a teacher's last epoch
-    assert recorder.checkpoints == [(resume, e, "resume") for e in range(1, 6)] + [
-        (route, 5, "route")
+    assert recorder.checkpoints == [(resume, e, "resume", None) for e in range(1, 6)] + [
+        (route, 5, "route", None)
     ]
     assert list((plan.checkpoint_dir / "route").iterdir()) == [route]
 
@@ -117,7 +117,8 @@ def test_resume_after_a_preemption_mid_epoch_matches_an_uninterrupted_run(
     assert info.value.step == into_epoch
     _, meta = load_checkpoint(tmp_path / "resume.safetensors")
     assert (meta["progress"]["epoch"], meta["progress"]["step"]) == (1, into_epoch)
-    assert preempting.checkpoints[-1][1:] == (1, "resume")
+    where = (2, "resume", into_epoch) if into_epoch else (1, "resume", None)  # at epoch 1's end
+    assert preempting.checkpoints[-1][1:] == where
 
     resumed = make_plan(digits, tmp_path, epochs=3, init_seed=123)
     recorder = Recorder()
@@ -149,7 +150,7 @@ def test_route_checkpoints_at_every_nth_epoch_lr_drops_and_the_end(digits, tmp_p
     plan = make_plan(digits, tmp_path, epochs=5, schedule=schedule, params={"route_every": 2})
     recorder = Recorder()
     train(plan, recorder)
-    routes = [(p.name, e) for p, e, kind in recorder.checkpoints if kind == "route"]
+    routes = [(p.name, e) for p, e, kind, _ in recorder.checkpoints if kind == "route"]
     assert routes == [(f"epoch_{e:04d}.safetensors", e) for e in (2, 3, 4, 5)]
     assert sorted(p.name for p in (tmp_path / "route").iterdir()) == [r for r, _ in routes]
     last = build_model("cnn_small", 10, 1)

@@ -1,11 +1,20 @@
 """The model card's measurements: data fingerprint, accuracy per class, latency."""
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from service.spec.job import JobSpec
 from worker.engine.data import load_dataset
 from worker.engine.zoo import build_model
-from worker.job.model_card import data_fingerprint, latency_ms, per_class_accuracy
+from worker.job.model_card import (
+    data_fingerprint,
+    dataset_lineage,
+    latency_ms,
+    per_class_accuracy,
+)
 
 
 def test_fingerprint_is_stable_and_changes_with_the_split() -> None:
@@ -45,3 +54,29 @@ def test_latency_times_each_batch_size_once() -> None:
     assert [run["batch_size"] for run in latency["runs"]] == [1, 64]
     for run in latency["runs"]:
         assert 5 <= run["iterations"] <= 20 and 0 < run["p50"] <= run["p90"]
+
+
+def spec_on(dataset: str, **data: object) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "method": {"name": "supervised"},
+            "student": {"arch": "cnn_small", "num_classes": 3, "in_channels": 1},
+            "data": {"dataset": dataset, "val_fraction": 0.1, **data},
+            "train": {"epochs": 1, "batch_size": 8},
+        }
+    )
+
+
+def test_val_fraction_is_named_only_where_it_split_the_data(tmp_path: Path) -> None:
+    rng, path = np.random.default_rng(0), tmp_path / "d.npz"
+    images = rng.integers(0, 256, (40, 6, 6, 1), dtype=np.uint8)  # canonical NHWC
+    labels = np.arange(40) % 3
+    np.savez(path, images=images, labels=labels, class_names=np.array(["a", "b", "c"]))
+    split = load_dataset("upload", 0.1, 0, path=str(path))
+    np.savez(path, images=images, labels=labels, class_names=np.array(["a", "b", "c"]),
+             val_images=images[:9], val_labels=labels[:9])  # fmt: skip
+    own = load_dataset("upload", 0.1, 0, path=str(path))
+    spec = spec_on("upload", upload="ds_1")
+    assert dataset_lineage(spec, split)["val_fraction"] == 0.1
+    assert "val_fraction" not in dataset_lineage(spec, own)
+    assert dataset_lineage(spec, own)["val_size"] == 9

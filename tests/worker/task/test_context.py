@@ -60,7 +60,7 @@ def succeeded_teacher() -> str:
     save_file({}, str(write_file(ctx.job_id, "student.safetensors")))
     for epoch in (2, 6):
         route = write_file(ctx.job_id, f"checkpoints/route/epoch_{epoch:04d}.safetensors")
-        ctx.on_checkpoint(route, epoch, "route")
+        ctx.on_checkpoint(route, epoch, "route", None)
     ctx.register({"student.safetensors": "student"})
     assert ctx.finish(result={"architecture": "resnet8"}) == "succeeded"
     return ctx.job_id
@@ -112,8 +112,8 @@ def test_route_checkpoints_are_artifacts_of_kind_route(clean_db: Any) -> None:
     ctx = claimed()
     resume = write_file(ctx.job_id, "checkpoints/resume.safetensors")
     route = write_file(ctx.job_id, "checkpoints/route/epoch_0002.safetensors")
-    ctx.on_checkpoint(resume, 2, "resume")
-    ctx.on_checkpoint(route, 2, "route")
+    ctx.on_checkpoint(resume, 2, "resume", None)
+    ctx.on_checkpoint(route, 2, "route", None)
     with session_scope() as s:
         kinds = {a.name: a.kind for a in store.list_artifacts(s, ctx.job_id)}
         assert store.route_checkpoints(s, ctx.job_id) == {2: route}
@@ -125,6 +125,20 @@ def test_route_checkpoints_are_artifacts_of_kind_route(clean_db: Any) -> None:
     assert [e["kind"] for e in events] == ["resume", "route"]
 
 
+def test_a_checkpoint_event_says_where_in_the_epoch_it_was_saved(clean_db: Any) -> None:
+    ctx = claimed()
+    resume = write_file(ctx.job_id, "checkpoints/resume.safetensors")
+    ctx.on_checkpoint(resume, 2, "resume", 7)  # preempted after 7 steps of epoch 2
+    ctx.on_checkpoint(resume, 2, "resume", None)
+    with session_scope() as s:
+        events = [e for e in queries.list_events(s, ctx.job_id) if e.type == "checkpoint"]
+    assert [e.message for e in events] == [
+        "resume checkpoint at epoch 2, step 7",
+        "resume checkpoint at the end of epoch 2",
+    ]
+    assert [(e.data["epoch"], e.data["step"]) for e in events] == [(2, 7), (2, None)]
+
+
 def test_a_worker_that_lost_the_job_writes_nothing(clean_db: Any) -> None:
     ctx = claimed()
     ctx.event("info", "before")
@@ -134,7 +148,7 @@ def test_a_worker_that_lost_the_job_writes_nothing(clean_db: Any) -> None:
     for write in (
         lambda: ctx.event("info", "after"),
         lambda: ctx.on_epoch(1, {"val_acc": 0.5}),
-        lambda: ctx.on_checkpoint(path, 1, "resume"),
+        lambda: ctx.on_checkpoint(path, 1, "resume", None),
         lambda: ctx.register({"checkpoints/resume.safetensors": "checkpoint"}),
     ):
         with pytest.raises(LeaseLost):

@@ -27,6 +27,7 @@ class DataSplit:
     class_names: list[str]
     augment: Augment  # resolved: the job's mode, or the dataset's own for "auto"
     holdout: Images | None = None  # a part of the training split a method chooses on
+    own_val: bool = False  # the data came with its validation split: no fraction was split off
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -106,6 +107,7 @@ def resident_split(
 ) -> DataSplit:
     """Pixels (N, C, H, W) held in memory: split (unless `val` is given), sized to the
     augment's base and measured on the train split."""
+    given = val is not None
     if val is None:
         kept, off = split_indices(labels, val_fraction, seed)
         val = pixels[torch.from_numpy(off)], labels[off]
@@ -125,6 +127,7 @@ def resident_split(
         channels=pixels.shape[1],
         class_names=class_names,
         augment=augment,
+        own_val=given,
     )
 
 

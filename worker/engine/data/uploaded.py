@@ -108,7 +108,7 @@ def from_shards(
         mean, std = streamed_stats(tr)
     parts = [part.with_stats(mean, std) for part in parts]
     names = index["class_names"]
-    return DataSplit(parts[0], parts[1], len(names), channels, names, aug)
+    return DataSplit(parts[0], parts[1], len(names), channels, names, aug, own_val="val" in splits)
 
 
 def shards_augment(index: dict[str, Any], augment: str, image_size: int | None) -> Augment:
