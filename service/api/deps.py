@@ -10,13 +10,14 @@ from fastapi.security import HTTPBearer
 from sqlalchemy.orm import Session
 
 from service import keys
+from service.api.middleware import is_json, media_type
 from service.api.schemas import problems
 from service.db import tenancy
 from service.db.sessions import session_scope
 from service.errors import UnsupportedMediaType
 from service.ingest import uploads
 from service.jobs import quotas
-from service.spec.limits import Name, is_json, media_type
+from service.spec.limits import Name
 
 # documents the scheme in the OpenAPI; the header itself is read by `caller`
 BEARER = HTTPBearer(auto_error=False, description="an API key: distillery keys create")

@@ -133,8 +133,8 @@ class Adapting:
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.callbacks.on_epoch(epoch, metrics)
 
-    def on_checkpoint(self, path: Path, epoch: int, kind: str) -> None:
-        self.callbacks.on_checkpoint(path, epoch, kind)
+    def on_checkpoint(self, path: Path, epoch: int, kind: str, step: int | None) -> None:
+        self.callbacks.on_checkpoint(path, epoch, kind, step)
 
     def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None:
         self.callbacks.on_event(type_, message, data)
