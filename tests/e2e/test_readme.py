@@ -1,5 +1,5 @@
-"""The README's walk-through against a real `distillery up`: every `sh`/`bash` block and every
-`python needs-service` block that is not `no-test`, in order, in one shell (so `$TEACHER`
+"""The README's walk-through against a real `distillery up`: every `sh`/`bash` block, every plain
+`python` and `python needs-service` block that is not `no-test`, in order, in one shell (so `$TEACHER`
 carries on), in a folder laid out as `make run` leaves it (`.venv/bin/activate`, the
 `distillery` command). `localhost:8000` becomes the port this test serves on."""
 
@@ -38,12 +38,12 @@ def script(runnable: list[Block], port: int, folder: Path) -> str:
             path = folder / f"block_{block.line}.py"
             path.write_text(code)
             code = f"{shlex.quote(sys.executable)} {path.name}"
-        lines += [code, f"echo {RAN} {block.line}"]
+        lines += [code, f"echo; echo {RAN} {block.line}"]  # a JSON answer ends in no newline
     return "\n".join(lines) + "\n"
 
 
 def test_the_readme_walk_through_runs(tmp_path: Path) -> None:
-    runnable = [b for b in blocks() if b.runs_with_a_service()]
+    runnable = [b for b in blocks() if b.runs_with_a_service() or b.runs_here()]
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
     env |= {"PYTHONPATH": str(ROOT), "DISTILLERY_URL": f"http://127.0.0.1:{port}"}
