@@ -1,7 +1,8 @@
-"""The README's walk-through against a real `distillery up`: every `sh`/`bash` block, every plain
-`python` and `python needs-service` block that is not `no-test`, in order, in one shell (so `$TEACHER`
-carries on), in a folder laid out as `make run` leaves it (`.venv/bin/activate`, the
-`distillery` command). `localhost:8000` becomes the port this test serves on."""
+"""The README's walk-through against a real `distillery up`: every `sh`/`bash` block, every
+plain `python` and `python needs-service` block that is not `no-test`, in order, in one shell
+(so `$TEACHER` carries on), in a folder laid out as `make run` leaves it
+(`.venv/bin/activate`, the `distillery` command). `localhost:8000` becomes the port this test
+serves on."""
 
 import os
 import re
