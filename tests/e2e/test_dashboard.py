@@ -9,29 +9,19 @@ A screenshot is saved to $DISTILLERY_TEST_ARTIFACTS (else pytest's tmp_path)."""
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By  # noqa: E402  (after browser's skip)
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 
 from service import keys
 from service.db.sessions import session_scope
 from tests.conftest import Backend
+from tests.e2e.browser import chromium, shown, wait  # noqa: E402
 from tests.e2e.conftest import Service, fresh_service
-
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-if not CHROMIUM.exists() and not os.environ.get("CI"):
-    pytest.skip(
-        "no /usr/bin/chromium: apt-get install chromium chromium-driver (CI installs it)",
-        allow_module_level=True,
-    )
-
-from selenium import webdriver  # noqa: E402  (after the skip: the browser is what it drives)
-from selenium.webdriver.chrome.service import Service as Driver  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
@@ -43,19 +33,6 @@ SPEC = {
     "data": {"dataset": "digits", "val_fraction": 0.2},
     "train": {"epochs": EPOCHS, "batch_size": 64, "seed": 0},
 }
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1400",
-    # the network is closed: no name but 127.0.0.1 resolves, so a CDN asset would fail
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 
 
 @pytest.fixture(scope="module")
@@ -67,28 +44,8 @@ def keyed(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Driver(str(CHROMEDRIVER)), options=options)
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), RECORDER) as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def wait(driver: WebDriver, until: Callable[[WebDriver], Any], timeout: float = 30) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(until)
-
-
-def shown(css: str) -> Callable[[WebDriver], Any]:
-    def find(driver: WebDriver) -> Any:
-        found = [e for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
-        return found[0] if found else False
-
-    return find
 
 
 def points(driver: WebDriver, box: str) -> int:

@@ -6,12 +6,11 @@ The job sits in a queue no worker takes; its attempts and epochs are written as 
 would be (service.jobs.lifecycle, in this process). One backend (SQLite), as the other
 dashboard test."""
 
-import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
+from selenium.webdriver.common.by import By  # noqa: E402  (after browser's skip)
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from sqlalchemy import update
 
 from service import keys
@@ -19,20 +18,8 @@ from service.db.sessions import session_scope
 from service.db.tables import Job, utcnow
 from service.jobs import lifecycle
 from tests.conftest import Backend
+from tests.e2e.browser import chromium, shown, use_key, wait  # noqa: E402
 from tests.e2e.conftest import Service, fresh_service
-
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-if not CHROMIUM.exists() and not os.environ.get("CI"):
-    pytest.skip(
-        "no /usr/bin/chromium: apt-get install chromium chromium-driver (CI installs it)",
-        allow_module_level=True,
-    )
-
-from selenium import webdriver  # noqa: E402  (after the skip: the browser is what it drives)
-from selenium.webdriver.chrome.service import Service as Driver  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
 
@@ -44,8 +31,6 @@ SPEC = {
     "train": {"epochs": 5, "batch_size": 64},
     "resources": {"queue": "default"},  # nobody listens there
 }
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"]
-FLAGS += ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]  # the network is closed
 
 
 @pytest.fixture(scope="module")
@@ -57,32 +42,8 @@ def keyed(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Driver(str(CHROMEDRIVER)), options=options)
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def wait(driver: WebDriver, until: Callable[[WebDriver], Any], timeout: float = 30) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(until)
-
-
-def shown(css: str) -> Callable[[WebDriver], Any]:
-    def find(driver: WebDriver) -> Any:
-        found = [e for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
-        return found[0] if found else False
-
-    return find
-
-
-def use_key(browser: WebDriver, key: str) -> None:
-    browser.find_element(By.ID, "key").send_keys(key)
-    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
 
 
 def epochs(job_id: str, owner: str, *accuracies: tuple[int, float]) -> None:
