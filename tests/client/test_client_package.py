@@ -51,6 +51,8 @@ MIRRORS = {
     models.WebhookEventList: "WebhookEventList",
     models.Delivery: "DeliveryOut",
     models.DeliveryList: "DeliveryList",
+    models.Worker: "WorkerOut",
+    models.WorkerList: "WorkerList",
     models.Problem: "Problem",
     models.ProblemField: "ProblemField",
 }

@@ -1,9 +1,12 @@
 """A training process's CPU threads (worker/job/threads.py): the choice from given samples,
 and real processes beside a real busy one."""
 
+import contextlib
 import inspect
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -84,17 +87,31 @@ def test_an_explicit_setting_wins_and_never_adapts(monkeypatch):
     assert torch.get_num_threads() == 3
 
 
+@contextlib.contextmanager
+def spinning(core: int) -> Iterator[None]:
+    """`while True: pass` pinned to `core` in another process's load: not this process's
+    child (its shell exits), which the job would count as its own (a decoder)."""
+    python = shlex.quote(sys.executable)
+    started = subprocess.run(
+        ["sh", "-c", f"{python} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(started.stdout)
+    try:
+        os.sched_setaffinity(pid, {core})
+        yield
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def busy_core() -> Iterator[int]:
-    """A process spinning on one allowed core (pinned, so it shows as one core taken)."""
+    """Another process spinning on one allowed core (pinned: one core taken)."""
     cores = sorted(os.sched_getaffinity(0))
-    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    os.sched_setaffinity(spin.pid, {cores[-1]})
-    try:
+    with spinning(cores[-1]):
         yield len(cores)
-    finally:
-        spin.kill()
-        spin.wait()
 
 
 @pytest.mark.usefixtures("kept_threads")
@@ -114,14 +131,9 @@ def test_adapting_looks_again_while_training(monkeypatch):
     cores = chosen.apply()
     assert cores == len(os.sched_getaffinity(0))
     adapting = Adapting(loop.Quiet(), chosen)
-    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    os.sched_setaffinity(spin.pid, {max(os.sched_getaffinity(0))})
-    try:
+    with spinning(max(os.sched_getaffinity(0))):
         time.sleep(threads.LOOK_EVERY_S)  # the window the next look measures
         assert adapting.should_stop() is False
-    finally:
-        spin.kill()
-        spin.wait()
     assert chosen.taken >= 1
     assert torch.get_num_threads() == max(1, cores - chosen.taken)
 
