@@ -1,8 +1,8 @@
 """A training process's CPU threads, chosen from the cores that other processes leave free.
 
 An explicit DISTILLERY_TRAIN_THREADS (> 0) is used as is and never changes. Otherwise a first
-look of FIRST_LOOK_S at the allowed cores counts those others take (busier than TAKEN once the
-job's own CPU time is taken off), and the job's processes share the rest, less their streamed
+look of FIRST_LOOK_S at the allowed cores counts those others take (their busy time less the
+job's own, in whole cores), and the job's processes share the rest, less their streamed
 data's decoders, at least one thread each. `Adapting` looks again about every LOOK_EVERY_S of
 training, on every rank, and sets torch's threads when the choice changes: OpenMP threads that
 spin on a core another process holds cost far more than they give.
@@ -10,6 +10,7 @@ spin on a core another process holds cost far more than they give.
 
 import contextlib
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -49,14 +50,12 @@ def fractions(before: Look, after: Look) -> tuple[list[float], float]:
 
 
 def taken_by_others(busy: list[float], own: float) -> int:
-    """Cores that other processes keep busier than TAKEN. The job's own use (in cores) is
-    taken off the busiest cores first: a busy thread keeps to its core while it can."""
-    left, taken = own, 0
-    for fraction in sorted(busy, reverse=True):
-        mine = min(fraction, left)
-        left -= mine
-        taken += fraction - mine > TAKEN
-    return taken
+    """Cores that other processes' work fills: the allowed cores' busy time less the job's
+    own, a core for each whole core of it and one more for a part over TAKEN. Summed, not
+    core by core: a thread that moves between cores shares one with another process for a
+    while, and its own use would hide that process's on that core."""
+    others = max(sum(busy) - own, 0.0)
+    return min(len(busy), max(0, math.ceil(others - TAKEN)))
 
 
 def choose(cores: int, world: int, taken: int, decoders: int) -> int:

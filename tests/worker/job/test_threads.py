@@ -38,8 +38,10 @@ def test_fractions_are_each_cores_busy_share_and_the_jobs_own_cores():
         ([1.0, 0.02], 1.0, 0),  # idle host, the job on one thread
         ([1.0, 1.0], 1.0, 1),  # a busy process beside the job's one thread
         ([1.0, 1.0], 0.9, 1),  # ... or beside its two threads, sharing a core with it
-        ([0.4, 0.1], 0.0, 0),  # others at 40%: not taken
-        ([0.6, 0.55, 1.0, 0.0], 0.0, 3),  # four cores, three busy with others
+        ([1.0, 0.5], 0.75, 1),  # the job's thread half the time on the busy process's core
+        ([0.4, 0.1], 0.0, 0),  # others at half a core: not taken
+        ([0.6, 0.55, 1.0, 0.0], 0.0, 2),  # others' 2.15 cores of work
+        ([1.0, 1.0, 1.0], 0.0, 3),
         ([0.0, 0.0], 0.0, 0),
     ],
 )
