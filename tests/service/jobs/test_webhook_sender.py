@@ -182,6 +182,12 @@ def test_a_black_holed_webhook_does_not_hold_back_another_projects(settings, bla
             for epoch in range(1, LIVE_EVENTS + 1):
                 record_epochs(live_job, range(epoch, epoch + 1))
                 wait_until(lambda: len(receiver.got) >= epoch, timeout_s=60)  # noqa: B023
+
+            def recorded() -> bool:  # the sender writes each answer after the receiver got it
+                done = deliveries(api, live, **live_auth)
+                return all(d["status"] != "pending" for d in done)
+
+            wait_until(recorded, timeout_s=60)
             listed = deliveries(api, live, **live_auth)
     finally:
         receiver.close()
