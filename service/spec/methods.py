@@ -80,6 +80,11 @@ class MethodBase(Strict):
         """This params model with what admission fills in (see `resolved_at_admission`)."""
         return self
 
+    def derivations(self, job: JobFacts) -> dict[str, str]:
+        """{field: how its value was derived from the job}, for the fields admission scaled to
+        the job's schedule (service/spec/schedule.py); the model card prints them."""
+        return {}
+
     def holdout(self) -> float:
         """The share of the training split the method keeps aside to choose on (KDCL)."""
         return 0.0
