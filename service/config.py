@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     default_max_attempts: int = 3
     worker_concurrency: int = 1
     check_queue: str = "default"  # where uploaded timm models are sent to be checked
+    # how the other nodes of a job across nodes reach this worker's host when it is node 0
+    # (the job's rendezvous, rank 0's c10d store on a fresh port); empty: the host's name
+    node_host: str = ""
     # CPU threads of each training process; 0: chosen from the cores other processes leave
     # free, shared among the job's processes, looked at again while training (worker/job/threads.py)
     train_threads: int = Field(0, ge=0)

@@ -93,6 +93,12 @@ def send_check(model_id: str, queue: str) -> None:
         broker.reached()
 
 
-def send_after_commit(s: Session, job_id: str, queue: str) -> None:
-    """A message before the commit could reach a worker that cannot see the row yet."""
-    event.listen(s, "after_commit", lambda _s: send(job_id, queue), once=True)
+def send_after_commit(s: Session, job_id: str, queue: str, workers: int = 1) -> None:
+    """A message before the commit could reach a worker that cannot see the row yet. A job
+    across nodes wakes one worker per node (`workers`)."""
+
+    def sends(_: Session) -> None:
+        for _n in range(workers):
+            send(job_id, queue)
+
+    event.listen(s, "after_commit", sends, once=True)

@@ -74,7 +74,7 @@ def create_job(
             s, spec, idempotency_key=idempotency_key, request_hash=digest
         )
     if created:
-        dispatch.send_after_commit(s, job.id, job.queue)
+        dispatch.send_after_commit(s, job.id, job.queue, job.nodes)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.model_validate(job)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -104,6 +105,13 @@ class Job(Base):
     metrics: Mapped[dict[str, Any]]
     result: Mapped[dict[str, Any] | None]
     error: Mapped[dict[str, Any] | None]
+    # a job across nodes (service/jobs/gangs.py): resources.nodes, the seats of the workers
+    # that claim it together ({node: owner, lease, state}), a version every change of them
+    # bumps, and the host:port of the rendezvous node 0 published for the running attempt
+    nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    gang: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
+    gang_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rendezvous: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

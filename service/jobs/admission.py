@@ -17,6 +17,7 @@ from service.jobs.capacity import (
     holders,
     input_size_problems,
     memory_problems,
+    node_problems,
 )
 from service.spec.job import DataShape, DataSpec, JobSpec, TeacherRef, spec_problems
 from service.spec.methods import TeacherFacts
@@ -64,6 +65,8 @@ def resolve(
         errors += spec.method.teacher_problems(spec.facts(), teacher) or teacher_fit(teacher, shape)
     if not errors:  # sized once the models and the data are known to fit each other
         errors = memory_problems(spec, shape, teacher, where or [configured(spec)])
+    if not errors:
+        errors = node_problems(spec, shape, teacher, where)
     if errors:
         raise InvalidSpec(errors)
     return spec.resolved(shape, teacher)

@@ -1,8 +1,9 @@
 """What a job takes on a worker, and whether a worker of its queue can give it: the data in
 host memory; each model's training state in each GPU's memory when it trains on GPUs, else
-in host memory; the GPUs it asks for. Sized against the live workers of the job's queue
-(service/jobs/fleet.py), largest first, or the configured cap (DISTILLERY_WORKER_MEMORY_BYTES)
-when none is live. A refusal names the limit, the need, what is there and whose it is."""
+in host memory; the GPUs it asks for; for a job across nodes, a worker per node. Sized
+against the live workers of the job's queue (service/jobs/fleet.py), largest first, or the
+configured cap (DISTILLERY_WORKER_MEMORY_BYTES) when none is live. A refusal names the limit,
+the need, what is there and whose it is."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +57,22 @@ def memory_problems(
     return min(found, key=len)
 
 
+def node_problems(
+    spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None, where: Sequence[Holder]
+) -> list[FieldError]:
+    """A job across nodes needs as many live workers of its queue, each able to hold its
+    share (service/jobs/gangs.py claims one per node)."""
+    nodes, queue = spec.resources.nodes, spec.resources.queue
+    if nodes == 1:
+        return []
+    able = [h for h in where if not holder_problems(spec, shape, teacher, h)]
+    if len(able) >= nodes:
+        return []
+    which = f": {', '.join(h.who for h in able)}" if able else ""
+    why = f"needs {nodes} live workers of queue {queue!r} able to run the job, it has {len(able)}"
+    return [FieldError("resources.nodes", f"{why}{which}")]
+
+
 def holder_problems(
     spec: JobSpec, shape: DataShape, teacher: TeacherFacts | None, h: Holder
 ) -> list[FieldError]:
@@ -72,7 +89,7 @@ def holder_problems(
         return [*errors, FieldError("resources.gpus", why)]
     parts = training_state(spec, shape, teacher)
     if on_gpus and h.gpu_memory:  # each of the job's processes holds the models on its GPU
-        parts["train.batch_size"] //= gpus
+        parts["train.batch_size"] //= spec.resources.processes  # its share of each batch
         kind, limit = "GPU memory", h.gpu_memory[gpus - 1]
     else:
         kind, limit = "host memory", h.memory_bytes

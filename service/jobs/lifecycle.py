@@ -12,8 +12,9 @@ from service.db.sessions import get_or_404
 from service.db.tables import ACTIVE, Job, JobEvent, new_id, utcnow
 from service.db.tenancy import current_project
 from service.errors import Conflict, JobError
+from service.jobs import gangs, webhooks
 from service.jobs import progress as job_progress
-from service.jobs import webhooks
+from service.jobs.gangs import Seat
 from service.spec.job import JobSpec
 
 
@@ -44,6 +45,7 @@ def create_job(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         max_attempts=spec.resources.max_attempts,
+        nodes=spec.resources.nodes,
         progress={},
         metrics={},
     )
@@ -67,12 +69,13 @@ def _set(s: Session, job_id: str, where: list[Any], **values: Any) -> bool:
 
 
 def claim(s: Session, job_id: str, owner: str, lease_s: float) -> Job | None:
-    """queued -> running for this owner, or None when someone else has it (or it is done)."""
+    """queued -> running for this owner, or None when someone else has it (or it is done,
+    or it runs across nodes: its gang claims it, service/jobs/gangs.py)."""
     now = utcnow()
     if not _set(
         s,
         job_id,
-        [Job.status == "queued"],
+        [Job.status == "queued", Job.nodes == 1],
         status="running",
         owner=owner,
         lease_until=now + timedelta(seconds=lease_s),
@@ -94,29 +97,43 @@ def claim(s: Session, job_id: str, owner: str, lease_s: float) -> Job | None:
     return job
 
 
-def claim_next(s: Session, queue: str, owner: str, lease_s: float) -> Job | None:
-    """The queue's oldest queued job, now this owner's; None when nothing is queued there.
+def claim_next(s: Session, queue: str, owner: str, lease_s: float) -> Job | Seat | None:
+    """The queue's oldest queued job with room, now this owner's: the job, or for a job
+    across nodes a seat in its gang (running once every seat is taken); None when nothing
+    is queued there.
 
     Workers take jobs from the database in submission order, whichever job's message woke
     them: a message is a wake-up call, not the only record of a job. Two workers reaching
     for the same job both try its conditional UPDATE; the loser takes the next one."""
-    while (job_id := oldest_queued(s, queue)) is not None:
-        if (job := claim(s, job_id, owner, lease_s)) is not None:
+    while (found := gangs.oldest_open(s, [queue])) is not None:
+        job_id, nodes, _ = found
+        if nodes == 1 and (job := claim(s, job_id, owner, lease_s)) is not None:
             return job
+        if nodes > 1 and (taken := gangs.take(s, job_id, owner, lease_s)) is not None:
+            seat, started = taken
+            if started:
+                _gang_started(s, job_id)
+            return seat
     return None
+
+
+def _gang_started(s: Session, job_id: str) -> None:
+    attempt = s.scalar(select(Job.attempt).where(Job.id == job_id))
+    owners = gangs.owners(s, job_id)
+    add_event(
+        s,
+        job_id,
+        "status",
+        f"attempt {attempt} started by {len(owners)} nodes: {', '.join(owners)}",
+        status="running",
+        attempt=attempt,
+        owner=owners[0],
+        nodes=owners,
+    )
 
 
 def queue_of(s: Session, job_id: str) -> str | None:
     return s.scalar(select(Job.queue).where(Job.id == job_id))
-
-
-def oldest_queued(s: Session, queue: str) -> str | None:
-    return s.scalar(
-        select(Job.id)
-        .where(Job.status == "queued", Job.queue == queue)
-        .order_by(Job.created_at, Job.id)
-        .limit(1)
-    )
 
 
 def heartbeat(
@@ -188,11 +205,39 @@ def release(
         owner=None,
         lease_until=None,
         attempt=Job.attempt - 1,
+        **gangs.RESET,
         **extra,
     ):
         return None
     add_event(
         s, job_id, "status", "worker shutting down; requeued", status="queued", preempted=True
+    )
+    return "queued"
+
+
+def retry(
+    s: Session, job_id: str, owner: str, why: JobError, progress: dict[str, Any] | None = None
+) -> str | None:
+    """The owner's attempt was cut short by a part of the job that went away (a node of a
+    job across nodes): running -> queued, the attempt counted as a lost lease's is, failed
+    once max_attempts are spent; cancelling -> cancelled. None when it had lost the job."""
+    if _end_cancelling(s, job_id, owner, utcnow(), progress):
+        return "cancelled"
+    job = get_job(s, job_id)
+    s.refresh(job)
+    if job.attempt >= job.max_attempts:
+        message = f"{why.message} ({job.attempt} attempts)"
+        error = JobError("attempts_exhausted", message, retryable=True)
+        return finish(s, job_id, owner, error=error, progress=progress)
+    mine = [Job.owner == owner, Job.status == "running"]
+    extra = _final(progress, job_progress.stopped)
+    if not _set(
+        s, job_id, mine, status="queued", owner=None, lease_until=None, **gangs.RESET, **extra
+    ):
+        return None
+    message = f"{why.message}; attempt {job.attempt} requeued"
+    add_event(
+        s, job_id, "status", message, status="queued", attempt=job.attempt, error=why.as_dict()
     )
     return "queued"
 
@@ -260,7 +305,7 @@ def _expire(s: Session, job: Job, now: datetime) -> bool:
             add_event(s, job.id, "status", "worker lost while cancelling", status="cancelled")
         return False
     if job.attempt < job.max_attempts:
-        if _set(s, job.id, guard, status="queued", owner=None, lease_until=None):
+        if _set(s, job.id, guard, status="queued", owner=None, lease_until=None, **gangs.RESET):
             add_event(
                 s,
                 job.id,

@@ -21,9 +21,9 @@ def run_watchdog(settings: Settings) -> int:
     whose jobs wait with no message in the broker, and the check queue for a model check
     no worker took. Returns the messages sent."""
     with session_scope() as s:
-        requeued = [(j.queue, j.id) for j in lifecycle.watchdog(s)]
+        requeued = [(j.queue, j.id) for j in lifecycle.watchdog(s) for _ in range(j.nodes)]
         model_checks.expire(s)
-    for queue, job_id in requeued:
+    for queue, job_id in requeued:  # a job across nodes: a message per node, to wake its gang
         dispatch.send(job_id, queue)
     with session_scope() as s:
         waiting = lifecycle.waiting(s, settings.wake_after_s)

@@ -196,6 +196,19 @@ class ResourcesSpec(Strict):
         "worker, that many gloo processes); each trains train.batch_size / gpus samples of "
         "every batch",
     )
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="workers (hosts) that train the job together, each with resources.gpus "
+        "processes: claimed together (all or none), they meet through torch.distributed's "
+        "rendezvous at node 0; every batch is shared among all nodes x gpus processes",
+    )
+
+    @property
+    def processes(self) -> int:
+        """The job's training processes on all its nodes: its DDP world."""
+        return self.nodes * self.gpus
 
 
 EXAMPLE: dict[str, Any] = {
@@ -266,20 +279,25 @@ def spec_problems(spec: JobSpec, shape: DataShape) -> list[FieldError]:
         problems.append(
             FieldError("train.schedule.warmup_epochs", "must be less than train.epochs")
         )
-    return problems + _ddp_problems(train.batch_size, spec.resources.gpus)
+    return problems + _ddp_problems(train.batch_size, spec.resources)
 
 
-def _ddp_problems(batch_size: int, gpus: int) -> list[FieldError]:
-    """Each of `gpus` processes trains an equal share of every batch, of 2 samples or more
-    (BatchNorm cannot normalise one)."""
-    if gpus == 1:
+def _ddp_problems(batch_size: int, resources: ResourcesSpec) -> list[FieldError]:
+    """Each of the job's processes trains an equal share of every batch, of 2 samples or
+    more (BatchNorm cannot normalise one)."""
+    world = resources.processes
+    if world == 1:
         return []
-    if batch_size % gpus:
-        why = f"must be a multiple of resources.gpus ({gpus})"
-        return [FieldError("train.batch_size", why)]
-    if batch_size // gpus < 2:
+    named = (
+        f"resources.gpus ({world})"
+        if resources.nodes == 1
+        else f"the job's {world} processes (resources.nodes x resources.gpus)"
+    )
+    if batch_size % world:
+        return [FieldError("train.batch_size", f"must be a multiple of {named}")]
+    if batch_size // world < 2:
         why = (
-            f"must be at least {2 * gpus}: each of the {gpus} processes needs 2 samples "
+            f"must be at least {2 * world}: each of the {world} processes needs 2 samples "
             "or more of every batch"
         )
         return [FieldError("train.batch_size", why)]

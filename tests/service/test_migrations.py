@@ -221,8 +221,9 @@ def test_0004_gives_route_checkpoints_their_kind_and_old_specs_still_load(url):
     assert "linear_steps" not in spec["method"]
     loaded = JobSpec.model_validate(spec).model_dump(mode="json")  # as the worker reads it
     # what the spec gained since, each at its default: KDCL's held-out part it chooses on,
-    # the student's start, the data's normalisation and training resolution
+    # the student's start, the data's normalisation and training resolution, its nodes
     assert loaded["method"].pop("holdout_fraction") == 0.1
+    assert loaded["resources"].pop("nodes") == 1
     assert loaded["student"].pop("init") is None
     assert loaded["data"].pop("normalisation") == "auto"
     assert loaded["data"].pop("image_size") is None

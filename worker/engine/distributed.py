@@ -1,4 +1,5 @@
-"""One job on several processes: DDP, one process per GPU (NCCL), or per CPU slot (gloo).
+"""One job on several processes: DDP, one process per GPU (NCCL), or per CPU slot (gloo),
+on one host or across several (their ranks meet at rank 0's c10d TCPStore).
 
 Every rank builds the same method from the same seed, draws the same shuffled order and
 augmentation from the same generator, and trains on its contiguous share of each global
@@ -45,14 +46,19 @@ def rank_device(device: str, rank: int) -> torch.device:
 
 
 @contextlib.contextmanager
-def process_group(rank: int, world: int, rendezvous: Path, device: torch.device) -> Iterator[None]:
-    """Join the job's group through a file every rank can see (no ports to pick)."""
+def process_group(
+    rank: int, world: int, rendezvous: Path | str, device: torch.device
+) -> Iterator[None]:
+    """Join the job's group: through a file every rank can see (a Path: ranks on one host,
+    no port to pick), or at "host:port", where rank 0 serves torch.distributed's TCPStore
+    (ranks on several hosts)."""
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    where = f"file://{rendezvous}" if isinstance(rendezvous, Path) else f"tcp://{rendezvous}"
     dist.init_process_group(
         backend,
-        init_method=f"file://{rendezvous}",
+        init_method=where,
         rank=rank,
         world_size=world,
         timeout=TIMEOUT,
@@ -62,6 +68,14 @@ def process_group(rank: int, world: int, rendezvous: Path, device: torch.device)
         yield
     finally:
         dist.destroy_process_group()
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether `exc` says another rank went away mid-collective: torch.distributed's own
+    error types (NCCL, the store), or gloo's transport errors, which come as plain
+    RuntimeErrors naming their source ("gloo/transport/tcp/pair.cc: ... Connection reset by
+    peer", "... Timed out waiting ... for recv")."""
+    return isinstance(exc, dist.DistError) or "gloo/transport/" in str(exc)
 
 
 def wrap(model: nn.Module, device: torch.device, shard: Shard) -> nn.Module:

@@ -5,7 +5,9 @@ one process per rank (worker/task/supervisor.py). Each builds the same plan from
 trains its share of each batch (all of it on one process). Rank 0 also reports through the job's
 context (every write checked against the lease the task holds), writes the outputs and
 leaves the outcome in FOLDER: result.json and exit 0, error.json and exit 1, or an exit code
-for a stop or a lost lease.
+for a stop or a lost lease. A job across nodes has such processes on each node (the job
+file says which ranks are this node's); they meet at rank 0's c10d store, and any of them
+that loses its peers mid-collective exits EXIT_NODE_LOST.
 """
 
 import contextlib
@@ -27,14 +29,13 @@ from service.config import get_settings
 from service.errors import JobError
 from service.spec.job import JobSpec
 from worker.engine import loop
-from worker.engine.distributed import process_group, rank_device
+from worker.engine.distributed import lost_peer, process_group, rank_device
 from worker.job.build import Built, build, measure_teacher
 from worker.job.exports import ExportError
 from worker.job.outputs import write_outputs
 from worker.job.threads import Adapting, Threads
 from worker.task import supervisor
 from worker.task.context import JobContext, LeaseLost
-from worker.task.inputs import JobInputs
 
 log = logging.getLogger("worker.job.rank")
 
@@ -47,34 +48,40 @@ ERROR_CODES: dict[type[Exception], str] = {
 
 def main(folder: Path, rank: int, world: int) -> int:
     _exit_with_parent()
-    job_id, owner, spec, inputs = supervisor.read_job(folder)
-    logs.JOB_ID.set(job_id)  # every record of this process is about the job
+    job = supervisor.read_job(folder)
+    logs.JOB_ID.set(job.job_id)  # every record of this process is about the job
     torch.set_num_interop_threads(1)
-    threads = Threads.first_look(world)
+    threads = Threads.first_look(job.node.gpus)  # the job's processes on this host
     if rank == 0:
-        ctx = JobContext(job_id, owner, spec, get_settings())
+        ctx = JobContext(job.job_id, job.owner, job.spec, get_settings())
         ctx.resume_progress()
-        log.info("job %s: rank 0 of %d reporting", job_id, world)
+        log.info("job %s: rank 0 of %d reporting", job.job_id, world)
         on_shutdown_signals(lambda *_: ctx.preempt.set())
-        return report(folder, ctx, inputs, threads)
+        return report(folder, ctx, job, threads)
     # the others train on until rank 0 has saved and left (the task then ends them): dying
     # at once would leave rank 0 waiting on them inside a step
     on_shutdown_signals(signal.SIG_IGN)
-    device = rank_device(spec.train.device, rank)
-    built = build(spec, inputs, device)
+    device = rank_device(job.spec.train.device, job.node.local(rank))
+    built = build(job.spec, job.inputs, device)
     threads.set_decoders(built.data.train.decoders)
-    log.info("job %s: rank %d of %d on %s joining", job_id, rank, world, device)
-    with joined(folder, rank, world, device):
-        loop.train(built.plan, Adapting(loop.Quiet(), threads))
-    log.info("job %s: rank %d of %d done", job_id, rank, world)
+    log.info("job %s: rank %d of %d on %s joining", job.job_id, rank, world, device)
+    try:
+        with joined(folder, rank, job.node, device):
+            loop.train(built.plan, Adapting(loop.Quiet(), threads))
+    except Exception as exc:
+        if job.node.count > 1 and lost_peer(exc):
+            log.error("job %s: rank %d lost its peers: %s", job.job_id, rank, exc)
+            return supervisor.EXIT_NODE_LOST
+        raise
+    log.info("job %s: rank %d of %d done", job.job_id, rank, world)
     return 0
 
 
-def report(folder: Path, ctx: JobContext, inputs: JobInputs, threads: Threads) -> int:
+def report(folder: Path, ctx: JobContext, job: supervisor.JobFile, threads: Threads) -> int:
     """Rank 0: train and write the outputs, reporting as it goes; the outcome into FOLDER."""
     with ctx:
         try:
-            result = train(ctx, inputs, folder, threads)
+            result = train(ctx, job, folder, threads)
         except loop.Stopped:
             return supervisor.EXIT_STOPPED
         except loop.Preempted as exc:
@@ -84,6 +91,9 @@ def report(folder: Path, ctx: JobContext, inputs: JobInputs, threads: Threads) -
             log.warning("job %s: lease lost, another attempt owns it now", ctx.job_id)
             return supervisor.EXIT_LEASE_LOST
         except Exception as exc:  # every failure reaches the job's status with a reason
+            if job.node.count > 1 and lost_peer(exc):  # the task requeues the job
+                log.error("job %s: rank 0 lost its peers: %s", ctx.job_id, exc)
+                return supervisor.EXIT_NODE_LOST
             log.exception("job %s failed", ctx.job_id)
             _write(folder / supervisor.ERROR_FILE, job_error(exc).as_dict())
             return 1
@@ -91,21 +101,19 @@ def report(folder: Path, ctx: JobContext, inputs: JobInputs, threads: Threads) -
     return 0
 
 
-def train(ctx: JobContext, inputs: JobInputs, folder: Path, threads: Threads) -> dict[str, Any]:
-    spec, world = ctx.spec, threads.world
-    device = job_device(spec.train.device, world)
+def train(
+    ctx: JobContext, job: supervisor.JobFile, folder: Path, threads: Threads
+) -> dict[str, Any]:
+    spec, inputs, node = ctx.spec, job.inputs, job.node
+    device = job_device(spec.train.device, node.gpus)
     before = peak_rss()
     built = build(spec, inputs, device)
     threads.set_decoders(built.data.train.decoders)
     if built.teacher is not None:
         report_teacher(ctx, built, spec, device)
-    if world > 1:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        devices = [str(rank_device(spec.train.device, r)) for r in range(world)]
-        logs = str(folder.relative_to(inputs.job_dir))
-        message = f"training on {world} processes ({backend})"
-        ctx.event("distributed", message, world=world, backend=backend, devices=devices, logs=logs)
-    with joined(folder, 0, world, device):
+    if node.world > 1:
+        report_distributed(ctx, node, device, str(folder.relative_to(inputs.job_dir)))
+    with joined(folder, 0, node, device):
         outcome = loop.train(built.plan, Adapting(ctx, threads))
     peak = peak_rss()
     memory = {"peak_rss_bytes": peak, "peak_rss_growth_bytes": peak - before}
@@ -115,6 +123,21 @@ def train(ctx: JobContext, inputs: JobInputs, folder: Path, threads: Threads) ->
         ctx.event(type_, message)
     ctx.register(written.files)
     return written.result
+
+
+def report_distributed(
+    ctx: JobContext, node: supervisor.Node, device: torch.device, logs: str
+) -> None:
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    # each rank's device on its node: rank r trains on GPU r % gpus of its node
+    devices = [str(rank_device(ctx.spec.train.device, r % node.gpus)) for r in range(node.world)]
+    message = f"training on {node.world} processes ({backend})"
+    if node.count > 1:
+        message += f" on {node.count} nodes, meeting at {node.address}"
+    data = {"world": node.world, "backend": backend, "devices": devices, "logs": logs}
+    if node.count > 1:
+        data |= {"nodes": node.count, "rendezvous": node.address}
+    ctx.event("distributed", message, **data)
 
 
 def on_shutdown_signals(handler: Any) -> None:
@@ -143,24 +166,26 @@ def report_teacher(ctx: JobContext, built: Built, spec: JobSpec, device: torch.d
 
 
 @contextlib.contextmanager
-def joined(folder: Path, rank: int, world: int, device: torch.device) -> Any:
-    """This rank in the job's process group when the job spans processes."""
-    if world == 1:
+def joined(folder: Path, rank: int, node: supervisor.Node, device: torch.device) -> Any:
+    """This rank in the job's process group when the job spans processes: they meet at a
+    file in the attempt's folder on one node, at node 0's published address across nodes."""
+    if node.world == 1:
         yield
         return
     supervisor.ready_path(folder, rank).touch()
-    with process_group(rank, world, supervisor.rendezvous(folder), device):
+    where = node.address or supervisor.rendezvous(folder)
+    with process_group(rank, node.world, where, device):
         yield
 
 
-def job_device(name: str, world: int) -> torch.device:
-    """Rank 0's device; a CUDA job needs a GPU for each of its processes."""
+def job_device(name: str, gpus: int) -> torch.device:
+    """Rank 0's device; a CUDA job needs a GPU for each of its processes on a node."""
     device = rank_device(name, 0)
-    if device.type == "cuda" and (have := torch.cuda.device_count()) < world:
+    if device.type == "cuda" and (have := torch.cuda.device_count()) < gpus:
         raise JobError(
             "device_unavailable",
-            f"resources.gpus is {world} but this worker sees {have} CUDA device(s); "
-            f"run it on a worker with at least {world} GPUs",
+            f"resources.gpus is {gpus} but this worker sees {have} CUDA device(s); "
+            f"run it on a worker with at least {gpus} GPUs",
             retryable=True,
         )
     return device

@@ -28,7 +28,8 @@ from service.db.sessions import session_scope
 from service.db.tables import Dataset
 from service.errors import JobError
 from service.ingest import datasets, models
-from service.jobs import lifecycle
+from service.jobs import gangs, lifecycle
+from service.jobs.gangs import Seat
 from service.spec.job import JobSpec
 from worker.task.inputs import JobInputs, StartSource, TeacherSource
 from worker.task.tracker import Tracker
@@ -43,12 +44,29 @@ class LeaseLost(Exception):
     """The watchdog gave this job to another attempt: stop and write nothing."""
 
 
+def new_owner() -> str:
+    """Who holds a claim: this host and process, and a fresh token for each claim."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class JobContext:
-    def __init__(self, job_id: str, owner: str, spec: JobSpec, settings: Settings) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        owner: str,
+        spec: JobSpec,
+        settings: Settings,
+        watch_nodes: bool = False,
+    ) -> None:
         self.job_id, self.owner, self.spec, self.settings = job_id, owner, spec, settings
         self.deadline = time.monotonic() + spec.resources.max_runtime_s
         self.tracker = Tracker(spec.train.epochs, spec.train.batch_size)
         self.status: str | None = "running"
+        # node 0's task of a job across nodes: each beat also reads whether the other nodes
+        # are there (lost: their worker stopped renewing its seat) or leaving (shutting down)
+        self.watch_nodes = watch_nodes
+        self.nodes_lost: list[int] = []
+        self.nodes_leaving: list[int] = []
         self._stop = threading.Event()
         self.preempt = threading.Event()  # set by rank 0's SIGTERM: save and give the job up
         self._thread = threading.Thread(
@@ -56,37 +74,19 @@ class JobContext:
         )
 
     @classmethod
-    def claim(cls, queue: str, settings: Settings) -> "JobContext | None":
-        """The queue's oldest queued job, now this worker's; None when nothing is queued."""
-        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    def claim(cls, queue: str, settings: Settings) -> "JobContext | Seat | None":
+        """The queue's oldest queued job with room, now this worker's: its context, or a seat
+        in the gang of a job across nodes (worker/task/nodes.py waits in it); None when
+        nothing is queued."""
+        owner = new_owner()
         with session_scope() as s:
             job = lifecycle.claim_next(s, queue, owner, settings.lease_s)
-            if job is None:
-                return None
+            if job is None or isinstance(job, Seat):
+                return job
             return cls(job.id, owner, JobSpec.model_validate(job.spec), settings)
 
     def inputs(self) -> JobInputs:
-        """The files and facts the job reads: its dataset, its teacher and that one's route."""
-        upload, ref = self.spec.data.upload, self.spec.teacher
-        route: dict[int, Path] = {}
-        drops: list[int] = []
-        teacher = None
-        with session_scope() as s:
-            if ref is not None and ref.model is not None:
-                teacher = _model_source(s, ref.model)
-            elif ref is not None and ref.job is not None:
-                teacher, route, drops = _job_source(s, ref.job)
-            start = _start_source(s, self.spec)
-            dataset = s.get(Dataset, upload) if upload else None
-            dataset_path = datasets.canonical_path(dataset) if dataset else None
-        return JobInputs(
-            job_dir=store.job_dir(self.job_id),
-            dataset_path=dataset_path,
-            teacher=teacher,
-            route=route,
-            teacher_lr_drops=drops,
-            start=start,
-        )
+        return job_inputs(self.job_id, self.spec)
 
     # the lease
     def __enter__(self) -> "JobContext":
@@ -124,8 +124,14 @@ class JobContext:
                 log.exception("heartbeat for job %s failed", self.job_id)
 
     def beat(self) -> None:
-        with self._owned():
-            pass
+        with self._owned() as s:
+            if self.watch_nodes:
+                self.nodes_lost, self.nodes_leaving = gangs.trouble(s, self.job_id)
+
+    def publish(self, address: str) -> None:
+        """Node 0 names its attempt's rendezvous (host:port) for the other nodes."""
+        with self._owned() as s:
+            gangs.publish(s, self.job_id, self.owner, address)
 
     @contextlib.contextmanager
     def _owned(self) -> Iterator[Session]:
@@ -202,9 +208,23 @@ class JobContext:
         """Give the job back to its queue (saved where it stopped) and send its message."""
         with session_scope() as s:
             status = lifecycle.release(s, self.job_id, self.owner, progress=self._final(s))
-            if status == "queued":
-                dispatch.send_after_commit(s, self.job_id, self.spec.resources.queue)
+            self._send_if_queued(s, status)
         return status or "lost"
+
+    def retry(self, why: str) -> str:
+        """A node of the job was lost: back to the queue, the attempt counted (failed when
+        the job has none left)."""
+        error = JobError("node_lost", why, retryable=True)
+        with session_scope() as s:
+            status = lifecycle.retry(s, self.job_id, self.owner, error, progress=self._final(s))
+            self._send_if_queued(s, status)
+        return status or "lost"
+
+    def _send_if_queued(self, s: Session, status: str | None) -> None:
+        """A requeued job's messages: one per node, to wake its gang."""
+        if status == "queued":
+            resources = self.spec.resources
+            dispatch.send_after_commit(s, self.job_id, resources.queue, resources.nodes)
 
     def finish(self, *, result: dict[str, Any] | None = None, error: JobError | None = None) -> str:
         """The job's end: its final status, or "lost" when it is no longer this worker's."""
@@ -220,6 +240,30 @@ class JobContext:
         nothing) the one rank 0 saved before it exited."""
         saved = self.progress or lifecycle.get_job(s, self.job_id).progress
         return {"epochs": self.spec.train.epochs, **saved}
+
+
+def job_inputs(job_id: str, spec: JobSpec) -> JobInputs:
+    """The files and facts a job reads: its dataset, its teacher and that one's route."""
+    upload, ref = spec.data.upload, spec.teacher
+    route: dict[int, Path] = {}
+    drops: list[int] = []
+    teacher = None
+    with session_scope() as s:
+        if ref is not None and ref.model is not None:
+            teacher = _model_source(s, ref.model)
+        elif ref is not None and ref.job is not None:
+            teacher, route, drops = _job_source(s, ref.job)
+        start = _start_source(s, spec)
+        dataset = s.get(Dataset, upload) if upload else None
+        dataset_path = datasets.canonical_path(dataset) if dataset else None
+    return JobInputs(
+        job_dir=store.job_dir(job_id),
+        dataset_path=dataset_path,
+        teacher=teacher,
+        route=route,
+        teacher_lr_drops=drops,
+        start=start,
+    )
 
 
 def _model_source(s: Session, model_id: str) -> TeacherSource:

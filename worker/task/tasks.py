@@ -14,7 +14,8 @@ from worker.task.celery_app import CHECK_MODEL_TASK, RUN_JOB_TASK, app
 
 @app.task(name=RUN_JOB_TASK, bind=True)
 def run_job(self: Task, job_id: str) -> list[str]:
-    return runner.run(job_id, (self.request.delivery_info or {}).get("routing_key"))
+    queues = list(self.app.amqp.queues.consume_from)  # an older job in any of them goes first
+    return runner.run(job_id, (self.request.delivery_info or {}).get("routing_key"), queues)
 
 
 @app.task(name=CHECK_MODEL_TASK)

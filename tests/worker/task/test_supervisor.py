@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,8 @@ class Job:
 
     status: str | None = "running"
     job_id: str = "job_x"
+    nodes_lost: list[int] = field(default_factory=list)  # a job across nodes: node 0's view
+    nodes_leaving: list[int] = field(default_factory=list)
 
 
 def started(tmp_path: Path, **codes: str) -> Ranks:
