@@ -61,20 +61,37 @@ class Service:
         )
         self.worker: subprocess.Popen[bytes] | None = None
         self.workers = 0
+        self.others: list[subprocess.Popen[bytes]] = []  # more workers (start_another_worker)
         if worker:
             self.start_worker()
         self._wait_ready()
 
-    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, cmd: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{name}.log").open("ab")
         return subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True
+            cmd,
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
 
     def start_worker(self) -> None:
         """The same command `distillery worker` runs."""
         self.workers += 1
         self.worker = self._spawn(f"worker{self.workers}", worker_command(QUEUE, 1))
+
+    def start_another_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        """One more worker beside `worker`, as if on another host: its own Celery name, its
+        own settings on top (`env`); its log is worker<N>.log."""
+        self.workers += 1
+        name = ["-n", f"distillery-{self.workers}-{os.getpid()}@%h"]  # the last -n counts
+        proc = self._spawn(f"worker{self.workers}", worker_command(QUEUE, 1) + name, env)
+        self.others.append(proc)
+        return proc
 
     def kill_worker(self) -> None:
         """SIGKILL the worker and its pool child: a machine lost mid-training."""
@@ -139,7 +156,7 @@ class Service:
         return self.wait(job_id, lambda j: j["status"] == status, timeout)
 
     def close(self) -> None:
-        for proc in (self.worker, self.api):
+        for proc in (self.worker, *self.others, self.api):
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:

@@ -162,6 +162,110 @@ def test_a_rank_0_that_does_not_leave_when_asked_is_given_up_after_a_grace(tmp_p
     assert children.procs[0].returncode == -signal.SIGKILL
 
 
+ACROSS_TWO = supervisor.Node(index=0, count=2, gpus=2)  # node 0 of a job on two nodes
+LOST_PEERS = f"import sys; sys.exit({supervisor.EXIT_NODE_LOST})"
+KILLED = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+
+
+@pytest.mark.parametrize("rank_0", [LOST_PEERS, KILLED])
+def test_across_nodes_rank_0_that_lost_its_peers_or_was_killed_is_a_lost_node(tmp_path, rank_0):
+    children = started(tmp_path, r0=rank_0)
+    children.node = ACROSS_TWO
+    with pytest.raises(supervisor.NodeLost, match="rank 0 exited"):
+        children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
+
+
+def test_across_nodes_another_rank_that_lost_its_peers_is_a_lost_node(tmp_path):
+    children = started(tmp_path, r0=SLEEP, r1=LOST_PEERS)
+    children.node = ACROSS_TWO
+    with pytest.raises(supervisor.NodeLost, match="rank 1 exited with code 6"):
+        children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
+    children.stop(grace_s=0)
+
+
+def test_across_nodes_a_rank_that_crashed_on_its_own_fails_the_job(tmp_path):
+    children = started(tmp_path, r0=SLEEP, r1="import sys; sys.exit('CUDA out of memory')")
+    children.node = ACROSS_TWO
+    with pytest.raises(supervisor.RankFailed, match="out of memory"):
+        children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
+    children.stop(grace_s=0)
+
+
+def test_on_one_node_a_lost_peer_is_no_lost_node(tmp_path):
+    children = started(tmp_path, r0=SLEEP, r1=LOST_PEERS)
+    with pytest.raises(supervisor.RankFailed):
+        children.outcome(Job(), RUNNING)  # type: ignore[arg-type]
+    children.stop(grace_s=0)
+
+
+def test_a_node_whose_worker_stopped_renewing_its_seat_ends_the_attempt(tmp_path):
+    children = started(tmp_path, r0=SLEEP)
+    children.node = ACROSS_TWO
+    with pytest.raises(supervisor.NodeLost, match=r"node\(s\) \[1\] lost"):
+        children.outcome(Job(nodes_lost=[1]), RUNNING)  # type: ignore[arg-type]
+    children.stop(grace_s=0)
+
+
+SAVES_ON_SIGTERM = (
+    "import pathlib, signal, sys, time\n"
+    "def leave(*_):\n"
+    f"    pathlib.Path('saved').touch(); sys.exit({supervisor.EXIT_PREEMPTED})\n"
+    "signal.signal(signal.SIGTERM, leave)\n"
+    "pathlib.Path('ready').touch()\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_a_node_leaving_asks_rank_0_to_save_and_give_the_job_up(tmp_path):
+    children = started(tmp_path, r0=SAVES_ON_SIGTERM)
+    children.node = ACROSS_TWO
+    handler_in_place(tmp_path)
+    with pytest.raises(Preempted):  # this worker is not shutting down: node 1's is
+        children.outcome(Job(nodes_leaving=[1]), RUNNING)  # type: ignore[arg-type]
+    assert (tmp_path / "saved").exists()
+
+
+@dataclass
+class Member:
+    """A node past 0 as its supervisor sees it: whether it holds its seat, whether it said
+    it leaves."""
+
+    holds: bool = True
+    left: bool = False
+    job_id: str = "job_x"
+
+    def leave(self) -> None:
+        self.left = True
+
+
+NODE_1 = supervisor.Node(index=1, count=2, gpus=2)
+
+
+def test_a_members_processes_that_finish_training_end_its_part(tmp_path):
+    children = started(tmp_path, r2="pass", r3="import time; time.sleep(0.5)")
+    children.node = NODE_1
+    children.finished(Member(), RUNNING)  # type: ignore[arg-type]
+    assert children.failed() == {}
+
+
+def test_a_member_that_lost_its_seat_stops_waiting(tmp_path):
+    children = started(tmp_path, r2=SLEEP)
+    children.node = NODE_1
+    with pytest.raises(LeaseLost):
+        children.finished(Member(holds=False), RUNNING)  # type: ignore[arg-type]
+    children.stop(grace_s=0)
+
+
+def test_a_member_shutting_down_says_so_and_waits_for_node_0_to_save(tmp_path):
+    member = Member()
+    # node 0 saves and leaves; this node's rank then loses its peers
+    children = started(tmp_path, r2="import time; time.sleep(1); " + LOST_PEERS)
+    children.node = NODE_1
+    with pytest.raises(Preempted):
+        children.finished(member, DRAINING)  # type: ignore[arg-type]
+    assert member.left and children.procs[2].returncode == supervisor.EXIT_NODE_LOST
+
+
 # ten 64 MiB tensors, each freed before the next is made: the minor page faults they cost
 ALLOCATE = """
 import os, resource, torch
