@@ -15,6 +15,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".distillery")
     database_url: str = ""  # empty: SQLite file in data_dir
     broker_url: str = ""  # empty: kombu's SQLAlchemy transport on a SQLite file in data_dir
+    # where every durable byte lives (service/store.py): empty, the data dir's artifacts folder;
+    # s3://bucket/prefix, any S3-compatible store (endpoint and keys from the AWS_* variables)
+    store_url: str = ""
+    # what a worker's local cache of store objects (datasets, teachers) may hold in the data dir
+    cache_bytes: int = Field(50 << 30, ge=0)
     env: str = Field("dev", pattern="^(dev|prod)$")
     host: str = "127.0.0.1"
     port: int = 8000
