@@ -166,7 +166,12 @@ class CorruptCopy(DistilleryError):
     """A stored copy whose sha256 is not its source's (a server fault)."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"copy of {name} does not match its sha256", status=500)
+        super().__init__(
+            f"copy of {name} does not match its sha256",
+            status=500,
+            code="corrupt_copy",
+            title="Internal error",
+        )
 
 
 @dataclass
