@@ -248,6 +248,11 @@ class JobSpec(Strict):
 def spec_problems(spec: JobSpec, shape: DataShape) -> list[FieldError]:
     """Cross-field rules of the spec and its data, each naming its field."""
     problems = spec.method.problems(spec.facts())
+    if shape.num_classes < (least := spec.method.min_classes):
+        why = (
+            f"{spec.method.name} needs at least {least} classes, this data has {shape.num_classes}"
+        )
+        problems.append(FieldError("method.name", why))
     if spec.student.num_classes not in (None, shape.num_classes):
         problems.append(
             FieldError("student.num_classes", f"must be {shape.num_classes} for this dataset")
