@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from service.errors import FieldError
 from service.spec.limits import MAX_EPOCHS, Epoch, Epochs
 from service.spec.names import Arch, Strict, stages
+from service.spec.recipes import pair_values
 from service.spec.schedule import PaperEpochs
 
 Weight = Annotated[float, Field(ge=0, le=1e4)]
@@ -367,19 +368,11 @@ class IEKDParams(MethodBase):
     exp_weight: Weight = 1.0
 
 
-# ReviewKD's published HCL weights by (teacher, student): the authors' CIFAR-100 commands
-# (dvlab-research/ReviewKD, CIFAR-100/script/reviewKD.sh; mdistiller's reviewkd.yaml agrees on
-# resnet32x4 -> resnet8x4). Any other pair: train.py's default, --kd-loss-weight 1.0.
-REVIEWKD_WEIGHTS: dict[tuple[str, str], float] = {
-    ("wrn_40_2", "wrn_16_2"): 5.0,
-    ("wrn_40_2", "wrn_40_1"): 5.0,
-    ("wrn_40_2", "shufflenetv1"): 5.0,
-    ("resnet32x4", "resnet8x4"): 5.0,
-    ("resnet32x4", "shufflenetv1"): 5.0,
-    ("resnet32x4", "shufflenetv2"): 8.0,
-    ("resnet56", "resnet20"): 0.6,
-    ("resnet110", "resnet32"): 1.0,
-}
+# ReviewKD's published HCL weights by (teacher, student): its recipes (recipes.json, from the
+# authors' CIFAR-100 commands, dvlab-research/ReviewKD CIFAR-100/script/reviewKD.sh; mdistiller's
+# reviewkd.yaml agrees on resnet32x4 -> resnet8x4). Any other pair: train.py's default,
+# --kd-loss-weight 1.0.
+REVIEWKD_WEIGHTS: dict[tuple[str, str], float] = pair_values("reviewkd", "weight")
 REVIEWKD_DEFAULT_WEIGHT = 1.0
 
 
