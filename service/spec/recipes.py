@@ -86,9 +86,10 @@ def known(name: str) -> str:
 def fill(raw: Any) -> Any:
     """A raw spec with the fields its recipe fills and it leaves out (anything that names no
     known recipe comes back as it is: validation reports it)."""
-    if not isinstance(raw, dict) or raw.get("recipe") not in recipes():
+    name = raw.get("recipe") if isinstance(raw, dict) else None
+    if not isinstance(name, str) or name not in recipes():
         return raw
-    given = copy.deepcopy(fields(recipes()[raw["recipe"]]))  # the cached recipe stays as it is
+    given = copy.deepcopy(fields(recipes()[name]))  # the cached recipe stays as it is
     spec = merged(given, raw)
     if _path(raw, "train", "schedule", "milestones") is None:
         spec = _follow_epochs(spec, _path(given, "train", "epochs"))

@@ -195,6 +195,7 @@ def test_an_unknown_recipe_is_refused_on_its_field_with_the_close_names() -> Non
     assert error["loc"] == ("recipe",) and "dkd-cifar100-resnet32x4-resnet8x4" in error["msg"]
     assert recipes.fill(["not", "a", "spec"]) == ["not", "a", "spec"]
     assert recipes.fill({"recipe": 3}) == {"recipe": 3}
+    assert recipes.fill({"recipe": {}}) == {"recipe": {}}  # unhashable: found by schemathesis
 
 
 def test_a_pair_recipe_refuses_another_pair() -> None:
