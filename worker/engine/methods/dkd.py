@@ -30,24 +30,31 @@ def dkd_terms(
 ) -> tuple[Tensor, Tensor]:
     """(TCKD, NCKD), each T^2 * KL(teacher || student) summed over its classes and averaged
     over the batch, in float32."""
-    n, classes = student_logits.shape
+    classes = student_logits.shape[1]
     if classes < 3:
         why = "NCKD compares the non-target classes"
         raise ValueError(f"dkd needs at least 3 classes ({why}), not {classes}")
-    target = F.one_hot(labels, classes).bool()
-    binary, others = [], []
+    rest = others(labels, classes)
+    binary, non_target = [], []
     for logits in (student_logits, teacher_logits):
         z = logits.float() / temperature
-        rest = z[~target].view(n, classes - 1)  # the non-target logits, in class order
-        log_all = torch.logsumexp(z, dim=1)
-        log_target = z[target] - log_all
-        log_rest = torch.logsumexp(rest, dim=1) - log_all
-        binary.append(torch.stack([log_target, log_rest], dim=1))
-        others.append(F.log_softmax(rest, dim=1))
+        log_all = torch.logsumexp(z, dim=1, keepdim=True)
+        z_rest = z.gather(1, rest)
+        log_target = z.gather(1, labels[:, None]) - log_all
+        log_rest = torch.logsumexp(z_rest, dim=1, keepdim=True) - log_all
+        binary.append(torch.cat([log_target, log_rest], dim=1))
+        non_target.append(F.log_softmax(z_rest, dim=1))
     scale = temperature**2
     tckd = F.kl_div(binary[0], binary[1], reduction="batchmean", log_target=True)
-    nckd = F.kl_div(others[0], others[1], reduction="batchmean", log_target=True)
+    nckd = F.kl_div(non_target[0], non_target[1], reduction="batchmean", log_target=True)
     return tckd * scale, nckd * scale
+
+
+def others(labels: Tensor, classes: int) -> Tensor:
+    """(N, classes - 1): each row's non-target class indices in order, made by arithmetic
+    (a boolean mask would make the GPU wait for its count)."""
+    index = torch.arange(classes - 1, device=labels.device).expand(len(labels), -1)
+    return index + (index >= labels[:, None]).long()
 
 
 def warmup(epoch: int, warmup_epochs: int) -> float:

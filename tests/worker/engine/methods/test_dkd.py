@@ -13,7 +13,7 @@ from torch import nn
 from tests.worker.engine.helpers import Recorder, batch, make_method, make_plan
 from worker.engine.data import DataSplit
 from worker.engine.loop import train
-from worker.engine.methods.dkd import dkd_terms
+from worker.engine.methods.dkd import dkd_terms, others
 
 STUDENT = [[1.0, 2.0, 0.5, -1.0], [0.0, -1.0, 3.0, 0.25], [2.5, 0.5, -0.5, 1.0]]
 TEACHER = [[2.0, 1.0, 0.0, -0.5], [1.0, 1.0, 1.0, 2.0], [0.5, 3.0, -1.0, 0.0]]
@@ -84,6 +84,11 @@ def test_bf16_logits_give_float32_terms_close_to_float32_ones() -> None:
     rounded = dkd_terms(z_s.bfloat16(), z_t.bfloat16(), y, 4.0)
     for a, b in zip(exact, rounded, strict=True):
         assert b.dtype == torch.float32 and b.item() == pytest.approx(a.item(), rel=0.05)
+
+
+def test_the_non_target_indices_of_each_row_in_class_order() -> None:
+    got = others(torch.tensor(LABELS), 4).tolist()
+    assert got == [[1, 2, 3], [0, 1, 3], [0, 2, 3]]
 
 
 def test_dkd_needs_three_classes() -> None:
