@@ -1,5 +1,5 @@
 """`distillery`'s client commands: submit, list, show, events, cancel, watch, download,
-compare, workers, and the models, datasets and webhooks groups (groups.py); the server
+compare, workers, and the models, datasets, webhooks and recipes groups (groups.py); the server
 commands join them in service/cli.py.
 
 Global options: --url ($DISTILLERY_URL), --api-key ($DISTILLERY_API_KEY), --json. Exit
@@ -36,7 +36,7 @@ from distillery_client.commands import (
     wants_json,
 )
 from distillery_client.errors import ApiError, InvalidRequest
-from distillery_client.groups import datasets_app, models_app, webhooks_app
+from distillery_client.groups import datasets_app, models_app, recipes_app, webhooks_app
 from distillery_client.models import Event, Job
 
 EXIT_BY_STATUS = {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
@@ -52,6 +52,7 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(recipes_app, name="recipes")
 
 
 @app.callback()

@@ -33,6 +33,8 @@ from distillery_client.models import (
     Model,
     ModelList,
     Readiness,
+    Recipe,
+    RecipeList,
     Webhook,
     WebhookCreated,
     WebhookEvent,
@@ -400,6 +402,18 @@ class Client:
     def list_workers(self) -> WorkerList:
         """Every registered worker: its queues, memory, cores, GPUs and whether it is live."""
         return self._get(WorkerList, "/v1/workers")
+
+    # -- published recipes
+
+    def list_recipes(
+        self, method: str | None = None, teacher: str | None = None, student: str | None = None
+    ) -> RecipeList:
+        """Every published recipe, or those of a method or a teacher/student architecture."""
+        return self._get(RecipeList, "/v1/recipes", method=method, teacher=teacher, student=student)
+
+    def get_recipe(self, name: str) -> Recipe:
+        """A recipe: every spec field it fills, its sources, the top-1 its authors report."""
+        return self._get(Recipe, f"/v1/recipes/{name}")
 
     # -- health
 

@@ -238,3 +238,33 @@ class Worker(Body):
 
 class WorkerList(Body):
     data: list[Worker]
+
+
+class Published(Body):
+    top1: float  # percent, as the recipe's authors report it
+    source: str
+
+
+class Recipe(Body):
+    name: str
+    object: str = "recipe"
+    title: str
+    extends: str | None
+    teacher: str | None  # the pair it was published for
+    student: str | None
+    spec: dict[str, Any]  # every field it fills in a spec that names it as "recipe"
+    sources: list[str]
+    published: Published | None
+
+    @property
+    def method(self) -> str | None:
+        return self.spec.get("method", {}).get("name")
+
+    @property
+    def top1(self) -> float | None:
+        return self.published.top1 if self.published else None
+
+
+class RecipeList(Body):
+    object: str = "list"
+    data: list[Recipe]

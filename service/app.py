@@ -13,6 +13,7 @@ from service.api import artifacts, dashboard, health, problems, schemas
 from service.api import datasets as datasets_api
 from service.api import jobs as jobs_api
 from service.api import models as models_api
+from service.api import recipes as recipes_api
 from service.api import webhooks as webhooks_api
 from service.api import workers as workers_api
 from service.api.deps import json_body
@@ -74,7 +75,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # outermost: times every request and gives it its request id (service/metrics.py)
     app.add_middleware(ObserveRequests, access_log=settings.log_format == "json")
     problems.install(app)
-    routers = (jobs_api, artifacts, models_api, datasets_api, webhooks_api, workers_api, health)
+    routers = (
+        jobs_api,
+        artifacts,
+        models_api,
+        datasets_api,
+        webhooks_api,
+        workers_api,
+        recipes_api,
+        health,
+    )
     for module in routers:
         app.include_router(module.router, responses=schemas.problems(500))
     dashboard.install(app)

@@ -327,3 +327,28 @@ class WorkerOut(Out):
 
 class WorkerList(BaseModel):
     data: list[WorkerOut]
+
+
+class PublishedOut(BaseModel):
+    top1: float = Field(description="top-1 accuracy, percent, as its authors report it")
+    source: str
+
+
+class RecipeOut(BaseModel):
+    name: str
+    object: str = "recipe"
+    title: str
+    extends: str | None = Field(description="the recipe (a schedule) whose fields it starts from")
+    teacher: str | None = Field(description="the teacher architecture it was published for")
+    student: str | None
+    spec: dict[str, Any] = Field(
+        description="every spec field it fills (its base's too); a spec's \"recipe\" takes them "
+        "where it leaves a field out"
+    )
+    sources: list[str] = Field(description="where each value is set: repository and path")
+    published: PublishedOut | None
+
+
+class RecipeList(BaseModel):
+    object: str = "list"
+    data: list[RecipeOut]

@@ -18,7 +18,14 @@ from service.jobs.capacity import (
     input_size_problems,
     memory_problems,
 )
-from service.spec.job import DataShape, DataSpec, JobSpec, TeacherRef, spec_problems
+from service.spec.job import (
+    DataShape,
+    DataSpec,
+    JobSpec,
+    TeacherRef,
+    recipe_problems,
+    spec_problems,
+)
 from service.spec.methods import TeacherFacts
 from service.spec.names import TIMM, has_pretrained
 
@@ -60,6 +67,7 @@ def resolve(
     """`spec` on data of `shape` with this teacher, checked and resolved; InvalidSpec naming
     every bad field when it cannot run on any of `where` (default: the configured cap)."""
     errors = spec_problems(spec, shape) + input_size_problems(spec, shape, teacher)
+    errors += recipe_problems(spec, teacher)
     if teacher is not None:
         errors += spec.method.teacher_problems(spec.facts(), teacher) or teacher_fit(teacher, shape)
     if not errors:  # sized once the models and the data are known to fit each other

@@ -6,13 +6,15 @@ The engine's method takes these fields as explicit keywords with no defaults of 
 weighs."""
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self, TypeVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from service.errors import FieldError
 from service.spec.limits import MAX_EPOCHS, Epoch, Epochs
 from service.spec.names import Arch, Strict, stages
+from service.spec.recipes import pair_values
+from service.spec.schedule import PaperEpochs
 
 Weight = Annotated[float, Field(ge=0, le=1e4)]
 Temperature = Annotated[float, Field(gt=0, le=100)]
@@ -47,6 +49,7 @@ class MethodBase(Strict):
     needs_teacher: ClassVar[bool] = False
     needs_stage_features: ClassVar[bool] = False  # the student's (and teacher's) stages
     needs_same_stages: ClassVar[bool] = False  # teacher and student stage counts match
+    min_classes: ClassVar[int] = 2  # the fewest classes its loss is defined for
     # fields None at submission that admission fills in (the engine takes them resolved)
     resolved_at_admission: ClassVar[tuple[str, ...]] = ()
 
@@ -101,14 +104,132 @@ class SupervisedParams(MethodBase):
     route_every: Epochs = Field(0, description="extra route checkpoint every N epochs (RCO)")
 
 
+# Logit standardisation (Sun et al. 2024): the authors run KD and DKD with `--logit-stand
+# --base-temp 2 --kd-weight 9` (sunshangquan/logit-standardization-KD, README.md and
+# tools/train.py): KD's temperature becomes 2 and its weight 9, DKD's temperature 2 and its
+# alpha and beta 9 times their own. A field the user gives is taken as it is.
+LS_BASE_TEMPERATURE = 2.0
+LS_WEIGHT = 9.0
+LS_FLAG = Field(
+    False,
+    description="z-score each sample's teacher and student logits before the temperature "
+    "(Sun et al. 2024); the temperature is then a base temperature; CE stays on raw logits",
+)
+
+
+M = TypeVar("M", bound=MethodBase)
+
+
+def fill_none(params: M, defaults: dict[str, float]) -> M:
+    """`params` with each of `defaults`' fields that was left out (None) set to its default."""
+    for field, value in defaults.items():
+        if getattr(params, field) is None:
+            setattr(params, field, value)
+    return params
+
+
+# mdistiller's CIFAR-100 KD (mdistiller/engine/cfg.py, configs/cifar100/kd.yaml): T 4, CE 0.1,
+# KD 0.9, the recipe RepDistiller uses too
+KD_DEFAULTS = {
+    False: {"temperature": 4.0, "kd_weight": 0.9},
+    True: {"temperature": LS_BASE_TEMPERATURE, "kd_weight": LS_WEIGHT},
+}
+
+
 class KDParams(MethodBase):
-    """Hinton et al. 2015: ce_weight * CE + kd_weight * T^2 * KL(p_t || p_s)."""
+    """Hinton et al. 2015: ce_weight * CE + kd_weight * T^2 * KL(p_t || p_s), on z-scored
+    logits with logit_standardisation."""
 
     needs_teacher: ClassVar[bool] = True
+    # None at submission, then the default for the flag (filled as the spec is read)
+    resolved_at_admission: ClassVar[tuple[str, ...]] = ("temperature", "kd_weight")
     name: Literal["kd"]
-    temperature: Temperature = 4.0
+    logit_standardisation: bool = LS_FLAG
+    temperature: Temperature | None = Field(
+        None, description="None: 4, or the base temperature 2 with logit_standardisation"
+    )
     ce_weight: Weight = 0.1
-    kd_weight: Weight = 0.9
+    kd_weight: Weight | None = Field(None, description="None: 0.9, or 9 with logit_standardisation")
+
+    @model_validator(mode="after")
+    def _defaults_for_the_flag(self) -> Self:
+        return fill_none(self, KD_DEFAULTS[self.logit_standardisation])
+
+
+# mdistiller's DKD (mdistiller/engine/cfg.py): CE 1, alpha 1, beta 8, T 4, a warm-up of 20 of
+# its 240 CIFAR epochs (configs/cifar100/dkd/*.yaml); per-pair betas are recipes
+DKD_DEFAULTS = {
+    False: {"alpha": 1.0, "beta": 8.0, "temperature": 4.0},
+    True: {"alpha": LS_WEIGHT, "beta": 8.0 * LS_WEIGHT, "temperature": LS_BASE_TEMPERATURE},
+}
+DKD_WARMUP = PaperEpochs(
+    20, 240, "megvii-research/mdistiller mdistiller/engine/cfg.py, configs/cifar100/dkd"
+)
+
+
+class DKDParams(MethodBase):
+    """Zhao et al. 2022: CE + min(epoch / warmup, 1) * (alpha * TCKD + beta * NCKD)."""
+
+    needs_teacher: ClassVar[bool] = True
+    min_classes: ClassVar[int] = 3  # NCKD over the non-target classes: none to compare with 2
+    resolved_at_admission: ClassVar[tuple[str, ...]] = (
+        "alpha",
+        "beta",
+        "temperature",
+        "warmup_epochs",
+    )
+    name: Literal["dkd"]
+    logit_standardisation: bool = LS_FLAG
+    alpha: Weight | None = Field(
+        None, description="TCKD weight; None: 1, or 9 with logit_standardisation"
+    )
+    beta: Weight | None = Field(
+        None, description="NCKD weight; None: 8, or 72 with logit_standardisation"
+    )
+    temperature: Temperature | None = Field(
+        None, description="None: 4, or the base temperature 2 with logit_standardisation"
+    )
+    warmup_epochs: Epochs | None = Field(
+        None,
+        description="epochs over which the DKD terms ramp up, counted from 1 (0: none); "
+        f"None: the paper's {DKD_WARMUP.epochs} of {DKD_WARMUP.schedule} scaled to "
+        "train.epochs, at least 1",
+    )
+    ce_weight: Weight = 1.0
+
+    @model_validator(mode="after")
+    def _defaults_for_the_flag(self) -> Self:
+        return fill_none(self, DKD_DEFAULTS[self.logit_standardisation])
+
+    def resolve(self, job: JobFacts, teacher: TeacherFacts | None) -> Self:
+        if self.warmup_epochs is not None:
+            return self
+        return self.model_copy(update={"warmup_epochs": DKD_WARMUP.scaled(job.epochs)})
+
+    def derivations(self, job: JobFacts) -> dict[str, str]:
+        if self.warmup_epochs in (None, DKD_WARMUP.scaled(job.epochs)):
+            return {"warmup_epochs": DKD_WARMUP.how(job.epochs)}
+        return {}
+
+
+class DISTParams(MethodBase):
+    """Huang et al. 2022: CE + kd_weight * tau^2 * (inter_weight * inter-class + intra_weight
+    * intra-class relation), the Pearson correlations of softmax(z / tau) across classes and
+    across the batch. Defaults: hunto/image_classification_sota's CIFAR-100 config
+    (configs/strategies/distill/dist_cifar.yaml: kd dist_t4, kd_loss_weight 2,
+    ori_loss_weight 1) and DIST(beta=1, gamma=1) in lib/models/losses/kd_loss.py."""
+
+    needs_teacher: ClassVar[bool] = True
+    name: Literal["dist"]
+    temperature: Temperature = Field(
+        4.0,
+        description="tau: 4 as the authors on CIFAR-100 (small images, the zoo's); 1 on "
+        "ImageNet (the dist-imagenet recipe)",
+    )
+    inter_weight: Weight = Field(1.0, description="the paper's beta")
+    intra_weight: Weight = Field(1.0, description="the paper's gamma")
+    kd_weight: Weight = 2.0
+    ce_weight: Weight = 1.0
 
 
 class KDCLParams(MethodBase):
@@ -247,19 +368,11 @@ class IEKDParams(MethodBase):
     exp_weight: Weight = 1.0
 
 
-# ReviewKD's published HCL weights by (teacher, student): the authors' CIFAR-100 commands
-# (dvlab-research/ReviewKD, CIFAR-100/script/reviewKD.sh; mdistiller's reviewkd.yaml agrees on
-# resnet32x4 -> resnet8x4). Any other pair: train.py's default, --kd-loss-weight 1.0.
-REVIEWKD_WEIGHTS: dict[tuple[str, str], float] = {
-    ("wrn_40_2", "wrn_16_2"): 5.0,
-    ("wrn_40_2", "wrn_40_1"): 5.0,
-    ("wrn_40_2", "shufflenetv1"): 5.0,
-    ("resnet32x4", "resnet8x4"): 5.0,
-    ("resnet32x4", "shufflenetv1"): 5.0,
-    ("resnet32x4", "shufflenetv2"): 8.0,
-    ("resnet56", "resnet20"): 0.6,
-    ("resnet110", "resnet32"): 1.0,
-}
+# ReviewKD's published HCL weights by (teacher, student): its recipes (recipes.json, from the
+# authors' CIFAR-100 commands, dvlab-research/ReviewKD CIFAR-100/script/reviewKD.sh; mdistiller's
+# reviewkd.yaml agrees on resnet32x4 -> resnet8x4). Any other pair: train.py's default,
+# --kd-loss-weight 1.0.
+REVIEWKD_WEIGHTS: dict[tuple[str, str], float] = pair_values("reviewkd", "weight")
 REVIEWKD_DEFAULT_WEIGHT = 1.0
 
 
@@ -293,6 +406,8 @@ class ReviewKDParams(MethodBase):
 MethodParams = Annotated[
     SupervisedParams
     | KDParams
+    | DKDParams
+    | DISTParams
     | KDCLParams
     | DDGSDParams
     | RCOParams
@@ -303,6 +418,8 @@ MethodParams = Annotated[
 PARAMS_MODELS: tuple[type[MethodBase], ...] = (
     SupervisedParams,
     KDParams,
+    DKDParams,
+    DISTParams,
     KDCLParams,
     DDGSDParams,
     RCOParams,

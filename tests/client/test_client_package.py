@@ -53,6 +53,9 @@ MIRRORS = {
     models.DeliveryList: "DeliveryList",
     models.Worker: "WorkerOut",
     models.WorkerList: "WorkerList",
+    models.Recipe: "RecipeOut",
+    models.RecipeList: "RecipeList",
+    models.Published: "PublishedOut",
     models.Problem: "Problem",
     models.ProblemField: "ProblemField",
 }

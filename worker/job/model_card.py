@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from service.spec import recipes
 from service.spec.job import JobSpec
 from worker.engine.data import DataSplit, Images, Streamed
 from worker.engine.device import autocast, memory_format, place, resolve_device
@@ -57,6 +58,7 @@ def model_card(
         "exports": exports,
         "method": spec.method.model_dump(),
         "teacher": teacher,
+        "recipe": recipes.card(spec.recipe),  # the published settings the spec started from
         "warnings": warnings,
         "spec": spec.model_dump(mode="json"),  # resolved at submission
         "versions": versions(),

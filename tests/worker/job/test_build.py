@@ -101,6 +101,7 @@ def test_the_teacher_comes_from_its_file(tmp_path: Path) -> None:
         "temperature": 3.0,
         "ce_weight": 0.1,
         "kd_weight": 0.9,
+        "logit_standardisation": False,
     }
 
 

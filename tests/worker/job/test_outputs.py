@@ -74,3 +74,13 @@ def test_a_teacher_no_better_than_the_student_is_a_warning(tmp_path: Path) -> No
     [warning] = out.result["warnings"]
     assert "no better than the student's" in warning and out.events == [("warning", warning)]
     assert "student.torchscript.pt" not in out.files
+
+
+def test_the_card_names_the_recipe_a_job_started_from(tmp_path: Path) -> None:
+    built, outcome = trained(tmp_path, 64, teacher_acc=1.0)
+    spec = JobSpec.model_validate(SPEC.model_dump() | {"recipe": "cifar100", "exports": []})
+    write_outputs("job_r", tmp_path, spec, built, outcome)
+    card = json.loads((tmp_path / "model.json").read_text())
+    assert card["spec"]["recipe"] == "cifar100" and card["spec"]["train"]["epochs"] == 1
+    assert card["recipe"]["name"] == "cifar100" and card["recipe"]["published"] is None
+    assert any("mdistiller" in source for source in card["recipe"]["sources"])

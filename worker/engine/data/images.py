@@ -48,11 +48,13 @@ class Images:
         rank: int = 0,
         world: int = 1,
         first: int = 0,
+        whole: bool = False,
     ) -> Batches:
         """This process's part of each shuffled global batch, as stored, at base size, from
-        batch `first` on (the order is drawn whole either way: a resumed epoch's is the same)."""
+        batch `first` on (the order is drawn whole either way: a resumed epoch's is the same);
+        `whole`: no partial last batch."""
         order_device = self._order_device()
-        everything = shuffled_batches(len(self), batch_size, generator, order_device, world)
+        everything = shuffled_batches(len(self), batch_size, generator, order_device, world, whole)
         return self._batches([shard_of(idx, rank, world) for idx in everything[first:]])
 
     def ordered(self, batch_size: int) -> Batches:
