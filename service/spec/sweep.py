@@ -142,7 +142,9 @@ class SweepSpec(Strict):
         dim = self.space.get("train.epochs")
         if dim is None:
             return self.base.train.epochs
-        return int(max(dim.choices or [dim.high or 0], key=float))
+        values = dim.choices if dim.choices is not None else [dim.high or 0]
+        numbers = [int(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        return max(numbers, default=self.base.train.epochs)
 
 
 def base_body(base: JobSpec) -> dict[str, Any]:
@@ -291,12 +293,12 @@ def _outside(spec: SweepSpec, config: dict[str, Value]) -> Iterator[tuple[str, s
         dim = spec.space.get(path)
         if dim is None:
             yield path, "not a field of the space"
-        elif not any(applies(path, m) for m in methods):
-            yield path, f"{' or '.join(methods)} take no {path}"
         elif dim.choices is not None and value not in dim.choices:
             yield path, f"not one of the choices {dim.choices}"
         elif dim.choices is None and not _in_range(value, dim):
             yield path, f"not in [{dim.low}, {dim.high}]"
+        elif not any(applies(path, m) for m in methods if m in METHOD_MODELS):
+            yield path, f"{' or '.join(methods)} take no {path}"
 
 
 def _in_range(value: Value, dim: Dim) -> bool:

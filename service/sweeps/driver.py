@@ -23,7 +23,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service import dispatch
-from service.config import Settings
+from service.config import Settings, get_settings
 from service.db import tenancy
 from service.db.sessions import session_scope
 from service.db.tables import (
@@ -46,7 +46,6 @@ from service.sweeps import studies
 from service.sweeps.sweeps import run_body
 
 log = logging.getLogger(__name__)
-LEASE_S = 60.0  # how long a pass holds a sweep without renewing its claim
 ENDINGS = {"succeeded": TrialState.COMPLETE, "pruned": TrialState.PRUNED}  # else FAIL
 
 
@@ -109,10 +108,11 @@ def release(sweep_id: str, owner: str) -> None:
 
 
 def _update(s: Session, sweep_id: str, where: list[Any], **values: Any) -> bool:
-    """One conditional UPDATE of the sweep that renews the claim; True when it matched."""
-    now = utcnow()
+    """One conditional UPDATE of the sweep that renews the claim for a lease (a job's:
+    an API killed mid-pass holds the sweep no longer); True when it matched."""
+    now, lease = utcnow(), timedelta(seconds=get_settings().lease_s)
     stmt = update(Sweep).where(Sweep.id == sweep_id, *where)
-    stmt = stmt.values(driver_until=now + timedelta(seconds=LEASE_S), updated_at=now, **values)
+    stmt = stmt.values(driver_until=now + lease, updated_at=now, **values)
     result = s.execute(stmt.execution_options(synchronize_session=False))
     return result.rowcount == 1  # type: ignore[attr-defined]
 
