@@ -200,3 +200,54 @@ def test_a_trial_admission_refuses_counts_and_says_why(client: TestClient) -> No
     assert sweep["trials"][0]["error"] == f"data.upload: no dataset {dataset!r}"
     assert (sweep["status"], sweep["counts"]) == ("failed", {"failed": 2})
     assert [t.state for t in study(made["id"]).trials] == [TrialState.FAIL] * 2
+
+
+def test_a_grid_runs_each_point_once(client: TestClient) -> None:
+    made = client.post("/v1/sweeps", json=sweep_body(sampler="grid", parallel=3)).json()
+    run_sweep(made["id"], curve)
+    trials = shown(client, made["id"])["trials"]
+    assert sorted(t["params"]["train.optimizer.lr"] for t in trials) == [0.001, 0.05, 0.1]
+
+
+def test_a_trials_method_decides_which_values_it_takes(client: TestClient) -> None:
+    """ddgsd's own weight is drawn (and set) only for ddgsd trials."""
+    space = {
+        "method.name": {"choices": ["supervised", "ddgsd"]},
+        "method.kl_weight": {"low": 0.5, "high": 2.0},
+    }
+    body = sweep_body(space=space, trials=6, parallel=6, sampler="random", seed=3)
+    made = client.post("/v1/sweeps", json=body).json()
+    driver.run_pass()
+    jobs = {j.id: j for j in queued(made["id"])}
+    trials = shown(client, made["id"])["trials"]
+    assert {t["params"]["method.name"] for t in trials} == {"supervised", "ddgsd"}
+    for t in trials:
+        method = jobs[t["job_id"]].spec["method"]
+        if t["params"]["method.name"] == "ddgsd":
+            assert 0.5 <= t["params"]["method.kl_weight"] <= 2.0
+            assert method["kl_weight"] == t["params"]["method.kl_weight"]
+        else:
+            assert set(t["params"]) == {"method.name"} and "kl_weight" not in method
+    drawn = {t.number: set(t.params) for t in study(made["id"]).trials}
+    assert drawn == {t["number"]: set(t["params"]) for t in trials}  # Optuna drew only those
+
+
+def test_hyperband_prunes_within_its_brackets_and_says_so(client: TestClient) -> None:
+    """Optuna's HyperbandPruner over the base's epochs: every trial ends told as its job
+    ended, a pruned one after fewer epochs. Which trials it prunes is not asserted: each
+    trial's bracket is a hash of the study's name (the sweep's random id) and its number."""
+    lrs = (0.1, 0.001, 0.05, 0.001, 0.1, 0.001)
+    body = sweep_body(
+        trials=6,
+        pruner={"name": "hyperband", "reduction_factor": 2},
+        enqueue=[{"train.optimizer.lr": lr} for lr in lrs],
+    )
+    made = client.post("/v1/sweeps", json=body).json()
+    run_sweep(made["id"], curve)
+    sweep = shown(client, made["id"])
+    states = {t.number: t.state for t in study(made["id"]).trials}
+    for t in (t for t in sweep["trials"] if t["kind"] == "search"):
+        told = {"succeeded": TrialState.COMPLETE, "pruned": TrialState.PRUNED}[t["status"]]
+        assert states[t["number"]] == told
+        assert t["epochs"] == 3.0 if t["status"] == "succeeded" else t["epochs"] < 3.0
+    assert sweep["status"] == "succeeded" and sum(sweep["counts"].values()) == 6
