@@ -46,7 +46,8 @@ from service.sweeps import studies
 from service.sweeps.sweeps import run_body
 
 log = logging.getLogger(__name__)
-ENDINGS = {"succeeded": TrialState.COMPLETE, "pruned": TrialState.PRUNED}  # else FAIL
+# how a search trial's job ended -> what Optuna is told; any other end (or no val_acc): FAIL
+ENDINGS = {"succeeded": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
 
 
 class Lost(Exception):
@@ -155,8 +156,8 @@ class Driver:
         for row_id, kind, number, status, metrics in found:
             value = metrics.get("val_acc") if status in ENDINGS else None
             if kind == "search" and study is not None:
-                state = ENDINGS.get(status, TrialState.FAIL) if value is not None else None
-                studies.tell(study, number, state or TrialState.FAIL, value)  # no value: failed
+                state = ENDINGS[status] if value is not None else TrialState.FAIL
+                studies.tell(study, number, state, value)
             with session_scope() as s:
                 self.guard(s)
                 done = update(SweepTrial).where(SweepTrial.id == row_id)
