@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     webhook_pause_failures: int = Field(10, ge=1)
     webhook_pause_s: float = Field(600.0, ge=0)
     webhook_probe_s: float = Field(60.0, gt=0)
+    # where sweeps keep their Optuna studies (service/sweeps/studies.py): this schema of the
+    # PostgreSQL database (a file beside SQLite's, embedded); Optuna's alembic_version table
+    # would collide with ours in one schema
+    sweeps_schema: str = Field("optuna", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     @model_validator(mode="after")
     def _production_needs_servers(self) -> "Settings":

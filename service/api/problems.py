@@ -4,8 +4,6 @@ Starlette's 404/405 with an Allow that lists every method the path answers; anyt
 a logged 500 that says nothing of the server."""
 
 import logging
-import re
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,10 +20,9 @@ from service.errors import (
     InvalidRequest,
     MalformedJson,
 )
-from service.spec.methods import METHODS
+from service.spec.fields import field_path
 
 log = logging.getLogger(__name__)
-UNION_MEMBER = re.compile(r"\[(?!key\]$)|^constrained-|^function-")  # not a dict's [key]
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -46,23 +43,11 @@ def problem(request: Request, err: DistilleryError) -> JSONResponse:
     )
 
 
-def _field(loc: tuple[Any, ...], kind: str) -> str:
-    # pydantic names a union's members in the path (anchors.list[constrained-int].0): not keys
-    parts = [str(p) for p in loc if p != "body" and not UNION_MEMBER.search(str(p))]
-    # discriminated unions put the tag in the path: method.kd.temperature -> method.temperature
-    parts = [
-        p for i, p in enumerate(parts) if not (i and parts[i - 1] == "method" and p in METHODS)
-    ]
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        parts.append("name")
-    return ".".join(parts) or "body"
-
-
 def validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
     errs = exc.errors()
     if any(e["type"] == "json_invalid" for e in errs):
         return problem(request, MalformedJson())
-    fields = [FieldError(_field(tuple(e["loc"]), e["type"]), e["msg"]) for e in errs]
+    fields = [FieldError(field_path(tuple(e["loc"]), e["type"]), e["msg"]) for e in errs]
     detail = "invalid request: " + ", ".join(f.field for f in fields)
     return problem(request, InvalidRequest(detail, fields))
 

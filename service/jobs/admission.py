@@ -31,10 +31,15 @@ from service.spec.names import TIMM, has_pretrained
 
 
 def submit(
-    s: Session, spec: JobSpec, *, idempotency_key: str | None, request_hash: str
+    s: Session,
+    spec: JobSpec,
+    *,
+    idempotency_key: str | None,
+    request_hash: str,
+    sweep_id: str | None = None,
 ) -> tuple[Job, bool]:
-    """The queued job for `spec`, and whether it is new: a retry with the same
-    Idempotency-Key and body gets the job it made (409 with another body)."""
+    """The queued job for `spec` (a trial of `sweep_id`), and whether it is new: a retry
+    with the same Idempotency-Key and body gets the job it made (409 with another body)."""
     # qualified by the project: a key is the project's own (jobs.idempotency_key is unique)
     key = f"{current_project()}:{idempotency_key}" if idempotency_key else None
     if key and (existing := lifecycle.find_by_key(s, key)) is not None:
@@ -46,7 +51,10 @@ def submit(
         return existing, False
     quotas.check_jobs(s)
     resolved = admit(s, spec)
-    return lifecycle.create_job(s, resolved, idempotency_key=key, request_hash=request_hash), True
+    job = lifecycle.create_job(
+        s, resolved, idempotency_key=key, request_hash=request_hash, sweep_id=sweep_id
+    )
+    return job, True
 
 
 def admit(s: Session, spec: JobSpec) -> JobSpec:

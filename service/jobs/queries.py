@@ -45,8 +45,15 @@ def best_of(epochs: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def list_jobs(
-    s: Session, *, status: str | None = None, limit: int = 50, cursor: str | None = None
+    s: Session,
+    *,
+    status: str | None = None,
+    sweep: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
 ) -> tuple[list[Job], str | None]:
-    """Newest first; the cursor names the last job of the previous page."""
+    """Newest first (a sweep's trials only, with `sweep`); the cursor names the last job of
+    the previous page."""
     where = [Job.status == status] if status else []
+    where += [Job.sweep_id == sweep] if sweep else []
     return paging.newest_first(s, Job, *where, limit=limit, cursor=cursor)

@@ -56,9 +56,7 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_dir = log_dir
         self.http = httpx.Client(base_url=self.url, timeout=30)
-        self.api = self._spawn(
-            "api", [sys.executable, "-m", "service.cli", "api", "--port", str(self.port)]
-        )
+        self.api = self._spawn("api", self._api_command())
         self.worker: subprocess.Popen[bytes] | None = None
         self.workers = 0
         if worker:
@@ -75,6 +73,19 @@ class Service:
         """The same command `distillery worker` runs."""
         self.workers += 1
         self.worker = self._spawn(f"worker{self.workers}", worker_command(QUEUE, 1))
+
+    def kill_api(self) -> None:
+        """SIGKILL the API (its watchdog and sweep driver too): a host lost."""
+        os.killpg(self.api.pid, signal.SIGKILL)
+        self.api.wait()
+
+    def start_api(self) -> None:
+        """A new API process on the same port, as a restart brings one up."""
+        self.api = self._spawn("api", self._api_command())
+        self._wait_ready()
+
+    def _api_command(self) -> list[str]:
+        return [sys.executable, "-m", "service.cli", "api", "--port", str(self.port)]
 
     def kill_worker(self) -> None:
         """SIGKILL the worker and its pool child: a machine lost mid-training."""

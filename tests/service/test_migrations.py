@@ -22,7 +22,7 @@ from tests.conftest import PG_ADMIN
 TABLES = {
     "alembic_version",
     *("jobs", "job_events", "artifacts", "models", "datasets", "projects", "api_keys"),
-    *("webhooks", "webhook_deliveries", "webhook_events", "workers"),
+    *("webhooks", "webhook_deliveries", "webhook_events", "workers", "sweeps", "sweep_trials"),
 }
 
 
@@ -97,6 +97,8 @@ def test_downgrading_models_keeps_the_jobs_events(url):
         "webhook_deliveries",
         "webhook_events",
         "workers",
+        "sweeps",
+        "sweep_trials",
     }
     with get_engine(url).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM job_events")).scalar() == 1

@@ -30,6 +30,7 @@ from service.errors import JobError
 from service.ingest import datasets, models
 from service.jobs import lifecycle
 from service.spec.job import JobSpec
+from service.sweeps import trials
 from worker.task.inputs import JobInputs, StartSource, TeacherSource
 from worker.task.tracker import Tracker
 
@@ -156,8 +157,11 @@ class JobContext:
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.tracker.epoch_end(epoch)
+        last = epoch == self.spec.train.epochs
         with self._owned() as s:
             lifecycle.record_epoch(s, self.job_id, self.owner, {"epoch": epoch, **metrics})
+            if trials.on_epoch(s, self.job_id, epoch, metrics, last):
+                self.status = "cancelling"  # its sweep pruned it: stop at the next step
 
     def on_checkpoint(self, path: Path, epoch: int, kind: str, step: int | None) -> None:
         where = f"at the end of epoch {epoch}" if step is None else f"at epoch {epoch}, step {step}"
