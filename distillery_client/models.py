@@ -307,6 +307,7 @@ class Trial(Body):
 class SweepSummary(Body):
     id: str
     object: str = "sweep"
+    name: str
     status: str
     phase: str  # search | final | done
     counts: dict[str, int]  # search trials by their job's status
@@ -317,6 +318,7 @@ class SweepSummary(Body):
     created_at: datetime
     finished_at: datetime | None
 
+    @property
     def done(self) -> bool:
         return self.status in SWEEP_TERMINAL
 
@@ -327,5 +329,6 @@ class Sweep(SweepSummary):
 
 
 class SweepList(Body):
+    object: str = "list"
     data: list[SweepSummary]
     next_cursor: str | None

@@ -353,6 +353,8 @@ class RecipeOut(BaseModel):
 class RecipeList(BaseModel):
     object: str = "list"
     data: list[RecipeOut]
+
+
 class RunsOut(BaseModel):
     """Runs of one configuration: val_acc over the seeds whose run succeeded."""
 
@@ -371,6 +373,7 @@ class ComputeOut(BaseModel):
     epochs: float = Field(
         description="epochs the search trials trained (a stopped one's last epoch counted by "
         "its steps)"
+    )
     epochs_unpruned: float = Field(description="what they would have trained, none pruned")
 
 
@@ -380,6 +383,7 @@ class TrialOut(BaseModel):
     job_id: str | None
     status: str = Field(
         description="its job's; planned: no job yet; failed with no job: admission refused it"
+    )
     params: dict[str, Any]
     seed: int
     value: float | None = Field(description="final val_acc; a pruned trial's last")
@@ -390,12 +394,14 @@ class TrialOut(BaseModel):
 class SweepSummary(Out):
     id: str
     object: str = "sweep"
+    name: str
     status: str = Field(description="queued, running, succeeded, failed or cancelled")
     phase: str = Field(description="search, final (confirm runs and baseline), done")
     counts: dict[str, int] = Field(description="search trials by their job's status")
     leaderboard: list[LeaderboardRow] = Field(
         description="best mean first: the confirmed configurations once the search ended "
         "(with confirm), else the search's"
+    )
     baseline: RunsOut | None = Field(description="the student trained alone, when asked")
     compute: ComputeOut
     error: dict[str, Any] | None
@@ -409,5 +415,6 @@ class SweepOut(SweepSummary):
 
 
 class SweepList(BaseModel):
+    object: str = "list"
     data: list[SweepSummary]
     next_cursor: str | None
