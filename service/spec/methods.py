@@ -125,6 +125,7 @@ def fill_none(params: M, defaults: dict[str, float]) -> M:
     for field, value in defaults.items():
         if getattr(params, field) is None:
             setattr(params, field, value)
+            params.__pydantic_fields_set__.discard(field)  # still left out by the user
     return params
 
 
