@@ -151,10 +151,7 @@ class KDCLParams(MethodBase):
         return errors
 
     def resolve(self, job: JobFacts, teacher: TeacherFacts | None) -> Self:
-        if self.holdout_fraction is not None:
-            return self
-        fraction = KDCL_GENERAL_HOLDOUT if self.ensemble == "general" else 0.0
-        return self.model_copy(update={"holdout_fraction": fraction})
+        return self.model_copy(update={"holdout_fraction": self.holdout()})
 
     def derivations(self, job: JobFacts) -> dict[str, str]:
         if self.holdout_fraction is not None:
@@ -166,7 +163,9 @@ class KDCLParams(MethodBase):
         return {"holdout_fraction": f"0: {why}"}
 
     def holdout(self) -> float:
-        return self.holdout_fraction or 0.0
+        if self.holdout_fraction is not None:
+            return self.holdout_fraction
+        return KDCL_GENERAL_HOLDOUT if self.ensemble == "general" else 0.0
 
     def peer_archs(self) -> list[str]:
         return list(self.peers)
