@@ -82,6 +82,9 @@ def test_the_bench_trains_through_the_service_and_resumes_from_its_results(
     assert names == ["bench-kd", "bench-scratch", "bench-teacher"]
     [kd_row] = [line for line in second.splitlines() if line.startswith("| `kd` |")]
     assert "+1.60 over scratch" in kd_row  # the paper's claim beside it
+    kd, scratch_run = again["runs"]["kd/1/0"], again["runs"]["scratch/1/0"]
+    warned = any("did not help" in w for w in kd["warnings"])  # the job compared itself
+    assert warned == (kd["val_acc"] < scratch_run["val_acc"]), kd
 
     third = bench(tmp_path, "scratch,kd")  # nothing missing: no service, the same table
     assert third.splitlines()[-3:] == second.splitlines()[-3:]
