@@ -192,7 +192,8 @@ def ensure_inputs(client: Client, args: argparse.Namespace, results: Results) ->
     if results.get("teacher") is None:
         method = {"name": "supervised", "route_every": 3}
         spec = job_spec(results, "bench-teacher", method, TEACHER, None, epochs=args.teacher_epochs)
-        job = wait_all(client, {"teacher": client.create_job(spec, "bench-teacher").id})["teacher"]
+        submitted = client.create_job(spec, f"bench-{results.get('dataset')}-teacher")
+        job = wait_all(client, {"teacher": submitted.id})["teacher"]
         if job.status != "succeeded":
             raise SystemExit(f"the teacher {job.id} {job.status}: {job.error}")
         results.set("teacher", {"job": job.id, "val_acc": job.metrics["val_acc"]})
@@ -227,7 +228,7 @@ def run_missing(
                 key, by = f"{row}/{args.epochs}/{seed}", teacher if needs_teacher else None
                 spec = job_spec(results, f"bench-{row}", method, STUDENT, by, epochs=args.epochs)
                 spec["train"]["seed"] = seed
-                jobs[key] = client.create_job(spec, f"bench-{key}").id
+                jobs[key] = client.create_job(spec, f"bench-{results.get('dataset')}-{key}").id
     wait_all(client, jobs, lambda key, job: record(client, results, key, job))
 
 
@@ -238,7 +239,8 @@ def record(client: Client, results: Results, key: str, job: Job) -> None:
     if job.status != "succeeded":
         return
     warnings = [e.message for e in client.iter_events(job.id) if e.type == "warning"]
-    seconds = (job.finished_at - job.started_at).total_seconds() if job.started_at else None
+    start, end = job.started_at, job.finished_at
+    seconds = (end - start).total_seconds() if start and end else None
     run = {"job": job.id, "val_acc": val_acc, "seconds": seconds, "warnings": warnings}
     results.add_run(key, run)
 

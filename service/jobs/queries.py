@@ -64,11 +64,10 @@ def scratch_runs(s: Session, job_id: str) -> dict[str, float]:
     if spec.method.name == "supervised":
         return {}
     q = select(Job.id, Job.spec, Job.metrics).where(
-        Job.project_id == job.project_id,
-        Job.method == "supervised",
-        Job.status == "succeeded",
-        Job.dataset_id == job.dataset_id if job.dataset_id else Job.dataset_id.is_(None),
+        Job.project_id == job.project_id, Job.method == "supervised", Job.status == "succeeded"
     )
+    if job.dataset_id:  # an indexed narrowing; the data specs are compared below
+        q = q.where(Job.dataset_id == job.dataset_id)
     baseline = baseline_key(spec)
     return {
         other_id: float(metrics["val_acc"])
