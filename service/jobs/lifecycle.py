@@ -56,6 +56,8 @@ def create_job(
     s.add(job)
     s.flush()
     add_event(s, job.id, "status", "job queued", status="queued")
+    for warning in spec.warnings():  # in the feed before the job trains
+        add_event(s, job.id, "warning", warning)
     return job
 
 

@@ -230,6 +230,13 @@ class JobSpec(Strict):
         description="extra formats of the student, each checked against PyTorch at export: "
         "onnx (student.onnx) and torchscript (student.torchscript.pt)",
     )
+    derived: dict[Name, str] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="filled in by admission: how each default that depends on the job (a "
+        "paper's epochs scaled to train.epochs, ...) was derived, by field; what a submission "
+        "gives here is replaced",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -253,8 +260,19 @@ class JobSpec(Strict):
             update={"num_classes": shape.num_classes, "in_channels": shape.channels}
         )
         data = self.data.model_copy(update={"image_size": shape.size})
-        method = self.method.resolve(self.facts(), teacher)
-        return self.model_copy(update={"student": student, "data": data, "method": method})
+        facts = self.facts()
+        derived = {f"method.{k}": how for k, how in self.method.derivations(facts).items()}
+        method = self.method.resolve(facts, teacher)
+        return self.model_copy(
+            update={"student": student, "data": data, "method": method, "derived": derived}
+        )
+
+    def warnings(self) -> list[str]:
+        """What a user should know before this job trains: a schedule far shorter than its
+        method's published figures were trained with."""
+        published = type(self.method).published
+        warning = published.warning(self.method.name, self.train.epochs) if published else None
+        return [warning] if warning else []
 
 
 def spec_problems(spec: JobSpec, shape: DataShape) -> list[FieldError]:

@@ -57,6 +57,7 @@ def model_card(
         "latency_ms": latency_ms(model, data.input_shape, [1, batch_size], device, precision),
         "exports": exports,
         "method": spec.method.model_dump(),
+        "derived": spec.derived,  # how admission derived each default that fits the job
         "teacher": teacher,
         "recipe": recipes.card(spec.recipe),  # the published settings the spec started from
         "warnings": warnings,

@@ -109,7 +109,8 @@ def train(ctx: JobContext, inputs: JobInputs, folder: Path, threads: Threads) ->
         outcome = loop.train(built.plan, Adapting(ctx, threads))
     peak = peak_rss()
     memory = {"peak_rss_bytes": peak, "peak_rss_growth_bytes": peak - before}
-    written = write_outputs(ctx.job_id, inputs.job_dir, spec, built, outcome)
+    scratch = ctx.scratch_runs()
+    written = write_outputs(ctx.job_id, inputs.job_dir, spec, built, outcome, scratch)
     written.result["host_memory"] = memory  # of rank 0, from loading the data to the last epoch
     for type_, message in written.events:
         ctx.event(type_, message)

@@ -28,7 +28,7 @@ from service.db.sessions import session_scope
 from service.db.tables import Dataset
 from service.errors import JobError
 from service.ingest import datasets, models
-from service.jobs import lifecycle
+from service.jobs import lifecycle, queries
 from service.spec.job import JobSpec
 from service.sweeps import trials
 from worker.task.inputs import JobInputs, StartSource, TeacherSource
@@ -195,6 +195,12 @@ class JobContext:
         with self._owned() as s:
             for name, kind in files.items():
                 store.register(s, self.job_id, root / name, kind=kind)
+
+    def scratch_runs(self) -> dict[str, float]:
+        """The supervised runs of the same student and data this job's student should beat:
+        {job id: final val_acc} (service/jobs/queries.py)."""
+        with session_scope() as s:
+            return queries.scratch_runs(s, self.job_id)
 
     def stop_error(self) -> JobError | None:
         """Why the loop stopped: None for a cancel, an error past max_runtime_s."""

@@ -24,7 +24,8 @@ DEFAULT_JOB = JobFacts(True, "resnet8", TrainSpec.model_fields["epochs"].default
 
 def method_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
     """A method's engine keywords as a job gets them: its params model's defaults (the one
-    place they are written), then `overrides` (engine keywords, any of them)."""
+    place they are written) resolved as admission would for a 5-epoch job without the
+    teacher's facts, then `overrides` (engine keywords, any of them)."""
     fields = set(PARAMS[name].model_fields)
     given = {k: v for k, v in overrides.items() if k in fields}
     params = PARAMS[name].model_validate({"name": name, **REQUIRED.get(name, {}), **given})
