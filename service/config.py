@@ -101,12 +101,14 @@ class Settings(BaseSettings):
         return self.data_dir / "artifacts"
 
     @property
-    def models_dir(self) -> Path:
-        return self.artifacts_dir / "models"
+    def scratch_dir(self) -> Path:
+        """Files being made before they are put to a bucket (service/store.py scratch_dir)."""
+        return self.data_dir / "scratch"
 
     @property
-    def datasets_dir(self) -> Path:
-        return self.artifacts_dir / "datasets"
+    def cache_dir(self) -> Path:
+        """A worker's copies of a bucket's objects, at most cache_bytes (worker/task/cache.py)."""
+        return self.data_dir / "cache"
 
 
 @lru_cache

@@ -16,6 +16,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from service.files import sha256_file
+
 INDEX = "index.json"
 SAMPLES = "samples.npz"
 SHARDS = "shards"
@@ -136,6 +138,8 @@ def write_index(
     }
     with (folder / SAMPLES).open("xb") as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]
+    # the index names every file of the dataset with its sha256: a worker checks its copies
+    index["samples_sha256"] = sha256_file(folder / SAMPLES)
     (folder / INDEX).write_text(json.dumps(index, indent=1))
     return index
 

@@ -47,9 +47,10 @@ def uploaded(
     workers: int = 0,
 ) -> DataSplit:
     """A predefined validation split when the upload has one, else a seeded split. `path`:
-    a data.npz; `shards`: a stored ImageFolder dataset as `service.ingest.shards.read` gives it,
-    held in memory when it takes at most `resident_bytes`, else streamed, decoded by
-    `workers` DataLoader processes."""
+    a data.npz; `shards`: a stored ImageFolder dataset as `service.ingest.shards.read` gives it
+    (each split may carry a `reader` of its samples' bytes: decode.ShardSamples), held in
+    memory when it takes at most `resident_bytes`, else streamed, decoded by `workers`
+    DataLoader processes."""
     if shards is not None:
         reading = Reading(val_fraction, seed, resident_bytes, workers)
         return from_shards(shards, augment, image_size, reading)
