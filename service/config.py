@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     # where every durable byte lives (service/store.py): empty, the data dir's artifacts folder;
     # s3://bucket/prefix, any S3-compatible store (endpoint and keys from the AWS_* variables)
     store_url: str = ""
+    # how many times the store's client tries a failed request again (connection errors,
+    # 5xx), backing off exponentially from 100 ms, within 3 minutes (obstore's defaults)
+    store_retries: int = Field(10, ge=0)
     # what a worker's local cache of store objects (datasets, teachers) may hold in the data dir
     cache_bytes: int = Field(50 << 30, ge=0)
     env: str = Field("dev", pattern="^(dev|prod)$")

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import LocalStore, ObjectStore, from_url
+
+if TYPE_CHECKING:
+    from obstore.store import RetryConfig
 
 from service.config import get_settings
 from service.files import CHUNK, safe_child
@@ -68,11 +71,13 @@ class Meta:
 class Store:
     """One bucket (or folder) of objects under a prefix."""
 
-    def __init__(self, url: str, root: Path | None = None) -> None:
+    def __init__(self, url: str, root: Path | None = None, *, retries: int | None = None) -> None:
+        """`retries`: how many times a failed request is tried again (None: obstore's 10)."""
         self.url = url
         self.root = root  # set for a folder: its objects are readable in place
+        retry: RetryConfig | None = None if retries is None else {"max_retries": retries}
         self._store: ObjectStore = (
-            LocalStore(root, mkdir=True) if root is not None else from_url(url)
+            LocalStore(root, mkdir=True) if root is not None else from_url(url, retry_config=retry)
         )
 
     def local_path(self, key: str) -> Path | None:
@@ -222,9 +227,12 @@ def scratch_dir(prefix: str) -> Path:
 def get_store() -> Store:
     """This process's store (a fresh client after a fork: obstore's runtime is per process)."""
     settings = get_settings()
-    return _store_for(settings.store_url, settings.artifacts_dir.resolve(), os.getpid())
+    dirs = settings.artifacts_dir.resolve()
+    return _store_for(settings.store_url, dirs, settings.store_retries, os.getpid())
 
 
 @lru_cache(maxsize=4)
-def _store_for(url: str, artifacts_dir: Path, pid: int) -> Store:
-    return Store(url) if url else Store(artifacts_dir.as_uri(), root=artifacts_dir)
+def _store_for(url: str, artifacts_dir: Path, retries: int, pid: int) -> Store:
+    if url:
+        return Store(url, retries=retries)
+    return Store(artifacts_dir.as_uri(), root=artifacts_dir)

@@ -86,17 +86,19 @@ def data_options(spec: JobSpec, inputs: JobInputs) -> dict[str, Any]:
         path = inputs.dataset_path
         assert path is not None
         if path.name == shards.INDEX:
-            index = shards.read(path)
+            index, reading = shards.read(path), shard_reading(spec.train.data_placement)
             if inputs.dataset_key is not None:
                 read_from_bucket(index, inputs.dataset_key, Cache.default())
-            return {"shards": index} | shard_reading(spec.train.data_placement)
+                # obstore's client does not survive a fork of a process that has used it
+                reading["loader_start"] = "forkserver"
+            return {"shards": index} | reading
         return {"path": str(path)}
     if spec.data.dataset == "synthetic":
         return spec.data.synthetic_options().model_dump()
     return {}
 
 
-def shard_reading(placement: str) -> dict[str, int]:
+def shard_reading(placement: str) -> dict[str, Any]:
     """How an upload's shards are read: the most bytes held in memory (all for "device" and
     "host", none for "stream"), and the processes that decode them."""
     settings = get_settings()

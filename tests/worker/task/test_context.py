@@ -99,9 +99,8 @@ def test_inputs_of_a_job_teacher_name_its_student_route_and_lr_drops(clean_db: A
     source = inputs.teacher
     assert source is not None and (source.arch, source.job_id) == ("resnet8", teacher)
     assert source.sha256 == sha256_file(source.path) and source.model_id is None
-    assert inputs.route == {
-        e: artifacts.job_dir(teacher) / f"checkpoints/route/epoch_{e:04d}.safetensors" for e in (2, 6)
-    }
+    route = artifacts.job_dir(teacher) / "checkpoints" / "route"
+    assert inputs.route == {e: route / f"epoch_{e:04d}.safetensors" for e in (2, 6)}
     assert inputs.teacher_lr_drops == [2, 4] and inputs.job_dir == artifacts.job_dir(ctx.job_id)
     assert (
         JobInputs.from_dict(json.loads(json.dumps(inputs.to_dict()))) == inputs
