@@ -11,7 +11,7 @@ from typing import Any
 
 from service.store import StoreError, get_store
 from worker.engine.data.decode import ShardFiles
-from worker.task.cache import Cache
+from worker.task.cache import Cache, CacheTooSmall
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,6 @@ def warm(cache: Cache, wanted: list[tuple[str, str, int]]) -> None:
             if cache.warm(key, sha256, size, keep) is None:
                 log.warning("the cache has no room for %s: read from the store each epoch", key)
                 return
-        except (StoreError, OSError) as exc:  # the reads fall back to ranged requests
+        except (StoreError, OSError, CacheTooSmall) as exc:  # reads fall back to ranges
             log.warning("could not fetch %s into the cache: %s", key, exc)
             return

@@ -46,18 +46,17 @@ class Cache:
 
     def path(self, key: str, sha256: str | None = None, size: int | None = None) -> Path:
         """A local file with the object's bytes, fetched and checked against `sha256` unless
-        it is here already. CacheTooSmall for an object larger than the cache."""
+        it is here already. CacheTooSmall for an object larger than the whole cache."""
         dest = self.file(key)
         if self.store.is_folder or self._used(dest):
             return dest
         fetched = self._fetch(key, dest, sha256, size, keep=frozenset())
-        if fetched is None:
-            raise CacheTooSmall(f"{key}: {size} bytes, DISTILLERY_CACHE_BYTES {self.max_bytes}")
+        assert fetched is not None  # with nothing kept, only an object too large has no room
         return fetched
 
     def warm(self, key: str, sha256: str, size: int, keep: frozenset[Path]) -> Path | None:
         """Fetch an object a job will read again (a shard) when room for it can be made
-        without evicting any of `keep`; None when it cannot."""
+        without evicting any of `keep`; None when it cannot (CacheTooSmall: never)."""
         dest = self.file(key)
         if self.store.is_folder or self._used(dest):
             return dest
@@ -74,6 +73,8 @@ class Cache:
                 if meta is None:
                     raise FileNotFoundError(key)
                 size = meta.size
+            if size > self.max_bytes:
+                raise CacheTooSmall(f"{key}: {size} bytes, DISTILLERY_CACHE_BYTES {self.max_bytes}")
             if not self._room(size, keep | {dest}):
                 return None
             log.info("fetching %s (%d bytes) into the cache", key, size)
@@ -90,8 +91,6 @@ class Cache:
     def _room(self, size: int, keep: frozenset[Path]) -> bool:
         """Evict the least recently used files until `size` more bytes fit; False (nothing
         evicted) when they cannot without evicting one of `keep`."""
-        if size > self.max_bytes:
-            return False
         with self._locked("TRIM"):
             held = sorted(self._files(), key=lambda f: f[1].st_mtime)
             excess = sum(st.st_size for _, st in held) + size - self.max_bytes
