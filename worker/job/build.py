@@ -28,7 +28,7 @@ from worker.engine.distributed import current_shard
 from worker.engine.methods import Method, registry
 from worker.engine.optim import Optimizer, Schedule
 from worker.job.starts import start_student
-from worker.job.stored_shards import read_from_bucket
+from worker.job.stored_shards import loader_start, read_from_bucket
 from worker.job.teachers import TeacherInfo, load_teacher
 from worker.task.cache import Cache
 from worker.task.inputs import JobInputs
@@ -89,8 +89,7 @@ def data_options(spec: JobSpec, inputs: JobInputs) -> dict[str, Any]:
             index, reading = shards.read(path), shard_reading(spec.train.data_placement)
             if inputs.dataset_key is not None:
                 read_from_bucket(index, inputs.dataset_key, Cache.default())
-                # obstore's client does not survive a fork of a process that has used it
-                reading["loader_start"] = "forkserver"
+                reading["loader_start"] = loader_start()
             return {"shards": index} | reading
         return {"path": str(path)}
     if spec.data.dataset == "synthetic":

@@ -5,7 +5,9 @@ has room for them without evicting this dataset's own, so later epochs read loca
 Host memory stays flat: a shard is streamed to disk, and a sample is read at a time."""
 
 import logging
+import multiprocessing
 import os
+import sys
 import threading
 from typing import Any
 
@@ -30,6 +32,17 @@ class CachedShards(ShardFiles):
         except FileNotFoundError:  # not fetched yet (or evicted): one ranged request
             return get_store().read_at(self.keys[shard], offset, size)
         return os.pread(fd, size, offset)
+
+
+def loader_start() -> str:
+    """How the loader's workers start: from a forkserver (obstore's client does not survive a
+    fork of a process that has used it, and this one puts checkpoints), which imports this
+    process's main module once, so that a worker it forks starts with torch and the engine
+    imported (multiprocessing preloads a main module run as a script, not one run with -m)."""
+    main = getattr(sys.modules["__main__"], "__spec__", None)
+    if main is not None:
+        multiprocessing.set_forkserver_preload([main.name])
+    return "forkserver"
 
 
 def read_from_bucket(index: dict[str, Any], dataset_key: str, cache: Cache) -> None:
