@@ -106,14 +106,17 @@ class Cache:
         return True
 
     def _files(self) -> Iterator[tuple[Path, os.stat_result]]:
-        """Every cached file (not a lock, not a download in progress) and its stat."""
+        """Every cached file (not a lock, not a download in progress) and its stat; a
+        download its process left when it was killed goes."""
         for folder, dirs, names in os.walk(self.root):
             dirs[:] = [d for d in dirs if d != LOCKS]
             for name in names:
-                if not name.startswith("."):
-                    path = Path(folder) / name
-                    with contextlib.suppress(FileNotFoundError):
-                        yield path, path.stat()
+                path = Path(folder) / name
+                if name.startswith("."):
+                    _drop_if_orphaned(path)
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    yield path, path.stat()
 
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[None]:
@@ -126,6 +129,19 @@ class Cache:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _drop_if_orphaned(path: Path) -> None:
+    """Store.download's partial file (.<name>.<pid>.partial) whose process is gone."""
+    _, pid, suffix = path.name.rsplit(".", 2) if path.name.count(".") >= 3 else ("", "", "")
+    if suffix != "partial" or not pid.isdigit():
+        return
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+    except PermissionError:  # alive, another user's
+        pass
 
 
 def _lock_name(key: str) -> str:

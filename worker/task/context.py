@@ -93,16 +93,18 @@ class JobContext:
         route: dict[int, Path] = {}
         drops: list[int] = []
         teacher = None
+        want = Wanted(cache)  # fetched once the rows are read: no transaction waits on them
         with session_scope() as s:
             if ref is not None and ref.model is not None:
-                teacher = _model_source(s, ref.model, cache)
+                teacher = _model_source(s, ref.model, want)
             elif ref is not None and ref.job is not None:
-                teacher, route, drops = _job_source(s, ref.job, cache)
-            start = _start_source(s, self.spec, cache)
+                teacher, route, drops = _job_source(s, ref.job, want)
+            start = _start_source(s, self.spec, want)
             dataset = s.get(Dataset, upload) if upload else None
             dataset_key = datasets.canonical_key(dataset) if dataset else None
             dataset_sha256 = dataset.sha256 if dataset else None
             checkpoints = artifacts.list_artifacts(s, self.job_id, (artifacts.CHECKPOINT,))
+        want.fetch()
         job_dir = artifacts.job_dir(self.job_id)
         if not cache.store.is_folder:  # a folder store's are in place, with their digests
             restore_checkpoints(job_dir, checkpoints)
@@ -341,44 +343,61 @@ def dataset_file(cache: Cache, key: str | None, sha256: str | None) -> Path | No
     return path
 
 
-def _model_source(s: Session, model_id: str, cache: Cache) -> TeacherSource:
+class Wanted:
+    """The objects a job reads, gathered while their rows are read, fetched into the cache
+    after (nothing is copied for a folder store)."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.objects: list[tuple[str, str, int]] = []
+
+    def __call__(self, key: str, sha256: str, size: int) -> Path:
+        """Where the object will be read from."""
+        self.objects.append((key, sha256, size))
+        return self.cache.file(key)
+
+    def artifact(self, art: Any) -> Path:
+        return self(artifacts.key(art), art.sha256, art.size)
+
+    def fetch(self) -> None:
+        for key, sha256, size in self.objects:
+            self.cache.path(key, sha256, size)
+
+
+def _model_source(s: Session, model_id: str, want: Wanted) -> TeacherSource:
     row = models.get_model(s, model_id)
     return TeacherSource(
         arch=row.arch,
         num_classes=row.num_classes,
         in_channels=row.in_channels,
-        path=cache.path(models.weights_key(row), row.sha256, row.size),
+        path=want(models.weights_key(row), row.sha256, row.size),
         sha256=row.sha256,
         job_id=row.source_job_id or "",
         model_id=row.id,
     )
 
 
-def _start_source(s: Session, spec: JobSpec, cache: Cache) -> StartSource | None:
+def _start_source(s: Session, spec: JobSpec, want: Wanted) -> StartSource | None:
     """The file student.init names (None for random or pretrained weights)."""
     init = spec.student.init
     if init is None or init.pretrained:
         return None
     if init.model is not None:
         row = models.get_model(s, init.model)
-        path = cache.path(models.weights_key(row), row.sha256, row.size)
+        path = want(models.weights_key(row), row.sha256, row.size)
         return StartSource(path, row.sha256, model_id=row.id)
     art = artifacts.get_artifact(s, init.job or "", "student.safetensors")
-    return StartSource(_cached(cache, art), art.sha256, job_id=init.job)
+    return StartSource(want.artifact(art), art.sha256, job_id=init.job)
 
 
 def _job_source(
-    s: Session, job_id: str, cache: Cache
+    s: Session, job_id: str, want: Wanted
 ) -> tuple[TeacherSource, dict[int, Path], list[int]]:
     """A succeeded job's student, its route checkpoints and the epochs its LR dropped after."""
     job = lifecycle.get_job(s, job_id)
     arch, num_classes, in_channels = models.job_student(job)
     art = artifacts.get_artifact(s, job_id, "student.safetensors")
-    source = TeacherSource(arch, num_classes, in_channels, _cached(cache, art), art.sha256, job_id)
+    source = TeacherSource(arch, num_classes, in_channels, want.artifact(art), art.sha256, job_id)
     drops = JobSpec.model_validate(job.spec).train.schedule.lr_drops()
-    route = {e: _cached(cache, a) for e, a in artifacts.route_checkpoints(s, job_id).items()}
+    route = {e: want.artifact(a) for e, a in artifacts.route_checkpoints(s, job_id).items()}
     return source, route, drops
-
-
-def _cached(cache: Cache, art: Any) -> Path:
-    return cache.path(artifacts.key(art), art.sha256, art.size)

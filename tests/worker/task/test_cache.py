@@ -5,6 +5,7 @@ recently used evicted first within its size, and one copy when two processes ask
 import hashlib
 import multiprocessing
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,23 @@ def test_two_processes_asking_at_once_share_one_copy(bucket: Store, tmp_path: Pa
     assert paths == {str(tmp_path / "models" / "m" / "weights.safetensors")}
     assert cached(tmp_path) == ["models/m/weights.safetensors"]
     assert hashlib.sha256(Path(paths.pop()).read_bytes()).hexdigest() == sha
+
+
+def test_a_download_its_killed_process_left_goes_at_the_next_fetch(
+    bucket: Store, tmp_path: Path
+) -> None:
+    dead = tmp_path / "d" / f".a.{_pid_of_exited()}.partial"
+    dead.parent.mkdir()
+    dead.write_bytes(b"half")
+    alive = tmp_path / "d" / f".b.{os.getpid()}.partial"  # this process's, in progress
+    alive.write_bytes(b"half")
+    put(bucket, "d/c", 10)
+    Cache(bucket, tmp_path, 1000).path("d/c")
+    assert not dead.exists() and alive.exists()
+
+
+def _pid_of_exited() -> int:
+    """The pid of a process that has exited and been reaped: no process has it now."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
