@@ -112,7 +112,7 @@ def download(
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
     try:  # asked for before the response starts: a missing object is a 404, the store down a 503
-        body = get_store().open_range(artifacts.key(art), start, end + 1)
+        body = get_store().open_range(artifacts.key(art), start, end + 1) if size else iter(())
     except FileNotFoundError as exc:
         raise NotFound("artifact file", name) from exc
     return StreamingResponse(

@@ -46,6 +46,16 @@ class Stored:
     splits: dict[str, dict[str, Any]]  # per split: count, class_counts, width, height
 
 
+@dataclass(frozen=True)
+class Upload:
+    """What was received, and what was stored of it."""
+
+    sha256: str  # of the bytes uploaded
+    size: int
+    canonical_sha256: str  # of the file a worker opens
+    stored_size: int  # every object of the dataset
+
+
 def canonical_key(row: Dataset) -> str:
     """The object a worker reads the dataset from: data.npz or the shards' index.json."""
     return row.path
@@ -64,24 +74,14 @@ async def upload(chunks: AsyncIterator[bytes], info: UploadInfo) -> Dataset:
         await asyncio.to_thread(sink.discard)  # only the canonical form is kept
         sha256 = await asyncio.to_thread(files.sha256_file, directory / stored.canonical)
         size = await asyncio.to_thread(uploads.put_folder, prefix, directory)
-        upload = Upload(sink.digest.hexdigest(), sink.size, sha256, size)
-        return await asyncio.to_thread(_insert, dataset_id, info, fmt, stored, upload)
+        received = Upload(sink.digest.hexdigest(), sink.size, sha256, size)
+        return await asyncio.to_thread(_insert, dataset_id, info, fmt, stored, received)
     except BaseException:  # the body was read whole: nothing is left to drain
         sink.discard()
         await asyncio.shield(asyncio.to_thread(uploads.unstage, prefix, directory))
         raise
     finally:
         await asyncio.shield(asyncio.to_thread(uploads.clear_scratch, directory))
-
-
-@dataclass(frozen=True)
-class Upload:
-    """What was received, and what was stored of it."""
-
-    sha256: str  # of the bytes uploaded
-    size: int
-    canonical_sha256: str  # of the file a worker opens
-    stored_size: int  # every object of the dataset
 
 
 def _store(path: Path, info: UploadInfo, directory: Path) -> tuple[str, Stored]:

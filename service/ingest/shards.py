@@ -1,10 +1,12 @@
 """The stored form of an image dataset: WebDataset tar shards plus an index. `index.json`
-holds class names, channels and, per split, counts, a size summary and its shards (sha256,
-counts); `samples.npz` per sample its shard, offset, size, label, width and height;
+holds class names, channels, `samples.npz`'s sha256 and, per split, counts, a size summary
+and its shards (sha256, counts); `samples.npz` per sample its shard, offset, size, label,
+width and height;
 `shards/<split>-000000.tar` two members a sample, `<key>.<ext>` (the uploaded bytes as they
 came) and `<key>.cls` (the label as text), so any tar reader reads them. The offsets let a
-training process read any sample with one `pread` and shuffle an epoch globally. Files are
-written into the dataset's new folder before its row exists: visible only once whole."""
+training process read any sample with one read and shuffle an epoch globally. Files are
+written into the dataset's new folder, then put to the store, before its row exists: visible
+only once whole."""
 
 import hashlib
 import io
