@@ -138,6 +138,8 @@ class Store:
         """As `chunks`, but asked for now: a missing object (FileNotFoundError) or a store
         that cannot be reached (StoreError) raises here, before a response has begun."""
         options = {"range": (start, stop)} if stop is not None else {"range": {"offset": start}}
+        if start == 0 and stop is None:  # the whole object: no range (an empty one has none)
+            options = {}
         with _errors(key):
             result = obstore.get(self._store, key, options=options)  # type: ignore[arg-type]
         return _streamed(key, result.stream(min_chunk_size=CHUNK))

@@ -94,3 +94,10 @@ def test_an_unreachable_server_is_a_store_error(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv(key, value)
     with pytest.raises(StoreError):
         Store("s3://nothing/here", retries=0).head("x")
+
+
+def test_an_empty_object_reads_back_empty(bucket: Store, tmp_path: Path) -> None:
+    path, _ = _file(tmp_path, 0)
+    bucket.put_file("jobs/j/empty", path)
+    assert bucket.get_bytes("jobs/j/empty") == b""
+    assert bucket.download("jobs/j/empty", tmp_path / "out").read_bytes() == b""
