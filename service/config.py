@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     # where every durable byte lives (service/store.py): empty, the data dir's artifacts folder;
     # s3://bucket/prefix, any S3-compatible store (endpoint and keys from the AWS_* variables)
     store_url: str = ""
+    # how many times the store's client tries a failed request again (connection errors,
+    # 5xx), backing off exponentially from 100 ms, within 3 minutes (obstore's defaults)
+    store_retries: int = Field(10, ge=0)
     # what a worker's local cache of store objects (datasets, teachers) may hold in the data dir
     cache_bytes: int = Field(50 << 30, ge=0)
     env: str = Field("dev", pattern="^(dev|prod)$")
@@ -105,12 +108,14 @@ class Settings(BaseSettings):
         return self.data_dir / "artifacts"
 
     @property
-    def models_dir(self) -> Path:
-        return self.artifacts_dir / "models"
+    def scratch_dir(self) -> Path:
+        """Files being made before they are put to a bucket (service/store.py scratch_dir)."""
+        return self.data_dir / "scratch"
 
     @property
-    def datasets_dir(self) -> Path:
-        return self.artifacts_dir / "datasets"
+    def cache_dir(self) -> Path:
+        """A worker's copies of a bucket's objects, at most cache_bytes (worker/task/cache.py)."""
+        return self.data_dir / "cache"
 
 
 @lru_cache

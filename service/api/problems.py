@@ -1,7 +1,8 @@
 """The error handlers: every error leaves the API as RFC 9457 problem+json. A DistilleryError
 as it is; a validation error as a 422 naming each field as the spec spells it (no union tags);
-Starlette's 404/405 with an Allow that lists every method the path answers; anything else as
-a logged 500 that says nothing of the server."""
+Starlette's 404/405 with an Allow that lists every method the path answers; the object store
+unreachable as a 503 (store_unavailable, Retry-After); anything else as a logged 500 that
+says nothing of the server."""
 
 import logging
 
@@ -19,8 +20,10 @@ from service.errors import (
     InternalError,
     InvalidRequest,
     MalformedJson,
+    StoreUnavailable,
 )
 from service.spec.fields import field_path
+from service.store import StoreError
 
 log = logging.getLogger(__name__)
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -31,6 +34,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DistilleryError, problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_problem)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_problem)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreError, store_problem)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, server_problem)
 
 
@@ -68,6 +72,12 @@ def allowed_methods(request: Request) -> str:
         return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
 
     return ", ".join(m for m in HTTP_METHODS if answers(m))
+
+
+def store_problem(request: Request, exc: StoreError) -> JSONResponse:
+    """A 503 that names the store, not its endpoint or keys (those go to the log)."""
+    log.error("the store failed on %s: %s", request.url.path, exc)
+    return problem(request, StoreUnavailable())
 
 
 def server_problem(request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from service.db import store
+from service.db import artifacts
 from service.db.tables import Dataset, Job, RegisteredModel
 from service.db.tenancy import current_project
 from service.errors import Conflict, FieldError, InvalidSpec
@@ -114,7 +114,7 @@ def teacher_facts(s: Session, ref: TeacherRef) -> TeacherFacts:
         num_classes=num_classes,
         in_channels=in_channels,
         input_size=None,
-        route=list(store.route_checkpoints(s, job.id)),
+        route=list(artifacts.route_checkpoints(s, job.id)),
         lr_drops=JobSpec.model_validate(job.spec).train.schedule.lr_drops(),
     )
 

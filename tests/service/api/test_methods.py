@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db import store
+from service.db import artifacts
 from service.db.sessions import session_scope
 from tests.service.helpers import fields, problem
 
@@ -23,13 +23,13 @@ def post(client: TestClient, count_jobs: Callable[[], int], body: dict[str, Any]
 
 def with_route(job_id: str, epochs: list[int]) -> None:
     """Give a succeeded job route checkpoint artifacts, as a supervised run leaves them."""
-    root = store.job_dir(job_id)
+    root = artifacts.job_dir(job_id)
     with session_scope() as s:
         for epoch in epochs:
             path = root / "checkpoints" / "route" / f"epoch_{epoch:04d}.safetensors"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"weights")
-            store.register(s, job_id, path, kind="route", epoch=epoch)
+            artifacts.register(s, job_id, path, kind="route", epoch=epoch)
 
 
 @pytest.mark.parametrize("method", [{"name": "kdcl", "peers": ["resnet8"]}, {"name": "ddgsd"}])

@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, select, text
 from service import keys
 from service.app import create_app
 from service.config import Settings, get_settings
-from service.db import store
+from service.db import artifacts
 from service.db.sessions import session_scope
 from service.db.tables import (
     DEFAULT_PROJECT,
@@ -131,13 +131,13 @@ def succeeded_job(project_id: str, student: bytes) -> str:
         assert lifecycle.claim(s, job_id, "w1", lease_s=60) is not None
     with session_scope() as s:
         lifecycle.finish(s, job_id, "w1", result={"val_acc": 0.9})
-    out = store.job_dir(job_id)
+    out = artifacts.job_dir(job_id)
     (out / STUDENT).write_bytes(student)
     (out / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
     save_file(dict(build_model("resnet8", 10, 1).state_dict()), out / CHECKPOINT)
     with session_scope() as s:
-        store.register(s, job_id, out / STUDENT, kind="student")
-        store.register(s, job_id, out / CHECKPOINT, kind="checkpoint", epoch=1)
+        artifacts.register(s, job_id, out / STUDENT, kind="student")
+        artifacts.register(s, job_id, out / CHECKPOINT, kind="checkpoint", epoch=1)
     return job_id
 
 

@@ -185,6 +185,9 @@ class EpochBatches(Sampler[list[int]]):
 class Streamed(Images):
     samples: ShardSamples | None = None
     workers: int = 2  # DataLoader worker processes
+    # how they start (a multiprocessing context's name; None: the platform's default, fork):
+    # "forkserver" for a reader whose client a fork would break (a bucket's: obstore)
+    start: str | None = None
     prefetch: int = 4  # batches each worker prepares ahead
     # made on the first pass and kept (persistent workers); a copy (subset, place) makes its own
     _loader: DataLoader | None = dataclasses.field(default=None, init=False, repr=False)
@@ -231,6 +234,7 @@ class Streamed(Images):
                 pin_memory=self.device.type == "cuda",
                 prefetch_factor=self.prefetch if self.workers else None,
                 persistent_workers=self.workers > 0,
+                multiprocessing_context=self.start if self.workers else None,
             )
         self._plan.batches = batches
         return self._loader
