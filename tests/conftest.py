@@ -8,10 +8,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from tests.s3 import S3Server
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -112,6 +116,8 @@ def truncate() -> None:
         Job,
         JobEvent,
         RegisteredModel,
+        Sweep,
+        SweepTrial,
         Webhook,
         WebhookDelivery,
         WebhookEvent,
@@ -120,6 +126,8 @@ def truncate() -> None:
 
     with session_scope() as s:
         s.execute(delete(Worker))
+        s.execute(delete(SweepTrial))
+        s.execute(delete(Sweep))
         for table in (
             WebhookDelivery,
             WebhookEvent,
@@ -139,3 +147,28 @@ def clean_db(backend: Backend) -> Backend:
     """Empty tables for one test."""
     truncate()
     return backend
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator["S3Server"]:
+    """One S3 server on loopback for the session (tests/s3.py); each test takes its own bucket."""
+    from tests.s3 import S3Server
+
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_server: "S3Server", monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """This process's durable bytes in a new bucket of the S3 server; the env it set."""
+    env = s3_server.store_env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from service.config import get_settings
+
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()

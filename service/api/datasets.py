@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, UPLOAD, Cursor, Limit
+from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, STORE, UPLOAD, Cursor, Limit
 from service.api.schemas import DatasetList, DatasetOut, problems
 from service.errors import UnsupportedMediaType
 from service.ingest import datasets
@@ -33,7 +33,7 @@ BODY_DOC: dict[str, Any] = {
     status_code=201,
     response_model=DatasetOut,
     openapi_extra=BODY_DOC,
-    responses=problems(400, 413, 415, 422) | QUOTA,
+    responses=problems(400, 413, 415, 422) | QUOTA | STORE,
     dependencies=UPLOAD,
 )
 async def create_dataset(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, UPLOAD, Cursor, Limit
+from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, STORE, UPLOAD, Cursor, Limit
 from service.api.schemas import ModelList, ModelOut, problems
 from service.errors import FieldError, InvalidRequest, MalformedJson, UnsupportedMediaType
 from service.ingest import models
@@ -71,7 +71,7 @@ def _metadata(header: str | None) -> dict[str, Any]:
     status_code=201,
     response_model=ModelOut,
     openapi_extra=BODY_DOC,
-    responses=problems(400, 413, 415, 422) | QUOTA,
+    responses=problems(400, 413, 415, 422) | QUOTA | STORE,
     dependencies=UPLOAD,
 )
 async def create_model(

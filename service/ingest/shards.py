@@ -1,10 +1,12 @@
 """The stored form of an image dataset: WebDataset tar shards plus an index. `index.json`
-holds class names, channels and, per split, counts, a size summary and its shards (sha256,
-counts); `samples.npz` per sample its shard, offset, size, label, width and height;
+holds class names, channels, `samples.npz`'s sha256 and, per split, counts, a size summary
+and its shards (sha256, counts); `samples.npz` per sample its shard, offset, size, label,
+width and height;
 `shards/<split>-000000.tar` two members a sample, `<key>.<ext>` (the uploaded bytes as they
 came) and `<key>.cls` (the label as text), so any tar reader reads them. The offsets let a
-training process read any sample with one `pread` and shuffle an epoch globally. Files are
-written into the dataset's new folder before its row exists: visible only once whole."""
+training process read any sample with one read and shuffle an epoch globally. Files are
+written into the dataset's new folder, then put to the store, before its row exists: visible
+only once whole."""
 
 import hashlib
 import io
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from service.files import sha256_file
 
 INDEX = "index.json"
 SAMPLES = "samples.npz"
@@ -136,6 +140,8 @@ def write_index(
     }
     with (folder / SAMPLES).open("xb") as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]
+    # the index names every file of the dataset with its sha256: a worker checks its copies
+    index["samples_sha256"] = sha256_file(folder / SAMPLES)
     (folder / INDEX).write_text(json.dumps(index, indent=1))
     return index
 

@@ -1,7 +1,8 @@
 """Jobs across nodes (`resources.nodes: 2`): worker processes on this host play the hosts,
-each with its own Celery name and scratch (TMPDIR) but, until the store branch lands, the
-same data dir (checkpoints and outputs). One gloo process per node; the ranks meet at the
-c10d store node 0 publishes on 127.0.0.1 (DISTILLERY_NODE_HOST)."""
+each with its own Celery name, data dir (its cache and scratch) and TMPDIR, every durable
+byte in one bucket of a real S3 server on loopback (tests/s3.py), as a fleet keeps it. One
+gloo process per node; the ranks meet at the c10d store node 0 publishes on 127.0.0.1
+(DISTILLERY_NODE_HOST)."""
 
 import json
 import os
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import Backend
 from tests.e2e.conftest import QUEUE, Service, download, fresh_service
+from tests.s3 import S3Server
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
@@ -36,19 +38,26 @@ STEPS_PER_EPOCH = 73
 
 
 @pytest.fixture(scope="module")
-def fleet(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The API and three workers, each as if on a host of its own."""
+def fleet(
+    backend: Backend, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """The API and three workers, each as if on a host of its own, on one bucket."""
     logs = tmp_path_factory.mktemp("logs-nodes")
-    with fresh_service(backend, logs, worker=False) as service:
+    store = s3_server.store_env()
+    api_env = store | {"DISTILLERY_DATA_DIR": str(tmp_path_factory.mktemp("host-api"))}
+    with fresh_service(backend, logs, api_env, worker=False) as service:
         for n in range(WORKERS):
-            start_host(service, logs / f"scratch{n}")
+            start_host(service, tmp_path_factory.mktemp(f"host{n}"))
         live_workers(service, WORKERS)
         yield service
 
 
-def start_host(service: Service, scratch: Path) -> subprocess.Popen[bytes]:
-    scratch.mkdir(exist_ok=True)
+def start_host(service: Service, host: Path) -> subprocess.Popen[bytes]:
+    """A worker with a data dir of its own (no folder shared with the API or the others: its
+    inputs come from the bucket into its own cache); the store is the service's."""
+    (scratch := host / "tmp").mkdir(exist_ok=True)
     return service.start_another_worker(
+        DISTILLERY_DATA_DIR=str(host),
         TMPDIR=str(scratch),
         DISTILLERY_NODE_HOST="127.0.0.1",
         DISTILLERY_TRAIN_THREADS="1",  # a thread per rank: no look at the cores to wait for

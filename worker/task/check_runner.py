@@ -11,6 +11,8 @@ import time
 from service.config import Settings, get_settings
 from service.db.sessions import session_scope
 from service.ingest import model_checks, models
+from service.store import StoreError
+from worker.task.cache import Cache, CacheTooSmall
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 600
@@ -24,7 +26,12 @@ def run(model_id: str) -> str:
         if row is None:  # decided, or another worker checks it
             return models.get_model(s, model_id).status
         args = [row.arch, row.num_classes, row.in_channels, row.input_size or ""]
-        args.append(models.weights_path(row))
+        weights = (models.weights_key(row), row.sha256, row.size)
+    try:
+        args.append(Cache.default().path(*weights))
+    except (StoreError, CacheTooSmall) as exc:  # not the weights' fault: checked again later
+        log.error("check of model %s: its weights could not be read: %s", model_id, exc)
+        return "validating"  # its lease runs out and the watchdog sends it again
     cmd = [sys.executable, "-m", "worker.job.weights_check", *map(str, args)]
     returncode, stdout, stderr = _leased(model_id, cmd, settings)
     if returncode == 0:

@@ -17,7 +17,7 @@ from service.errors import JobError
 from service.jobs import lifecycle
 from worker.engine.stop import Preempted, Stopped
 from worker.task import nodes
-from worker.task.context import JobContext, LeaseLost
+from worker.task.context import JobContext, LeaseLost, drop_scratch
 from worker.task.supervisor import Node, NodeLost, Ranks
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # Set when the worker starts shutting down (SIGTERM: a deploy, a spot reclaim): the job
 # running saves where it is and goes back to its queue, and no other job is claimed.
 DRAINING = threading.Event()
+ENDED = ("succeeded", "failed", "cancelled")  # a job's final statuses, as run_claimed says
 
 
 def run(job_id: str, delivered_to: str | None = None, queues: Sequence[str] = ()) -> list[str]:
@@ -43,14 +44,20 @@ def run(job_id: str, delivered_to: str | None = None, queues: Sequence[str] = ()
             break
         if isinstance(claimed, JobContext):
             outcomes.append(run_claimed(claimed))
+            if outcomes[-1] in ENDED:  # lost or requeued, another attempt may still use it
+                claimed.drop_scratch()
             continue
         gathered = nodes.gather(claimed, sorted({*queues, queue}), settings, DRAINING)
         if isinstance(gathered, nodes.Moved):
             queue = gathered.queue
         elif isinstance(gathered, nodes.Member):
             outcomes.append(nodes.run_member(gathered, DRAINING))
+            # node 0 keeps the job's record and outputs: this host's copies served this part
+            drop_scratch(gathered.job_id)
         elif gathered is not None:  # node 0: the job is this worker's to run
             outcomes.append(run_claimed(gathered))
+            if outcomes[-1] in ENDED:
+                gathered.drop_scratch()
     if not outcomes:
         log.info("woken for job %s: nothing queued in %s", job_id, queue)
     return outcomes
