@@ -7,6 +7,7 @@ An object is written whole or not at all; the caller records it in the database 
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from obstore.store import LocalStore, ObjectStore, from_url
 
 from service.config import get_settings
 from service.files import CHUNK, safe_child
+from service.spec import uris
 
 MULTIPART_BYTES = 64 << 20  # larger objects are written in parts (S3's 5 GiB single-put cap)
 PART_BYTES = 16 << 20
@@ -123,9 +125,14 @@ class Store:
         return dest
 
     def keys(self, prefix: str) -> list[str]:
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """{key: size} of every object under `prefix/` ("": the whole bucket)."""
+        folder = prefix.rstrip("/") + "/" if prefix.strip("/") else None
         with _errors(prefix):
-            pages = obstore.list(self._store, prefix=prefix.rstrip("/") + "/")
-            return sorted(meta["path"] for page in pages for meta in page)
+            pages = obstore.list(self._store, prefix=folder)
+            return {meta["path"]: meta["size"] for page in pages for meta in page}
 
     def delete(self, key: str) -> None:
         with _errors(key):
@@ -159,6 +166,26 @@ class _errors:
             raise StoreError(f"{self.key}: {exc}") from exc
 
 
+def for_uri(uri: str) -> tuple[Store, str]:
+    """The bucket of an s3:// URI (read with the deployment's endpoint and credentials, the
+    AWS_* variables) and the key the URI names in it. The URI is checked first
+    (service/spec/uris.py); which URIs a project may read is the caller's to decide."""
+    bucket, key = uris.parse(uri)
+    return _bucket(f"{uris.SCHEME}{bucket}", os.getpid()), key
+
+
+def cached(uri: str, sha256: str) -> Path:
+    """A local copy of the object at `uri` whose bytes hash to `sha256` (a dataset's shard
+    read where it is), fetched into the worker's cache once and verified."""
+    if not re.fullmatch("[0-9a-f]{64}", sha256):
+        raise ValueError(f"{sha256!r} is not a sha256")
+    path = get_settings().data_dir.resolve() / "cache" / "sha256" / sha256
+    if not path.is_file():
+        source, key = for_uri(uri)
+        source.download(key, path, sha256)
+    return path
+
+
 def get_store() -> Store:
     """This process's store (a fresh client after a fork: obstore's runtime is per process)."""
     settings = get_settings()
@@ -168,3 +195,8 @@ def get_store() -> Store:
 @lru_cache(maxsize=4)
 def _store_for(url: str, artifacts_dir: Path, pid: int) -> Store:
     return Store(url) if url else Store(artifacts_dir.as_uri(), root=artifacts_dir)
+
+
+@lru_cache(maxsize=16)
+def _bucket(url: str, pid: int) -> Store:
+    return Store(url)

@@ -78,7 +78,7 @@ async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> RegisteredMod
             chunks, directory / WEIGHTS, lambda header: _check(info, header)
         )
         model = await asyncio.to_thread(
-            _insert, model_id, info, received.sha256, received.size, "upload", None
+            insert, model_id, info, received.sha256, received.size, "upload", None
         )
     except (weights.NotSafetensors, InvalidWeights) as exc:
         uploads.discard(directory)
@@ -94,14 +94,18 @@ async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> RegisteredMod
     return model
 
 
-def _insert(
+def insert(
     model_id: str,
     info: ModelInfo,
-    sha256: str,
-    size: int,
+    sha256: str | None,
+    size: int | None,
     source: str,
     source_job_id: str | None,
+    uri: str | None = None,
 ) -> RegisteredModel:
+    """Record a model: `source` "upload", "job", or "uri" (its bytes not read yet: a worker
+    reads them from `uri`, service/ingest/by_uri.py)."""
+    checked = source == "uri" or (source == "upload" and info.arch.startswith(TIMM))
     model = RegisteredModel(
         id=model_id,
         project_id=current_project(),
@@ -117,8 +121,10 @@ def _insert(
         path=f"models/{model_id}/{WEIGHTS}",
         source=source,
         source_job_id=source_job_id,
-        # a job's student is the worker's own output; an uploaded timm model is not yet known
-        status="validating" if source == "upload" and info.arch.startswith(TIMM) else "ready",
+        uri=uri,
+        # a job's student is the worker's own output; a worker checks an uploaded timm model,
+        # and reads a model by URI
+        status="validating" if checked else "ready",
     )
     with session_scope() as s:
         s.add(model)
@@ -144,7 +150,7 @@ def register_job(request: FromJob) -> RegisteredModel:
     try:
         directory.mkdir(parents=True)
         _link_or_copy(student, directory / WEIGHTS, art.sha256)
-        return _insert(model_id, info, art.sha256, art.size, "job", job.id)
+        return insert(model_id, info, art.sha256, art.size, "job", job.id)
     except BaseException:
         uploads.discard(directory)
         raise

@@ -84,7 +84,8 @@ def data_options(spec: JobSpec, inputs: JobInputs) -> dict[str, Any]:
         path = inputs.dataset_path
         assert path is not None
         if path.name == shards.INDEX:
-            return {"shards": shards.read(path)} | shard_reading(spec.train.data_placement)
+            index = shards.read(path, inputs.dataset_shards)
+            return {"shards": index} | shard_reading(spec.train.data_placement)
         return {"path": str(path)}
     if spec.data.dataset == "synthetic":
         return spec.data.synthetic_options().model_dump()

@@ -27,9 +27,10 @@ from service.db import store
 from service.db.sessions import session_scope
 from service.db.tables import Dataset
 from service.errors import JobError
-from service.ingest import datasets, models
+from service.ingest import datasets, models, shards
 from service.jobs import lifecycle
 from service.spec.job import JobSpec
+from service.store import StoreError, cached
 from worker.task.inputs import JobInputs, StartSource, TeacherSource
 from worker.task.tracker import Tracker
 
@@ -82,6 +83,7 @@ class JobContext:
         return JobInputs(
             job_dir=store.job_dir(self.job_id),
             dataset_path=dataset_path,
+            dataset_shards=_fetched_shards(dataset_path),
             teacher=teacher,
             route=route,
             teacher_lr_drops=drops,
@@ -222,8 +224,20 @@ class JobContext:
         return {"epochs": self.spec.train.epochs, **saved}
 
 
+def _fetched_shards(index: Path | None) -> dict[str, str]:
+    """{uri: local copy} of the shards a dataset registered by URI reads where they lie
+    (none for others), fetched into this worker's cache and verified."""
+    if index is None or index.name != shards.INDEX:
+        return {}
+    try:
+        return {uri: str(cached(uri, sha)) for uri, sha in shards.remote(index).items()}
+    except (StoreError, FileNotFoundError) as exc:
+        raise JobError("store_unavailable", f"a shard could not be read: {exc}", True) from exc
+
+
 def _model_source(s: Session, model_id: str) -> TeacherSource:
     row = models.get_model(s, model_id)
+    assert row.sha256 is not None  # a ready model's bytes were read
     return TeacherSource(
         arch=row.arch,
         num_classes=row.num_classes,
@@ -242,6 +256,7 @@ def _start_source(s: Session, spec: JobSpec) -> StartSource | None:
         return None
     if init.model is not None:
         row = models.get_model(s, init.model)
+        assert row.sha256 is not None  # a ready model's bytes were read
         return StartSource(models.weights_path(row), row.sha256, model_id=row.id)
     art, path = store.get_artifact(s, init.job or "", "student.safetensors")
     return StartSource(path, art.sha256, job_id=init.job)

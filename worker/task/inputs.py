@@ -35,6 +35,8 @@ class StartSource:
 class JobInputs:
     job_dir: Path  # the job's artifact folder: its checkpoints and outputs go here
     dataset_path: Path | None = None  # an uploaded dataset's canonical file
+    # {uri: local copy} of the shards a dataset registered by URI reads where they lie
+    dataset_shards: dict[str, str] = field(default_factory=dict)
     teacher: TeacherSource | None = None
     route: dict[int, Path] = field(default_factory=dict)  # a teacher job's route, by epoch
     teacher_lr_drops: list[int] = field(default_factory=list)  # epochs its LR dropped after
@@ -50,6 +52,7 @@ class JobInputs:
         return cls(
             job_dir=Path(raw["job_dir"]),
             dataset_path=Path(raw["dataset_path"]) if raw["dataset_path"] else None,
+            dataset_shards=dict(raw["dataset_shards"]),
             teacher=TeacherSource(**teacher | {"path": Path(teacher["path"])}) if teacher else None,
             route={int(epoch): Path(path) for epoch, path in raw["route"].items()},
             teacher_lr_drops=[int(e) for e in raw["teacher_lr_drops"]],
