@@ -99,6 +99,8 @@ class Store:
     def chunks(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         """The object's bytes start..stop (exclusive; None: to the end), streamed."""
         options = {"range": (start, stop)} if stop is not None else {"range": {"offset": start}}
+        if start == 0 and stop is None:  # the whole object: no range (an empty one has none)
+            options = {}
         with _errors(key):
             result = obstore.get(self._store, key, options=options)  # type: ignore[arg-type]
             for chunk in result.stream(min_chunk_size=CHUNK):

@@ -421,7 +421,9 @@ def fetch_model(
     if meta.size > cap:
         raise Invalid([f"{uri} is {meta.size} bytes, more than {cap} (MAX_UPLOAD_BYTES)"])
     try:
-        length = weights.header_length(b"".join(source.chunks(key, 0, min(8, meta.size))))
+        length = weights.header_length(
+            b"".join(source.chunks(key, 0, 8)) if meta.size >= 8 else b""
+        )
         header = weights.parse_header(b"".join(source.chunks(key, 8, 8 + length)))
     except weights.NotSafetensors as exc:
         raise Invalid([f"{uri}: {exc}"]) from exc

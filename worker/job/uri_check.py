@@ -35,9 +35,10 @@ class Reporter:
 
     def __init__(self) -> None:
         self.last = 0.0
+        self.latest: dict[str, int] = {}
 
     def __call__(self, progress: dict[str, int]) -> None:
-        now = time.monotonic()
+        now, self.latest = time.monotonic(), progress
         if now - self.last >= PROGRESS_S or progress["done"] == progress["objects"]:
             self.last = now
             emit({"progress": progress})
@@ -48,14 +49,16 @@ def dataset(fmt: str, uri: str, dataset_id: str, class_names: list[str] | None) 
     scratch = get_settings().data_dir.resolve() / "scratch" / dataset_id
     shutil.rmtree(scratch, ignore_errors=True)  # an earlier attempt's
     scratch.mkdir(parents=True)
-    store = get_store()
+    store, report = get_store(), Reporter()
     out = remote.Output(store, dataset_id, scratch)
     try:
         if fmt == "imagefolder":
-            return remote.pack_imagefolder(source, prefix, uris.folder(uri), out, Reporter())
-        return remote.index_webdataset(
-            source, prefix, uris.folder(uri), out, Reporter(), class_names
-        )
+            found = remote.pack_imagefolder(source, prefix, uris.folder(uri), out, report)
+        else:
+            found = remote.index_webdataset(
+                source, prefix, uris.folder(uri), out, report, class_names
+            )
+        return found | {"progress": report.latest}  # the row keeps the last count
     except remote.Invalid:
         store.delete_prefix(dataset_key(dataset_id, ""))  # no orphan of a refused set
         raise

@@ -131,7 +131,7 @@ def _leased(check: checks.Checks, ident: str, cmd: list[str]) -> Ran:
             return proc.returncode, last, "".join(_all(errors))
         if parsed := _parsed(line):
             heard = time.monotonic()
-            if "progress" in parsed:
+            if parsed.keys() == {"progress"}:
                 progress = parsed["progress"]
             else:
                 last = parsed

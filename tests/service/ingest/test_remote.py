@@ -109,6 +109,7 @@ def test_every_bad_image_is_named_and_nothing_is_packed(s3_server, bucket, tmp_p
     jpeg = next(v for k, v in images.items() if k.endswith(".jpg"))
     images |= {
         "train/class_1/truncated.jpg": jpeg[: len(jpeg) // 2],
+        "val/class_0/empty.png": b"",
         "val/class_0/notes.png": b"hello",
     }
     put(s3_server, bucket, images)
@@ -117,6 +118,7 @@ def test_every_bad_image_is_named_and_nothing_is_packed(s3_server, bucket, tmp_p
         remote.pack_imagefolder(source, prefix, f"s3://{bucket}/", output(tmp_path), lambda _: None)
     assert [p.split(" ")[0] for p in refused.value.problems] == [
         f"s3://{bucket}/train/class_1/truncated.jpg",
+        f"s3://{bucket}/val/class_0/empty.png",
         f"s3://{bucket}/val/class_0/notes.png",
     ]
     assert all("is not a readable image" in p for p in refused.value.problems)
@@ -248,7 +250,12 @@ def test_a_model_is_copied_with_its_sha256_once_its_header_fits(
     put(
         s3_server,
         bucket,
-        {"m/good.safetensors": good, "m/other.safetensors": other, "m/pickle": b"\x80\x04."},
+        {
+            "m/good.safetensors": good,
+            "m/other.safetensors": other,
+            "m/pickle": b"\x80\x04.",
+            "m/empty": b"",
+        },
     )
     dest = Store((tmp_path / "store").as_uri(), root=tmp_path / "store")
     scratch = tmp_path / "scratch"
@@ -270,8 +277,9 @@ def test_a_model_is_copied_with_its_sha256_once_its_header_fits(
     assert (tmp_path / "store" / "models" / "mdl_1" / "weights.safetensors").read_bytes() == good
     with pytest.raises(remote.Invalid, match="architecture expects"):
         fetch("m/other.safetensors")
-    with pytest.raises(remote.Invalid, match="not a safetensors file"):
-        fetch("m/pickle")
+    for key in ("m/pickle", "m/empty"):
+        with pytest.raises(remote.Invalid, match="not a safetensors file"):
+            fetch(key)
     with pytest.raises(remote.Invalid, match="no object at"):
         fetch("m/absent.safetensors")
     with pytest.raises(remote.Invalid, match="MAX_UPLOAD_BYTES"):
