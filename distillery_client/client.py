@@ -297,9 +297,10 @@ class Client:
         r = self.send("POST", "/v1/models", idempotent=False, json=body)
         return Model.model_validate(r.json())
 
-    def wait_model(self, model_id: str, poll_s: float = 1.0) -> Model:
-        """The model once no longer `validating` (ready or invalid)."""
-        return _checked(lambda: self.get_model(model_id), poll_s)
+    def wait_model(self, model_id: str, poll_s: float = 1.0, timeout: float | None = None) -> Model:
+        """The model once no longer `validating` (ready or invalid); TimeoutError after
+        `timeout` seconds."""
+        return _checked(lambda: self.get_model(model_id), poll_s, timeout)
 
     def list_models(self, limit: int | None = None, cursor: str | None = None) -> ModelList:
         return self._get(ModelList, "/v1/models", limit=limit, cursor=cursor)
@@ -352,9 +353,12 @@ class Client:
         r = self.send("POST", "/v1/datasets", idempotent=False, json=body)
         return Dataset.model_validate(r.json())
 
-    def wait_dataset(self, dataset_id: str, poll_s: float = 1.0) -> Dataset:
-        """The dataset once no longer `validating` (ready or invalid)."""
-        return _checked(lambda: self.get_dataset(dataset_id), poll_s)
+    def wait_dataset(
+        self, dataset_id: str, poll_s: float = 1.0, timeout: float | None = None
+    ) -> Dataset:
+        """The dataset once no longer `validating` (ready or invalid); TimeoutError after
+        `timeout` seconds."""
+        return _checked(lambda: self.get_dataset(dataset_id), poll_s, timeout)
 
     def list_datasets(self, limit: int | None = None, cursor: str | None = None) -> DatasetList:
         return self._get(DatasetList, "/v1/datasets", limit=limit, cursor=cursor)
@@ -512,8 +516,11 @@ def _pages(fetch: Callable[[str | None], Any]) -> Iterator[Any]:
 C = TypeVar("C", Model, Dataset)
 
 
-def _checked(get: Callable[[], C], poll_s: float) -> C:
+def _checked(get: Callable[[], C], poll_s: float, timeout: float | None) -> C:
     """What `get` answers once it is no longer `validating` (a worker has decided it)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while (found := get()).status == "validating":
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{found.id} still validating after {timeout} s")
         time.sleep(poll_s)
     return found
