@@ -17,7 +17,7 @@ from service.api.deps import (
     json_of,
     validated,
 )
-from service.api.schemas import DatasetList, DatasetOut, problems
+from service.api.schemas import DatasetList, DatasetOut, body_ref, problems
 from service.errors import UnsupportedMediaType
 from service.ingest import by_uri, datasets
 from service.spec.limits import Ident, Name
@@ -36,7 +36,7 @@ BODY_DOC: dict[str, Any] = {
                 "MNIST-style IDX files, or a zip/tar(.gz) ImageFolder tree of JPEG, PNG, "
                 "WebP or BMP images of any sizes",
             },
-            "application/json": {"schema": DatasetFromUri.model_json_schema()},
+            "application/json": {"schema": body_ref(DatasetFromUri)},
         },
     }
 }

@@ -17,7 +17,7 @@ from service.api.deps import (
     json_of,
     validated,
 )
-from service.api.schemas import ModelList, ModelOut, problems
+from service.api.schemas import ModelList, ModelOut, body_ref, problems
 from service.errors import FieldError, InvalidRequest, UnsupportedMediaType
 from service.ingest import by_uri, models
 from service.spec import limits, model_info
@@ -37,12 +37,7 @@ BODY_DOC: dict[str, Any] = {
                 "description": "a safetensors file; the query names its architecture",
             },
             "application/json": {
-                "schema": {
-                    "oneOf": [
-                        model_info.FromJob.model_json_schema(),
-                        model_info.FromUri.model_json_schema(),
-                    ]
-                }
+                "schema": {"oneOf": [body_ref(model_info.FromJob), body_ref(model_info.FromUri)]}
             },
         },
     }

@@ -17,6 +17,7 @@ from pydantic import (
 from pydantic.json_schema import models_json_schema
 
 from service.errors import PROBLEM
+from service.spec import model_info, uris
 
 
 class Out(BaseModel):
@@ -302,6 +303,15 @@ class Problem(BaseModel):
 Responses = dict[int | str, dict[str, Any]]  # a route's `responses`, as FastAPI takes them
 REF = "#/components/schemas/{model}"
 PROBLEM_SCHEMAS = models_json_schema([(Problem, "serialization")], ref_template=REF)[1]["$defs"]
+# the JSON bodies of routes that also take raw bytes (they read the body themselves)
+BODIES = (model_info.FromJob, model_info.FromUri, uris.DatasetFromUri)
+BODY_SCHEMAS = models_json_schema([(m, "validation") for m in BODIES], ref_template=REF)[1]["$defs"]
+
+
+def body_ref(model: type[BaseModel]) -> dict[str, str]:
+    """A request body schema, as a reference to the document's components."""
+    assert model in BODIES
+    return {"$ref": REF.format(model=model.__name__)}
 
 
 def problems(*statuses: int) -> Responses:
@@ -311,13 +321,15 @@ def problems(*statuses: int) -> Responses:
 
 
 def document_problems(app: FastAPI) -> None:
-    """Adds the schemas `problems` refers to to the app's OpenAPI document (FastAPI adds a
-    response's model only under the route's own media type, application/json)."""
+    """Adds the schemas `problems` and `body_ref` refer to to the app's OpenAPI document
+    (FastAPI adds a response's model only under the route's own media type,
+    application/json, and knows nothing of a body a route reads itself)."""
     document: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         doc = document()
-        doc.setdefault("components", {}).setdefault("schemas", {}).update(PROBLEM_SCHEMAS)
+        components = doc.setdefault("components", {}).setdefault("schemas", {})
+        components.update(PROBLEM_SCHEMAS | BODY_SCHEMAS)
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]

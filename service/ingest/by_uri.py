@@ -62,7 +62,7 @@ def register_dataset(body: DatasetFromUri) -> Dataset:
         row = Dataset(
             id=dataset_id,
             project_id=current_project(),
-            name=body.name or uri,
+            name=body.name or uri.rstrip("/").rsplit("/", 1)[-1][:200],  # its last folder
             format=body.format,
             uri=uri,
             status="validating",

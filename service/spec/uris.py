@@ -71,8 +71,9 @@ def allowed(setting: str, project: str) -> list[str]:
     return found.get("", []) + (found.get(project, []) if project else [])
 
 
+# one short of the column: a folder's URI gains its closing slash
 DataUri = Annotated[
-    str, Field(min_length=len(SCHEME) + 3, max_length=MAX_LENGTH), AfterValidator(check)
+    str, Field(min_length=len(SCHEME) + 3, max_length=MAX_LENGTH - 1), AfterValidator(check)
 ]
 
 

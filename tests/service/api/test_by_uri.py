@@ -70,6 +70,14 @@ def test_a_uri_outside_the_allow_list_is_refused_counting_not_naming_them(allowe
     assert rows() == before
 
 
+def test_a_long_uri_fits_its_row_named_by_its_last_folder(allowed, client) -> None:
+    uri = SHARED + "x" * (1023 - len(SHARED))
+    ds = client.post("/v1/datasets", json={"uri": uri, "format": "imagefolder"}).json()
+    assert (ds["uri"], ds["name"]) == (uri + "/", "x" * 200)
+    too_long = client.post("/v1/datasets", json={"uri": uri + "x", "format": "imagefolder"})
+    assert fields(problem(too_long, 422)) == ["uri"]
+
+
 def test_with_no_prefix_allowed_every_uri_is_refused(client, monkeypatch) -> None:
     monkeypatch.delenv("DISTILLERY_DATA_URIS", raising=False)
     get_settings.cache_clear()
@@ -157,3 +165,8 @@ def test_a_job_cannot_train_on_a_dataset_before_it_is_ready(allowed, client, spe
     assert fields(body) == ["data.upload"] and "still being read by a worker" in body[
         "detail"
     ] + str(body)
+
+
+def test_a_bad_allow_list_stops_the_api_at_start_up() -> None:
+    with pytest.raises(ValueError, match="DISTILLERY_DATA_URIS entry 'team-a=https://x/'"):
+        create_app(Settings(watchdog_s=0, data_uris="s3://fine/, team-a=https://x/"))
