@@ -82,6 +82,6 @@ def register_model(body: FromUri) -> RegisteredModel:
     with session_scope() as s:
         _allowed(s, body.uri)
     info = ModelInfo.model_validate(body.model_dump(exclude={"uri"}))
-    model = models.insert(new_id("mdl"), info, None, None, "uri", None, body.uri)
+    model = models.register_uri(info, body.uri)
     dispatch.send_check(model.id, get_settings().check_queue)
     return model

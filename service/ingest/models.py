@@ -78,7 +78,7 @@ async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> RegisteredMod
             chunks, directory / WEIGHTS, lambda header: _check(info, header)
         )
         model = await asyncio.to_thread(
-            insert, model_id, info, received.sha256, received.size, "upload", None
+            _insert, model_id, info, received.sha256, received.size, "upload", None
         )
     except (weights.NotSafetensors, InvalidWeights) as exc:
         uploads.discard(directory)
@@ -94,7 +94,7 @@ async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> RegisteredMod
     return model
 
 
-def insert(
+def _insert(
     model_id: str,
     info: ModelInfo,
     sha256: str | None,
@@ -103,8 +103,6 @@ def insert(
     source_job_id: str | None,
     uri: str | None = None,
 ) -> RegisteredModel:
-    """Record a model: `source` "upload", "job", or "uri" (its bytes not read yet: a worker
-    reads them from `uri`, service/ingest/by_uri.py)."""
     checked = source == "uri" or (source == "upload" and info.arch.startswith(TIMM))
     model = RegisteredModel(
         id=model_id,
@@ -150,7 +148,7 @@ def register_job(request: FromJob) -> RegisteredModel:
     try:
         directory.mkdir(parents=True)
         _link_or_copy(student, directory / WEIGHTS, art.sha256)
-        return insert(model_id, info, art.sha256, art.size, "job", job.id)
+        return _insert(model_id, info, art.sha256, art.size, "job", job.id)
     except BaseException:
         uploads.discard(directory)
         raise
@@ -251,3 +249,9 @@ def not_ready(model: RegisteredModel) -> str | None:
     if model.status == "validating":
         return f"model {model.id!r} is still being checked by a worker; try when it is ready"
     return f"model {model.id!r} is invalid: {'; '.join(model.problems or [])}"
+
+
+def register_uri(info: ModelInfo, uri: str) -> RegisteredModel:
+    """A model whose bytes a worker reads from `uri` (service/ingest/by_uri.py): validating,
+    its sha256 and size unknown until then."""
+    return _insert(new_id("mdl"), info, None, None, "uri", None, uri)
