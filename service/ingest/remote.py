@@ -138,23 +138,11 @@ def pack_imagefolder(
 ) -> dict[str, Any]:
     """Check every image of the ImageFolder under `uri` and pack them into the store."""
     objects = listing(source, prefix)
-    try:
-        roles = imagefolder.layout([n for n in objects if imagefolder.is_image(n)], uri)
-        class_names = imagefolder.classes(roles, None)
-    except BadUpload as exc:
-        raise Invalid([message(exc)]) from exc
-    problems = Problems()
-    for split in sorted({s for s, _ in roles.values()}):
-        if sum(s == split for s, _ in roles.values()) < 2:
-            problems.add(f"{uri}{split}/: at least 2 images are needed")
-    for name in roles:
-        if (size := objects[name][1]) > MAX_OBJECT_BYTES:
-            problems.add(f"{uri}{name} is {size} bytes: an image may be {MAX_OBJECT_BYTES}")
+    roles, class_names = _layout(objects, uri)
+    problems = _refused_unread(roles, objects, uri)
     labels = {c: i for i, c in enumerate(class_names)}
-    writers = {
-        s: shards.SplitWriter(out.scratch, s, closed=out.put_shard)
-        for s in sorted({s for s, _ in roles.values()})
-    }
+    splits = sorted({s for s, _ in roles.values()})
+    writers = {s: shards.SplitWriter(out.scratch, s, closed=out.put_shard) for s in splits}
     gray, read = True, 0
     names = sorted(n for n in roles if objects[n][1] <= MAX_OBJECT_BYTES)
     for done, (name, data) in enumerate(_read_all(source, [objects[n][0] for n in names], names)):
@@ -173,6 +161,31 @@ def pack_imagefolder(
     for writer in writers.values():
         writer.finish()
     return out.finish(list(writers.values()), class_names, gray, read)
+
+
+def _layout(
+    objects: dict[str, tuple[str, int]], uri: str
+) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """{image: (split, class folder)} and the class names, as an upload's archive gives them."""
+    try:
+        roles = imagefolder.layout([n for n in objects if imagefolder.is_image(n)], uri)
+        return roles, imagefolder.classes(roles, None)
+    except BadUpload as exc:
+        raise Invalid([message(exc)]) from exc
+
+
+def _refused_unread(
+    roles: dict[str, tuple[str, str]], objects: dict[str, tuple[str, int]], uri: str
+) -> Problems:
+    """What is wrong before an image is read: a split of one image, an image too large."""
+    problems = Problems()
+    for split in sorted({s for s, _ in roles.values()}):
+        if sum(s == split for s, _ in roles.values()) < 2:
+            problems.add(f"{uri}: the {split} split needs at least 2 images")
+    for name in roles:
+        if (size := objects[name][1]) > MAX_OBJECT_BYTES:
+            problems.add(f"{uri}{name} is {size} bytes: an image may be {MAX_OBJECT_BYTES}")
+    return problems
 
 
 def _read_all(source: Store, keys: list[str], names: list[str]) -> Iterator[tuple[str, bytes]]:

@@ -125,6 +125,25 @@ def test_every_bad_image_is_named_and_nothing_is_packed(s3_server, bucket, tmp_p
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.tar"))
 
 
+def test_what_is_wrong_before_reading_is_named_too(
+    s3_server, bucket, tmp_path, monkeypatch
+) -> None:
+    images = photos(classes=2, train=3, val=0)
+    big = max(images, key=lambda k: len(images[k]))
+    images["val/class_0/only.png"] = images[big]
+    put(s3_server, bucket, images)
+    monkeypatch.setattr(remote, "MAX_OBJECT_BYTES", len(images[big]) - 1)
+    source, prefix = store.for_uri(f"s3://{bucket}")
+    with pytest.raises(remote.Invalid) as refused:
+        remote.pack_imagefolder(source, prefix, f"s3://{bucket}/", output(tmp_path), lambda _: None)
+    cap = len(images[big]) - 1
+    assert refused.value.problems == [
+        f"s3://{bucket}/: the val split needs at least 2 images",
+        f"s3://{bucket}/{big} is {cap + 1} bytes: an image may be {cap}",
+        f"s3://{bucket}/val/class_0/only.png is {cap + 1} bytes: an image may be {cap}",
+    ]
+
+
 def test_a_folder_that_is_not_an_imagefolder_is_refused(s3_server, bucket, tmp_path) -> None:
     put(s3_server, bucket, {"a/b/c/1.png": b"x", "a/2.png": b"y"})
     source, prefix = store.for_uri(f"s3://{bucket}/a/")
