@@ -1,177 +1,352 @@
-"""Every method from one teacher, over N seeds: mean +- std val accuracy and wall time.
+"""The methods table: every method the spec knows, run as a user runs it (over HTTP, on a
+real worker) on Fashion-MNIST; mean +- std of the final validation accuracy over seeds, the
+gain over a scratch run and over KD (paired by seed), and each paper's claim beside it.
 
-    python bench/methods.py --dataset digits --device cpu --seeds 3
-    python bench/methods.py --dataset synthetic --teacher resnet32x4 --student resnet8x4 \\
-        --device cuda --epochs 30 --teacher-epochs 60
+    python -m bench.methods --epochs 10 --seeds 0 1 2
+    python -m bench.methods --epochs 30 --seeds 0 --methods scratch,kd,reviewkd
 
-Runs each run as a job would, without the service: a job spec (its defaults are the
-service's), checked by the admission rules and built by worker/job/build.py, then trained in
-this process. One supervised teacher (its route checkpoints are RCO's), then a scratch
-student, KD and each requested method with the same student and data.
+Data: Debian's dataset-fashion-mnist (--data), the first --train-images training images and
+the first --val-images test images as the validation split, uploaded as an npz. Teacher:
+resnet20, supervised, --teacher-epochs, a route checkpoint every 3 epochs (RCO's anchors).
+Students: resnet8. All: SGD 0.05 momentum 0.9 wd 5e-4, cosine, batch 128, pad-and-crop,
+fp32 on the CPU, one thread a job, --parallel jobs at a time (`distillery up` in --workdir).
+Each method with its defaults, but what it needs to run here (METHOD_PARAMS).
+
+Resumable: each finished job is appended to --results at once; the same command again runs
+only what is missing (the service in --workdir keeps the dataset and the teacher, and a job
+stopped mid-way resumes from its checkpoint: every submission carries an Idempotency-Key).
 """
 
 import argparse
+import contextlib
+import gzip
+import io
+import json
+import os
+import signal
+import socket
 import statistics
-import tempfile
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from service.errors import InvalidSpec
-from service.files import sha256_file
-from service.jobs import admission
-from service.spec.job import JobSpec
-from service.spec.methods import TeacherFacts
-from worker.engine.loop import Quiet, train
-from worker.job.build import build
-from worker.task.inputs import JobInputs, TeacherSource
+import numpy as np
 
-METHODS: dict[str, dict[str, Any]] = {
-    "scratch": {"name": "supervised"},
-    "kd": {"name": "kd"},
-    "kdcl": {"name": "kdcl", "ensemble": "general"},
-    "ddgsd": {"name": "ddgsd"},
-    "rco": {"name": "rco"},
-    "iekd": {"name": "iekd", "ae_epochs": 5},
-    "reviewkd": {"name": "reviewkd"},
+from bench.claims import CLAIMS
+from distillery_client import Client
+from distillery_client.models import Job
+from service.spec.methods import PARAMS_MODELS, method_name
+
+STUDENT, TEACHER = "resnet8", "resnet20"
+METHOD_PARAMS: dict[str, dict[str, Any]] = {
+    "kdcl": {"peers": [STUDENT]},  # one more resnet8 trained beside the student
+    "rco": {"anchors": "every_n"},  # every route checkpoint of the teacher
 }
-NO_TEACHER = {"scratch", "kdcl", "ddgsd"}
-TEACHER_JOB = "bench-teacher"
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+CLASSES += ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+TRAIN = {
+    "batch_size": 128,
+    "precision": "fp32",
+    "device": "cpu",
+    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+    "schedule": {"name": "cosine"},
+}
+POLL_S = 5.0
 
 
-def drops(epochs: int) -> list[int]:
-    return sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)} - {epochs})
+def rows() -> dict[str, tuple[dict[str, Any], bool]]:
+    """Table row -> (method params, whether it takes the teacher), from the spec's methods:
+    "scratch" is `supervised`; a method with `logit_standardisation` also gets a "+ls" row."""
+    found: dict[str, tuple[dict[str, Any], bool]] = {}
+    for model in PARAMS_MODELS:
+        name = method_name(model)
+        row = "scratch" if name == "supervised" else name
+        params = {"name": name, **METHOD_PARAMS.get(name, {})}
+        found[row] = (params, model.needs_teacher)
+        if "logit_standardisation" in model.model_fields:
+            found[f"{row}+ls"] = ({**params, "logit_standardisation": True}, model.needs_teacher)
+    first = ["scratch", "kd"]  # every gain is measured against these
+    return {r: found[r] for r in first + sorted(set(found) - set(first))}
+
+
+def fashion_npz(folder: Path, train: int, val: int) -> bytes:
+    """The first `train` training and `val` test images of Fashion-MNIST's IDX files."""
+
+    def idx(name: str, count: int, item: int) -> np.ndarray:
+        with gzip.open(folder / f"{name}-ubyte.gz") as f:
+            data = f.read()
+        header = 16 if item > 1 else 8  # images: magic, count, rows, cols; labels: magic, count
+        return np.frombuffer(data, np.uint8, count * item, offset=header)
+
+    out = io.BytesIO()
+    np.savez(
+        out,
+        images=idx("train-images-idx3", train, 784).reshape(-1, 28, 28),
+        labels=idx("train-labels-idx1", train, 1).astype(np.int64),
+        val_images=idx("t10k-images-idx3", val, 784).reshape(-1, 28, 28),
+        val_labels=idx("t10k-labels-idx1", val, 1).astype(np.int64),
+        class_names=np.array(CLASSES),
+    )
+    return out.getvalue()
+
+
+class Results:
+    """The JSON file each finished run is appended to, for one setting."""
+
+    def __init__(self, path: Path, setting: dict[str, Any]) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"setting": setting, "runs": {}}
+        if path.exists():
+            self.data = json.loads(path.read_text())
+            if self.data["setting"] != setting:
+                raise SystemExit(
+                    f"{path} holds runs of another setting ({self.data['setting']}); "
+                    "name another --results and --workdir"
+                )
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.save()
+
+    def run(self, row: str, epochs: int, seed: int) -> dict[str, Any] | None:
+        return self.data["runs"].get(f"{row}/{epochs}/{seed}")
+
+    def add_run(self, key: str, run: dict[str, Any]) -> None:
+        self.data["runs"][key] = run
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
+        tmp.replace(self.path)
+
+
+@contextlib.contextmanager
+def service(workdir: Path, parallel: int) -> Iterator[Client]:
+    """`distillery up` on its own data dir and port, `parallel` one-thread jobs at a time."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {
+        "DISTILLERY_DATA_DIR": str(workdir),
+        "DISTILLERY_WORKER_CONCURRENCY": str(parallel),
+        "DISTILLERY_TRAIN_THREADS": "1",
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "service.cli", "up", "--port", str(port)]
+    with (workdir / "up.log").open("ab") as log:
+        up = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
+    client = Client(f"http://127.0.0.1:{port}", retries=20)
+    try:
+        wait_ready(client, up, workdir)
+        yield client
+    finally:
+        client.close()
+        os.killpg(up.pid, signal.SIGTERM)  # a running job saves where it is and is requeued
+        up.wait(timeout=120)
+
+
+def wait_ready(client: Client, up: subprocess.Popen[bytes], workdir: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if up.poll() is not None:
+            raise SystemExit(f"`distillery up` exited; see {workdir / 'up.log'}")
+        with contextlib.suppress(Exception):
+            client.readyz()
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the service was not ready in 120 s; see {workdir / 'up.log'}")
 
 
 def job_spec(
+    results: Results,
+    name: str,
     method: dict[str, Any],
     arch: str,
-    args: argparse.Namespace,
-    seed: int,
-    epochs: int,
-    teacher: TeacherFacts | None,
-) -> JobSpec:
-    """The job spec of one run, resolved and checked as admission would."""
-    spec = JobSpec.model_validate(
-        {
-            "method": method,
-            "teacher": {"job": teacher.ident} if teacher else None,
-            "student": {"arch": arch},
-            "data": {"dataset": args.dataset, "val_fraction": 0.2, "split_seed": 0},
-            "train": {
-                "epochs": epochs,
-                "batch_size": args.batch_size,
-                "seed": seed,
-                "optimizer": {"name": "sgd", "lr": args.lr},
-                "schedule": {"name": "multistep", "milestones": drops(epochs), "gamma": 0.1},
-            },
-        }
-    )
-    try:
-        return admission.resolve(spec, spec.data.builtin_shape(), teacher)
-    except InvalidSpec as exc:
-        raise SystemExit("; ".join(f"{e.field}: {e.message}" for e in exc.errors)) from exc
+    teacher: str | None,
+    **train: Any,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "method": method,
+        "teacher": {"job": teacher} if teacher else None,
+        "student": {"arch": arch},
+        "data": {"dataset": "upload", "upload": results.get("dataset"), "augment": "crop"},
+        "train": TRAIN | train,
+    }
 
 
-def run_job(spec: JobSpec, inputs: JobInputs, device: str) -> tuple[float, float]:
-    """Build the job as the worker does, train it; its val accuracy and wall time."""
-    plan = build(spec, inputs, device).plan
-    started = time.perf_counter()
-    result = train(plan, Quiet())
-    return result.final_metrics["val_acc"], time.perf_counter() - started
+def ensure_inputs(client: Client, args: argparse.Namespace, results: Results) -> None:
+    """The uploaded dataset and the trained teacher, made once."""
+    if results.get("dataset") is None:
+        path = args.workdir / "fashion-mnist.npz"
+        path.write_bytes(fashion_npz(args.data, args.train_images, args.val_images))
+        results.set("dataset", client.upload_dataset(path, name="fashion-mnist").id)
+    if results.get("teacher") is None:
+        method = {"name": "supervised", "route_every": 3}
+        spec = job_spec(results, "bench-teacher", method, TEACHER, None, epochs=args.teacher_epochs)
+        submitted = client.create_job(spec, f"bench-{results.get('dataset')}-teacher")
+        job = wait_all(client, {"teacher": submitted.id})["teacher"]
+        if job.status != "succeeded":
+            raise SystemExit(f"the teacher {job.id} {job.status}: {job.error}")
+        results.set("teacher", {"job": job.id, "val_acc": job.metrics["val_acc"]})
+        print(f"teacher {TEACHER}: val_acc {job.metrics['val_acc']:.4f} ({job.id})", flush=True)
 
 
-def teacher_for(args: argparse.Namespace, workdir: Path) -> tuple[TeacherFacts, JobInputs]:
-    """Trains the teacher; what admission knows of it, and what its students' jobs read."""
-    spec = job_spec({"name": "supervised"}, args.teacher, args, 0, args.teacher_epochs, None)
-    acc, secs = run_job(spec, JobInputs(job_dir=workdir), args.device)
-    print(f"teacher {args.teacher}: val_acc {acc:.4f} in {secs:.1f}s")
-    route = {int(p.stem[6:]): p for p in (workdir / "checkpoints" / "route").glob("epoch_*")}
-    num_classes, in_channels = spec.student_shape()
-    weights = route[max(route)]  # the last epoch's: the converged teacher
-    facts = TeacherFacts(
-        field="teacher.job",
-        ident=TEACHER_JOB,
-        arch=args.teacher,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        input_size=None,
-        route=sorted(route),
-        lr_drops=spec.train.schedule.lr_drops(),
-    )
-    source = TeacherSource(
-        arch=args.teacher,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        path=weights,
-        sha256=sha256_file(weights),
-        job_id=TEACHER_JOB,
-    )
-    inputs = JobInputs(
-        job_dir=workdir, teacher=source, route=route, teacher_lr_drops=facts.lr_drops
-    )
-    return facts, inputs
+def wait_all(
+    client: Client, jobs: dict[str, str], on_end: Callable[[str, Job], None] | None = None
+) -> dict[str, Job]:
+    """Poll `jobs` (key -> job id) until each has ended; `on_end(key, job)` as each does."""
+    ended: dict[str, Job] = {}
+    while True:
+        for key, job_id in jobs.items():
+            if key not in ended and (job := client.get_job(job_id)).done:
+                ended[key] = job
+                if on_end:
+                    on_end(key, job)
+        if len(ended) == len(jobs):
+            return ended
+        time.sleep(POLL_S)
 
 
-def bench_method(
-    name: str,
-    teacher: tuple[TeacherFacts, JobInputs],
-    args: argparse.Namespace,
-    root: Path,
-) -> tuple[list[float], list[float]]:
-    accs, secs = [], []
-    facts, from_teacher = teacher
-    method = dict(METHODS[name])
-    if method["name"] == "kdcl":
-        method["peers"] = [args.student]
-    for seed in range(args.seeds):
-        workdir = root / f"{name}-{seed}"
-        if name in NO_TEACHER:
-            spec = job_spec(method, args.student, args, seed, args.epochs, None)
-            inputs = JobInputs(job_dir=workdir)
-        else:
-            spec = job_spec(method, args.student, args, seed, args.epochs, facts)
-            inputs = JobInputs(
-                job_dir=workdir,
-                teacher=from_teacher.teacher,
-                route=from_teacher.route,
-                teacher_lr_drops=from_teacher.teacher_lr_drops,
-            )
-        acc, sec = run_job(spec, inputs, args.device)
-        accs.append(acc)
-        secs.append(sec)
-    return accs, secs
+def run_missing(
+    client: Client, args: argparse.Namespace, results: Results, table: dict[str, Any]
+) -> None:
+    """Submit every (row, seed) the results lack, in row order, and record each as it ends."""
+    teacher = results.get("teacher")["job"]
+    jobs = {}
+    for row, (method, needs_teacher) in table.items():
+        for seed in args.seeds:
+            if results.run(row, args.epochs, seed) is None:
+                key, by = f"{row}/{args.epochs}/{seed}", teacher if needs_teacher else None
+                spec = job_spec(results, f"bench-{row}", method, STUDENT, by, epochs=args.epochs)
+                spec["train"]["seed"] = seed
+                jobs[key] = client.create_job(spec, f"bench-{results.get('dataset')}-{key}").id
+    wait_all(client, jobs, lambda key, job: record(client, results, key, job))
 
 
-def fmt(values: list[float], scale: float = 1.0) -> str:
-    mean = statistics.fmean(values) * scale
-    std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{mean:7.2f} +- {std:5.2f}"
+def record(client: Client, results: Results, key: str, job: Job) -> None:
+    """A succeeded job's final val_acc, time and warnings into the results; any job printed."""
+    val_acc = job.metrics.get("val_acc")
+    print(f"{key}: {job.status} val_acc {val_acc} ({job.id})", flush=True)
+    if job.status != "succeeded":
+        return
+    warnings = [e.message for e in client.iter_events(job.id) if e.type == "warning"]
+    start, end = job.started_at, job.finished_at
+    seconds = (end - start).total_seconds() if start and end else None
+    run = {"job": job.id, "val_acc": val_acc, "seconds": seconds, "warnings": warnings}
+    results.add_run(key, run)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="digits", choices=["digits", "synthetic"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--teacher-epochs", type=int, default=20)
-    p.add_argument("--teacher", default="resnet20")
-    p.add_argument("--student", default="resnet8")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--methods", default=",".join(METHODS))
-    args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        teacher = teacher_for(args, root / "teacher")
-        print(
-            f"{'method':10} {'val_acc %':>17} {'wall s':>17}   ({args.seeds} seeds, "
-            f"{args.student} student, {args.dataset}, {args.device})"
+def table(results: Results, rows: list[str], epochs: int, seeds: list[int]) -> list[str]:
+    """The markdown table of the runs there are: per seed, mean +- std, the gains paired by
+    seed, the jobs warned to be below scratch, and the paper's claim."""
+    accs = {row: seed_accs(results, row, epochs, seeds) for row in rows}
+    seed_names = " / ".join(map(str, seeds))
+    lines = [
+        f"| method | seeds {seed_names} | mean +- std | against scratch | against KD | "
+        "warned below scratch | the paper's claim |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        got = accs[row]
+        if not got:
+            continue
+        per_seed = " / ".join(f"{100 * got[s]:.2f}" if s in got else "-" for s in seeds)
+        over_scratch = "" if row == "scratch" else paired_gain(got, accs.get("scratch", {}))
+        over_kd = "" if row in ("scratch", "kd") else paired_gain(got, accs.get("kd", {}))
+        warned = sum(below_scratch(results.run(row, epochs, s)) for s in got)
+        lines.append(
+            f"| `{row}` | {per_seed} | {mean_std(list(got.values()))} | {over_scratch} | "
+            f"{over_kd} | {warned} of {len(got)} | {claim(row)} |"
         )
-        for name in args.methods.split(","):
-            accs, secs = bench_method(name, teacher, args, root)
-            print(f"{name:10} {fmt(accs, 100)} {fmt(secs)}", flush=True)
+    return lines
+
+
+def seed_accs(results: Results, row: str, epochs: int, seeds: list[int]) -> dict[int, float]:
+    runs = {s: results.run(row, epochs, s) for s in seeds}
+    return {s: run["val_acc"] for s, run in runs.items() if run is not None}
+
+
+def mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} +- {100 * std:.2f}"
+
+
+def paired_gain(got: dict[int, float], base: dict[int, float]) -> str:
+    """The mean over the seeds both have of the difference, in points."""
+    common = sorted(set(got) & set(base))
+    if not common:
+        return ""
+    return f"{100 * statistics.fmean(got[s] - base[s] for s in common):+.2f}"
+
+
+def below_scratch(run: dict[str, Any] | None) -> bool:
+    return run is not None and any("did not help" in w for w in run["warnings"])
+
+
+def claim(row: str) -> str:
+    found = CLAIMS.get(row)
+    return f"{found.gain:+.2f} over {found.over} ({found.setting}; {found.source})" if found else ""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=10, help="each student's")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", help="comma-separated table rows (default: every one)")
+    p.add_argument("--teacher-epochs", type=int, default=15)
+    p.add_argument("--train-images", type=int, default=10_000)
+    p.add_argument("--val-images", type=int, default=10_000)
+    p.add_argument("--parallel", type=int, default=2, help="jobs at a time, one thread each")
+    p.add_argument("--data", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    p.add_argument("--results", type=Path, default=Path("bench-results/methods.json"))
+    p.add_argument("--workdir", type=Path, help="the service's data dir (default: beside results)")
+    args = p.parse_args(argv)
+    args.workdir = (
+        args.workdir or args.results.with_name(f"{args.results.stem}-service")
+    ).resolve()
+    return args
+
+
+def chosen_rows(methods: str | None) -> dict[str, tuple[dict[str, Any], bool]]:
+    every = rows()
+    if methods is None:
+        return every
+    names = methods.split(",")
+    if unknown := [n for n in names if n not in every]:
+        raise SystemExit(f"unknown rows {unknown}; known: {', '.join(every)}")
+    return {n: every[n] for n in every if n in names}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    table_rows = chosen_rows(args.methods)
+    setting = {
+        "data": str(args.data),
+        "train_images": args.train_images,
+        "val_images": args.val_images,
+        "teacher": TEACHER,
+        "teacher_epochs": args.teacher_epochs,
+        "student": STUDENT,
+    }
+    results = Results(args.results, setting)
+    if any(results.run(r, args.epochs, s) is None for r in table_rows for s in args.seeds):
+        with service(args.workdir, args.parallel) as client:
+            ensure_inputs(client, args, results)
+            run_missing(client, args, results, table_rows)
+    teacher = results.get("teacher")
+    print(
+        f"\nstudents {args.epochs} epochs; teacher {TEACHER} val_acc {100 * teacher['val_acc']:.2f}"
+    )
+    print("\n".join(table(results, list(table_rows), args.epochs, args.seeds)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`distillery`'s client commands: submit, list, show, events, cancel, watch, download,
-compare, workers, and the models, datasets and webhooks groups (groups.py); the server
-commands join them in service/cli.py.
+compare, workers, the models, datasets, webhooks and recipes groups (groups.py) and the sweep
+group (sweeps.py); the server commands join them in service/cli.py.
 
 Global options: --url ($DISTILLERY_URL), --api-key ($DISTILLERY_API_KEY), --json. Exit
 codes: distillery_client/commands.py.
@@ -8,7 +8,6 @@ codes: distillery_client/commands.py.
 
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,15 +30,22 @@ from distillery_client.commands import (
     handled,
     newest,
     out,
+    refused,
     say,
     transfer_bar,
     wants_json,
 )
 from distillery_client.errors import ApiError, InvalidRequest
-from distillery_client.groups import datasets_app, models_app, webhooks_app
+from distillery_client.groups import datasets_app, models_app, recipes_app, webhooks_app
 from distillery_client.models import Event, Job
+from distillery_client.sweeps import sweeps_app
 
-EXIT_BY_STATUS = {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+EXIT_BY_STATUS = {
+    "succeeded": 0,
+    "failed": EXIT_FAILED,
+    "cancelled": EXIT_CANCELLED,
+    "pruned": EXIT_CANCELLED,  # a sweep's trial its pruner stopped
+}
 POLL_S = 1.0  # how often watch refreshes the progress inside an epoch
 
 app = typer.Typer(
@@ -52,6 +58,8 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(recipes_app, name="recipes")
+app.add_typer(sweeps_app, name="sweep")
 
 
 @app.callback()
@@ -85,27 +93,10 @@ def submit(
         try:
             job = api.create_job(body, idempotency_key)
         except InvalidRequest as exc:
-            # the detail only lists the fields, which the lines below give one by one
-            headline = exc.title if exc.errors else f"{exc.title}: {exc.detail}"
-            fail(f"{spec}: {headline}", EXIT_INVALID, _with_lines(exc, text))
+            refused(spec, exc, text)
         emit(job) if wants_json(as_json) else say(job.id)
         if wait:
             raise typer.Exit(EXIT_BY_STATUS[follow(api, job.id).status])
-
-
-@dataclass
-class Located:
-    field: str
-    message: str
-
-
-def _with_lines(exc: ApiError, text: str) -> list[Located]:
-    """The API's field errors, each with the line of the spec file it points at."""
-    located = []
-    for e in exc.errors:
-        line = specfile.line_of(text, e.field)
-        located.append(Located(e.field, e.message + (f" (line {line})" if line else "")))
-    return located
 
 
 @app.command("list")
@@ -178,7 +169,7 @@ def cancel(job_id: JobArg, as_json: AsJson = False) -> None:
 @handled
 def watch(job_id: JobArg) -> None:
     """Follow a job to its end: a live progress view on a terminal, one line per event
-    otherwise. Exits 0 if it succeeded, 1 if it failed, 3 if it was cancelled."""
+    otherwise. Exits 0 if it succeeded, 1 if it failed, 3 if it was cancelled or pruned."""
     with client() as api:
         job = follow(api, job_id)
     raise typer.Exit(EXIT_BY_STATUS[job.status])

@@ -33,6 +33,11 @@ from distillery_client.models import (
     Model,
     ModelList,
     Readiness,
+    Recipe,
+    RecipeList,
+    Sweep,
+    SweepList,
+    SweepSummary,
     Webhook,
     WebhookCreated,
     WebhookEvent,
@@ -152,14 +157,22 @@ class Client:
         return Job.model_validate(r.json())
 
     def list_jobs(
-        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        sweep: str | None = None,
     ) -> JobList:
-        """One page, newest first; pass its `next_cursor` as `cursor` for the next."""
-        return self._get(JobList, "/v1/jobs", status=status, limit=limit, cursor=cursor)
+        """One page, newest first (a sweep's trials only, with `sweep`); pass its
+        `next_cursor` as `cursor` for the next."""
+        params = {"status": status, "limit": limit, "cursor": cursor, "sweep": sweep}
+        return self._get(JobList, "/v1/jobs", **params)
 
-    def iter_jobs(self, status: str | None = None, page_size: int = 50) -> Iterator[Job]:
-        """Every job (with `status`), newest first, a page at a time."""
-        return _pages(lambda c: self.list_jobs(status, page_size, c))
+    def iter_jobs(
+        self, status: str | None = None, page_size: int = 50, sweep: str | None = None
+    ) -> Iterator[Job]:
+        """Every job (with `status`, of `sweep`), newest first, a page at a time."""
+        return _pages(lambda c: self.list_jobs(status, page_size, c, sweep))
 
     def get_job(self, job_id: str) -> Job:
         return self._get(Job, f"/v1/jobs/{job_id}")
@@ -445,11 +458,47 @@ class Client:
         path = f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"
         return Delivery.model_validate(self.send("POST", path, idempotent=False).json())
 
+    # -- sweeps
+
+    def create_sweep(self, sweep: Mapping[str, Any]) -> Sweep:
+        """Submit a sweep (a base spec, a space, a budget); its trials are jobs the API makes.
+        Not repeated after a dropped connection: it carries no Idempotency-Key."""
+        r = self.send("POST", "/v1/sweeps", idempotent=False, json=dict(sweep))
+        return Sweep.model_validate(r.json())
+
+    def list_sweeps(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> SweepList:
+        return self._get(SweepList, "/v1/sweeps", status=status, limit=limit, cursor=cursor)
+
+    def iter_sweeps(self, status: str | None = None, page_size: int = 50) -> Iterator[SweepSummary]:
+        return _pages(lambda c: self.list_sweeps(status, page_size, c))
+
+    def get_sweep(self, sweep_id: str) -> Sweep:
+        """Its status, trial counts, leaderboard (best first), baseline and every run."""
+        return self._get(Sweep, f"/v1/sweeps/{sweep_id}")
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """Cancel it and its unfinished jobs; repeating it is safe; a Conflict once ended."""
+        return Sweep.model_validate(self.send("POST", f"/v1/sweeps/{sweep_id}/cancel").json())
+
     # -- the fleet
 
     def list_workers(self) -> WorkerList:
         """Every registered worker: its queues, memory, cores, GPUs and whether it is live."""
         return self._get(WorkerList, "/v1/workers")
+
+    # -- published recipes
+
+    def list_recipes(
+        self, method: str | None = None, teacher: str | None = None, student: str | None = None
+    ) -> RecipeList:
+        """Every published recipe, or those of a method or a teacher/student architecture."""
+        return self._get(RecipeList, "/v1/recipes", method=method, teacher=teacher, student=student)
+
+    def get_recipe(self, name: str) -> Recipe:
+        """A recipe: every spec field it fills, its sources, the top-1 its authors report."""
+        return self._get(Recipe, f"/v1/recipes/{name}")
 
     # -- health
 

@@ -3,11 +3,11 @@ groups.py: models, datasets, webhooks): the global options, the API client, how 
 become exit codes, and how results print.
 
 Exit codes:
-  0  done; for watch and submit --wait: the job succeeded
-  1  the job failed
+  0  done; for watch and submit --wait: the job (or sweep) succeeded
+  1  the job (or sweep) failed
   2  bad input: a usage error, an unreadable spec file, or a request the API refused as
      invalid (400, 422: each field at fault is printed)
-  3  the job was cancelled
+  3  the job was cancelled (or pruned: a sweep stopped it early); a sweep was cancelled
   4  any other API error (404, 409, 429 after retries, 5xx) or the API is unreachable
   5  a download's sha256 is not the one the API lists (nothing is kept)
 """
@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -25,7 +26,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from distillery_client import display
+from distillery_client import display, specfile
 from distillery_client.client import MAX_PAGE, Client, ConnectionFailed
 from distillery_client.errors import ApiError, BadRequest, ChecksumMismatch, InvalidRequest
 
@@ -79,6 +80,24 @@ def fail(message: str, code: int, errors: Any = ()) -> None:
     for e in errors:
         err.print(f"  {e.field}: {e.message}", style="red", markup=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@dataclass
+class Located:
+    field: str
+    message: str
+
+
+def refused(path: Path, exc: InvalidRequest, text: str) -> None:
+    """Exit 2 on a spec file the API refused: its title, then each field at fault with the
+    line of the file it points at."""
+    # the detail only lists the fields, which the lines below give one by one
+    headline = exc.title if exc.errors else f"{exc.title}: {exc.detail}"
+    located = []
+    for e in exc.errors:
+        line = specfile.line_of(text, e.field)
+        located.append(Located(e.field, e.message + (f" (line {line})" if line else "")))
+    fail(f"{path}: {headline}", EXIT_INVALID, located)
 
 
 def say(line: str) -> None:

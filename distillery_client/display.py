@@ -17,6 +17,7 @@ STATUS_STYLE = {
     "failed": "red",
     "cancelled": "yellow",
     "cancelling": "yellow",
+    "pruned": "dim",
     "running": "cyan",
 }
 

@@ -1,4 +1,4 @@
-"""`distillery models|datasets|webhooks ...`: the client commands of the API's other
+"""`distillery models|datasets|webhooks|recipes ...`: the client commands of the API's other
 resources (distillery_client/cli.py adds them to the app)."""
 
 import json
@@ -29,6 +29,10 @@ models_app = typer.Typer(help="Uploaded and registered models.", no_args_is_help
 datasets_app = typer.Typer(help="Uploaded and registered datasets.", no_args_is_help=True)
 webhooks_app = typer.Typer(
     help="URLs the project's job events are POSTed to.", no_args_is_help=True
+)
+recipes_app = typer.Typer(
+    help='Published per-pair settings; a spec\'s "recipe" fills what it leaves out.',
+    no_args_is_help=True,
 )
 
 
@@ -290,3 +294,39 @@ def retry_delivery(webhook_id: str, delivery_id: str, as_json: AsJson = False) -
     with client() as api:
         delivery = api.retry_delivery(webhook_id, delivery_id)
     emit(delivery) if wants_json(as_json) else say(f"{delivery.id} {delivery.status}")
+
+
+@recipes_app.command("list")
+@handled
+def list_recipes(
+    method: Annotated[str | None, typer.Option(help="only this method's")] = None,
+    teacher: Annotated[str | None, typer.Option(help="only those for this teacher")] = None,
+    student: Annotated[str | None, typer.Option(help="only those for this student")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Recipes, schedules first: name, method, teacher, student, published top-1."""
+    with client() as api:
+        recipes = api.list_recipes(method, teacher, student).data
+    print_rows(recipes, ("name", "method", "teacher", "student", "top1"), as_json)
+
+
+@recipes_app.command("show")
+@handled
+def show_recipe(name: str, as_json: AsJson = False) -> None:
+    """A recipe: what it is, the fields it fills, where each value comes from."""
+    with client() as api:
+        recipe = api.get_recipe(name)
+    if wants_json(as_json):
+        emit(recipe)
+        return
+    published = recipe.published
+    fields = {
+        "name": recipe.name,
+        "title": recipe.title,
+        "pair": f"{recipe.teacher} -> {recipe.student}" if recipe.teacher else "any",
+        "extends": recipe.extends,
+        "published": f"{published.top1} ({published.source})" if published else None,
+        "sources": "\n".join(recipe.sources),
+        "spec": json.dumps(recipe.spec, indent=2),
+    }
+    out.print(display.fields_table(fields))

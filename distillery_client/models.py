@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-TERMINAL = ("succeeded", "failed", "cancelled")  # a job in one of these never changes again
+# a job in one of these never changes again ("pruned": a sweep's trial stopped early)
+TERMINAL = ("succeeded", "failed", "cancelled", "pruned")
+SWEEP_TERMINAL = ("succeeded", "failed", "cancelled")  # likewise, a sweep
 
 
 class Body(BaseModel):
@@ -34,6 +36,7 @@ class Job(Body):
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     spec: dict[str, Any]
+    sweep_id: str | None = None  # the sweep it is a trial of
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -246,3 +249,94 @@ class Worker(Body):
 
 class WorkerList(Body):
     data: list[Worker]
+
+
+class Published(Body):
+    top1: float  # percent, as the recipe's authors report it
+    source: str
+
+
+class Recipe(Body):
+    name: str
+    object: str = "recipe"
+    title: str
+    extends: str | None
+    teacher: str | None  # the pair it was published for
+    student: str | None
+    spec: dict[str, Any]  # every field it fills in a spec that names it as "recipe"
+    sources: list[str]
+    published: Published | None
+
+    @property
+    def method(self) -> str | None:
+        return self.spec.get("method", {}).get("name")
+
+    @property
+    def top1(self) -> float | None:
+        return self.published.top1 if self.published else None
+
+
+class RecipeList(Body):
+    object: str = "list"
+    data: list[Recipe]
+
+
+class Runs(Body):
+    """Runs of one configuration: val_acc over the seeds whose run succeeded."""
+
+    mean: float | None
+    std: float | None  # sample std; None under two seeds
+    seeds: list[int]
+    values: list[float]
+    jobs: list[str]  # every run's job, unfinished ones too
+
+
+class LeaderboardRow(Runs):
+    params: dict[str, Any]  # dotted spec field -> the value it ran with
+
+
+class Compute(Body):
+    epochs: float  # the search trials trained
+    epochs_unpruned: float  # what they would have trained, none pruned
+
+
+class Trial(Body):
+    kind: str  # search | confirm | baseline
+    number: int
+    job_id: str | None
+    status: str  # its job's; planned; failed without a job: admission refused it
+    params: dict[str, Any]
+    seed: int
+    value: float | None
+    epochs: float
+    error: str | None
+
+
+class SweepSummary(Body):
+    id: str
+    object: str = "sweep"
+    name: str
+    status: str
+    phase: str  # search | final | done
+    counts: dict[str, int]  # search trials by their job's status
+    leaderboard: list[LeaderboardRow]  # best mean first
+    baseline: Runs | None
+    compute: Compute
+    error: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in SWEEP_TERMINAL
+
+
+class Sweep(SweepSummary):
+    spec: dict[str, Any]
+    trials: list[Trial]
+
+
+class SweepList(Body):
+    object: str = "list"
+    data: list[SweepSummary]
+    next_cursor: str | None

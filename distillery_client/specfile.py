@@ -24,18 +24,23 @@ def load(path: Path) -> tuple[dict[str, Any], str]:
 
 def line_of(text: str, field: str) -> int | None:
     """The 1-based line where the dotted `field` (as the API names it: `train.epochs`,
-    `train.schedule.milestones.0`) is written, or of its nearest written parent. Parts that
-    are not keys in the file (a union's tag the API adds) are skipped."""
+    `train.schedule.milestones.0`, `space.method.temperature.low`) is written, or of its
+    nearest written parent. Parts that are not keys in the file (a union's tag the API adds)
+    are skipped."""
     try:
         node = yaml.compose(text)
     except yaml.YAMLError:
         return None
-    line = None
-    for part in field.split("."):
-        found = _child(node, part)
-        if found is not None:
-            node, mark = found
-            line = mark.line + 1
+    line, parts, i = None, field.split("."), 0
+    while i < len(parts):
+        # the longest key first: a sweep's space names fields by dotted keys
+        for j in range(len(parts), i, -1):
+            if (found := _child(node, ".".join(parts[i:j]))) is not None:
+                node, mark = found
+                line, i = mark.line + 1, j
+                break
+        else:
+            i += 1
     return line
 
 

@@ -1,4 +1,5 @@
-"""create_app(): the FastAPI factory and its lifespan (the watchdog and webhook loops)."""
+"""create_app(): the FastAPI factory and its lifespan (the watchdog, sweep driver and webhook
+loops)."""
 
 import asyncio
 import contextlib
@@ -13,6 +14,8 @@ from service.api import artifacts, dashboard, health, problems, schemas
 from service.api import datasets as datasets_api
 from service.api import jobs as jobs_api
 from service.api import models as models_api
+from service.api import recipes as recipes_api
+from service.api import sweeps as sweeps_api
 from service.api import webhooks as webhooks_api
 from service.api import workers as workers_api
 from service.api.deps import json_body
@@ -21,6 +24,7 @@ from service.config import Settings, get_settings
 from service.jobs import watchdog, webhook_sender
 from service.metrics import ObserveRequests
 from service.spec import uris
+from service.sweeps import driver
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,9 @@ log = logging.getLogger(__name__)
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    loops = [watchdog.run_loop(settings)] if settings.watchdog_s > 0 else []
+    loops = []
+    if settings.watchdog_s > 0:  # the sweep driver beside it, on its clock: both conditional
+        loops = [watchdog.run_loop(settings), driver.run_loop(settings)]
     if settings.webhook_s > 0:  # webhooks are sent from here, by every API process
         loops.append(webhook_sender.run_sender(settings))
     tasks = [asyncio.create_task(loop) for loop in loops]
@@ -76,7 +82,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # outermost: times every request and gives it its request id (service/metrics.py)
     app.add_middleware(ObserveRequests, access_log=settings.log_format == "json")
     problems.install(app)
-    routers = (jobs_api, artifacts, models_api, datasets_api, webhooks_api, workers_api, health)
+    routers = (
+        jobs_api,
+        artifacts,
+        models_api,
+        datasets_api,
+        webhooks_api,
+        workers_api,
+        recipes_api,
+        sweeps_api,
+        health,
+    )
     for module in routers:
         app.include_router(module.router, responses=schemas.problems(500))
     dashboard.install(app)

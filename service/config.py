@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # separated s3:// prefixes every project may read, and `name=s3://...` for project `name`'s
     # own (read by service/spec/uris.py; the API refuses to start on a bad one); empty, none
     data_uris: str = ""
+    # how many times the store's client tries a failed request again (connection errors,
+    # 5xx), backing off exponentially from 100 ms, within 3 minutes (obstore's defaults)
+    store_retries: int = Field(10, ge=0)
     # what a worker's local cache of store objects (datasets, teachers) may hold in the data dir
     cache_bytes: int = Field(50 << 30, ge=0)
     env: str = Field("dev", pattern="^(dev|prod)$")
@@ -83,6 +86,10 @@ class Settings(BaseSettings):
     webhook_pause_failures: int = Field(10, ge=1)
     webhook_pause_s: float = Field(600.0, ge=0)
     webhook_probe_s: float = Field(60.0, gt=0)
+    # where sweeps keep their Optuna studies (service/sweeps/studies.py): this schema of the
+    # PostgreSQL database (a file beside SQLite's, embedded); Optuna's alembic_version table
+    # would collide with ours in one schema
+    sweeps_schema: str = Field("optuna", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     @model_validator(mode="after")
     def _production_needs_servers(self) -> "Settings":
@@ -106,12 +113,14 @@ class Settings(BaseSettings):
         return self.data_dir / "artifacts"
 
     @property
-    def models_dir(self) -> Path:
-        return self.artifacts_dir / "models"
+    def scratch_dir(self) -> Path:
+        """Files being made before they are put to a bucket (service/store.py scratch_dir)."""
+        return self.data_dir / "scratch"
 
     @property
-    def datasets_dir(self) -> Path:
-        return self.artifacts_dir / "datasets"
+    def cache_dir(self) -> Path:
+        """A worker's copies of a bucket's objects, at most cache_bytes (worker/task/cache.py)."""
+        return self.data_dir / "cache"
 
 
 @lru_cache

@@ -162,11 +162,20 @@ class BadJob(DistilleryError):
         )
 
 
-class CorruptCopy(DistilleryError):
-    """A stored copy whose sha256 is not its source's (a server fault)."""
+class StoreUnavailable(DistilleryError):
+    """The object store (DISTILLERY_STORE_URL) could not be reached or refused a request:
+    nothing was changed; the same request may succeed later."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"copy of {name} does not match its sha256", status=500)
+    RETRY_AFTER_S = 30
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the object store could not be reached; nothing was changed, try again later",
+            status=503,
+            code="store_unavailable",
+            title="Store unavailable",
+            headers={"Retry-After": str(self.RETRY_AFTER_S)},
+        )
 
 
 @dataclass

@@ -7,16 +7,20 @@ An object is written whole or not at all; the caller records it in the database 
 
 import hashlib
 import os
-import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import LocalStore, ObjectStore, from_url
+
+if TYPE_CHECKING:
+    from obstore.store import RetryConfig
 
 from service.config import get_settings
 from service.files import CHUNK, safe_child
@@ -26,16 +30,28 @@ MULTIPART_BYTES = 64 << 20  # larger objects are written in parts (S3's 5 GiB si
 PART_BYTES = 16 << 20
 
 
+def job_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}"
+
+
+def dataset_prefix(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}"
+
+
+def model_prefix(model_id: str) -> str:
+    return f"models/{model_id}"
+
+
 def job_key(job_id: str, name: str) -> str:
-    return f"jobs/{job_id}/{name}"
+    return f"{job_prefix(job_id)}/{name}"
 
 
 def dataset_key(dataset_id: str, name: str) -> str:
-    return f"datasets/{dataset_id}/{name}"
+    return f"{dataset_prefix(dataset_id)}/{name}"
 
 
 def model_key(model_id: str, name: str) -> str:
-    return f"models/{model_id}/{name}"
+    return f"{model_prefix(model_id)}/{name}"
 
 
 class StoreError(Exception):
@@ -56,19 +72,28 @@ class Meta:
 class Store:
     """One bucket (or folder) of objects under a prefix."""
 
-    def __init__(self, url: str, root: Path | None = None) -> None:
+    def __init__(self, url: str, root: Path | None = None, *, retries: int | None = None) -> None:
+        """`retries`: how many times a failed request is tried again (None: obstore's 10)."""
         self.url = url
         self.root = root  # set for a folder: its objects are readable in place
+        retry: RetryConfig | None = None if retries is None else {"max_retries": retries}
         self._store: ObjectStore = (
-            LocalStore(root, mkdir=True) if root is not None else from_url(url)
+            LocalStore(root, mkdir=True) if root is not None else from_url(url, retry_config=retry)
         )
 
     def local_path(self, key: str) -> Path | None:
         """The object's own file for a folder store (read in place); None for a bucket."""
         return safe_child(self.root, key) if self.root is not None else None
 
+    @property
+    def is_folder(self) -> bool:
+        return self.root is not None
+
     def put_file(self, key: str, path: Path) -> Meta:
-        """Write a local file as the object `key`, whole or not at all."""
+        """Write a local file as the object `key`, whole or not at all. A folder store's own
+        file for `key` (written in place: scratch_dir) is stored already: nothing is copied."""
+        if self.local_path(key) == path.resolve():
+            return self._head_of_written(key)
         size = path.stat().st_size
         with _errors(key), path.open("rb") as f:
             obstore.put(
@@ -79,6 +104,16 @@ class Store:
                 chunk_size=PART_BYTES,
                 max_concurrency=4,
             )
+        return self._head_of_written(key)
+
+    def put_folder(self, prefix: str, folder: Path) -> int:
+        """Every file under `folder` as the object prefix/<its relative path>; their bytes."""
+        total = 0
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            total += self.put_file(f"{prefix}/{path.relative_to(folder).as_posix()}", path).size
+        return total
+
+    def _head_of_written(self, key: str) -> Meta:
         meta = self.head(key)
         if meta is None:
             raise StoreError(f"{key}: written but not found")
@@ -98,13 +133,22 @@ class Store:
 
     def chunks(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         """The object's bytes start..stop (exclusive; None: to the end), streamed."""
+        yield from self.open_range(key, start, stop)
+
+    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """As `chunks`, but asked for now: a missing object (FileNotFoundError) or a store
+        that cannot be reached (StoreError) raises here, before a response has begun."""
         options = {"range": (start, stop)} if stop is not None else {"range": {"offset": start}}
         if start == 0 and stop is None:  # the whole object: no range (an empty one has none)
             options = {}
         with _errors(key):
             result = obstore.get(self._store, key, options=options)  # type: ignore[arg-type]
-            for chunk in result.stream(min_chunk_size=CHUNK):
-                yield bytes(chunk)
+        return _streamed(key, result.stream(min_chunk_size=CHUNK))
+
+    def read_at(self, key: str, offset: int, size: int) -> bytes:
+        """`size` bytes of the object from `offset`: one ranged request."""
+        with _errors(key):
+            return bytes(obstore.get_range(self._store, key, start=offset, length=size))
 
     def get_bytes(self, key: str) -> bytes:
         return b"".join(self.chunks(key))
@@ -141,15 +185,24 @@ class Store:
             obstore.delete(self._store, key)
 
     def delete_prefix(self, prefix: str) -> None:
-        """Every object under `prefix/` (a dataset's, a model's or a job's)."""
+        """Every object under `prefix/` (a dataset's, a model's or a job's); for a folder
+        store, the prefix's folder with whatever else was left in it."""
         keys = self.keys(prefix)
         if keys:
             with _errors(prefix):
                 obstore.delete(self._store, keys)
+        if self.root is not None:
+            shutil.rmtree(safe_child(self.root, prefix), ignore_errors=True)
 
     def copy(self, src: str, dst: str) -> None:
         with _errors(src):
             obstore.copy(self._store, src, dst)
+
+
+def _streamed(key: str, stream: Iterator[Any]) -> Iterator[bytes]:
+    with _errors(key):
+        for chunk in stream:
+            yield bytes(chunk)
 
 
 class _errors:
@@ -170,35 +223,39 @@ class _errors:
 
 def for_uri(uri: str) -> tuple[Store, str]:
     """The bucket of an s3:// URI (read with the deployment's endpoint and credentials, the
-    AWS_* variables) and the key the URI names in it. The URI is checked first
-    (service/spec/uris.py); which URIs a project may read is the caller's to decide."""
+    AWS_* variables, and the store's retries) and the key the URI names in it. The URI is
+    checked first (service/spec/uris.py); which URIs a project may read is the caller's to
+    decide."""
     bucket, key = uris.parse(uri)
-    return _bucket(f"{uris.SCHEME}{bucket}", os.getpid()), key
+    retries = get_settings().store_retries
+    return _bucket(f"{uris.SCHEME}{bucket}", retries, os.getpid()), key
 
 
-def cached(uri: str, sha256: str) -> Path:
-    """A local copy of the object at `uri` whose bytes hash to `sha256` (a dataset's shard
-    read where it is), fetched into the worker's cache once and verified."""
-    if not re.fullmatch("[0-9a-f]{64}", sha256):
-        raise ValueError(f"{sha256!r} is not a sha256")
-    path = get_settings().data_dir.resolve() / "cache" / "sha256" / sha256
-    if not path.is_file():
-        source, key = for_uri(uri)
-        source.download(key, path, sha256)
-    return path
+def scratch_dir(prefix: str) -> Path:
+    """A local folder for the files of the objects under `prefix` before they are put: for a
+    folder store the prefix's own folder (they are stored where they are written, and
+    putting them copies nothing: the embedded default works as it always has), for a bucket a
+    folder under DATA_DIR/scratch."""
+    store = get_store()
+    if store.root is not None:
+        return safe_child(store.root, prefix)
+    return safe_child(get_settings().scratch_dir.resolve(), prefix)
 
 
 def get_store() -> Store:
     """This process's store (a fresh client after a fork: obstore's runtime is per process)."""
     settings = get_settings()
-    return _store_for(settings.store_url, settings.artifacts_dir.resolve(), os.getpid())
+    dirs = settings.artifacts_dir.resolve()
+    return _store_for(settings.store_url, dirs, settings.store_retries, os.getpid())
 
 
 @lru_cache(maxsize=4)
-def _store_for(url: str, artifacts_dir: Path, pid: int) -> Store:
-    return Store(url) if url else Store(artifacts_dir.as_uri(), root=artifacts_dir)
+def _store_for(url: str, artifacts_dir: Path, retries: int, pid: int) -> Store:
+    if url:
+        return Store(url, retries=retries)
+    return Store(artifacts_dir.as_uri(), root=artifacts_dir)
 
 
 @lru_cache(maxsize=16)
-def _bucket(url: str, pid: int) -> Store:
-    return Store(url)
+def _bucket(url: str, retries: int, pid: int) -> Store:
+    return Store(url, retries=retries)

@@ -116,6 +116,8 @@ def truncate() -> None:
         Job,
         JobEvent,
         RegisteredModel,
+        Sweep,
+        SweepTrial,
         Webhook,
         WebhookDelivery,
         WebhookEvent,
@@ -124,6 +126,8 @@ def truncate() -> None:
 
     with session_scope() as s:
         s.execute(delete(Worker))
+        s.execute(delete(SweepTrial))
+        s.execute(delete(Sweep))
         for table in (
             WebhookDelivery,
             WebhookEvent,

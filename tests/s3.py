@@ -1,8 +1,13 @@
 """A real S3 server on loopback for the tests: moto's server mode (ThreadedMotoServer), spoken
 to by obstore and boto3 over HTTP exactly as a bucket in AWS would be. `env` is what a process
-needs to use it (the standard AWS_* variables plus DISTILLERY_STORE_URL)."""
+needs to use it (the standard AWS_* variables plus DISTILLERY_STORE_URL). A Link in front of
+it is an outage a test can cause: cut, every connection through it is reset and new ones are
+refused, while the server and what it holds stay up behind it; mended, it answers again."""
 
+import contextlib
 import socket
+import struct
+import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -65,3 +70,62 @@ def _boto_keys(env: dict[str, str]) -> dict[str, str]:
         "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
         "region_name": env["AWS_REGION"],
     }
+
+
+class Link:
+    """A TCP relay to the S3 server on a port of its own: what the processes under test use."""
+
+    def __init__(self, server: S3Server) -> None:
+        self.server, self.port = server, free_port()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def env(self, store_env: dict[str, str]) -> dict[str, str]:
+        """`store_env` (S3Server.store_env) through this link."""
+        return {**store_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}"}
+
+    def mend(self) -> "Link":
+        """Listen (again) and relay."""
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+        return self
+
+    def cut(self) -> None:
+        """Refuse new connections and reset every open one."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+            listener.close()
+        with self._lock:
+            held, self._open = self._open, set()
+        for sock in held:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the relay's recv()
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # cut
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.server.port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_relay, args=(src, dst), daemon=True).start()
+
+
+def _relay(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(1 << 16):
+            dst.sendall(data)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.spec.job import JobSpec
+from service.spec.sweep import SweepSpec, space_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(.*)$")
@@ -66,11 +67,15 @@ def test_the_parser_reads_info_strings() -> None:
     ]
 
 
-def test_json_blocks_parse_and_the_spec_is_one() -> None:
+def test_json_blocks_parse_and_each_is_a_spec() -> None:
+    """A job spec, or a sweep (a base spec and a space)."""
     for block in (b for b in blocks() if b.language == "json"):
-        spec = json.loads(block.code)
-        spec["teacher"] = {"job": "job_0"}  # the README's is a placeholder
-        JobSpec.model_validate(spec)
+        body = json.loads(block.code)
+        if "space" in body:
+            assert space_problems(SweepSpec.model_validate(body)) == [], block.line
+            continue
+        body["teacher"] = {"job": "job_0"}  # the README's is a placeholder
+        JobSpec.model_validate(body)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ then (what a dataset holds, a model's sha256 and size, are null while it reads t
 dataset's check is leased as a model's is, with its progress
 
 Revision ID: 0018
-Revises: 0014
+Revises: 0016
 Create Date: 2026-12-07 21:00:00.000000
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0018"
-down_revision: str | None = "0014"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

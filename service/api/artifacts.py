@@ -2,18 +2,20 @@
 
 import base64
 import re
+from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from service.api.deps import AUTHENTICATED, DB, KEYED
+from service.api.deps import AUTHENTICATED, DB, KEYED, STORE
 from service.api.schemas import ArtifactList, ArtifactOut, Responses, problems
-from service.db import store
-from service.errors import DistilleryError
+from service.db import artifacts
+from service.errors import DistilleryError, NotFound
 from service.jobs import lifecycle
 from service.spec.limits import Ident, Name
+from service.store import get_store
 
 router = APIRouter(
     prefix="/v1/jobs/{job_id}", tags=["artifacts"], dependencies=AUTHENTICATED, responses=KEYED
@@ -23,7 +25,7 @@ RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 def _list(s: Session, job_id: str, kinds: tuple[str, ...] | None) -> ArtifactList:
     lifecycle.get_job(s, job_id)
-    arts = store.list_artifacts(s, job_id, kinds)
+    arts = artifacts.list_artifacts(s, job_id, kinds)
     return ArtifactList(data=[ArtifactOut.model_validate(a) for a in arts])
 
 
@@ -34,7 +36,7 @@ def list_artifacts(s: DB, job_id: Ident) -> ArtifactList:
 
 @router.get("/checkpoints", response_model=ArtifactList, responses=problems(404, 422))
 def list_checkpoints(s: DB, job_id: Ident) -> ArtifactList:
-    return _list(s, job_id, store.CHECKPOINT_KINDS)
+    return _list(s, job_id, artifacts.CHECKPOINT_KINDS)
 
 
 def parse_range(header: str, size: int) -> tuple[int, int]:
@@ -80,7 +82,7 @@ DOWNLOAD: Responses = {
 @router.get(
     "/artifacts/{name:path}",
     response_class=Response,
-    responses=DOWNLOAD | problems(404, 416, 422),
+    responses=DOWNLOAD | problems(404, 416, 422) | STORE,
 )
 def download(
     s: DB,
@@ -89,8 +91,9 @@ def download(
     range_: Annotated[str | None, Header(alias="range")] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
+    """The file's bytes from the store, as its row records them (ETag: its sha256)."""
     lifecycle.get_job(s, job_id)  # the caller's, or a 404
-    art, path = store.get_artifact(s, job_id, name)
+    art = artifacts.get_artifact(s, job_id, name)
     sha, size = art.sha256, art.size
     etag = f'"{sha}"'
     headers = {
@@ -98,7 +101,7 @@ def download(
         "Accept-Ranges": "bytes",
         "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(sha)).decode()}:",
         "X-Checksum-Sha256": sha,
-        "Content-Disposition": f'attachment; filename="{path.name}"',
+        "Content-Disposition": f'attachment; filename="{PurePosixPath(art.name).name}"',
     }
     if if_none_match and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
@@ -108,8 +111,12 @@ def download(
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
+    try:  # asked for before the response starts: a missing object is a 404, the store down a 503
+        body = get_store().open_range(artifacts.key(art), start, end + 1) if size else iter(())
+    except FileNotFoundError as exc:
+        raise NotFound("artifact file", name) from exc
     return StreamingResponse(
-        store.read_range(path, start, end),
+        body,
         status_code=status,
         headers=headers,
         media_type="application/octet-stream",

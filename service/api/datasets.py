@@ -11,6 +11,7 @@ from service.api.deps import (
     DB,
     KEYED,
     QUOTA,
+    STORE,
     UPLOAD,
     Cursor,
     Limit,
@@ -48,7 +49,7 @@ ACCEPTED = {202: {"model": DatasetOut, "description": "registered by URI: a work
     status_code=201,
     response_model=DatasetOut,
     openapi_extra=BODY_DOC,
-    responses=ACCEPTED | problems(400, 413, 415, 422) | QUOTA,
+    responses=ACCEPTED | problems(400, 413, 415, 422) | QUOTA | STORE,
     dependencies=UPLOAD,
 )
 async def create_dataset(

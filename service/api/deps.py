@@ -109,6 +109,7 @@ AUTHENTICATED = [Depends(caller)]  # every /v1 router's
 JSON_BODY = problems(415)  # what a route that reads a JSON body may answer (json_body)
 UPLOAD = [Depends(storage_room)]  # the upload routes'
 QUOTA = problems(429)  # what a route that adds to a project's use may answer
+STORE = problems(503)  # what a route that reads or writes the object store may answer
 KEYED = problems(401, 403)  # what AUTHENTICATED may answer
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[

@@ -82,9 +82,13 @@ def create_job(
 
 @router.get("", response_model=JobList, responses=problems(422))
 def list_jobs(
-    s: DB, status: Status | None = None, limit: Limit = 50, cursor: Cursor = None
+    s: DB,
+    status: Status | None = None,
+    sweep: Annotated[Ident | None, Query(description="a sweep's trials only")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> JobList:
-    page, next_cursor = queries.list_jobs(s, status=status, limit=limit, cursor=cursor)
+    page, next_cursor = queries.list_jobs(s, status=status, sweep=sweep, limit=limit, cursor=cursor)
     return JobList(data=_out(s, page), next_cursor=next_cursor)
 
 

@@ -11,6 +11,7 @@ from service.api.deps import (
     DB,
     KEYED,
     QUOTA,
+    STORE,
     UPLOAD,
     Cursor,
     Limit,
@@ -67,7 +68,7 @@ def _metadata(header: str | None) -> dict[str, Any]:
     status_code=201,
     response_model=ModelOut,
     openapi_extra=BODY_DOC,
-    responses=ACCEPTED | problems(400, 413, 415, 422) | QUOTA,
+    responses=ACCEPTED | problems(400, 413, 415, 422) | QUOTA | STORE,
     dependencies=UPLOAD,
 )
 async def create_model(

@@ -1,11 +1,10 @@
 """The error handlers: every error leaves the API as RFC 9457 problem+json. A DistilleryError
 as it is; a validation error as a 422 naming each field as the spec spells it (no union tags);
-Starlette's 404/405 with an Allow that lists every method the path answers; anything else as
-a logged 500 that says nothing of the server."""
+Starlette's 404/405 with an Allow that lists every method the path answers; the object store
+unreachable as a 503 (store_unavailable, Retry-After); anything else as a logged 500 that
+says nothing of the server."""
 
 import logging
-import re
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,11 +20,12 @@ from service.errors import (
     InternalError,
     InvalidRequest,
     MalformedJson,
+    StoreUnavailable,
 )
-from service.spec.methods import METHODS
+from service.spec.fields import field_path
+from service.store import StoreError
 
 log = logging.getLogger(__name__)
-UNION_MEMBER = re.compile(r"\[(?!key\]$)|^constrained-|^function-")  # not a dict's [key]
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -34,6 +34,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DistilleryError, problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_problem)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_problem)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreError, store_problem)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, server_problem)
 
 
@@ -46,23 +47,11 @@ def problem(request: Request, err: DistilleryError) -> JSONResponse:
     )
 
 
-def _field(loc: tuple[Any, ...], kind: str) -> str:
-    # pydantic names a union's members in the path (anchors.list[constrained-int].0): not keys
-    parts = [str(p) for p in loc if p != "body" and not UNION_MEMBER.search(str(p))]
-    # discriminated unions put the tag in the path: method.kd.temperature -> method.temperature
-    parts = [
-        p for i, p in enumerate(parts) if not (i and parts[i - 1] == "method" and p in METHODS)
-    ]
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        parts.append("name")
-    return ".".join(parts) or "body"
-
-
 def validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
     errs = exc.errors()
     if any(e["type"] == "json_invalid" for e in errs):
         return problem(request, MalformedJson())
-    fields = [FieldError(_field(tuple(e["loc"]), e["type"]), e["msg"]) for e in errs]
+    fields = [FieldError(field_path(tuple(e["loc"]), e["type"]), e["msg"]) for e in errs]
     detail = "invalid request: " + ", ".join(f.field for f in fields)
     return problem(request, InvalidRequest(detail, fields))
 
@@ -83,6 +72,12 @@ def allowed_methods(request: Request) -> str:
         return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
 
     return ", ".join(m for m in HTTP_METHODS if answers(m))
+
+
+def store_problem(request: Request, exc: StoreError) -> JSONResponse:
+    """A 503 that names the store, not its endpoint or keys (those go to the log)."""
+    log.error("the store failed on %s: %s", request.url.path, exc)
+    return problem(request, StoreUnavailable())
 
 
 def server_problem(request: Request, exc: Exception) -> JSONResponse:

@@ -86,6 +86,7 @@ class JobOut(Out):
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     spec: dict[str, Any]
+    sweep_id: str | None = Field(description="the sweep it is a trial of")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -353,3 +354,93 @@ class WorkerOut(Out):
 
 class WorkerList(BaseModel):
     data: list[WorkerOut]
+
+
+class PublishedOut(BaseModel):
+    top1: float = Field(description="top-1 accuracy, percent, as its authors report it")
+    source: str
+
+
+class RecipeOut(BaseModel):
+    name: str
+    object: str = "recipe"
+    title: str
+    extends: str | None = Field(description="the recipe (a schedule) whose fields it starts from")
+    teacher: str | None = Field(description="the teacher architecture it was published for")
+    student: str | None
+    spec: dict[str, Any] = Field(
+        description="every spec field it fills (its base's too); a spec's \"recipe\" takes them "
+        "where it leaves a field out"
+    )
+    sources: list[str] = Field(description="where each value is set: repository and path")
+    published: PublishedOut | None
+
+
+class RecipeList(BaseModel):
+    object: str = "list"
+    data: list[RecipeOut]
+
+
+class RunsOut(BaseModel):
+    """Runs of one configuration: val_acc over the seeds whose run succeeded."""
+
+    mean: float | None
+    std: float | None = Field(description="sample std (n - 1); null under two seeds")
+    seeds: list[int] = Field(description="the train.seed of each succeeded run")
+    values: list[float] = Field(description="their final val_acc, in the seeds' order")
+    jobs: list[str] = Field(description="every run's job, unfinished ones too")
+
+
+class LeaderboardRow(RunsOut):
+    params: dict[str, Any] = Field(description="dotted spec field -> the value it ran with")
+
+
+class ComputeOut(BaseModel):
+    epochs: float = Field(
+        description="epochs the search trials trained (a stopped one's last epoch counted by "
+        "its steps)"
+    )
+    epochs_unpruned: float = Field(description="what they would have trained, none pruned")
+
+
+class TrialOut(BaseModel):
+    kind: str = Field(description="search (an Optuna trial), confirm or baseline")
+    number: int = Field(description="Optuna's trial number; the order made, for the others")
+    job_id: str | None
+    status: str = Field(
+        description="its job's; planned: no job yet; failed with no job: admission refused it"
+    )
+    params: dict[str, Any]
+    seed: int
+    value: float | None = Field(description="final val_acc; a pruned trial's last")
+    epochs: float = Field(description="epochs its job trained")
+    error: str | None = Field(description="why admission refused its spec")
+
+
+class SweepSummary(Out):
+    id: str
+    object: str = "sweep"
+    name: str
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    phase: str = Field(description="search, final (confirm runs and baseline), done")
+    counts: dict[str, int] = Field(description="search trials by their job's status")
+    leaderboard: list[LeaderboardRow] = Field(
+        description="best mean first: the confirmed configurations once the search ended "
+        "(with confirm), else the search's"
+    )
+    baseline: RunsOut | None = Field(description="the student trained alone, when asked")
+    compute: ComputeOut
+    error: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class SweepOut(SweepSummary):
+    spec: dict[str, Any] = Field(description="the sweep as submitted, defaults filled in")
+    trials: list[TrialOut] = Field(description="every run: search trials, then the others")
+
+
+class SweepList(BaseModel):
+    object: str = "list"
+    data: list[SweepSummary]
+    next_cursor: str | None

@@ -1,11 +1,14 @@
-// The Distillery dashboard: the jobs table, one job's live curves and outputs, and several
-// jobs side by side. A plain ES module with no build step; Chart.js (vendor/, a global) is the
-// one library. Every request carries the key the user typed (kept in localStorage) as
-// `Authorization: Bearer`: the page itself holds no data.
+// The Distillery dashboard: the jobs table, one job's live curves and outputs, several jobs
+// side by side, and sweeps (their leaderboard and each run's curve). A plain ES module with no
+// build step; Chart.js (vendor/, a global) is the one library. Every request carries the key
+// the user typed (kept in localStorage) as `Authorization: Bearer`: the page itself holds no
+// data.
 
 const KEY = "distillery.key";
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled", "pruned"]);
+const SWEEP_ENDED = new Set(["succeeded", "failed", "cancelled"]);
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"];
+const GREY = "#c4c4cc"; // a pruned trial's curve
 const view = document.getElementById("view");
 let stopView = () => {};
 
@@ -96,9 +99,12 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const pct = (x) => (x == null ? "–" : `${(100 * x).toFixed(1)}%`);
+const epochsText = (x) => String(Math.round(100 * x) / 100); // 4, 1.25
 const num = (x) => (x == null ? "–" : Number(x).toPrecision(4));
 const badge = (status) => el("span", { class: `status ${status}` }, status);
 const jobLink = (id) => el("a", { href: `#/jobs/${id}` }, id);
+const sweepPath = (id) => `/v1/sweeps/${encodeURIComponent(id)}`;
+const sweepLink = (id) => el("a", { href: `#/sweeps/${id}` }, id);
 
 function duration(seconds) {
   if (seconds == null) return "–";
@@ -176,14 +182,15 @@ function chart(id, title) {
   return { box, instance };
 }
 
-// series: [{label, data: [y per epoch], dashed}]; the box's data-points counts the epochs.
+// series: [{label, data: [y per epoch], dashed, color}]; the box's data-points counts the
+// epochs.
 function plot({ box, instance }, epochs, series) {
   instance.data.labels = epochs;
   instance.data.datasets = series.map((s, i) => ({
     label: s.label,
     data: s.data,
-    borderColor: COLORS[i % COLORS.length],
-    backgroundColor: COLORS[i % COLORS.length],
+    borderColor: s.color ?? COLORS[i % COLORS.length],
+    backgroundColor: s.color ?? COLORS[i % COLORS.length],
     borderDash: s.dashed ? [6, 4] : [],
     pointRadius: 3, // a reference line of one epoch is a point
   }));
@@ -296,6 +303,7 @@ function summary(job) {
     ["images/s", p.images_per_s == null ? "–" : Math.round(p.images_per_s)],
     ["attempt", `${job.attempt}/${job.max_attempts}`],
   ];
+  if (job.sweep_id) rows.push(["sweep", sweepLink(job.sweep_id)]);
   if (job.error) rows.push(["error", `${job.error.code}: ${job.error.message}`]);
   return el(
     "dl",
@@ -559,14 +567,172 @@ function compareView(ids) {
   };
 }
 
-// ---- routing: #/ (jobs), #/jobs/ID, #/compare?jobs=A,B -------------------------------------
+// ---- sweeps --------------------------------------------------------------------------------
+
+// "97.12 ± 0.40%": val_acc over a configuration's seeds (sample std).
+function meanStd(runs) {
+  if (runs?.mean == null) return "–";
+  const spread = runs.std == null ? "" : ` ± ${(100 * runs.std).toFixed(2)}`;
+  return `${(100 * runs.mean).toFixed(2)}${spread}%`;
+}
+
+const paramsText = (params) =>
+  Object.entries(params)
+    .map(([k, v]) => `${k}=${v}`)
+    .join("  ") || "(the base)";
+
+const headRow = (names) => el("thead", {}, el("tr", {}, names.map((h) => el("th", {}, h))));
+
+function sweepsView() {
+  const head = ["sweep", "name", "status", "phase", "trials", "best val_acc"];
+  const body = el("tbody");
+  view.replaceChildren(el("h1", {}, "Sweeps"), el("table", { id: "sweeps" }, headRow(head), body));
+  const row = (s) =>
+    el(
+      "tr",
+      { "data-sweep": s.id },
+      el("td", {}, sweepLink(s.id)),
+      el("td", {}, s.name),
+      el("td", {}, badge(s.status)),
+      el("td", {}, s.phase),
+      el("td", { class: "num" }, Object.values(s.counts).reduce((a, b) => a + b, 0)),
+      el("td", { class: "num" }, meanStd(s.leaderboard[0])),
+    );
+  return poll(async () => {
+    const page = await getJson("/v1/sweeps?limit=100");
+    body.replaceChildren(...page.data.map(row));
+    if (!page.data.length)
+      body.append(el("tr", {}, el("td", { colspan: head.length }, "No sweeps yet.")));
+  }, 2000);
+}
+
+function sweepSummary(sweep) {
+  const counts = Object.entries(sweep.counts).map(([status, n]) => `${n} ${status}`);
+  const c = sweep.compute;
+  const saved = c.epochs_unpruned
+    ? ` (${Math.round(100 * (1 - c.epochs / c.epochs_unpruned))}% saved by pruning)`
+    : "";
+  const rows = [
+    ["id", sweep.id],
+    ["phase", sweep.phase],
+    ["trials", counts.join(", ") || "none yet"],
+    ["search", `${sweep.spec.sampler}, pruner ${sweep.spec.pruner.name}`],
+    ["compute", `${epochsText(c.epochs)} of ${epochsText(c.epochs_unpruned)} epochs${saved}`],
+  ];
+  if (sweep.error) rows.push(["error", sweep.error.message]);
+  return el(
+    "dl",
+    { class: "summary" },
+    rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
+  );
+}
+
+function leaderboardTable(sweep) {
+  const row = (rank, runs, params) =>
+    el(
+      "tr",
+      { "data-rank": rank },
+      el("td", {}, rank),
+      el("td", { class: "num" }, meanStd(runs)),
+      el("td", {}, runs.seeds.join(", ")),
+      el("td", {}, el("code", {}, params)),
+      el("td", {}, runs.jobs.map((id) => [jobLink(id), " "])),
+    );
+  const rows = sweep.leaderboard.map((r, i) => row(String(i + 1), r, paramsText(r.params)));
+  if (sweep.baseline) rows.push(row("scratch", sweep.baseline, "supervised, no teacher"));
+  const head = headRow(["#", "val_acc", "seeds", "params", "jobs"]);
+  return el("table", { id: "leaderboard" }, head, el("tbody", {}, rows));
+}
+
+function trialsTable(sweep) {
+  const row = (t) =>
+    el(
+      "tr",
+      {
+        "data-run": `${t.kind}-${t.number}`,
+        "data-status": t.status,
+        class: t.status === "pruned" ? "pruned" : null,
+      },
+      el("td", {}, `${t.kind} ${t.number}`),
+      el("td", {}, t.job_id ? jobLink(t.job_id) : "–"),
+      el("td", {}, badge(t.status)),
+      el("td", { class: "num" }, pct(t.value)),
+      el("td", { class: "num" }, epochsText(t.epochs)),
+      el("td", {}, t.error ?? el("code", {}, paramsText(t.params))),
+    );
+  const head = headRow(["run", "job", "status", "val_acc", "epochs", "params"]);
+  return el("table", { id: "runs" }, head, el("tbody", {}, sweep.trials.map(row)));
+}
+
+// Each run's val_acc per epoch, from its job's metrics events (a confirm run that is its
+// search trial once): read again while the job runs, kept once it has ended.
+async function curves(sweep, cache) {
+  const seen = new Set();
+  const runs = sweep.trials.filter((t) => t.job_id && !seen.has(t.job_id) && seen.add(t.job_id));
+  for (const t of runs) {
+    if (cache.get(t.job_id)?.ended) continue;
+    const ended = TERMINAL.has(t.status); // before the read: a last read after the end
+    cache.set(t.job_id, { rows: metricsOf(await allEvents(t.job_id)), ended });
+  }
+  return runs.map((trial) => ({ ...cache.get(trial.job_id), trial }));
+}
+
+// One line per run; a pruned trial's grey and dashed.
+function drawSweep(acc, found) {
+  const last = Math.max(0, ...found.flatMap((c) => c.rows.map((r) => r.epoch)));
+  const epochs = Array.from({ length: last }, (_, i) => i + 1);
+  const series = found.map(({ rows, trial }, i) => {
+    const pruned = trial.status === "pruned";
+    return {
+      label: `${trial.kind} ${trial.number}${pruned ? " (pruned)" : ""}`,
+      data: epochs.map((e) => rows.find((r) => r.epoch === e)?.val_acc ?? null),
+      color: pruned ? GREY : COLORS[i % COLORS.length],
+      dashed: pruned,
+    };
+  });
+  plot(acc, epochs, series);
+}
+
+function sweepView(id) {
+  const parts = { title: el("h1"), summary: el("div"), board: el("div"), runs: el("div") };
+  const acc = chart("sweep-chart", "validation accuracy, each run");
+  view.replaceChildren(
+    parts.title,
+    parts.summary,
+    el("h2", {}, "Leaderboard"),
+    parts.board,
+    el("div", { class: "charts" }, acc.box),
+    el("h2", {}, "Runs"),
+    parts.runs,
+  );
+  const cache = new Map();
+  const stop = poll(async () => {
+    const sweep = await getJson(sweepPath(id));
+    parts.title.replaceChildren(sweep.name, " ", badge(sweep.status));
+    parts.summary.replaceChildren(sweepSummary(sweep));
+    parts.board.replaceChildren(leaderboardTable(sweep));
+    parts.runs.replaceChildren(trialsTable(sweep));
+    const found = await curves(sweep, cache);
+    drawSweep(acc, found);
+    return SWEEP_ENDED.has(sweep.status) && found.every((c) => c.ended);
+  }, 2000);
+  return () => {
+    stop();
+    acc.instance.destroy();
+  };
+}
+
+// ---- routing: #/ (jobs), #/jobs/ID, #/compare?jobs=A,B, #/sweeps, #/sweeps/ID -------------
 
 function route() {
   stopView();
   hideError();
   const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
   const job = path.match(/^\/jobs\/([^/]+)$/);
+  const sweep = path.match(/^\/sweeps\/([^/]+)$/);
   if (job) stopView = jobView(decodeURIComponent(job[1]));
+  else if (sweep) stopView = sweepView(decodeURIComponent(sweep[1]));
+  else if (path === "/sweeps") stopView = sweepsView();
   else if (path === "/compare") {
     const ids = (new URLSearchParams(query).get("jobs") || "").split(",").filter(Boolean);
     stopView = compareView(ids);

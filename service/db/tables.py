@@ -25,8 +25,8 @@ DEFAULT_PROJECT = "prj_default"  # every row made before projects; the keyless e
 
 
 def new_id(prefix: str) -> str:
-    """A row id: `job_`, `mdl_`, `ds_`, `prj_`, `key_`, `wh_`, `whe_` or `msg_` and 24 hex
-    digits."""
+    """A row id: `job_`, `mdl_`, `ds_`, `prj_`, `key_`, `wh_`, `whe_`, `msg_` or `swp_` and 24
+    hex digits."""
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
@@ -72,8 +72,9 @@ def project_column() -> Mapped[str]:
     )
 
 
-# a job's status names (the state machine in service/jobs/lifecycle.py moves between them)
-TERMINAL = ("succeeded", "failed", "cancelled")
+# a job's status names (the state machine in service/jobs/lifecycle.py moves between them);
+# "pruned": a sweep's trial its pruner stopped early (service/sweeps/trials.py)
+TERMINAL = ("succeeded", "failed", "cancelled", "pruned")
 ACTIVE = ("running", "cancelling")
 STATUSES = ("queued", *ACTIVE, *TERMINAL)
 
@@ -108,6 +109,10 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # the sweep it is a trial of (no foreign key: SQLite cannot add one to a table in place)
+    sweep_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # what a cancelling job ends as: null for "cancelled", "pruned" for a trial its pruner stopped
+    ends_as: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         Index("ix_jobs_status_lease", "status", "lease_until"),
@@ -318,3 +323,60 @@ class Worker(Base):
     gpu_memory_bytes: Mapped[list[int]] = mapped_column(JSONType)  # per GPU it sees
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+# a sweep's status names (service/sweeps/driver.py moves between them) and its phases
+SWEEP_ACTIVE = ("queued", "running")
+SWEEP_STATUSES = (*SWEEP_ACTIVE, "succeeded", "failed", "cancelled")
+SEARCH, FINAL, DONE = "search", "final", "done"
+
+
+class Sweep(Base):
+    """A search over job specs (service/sweeps/): its trials are ordinary jobs, its Optuna
+    study (named by its id) lives in Optuna's own storage (service/sweeps/studies.py)."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = project_column()
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    # search (asking trials), final (the confirm runs and the baseline), done
+    phase: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]]  # service/spec/sweep.py SweepSpec, its base as the user gave it
+    error: Mapped[dict[str, Any] | None]
+    # the API process driving it now, until when (a conditional UPDATE claims it: one driver)
+    driver: Mapped[str | None] = mapped_column(String(255))
+    driver_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_sweeps_created_at_id", "created_at", "id"),)
+
+
+class SweepTrial(Base):
+    """One run of a sweep: a search trial (an Optuna trial), a confirm run of a top
+    configuration with one seed, or a scratch baseline run. `state`: planned (no job yet),
+    running (its job's end not yet settled) or done."""
+
+    __tablename__ = "sweep_trials"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # search | confirm | baseline
+    number: Mapped[int] = mapped_column(Integer)  # Optuna's trial number; else in order made
+    optuna_trial: Mapped[int | None] = mapped_column(Integer)  # Optuna's trial id
+    params: Mapped[dict[str, Any]]  # {dotted spec field: value} the run took
+    seed: Mapped[int] = mapped_column(Integer)  # its train.seed
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None]  # val_acc: the final one, or the last before it was pruned
+    error: Mapped[str | None] = mapped_column(Text)  # why it has no job
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "kind", "number", name="uq_sweep_trials_number"),
+    )

@@ -1,9 +1,9 @@
 """Every read of a request sees its caller's project only.
 
 A request's session carries the caller's project (`scope`); each ORM statement it runs, a
-`Session.get` included, gets `project_id = <it>` added for jobs, models, datasets and
-webhooks (with SQLAlchemy's `with_loader_criteria`), so another project's row is simply not
-there: a 404, or "no such job" for a spec that names it. Sessions of the worker and of the
+`Session.get` included, gets `project_id = <it>` added for jobs, models, datasets, webhooks
+and sweeps (with SQLAlchemy's `with_loader_criteria`), so another project's row is simply
+not there: a 404, or "no such job" for a spec that names it. Sessions of the worker and of the
 watchdog carry no project and see everything."""
 
 from contextvars import ContextVar
@@ -18,13 +18,14 @@ from service.db.tables import (
     Dataset,
     Job,
     RegisteredModel,
+    Sweep,
     Webhook,
     WebhookDelivery,
     WebhookEvent,
 )
 
 PROJECT = "project_id"  # the session.info key
-OWNED = (Job, RegisteredModel, Dataset, Webhook, WebhookDelivery, WebhookEvent)
+OWNED = (Job, RegisteredModel, Dataset, Webhook, WebhookDelivery, WebhookEvent, Sweep)
 # the caller's project while a request is served (service/api/deps.py sets it): each session
 # opened then is scoped to it (service/db/sessions.py), on any thread the request runs on
 CURRENT: ContextVar[str | None] = ContextVar("distillery_project", default=None)

@@ -17,6 +17,7 @@ from service.ingest import models, shards
 from service.spec import uris
 from service.spec.model_info import FromUri, ModelInfo
 from service.spec.uris import DatasetFromUri
+from service.store import dataset_key
 
 
 class UriNotAllowed(DistilleryError):
@@ -67,7 +68,7 @@ def register_dataset(body: DatasetFromUri) -> Dataset:
             uri=uri,
             status="validating",
             class_names=body.class_names,
-            path=f"datasets/{dataset_id}/{shards.INDEX}",
+            path=dataset_key(dataset_id, shards.INDEX),
         )
         s.add(row)
     # after the commit: a worker must find the row (a lost message is sent again by the watchdog)

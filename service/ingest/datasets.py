@@ -1,8 +1,9 @@
-"""Uploaded datasets: streamed to a temp file, decoded and checked, stored in the dataset's
-folder artifacts/datasets/<id>/ in its canonical form, and recorded as a row in `datasets`:
-arrays (npz, IDX) as one data.npz; an ImageFolder's images as they came, in WebDataset shards
-with an index.json (service/ingest/shards.py). A refused, truncated or interrupted upload leaves
-neither folder nor row."""
+"""Uploaded datasets: streamed to a temp file, decoded and checked, written in their canonical
+form into a local folder (service.store.scratch_dir), put to the store under datasets/<id>/,
+and recorded as a row in `datasets`: arrays (npz, IDX) as one data.npz; an ImageFolder's
+images as they came, in WebDataset shards with an index.json (service/ingest/shards.py). A
+refused, truncated or interrupted upload, or one the store could not take, leaves neither
+objects nor row."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from service.db.tables import Dataset, Job, new_id
 from service.db.tenancy import current_project
 from service.ingest import archives, datafiles, imagefolder, shards, uploads
 from service.ingest.archives import BadUpload, Budget
+from service.store import dataset_key, dataset_prefix, scratch_dir
 
 DATA = "data.npz"
 Format = Literal["npz", "idx", "imagefolder"]
@@ -44,32 +46,42 @@ class Stored:
     splits: dict[str, dict[str, Any]]  # per split: count, class_counts, width, height
 
 
-def dataset_dir(dataset_id: str) -> Path:
-    return files.safe_child(get_settings().datasets_dir.resolve(), dataset_id)
+@dataclass(frozen=True)
+class Upload:
+    """What was received, and what was stored of it."""
+
+    sha256: str  # of the bytes uploaded
+    size: int
+    canonical_sha256: str  # of the file a worker opens
+    stored_size: int  # every object of the dataset
 
 
-def canonical_path(row: Dataset) -> Path:
-    """The file a worker reads the dataset from: data.npz or the shards' index.json."""
-    return get_settings().artifacts_dir.resolve() / row.path
+def canonical_key(row: Dataset) -> str:
+    """The object a worker reads the dataset from: data.npz or the shards' index.json."""
+    return row.path
 
 
 async def upload(chunks: AsyncIterator[bytes], info: UploadInfo) -> Dataset:
     """Stream, decode, check and store an uploaded dataset, then record it."""
     dataset_id = new_id("ds")
-    directory = dataset_dir(dataset_id)
+    prefix = dataset_prefix(dataset_id)
+    directory = scratch_dir(prefix)
     sink = await asyncio.to_thread(uploads.Sink, directory / "upload")
     try:
         await uploads.write_all(sink, chunks)
         await asyncio.to_thread(sink.file.close)
         fmt, stored = await asyncio.to_thread(_store, sink.tmp, info, directory)
         await asyncio.to_thread(sink.discard)  # only the canonical form is kept
-        return await asyncio.to_thread(
-            _insert, dataset_id, info, fmt, stored, sink.digest.hexdigest(), sink.size
-        )
+        sha256 = await asyncio.to_thread(files.sha256_file, directory / stored.canonical)
+        size = await asyncio.to_thread(uploads.put_folder, prefix, directory)
+        received = Upload(sink.digest.hexdigest(), sink.size, sha256, size)
+        return await asyncio.to_thread(_insert, dataset_id, info, fmt, stored, received)
     except BaseException:  # the body was read whole: nothing is left to drain
         sink.discard()
-        uploads.discard(directory)
+        await asyncio.shield(asyncio.to_thread(uploads.unstage, prefix, directory))
         raise
+    finally:
+        await asyncio.shield(asyncio.to_thread(uploads.clear_scratch, directory))
 
 
 def _store(path: Path, info: UploadInfo, directory: Path) -> tuple[str, Stored]:
@@ -112,15 +124,7 @@ def _sniff(names: list[str]) -> Format:
     return "imagefolder"
 
 
-def _insert(
-    dataset_id: str,
-    info: UploadInfo,
-    fmt: str,
-    stored: Stored,
-    upload_sha256: str,
-    upload_size: int,
-) -> Dataset:
-    directory = dataset_dir(dataset_id)
+def _insert(dataset_id: str, info: UploadInfo, fmt: str, stored: Stored, upload: Upload) -> Dataset:
     val = stored.splits.get("val")
     dataset = Dataset(
         id=dataset_id,
@@ -137,11 +141,11 @@ def _insert(
             sum(c) for c in zip(*(s["class_counts"] for s in stored.splits.values()), strict=True)
         ],
         splits=stored.splits,
-        sha256=files.sha256_file(directory / stored.canonical),
-        size=sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()),
-        upload_sha256=upload_sha256,
-        upload_size=upload_size,
-        path=f"datasets/{dataset_id}/{stored.canonical}",
+        sha256=upload.canonical_sha256,
+        size=upload.stored_size,
+        upload_sha256=upload.sha256,
+        upload_size=upload.size,
+        path=dataset_key(dataset_id, stored.canonical),
     )
     with session_scope() as s:
         s.add(dataset)
@@ -160,12 +164,12 @@ def list_datasets(
 
 
 def delete_dataset(s: Session, dataset_id: str) -> None:
-    """Refused (409) while a queued or running job trains on it; the row goes, and its file
-    once that is committed."""
+    """Refused (409) while a queued or running job trains on it; the row goes, and its
+    objects once that is committed."""
     usage.delete_unless_used(
         s, Dataset, dataset_id, "dataset", (Job.dataset_id,), "is used by", "dataset_in_use"
     )
-    uploads.discard_after_commit(s, dataset_dir(dataset_id))
+    uploads.delete_after_commit(s, dataset_prefix(dataset_id))
 
 
 def not_ready(dataset: Dataset) -> str | None:

@@ -1,35 +1,26 @@
 """Models that can teach: safetensors uploads checked against their architecture, and
-finished jobs' students registered as models. Each is a row in `models` and one file,
-artifacts/models/<id>/weights.safetensors; a failed upload leaves neither."""
+finished jobs' students registered as models. Each is a row in `models` and one object in
+the store, models/<id>/weights.safetensors; a failed upload leaves neither."""
 
 import asyncio
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service import dispatch, files
+from service import dispatch
 from service.config import get_settings
-from service.db import paging, store, usage
+from service.db import artifacts, paging, usage
 from service.db.sessions import get_or_404, session_scope
 from service.db.tables import Job, RegisteredModel, new_id
 from service.db.tenancy import current_project
-from service.errors import (
-    BadJob,
-    CorruptCopy,
-    DistilleryError,
-    FieldError,
-    NotFound,
-    PickleRefused,
-)
+from service.errors import BadJob, DistilleryError, FieldError, NotFound, PickleRefused
 from service.ingest import uploads, weights
 from service.spec.job import JobSpec
 from service.spec.model_info import FromJob, ModelInfo, Normalisation
 from service.spec.names import TIMM
+from service.store import get_store, model_key, model_prefix, scratch_dir
 
 WEIGHTS = "weights.safetensors"
 
@@ -61,34 +52,37 @@ def _check(info: ModelInfo, header: weights.Header) -> None:
         raise InvalidWeights(problems, code="weights_mismatch")
 
 
-def model_dir(model_id: str) -> Path:
-    return files.safe_child(get_settings().models_dir.resolve(), model_id)
-
-
-def weights_path(model: RegisteredModel) -> Path:
-    return model_dir(model.id) / WEIGHTS
+def weights_key(model: RegisteredModel) -> str:
+    """The model's weights in the store."""
+    return model.path
 
 
 async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> RegisteredModel:
     """Stream, check and store an uploaded safetensors file, then record it."""
     model_id = new_id("mdl")
-    directory = model_dir(model_id)
+    prefix = model_prefix(model_id)
+    directory = scratch_dir(prefix)
     try:
         received = await uploads.receive_safetensors(
             chunks, directory / WEIGHTS, lambda header: _check(info, header)
+        )
+        await asyncio.to_thread(
+            get_store().put_file, model_key(model_id, WEIGHTS), directory / WEIGHTS
         )
         model = await asyncio.to_thread(
             _insert, model_id, info, received.sha256, received.size, "upload", None
         )
     except (weights.NotSafetensors, InvalidWeights) as exc:
-        uploads.discard(directory)
+        await asyncio.shield(asyncio.to_thread(uploads.unstage, prefix, directory))
         await uploads.drain(chunks)  # so the client, still sending, gets to read the 422
         if isinstance(exc, InvalidWeights):
             raise
         raise InvalidWeights([str(exc)]) from exc
     except BaseException:
-        uploads.discard(directory)
+        await asyncio.shield(asyncio.to_thread(uploads.unstage, prefix, directory))
         raise
+    finally:
+        await asyncio.shield(asyncio.to_thread(uploads.clear_scratch, directory))
     if model.status == "validating":  # a worker checks it; the row is committed first
         await asyncio.to_thread(dispatch.send_check, model.id, get_settings().check_queue)
     return model
@@ -116,7 +110,7 @@ def _insert(
         class_names=info.class_names,
         sha256=sha256,
         size=size,
-        path=f"models/{model_id}/{WEIGHTS}",
+        path=model_key(model_id, WEIGHTS),
         source=source,
         source_job_id=source_job_id,
         uri=uri,
@@ -130,7 +124,8 @@ def _insert(
 
 
 def register_job(request: FromJob) -> RegisteredModel:
-    """A succeeded job's student as a model: its file hard-linked (copied across devices)."""
+    """A succeeded job's student as a model: its object copied in the store (a hard link in
+    a folder store)."""
     with session_scope() as s:
         job = s.get(Job, request.job)
         if job is None or job.status != "succeeded":
@@ -138,35 +133,32 @@ def register_job(request: FromJob) -> RegisteredModel:
             raise BadJob(
                 f"job {request.job!r} {why}; only a succeeded job's student can be registered"
             )
-        art, student = _job_file(s, job.id, "student.safetensors")
-        card = _model_card(s, job.id)
+        art = _job_file(s, job.id, "student.safetensors")
+        student, card = artifacts.key(art), _model_card(s, job.id)
     info = _job_info(job, card, request.name)
-    header = _read_header(student)
-    _check(info, header)
+    _check(info, _read_header(student, art.size))
     model_id = new_id("mdl")
-    directory = model_dir(model_id)
     try:
-        directory.mkdir(parents=True)
-        _link_or_copy(student, directory / WEIGHTS, art.sha256)
+        get_store().copy(student, model_key(model_id, WEIGHTS))
         return _insert(model_id, info, art.sha256, art.size, "job", job.id)
     except BaseException:
-        uploads.discard(directory)
+        uploads.unstage(model_prefix(model_id), scratch_dir(model_prefix(model_id)))
         raise
 
 
-def _job_file(s: Session, job_id: str, name: str) -> tuple[Any, Path]:
+def _job_file(s: Session, job_id: str, name: str) -> Any:
     try:
-        return store.get_artifact(s, job_id, name)
+        return artifacts.get_artifact(s, job_id, name)
     except NotFound as exc:
         raise BadJob(f"job {job_id!r} has no {name}") from exc
 
 
 def _model_card(s: Session, job_id: str) -> dict[str, Any]:
     try:
-        _, path = store.get_artifact(s, job_id, "model.json")
+        art = artifacts.get_artifact(s, job_id, "model.json")
     except NotFound:
         return {}
-    return dict(json.loads(path.read_text()))
+    return dict(json.loads(get_store().get_bytes(artifacts.key(art))))
 
 
 def _job_info(job: Job, card: dict[str, Any], name: str) -> ModelInfo:
@@ -194,26 +186,17 @@ def job_student(job: Job) -> tuple[str, int, int]:
     return arch, *spec.student_shape()
 
 
-def _read_header(path: Path) -> weights.Header:
+def _read_header(key: str, size: int) -> weights.Header:
+    """The safetensors header of a stored file, read by two ranged requests."""
+    store = get_store()
     try:
-        with path.open("rb") as f:
-            length = weights.header_length(f.read(8))
-            header = weights.parse_header(f.read(length))
+        length = weights.header_length(store.read_at(key, 0, 8))
+        header = weights.parse_header(store.read_at(key, 8, length))
     except weights.NotSafetensors as exc:
         raise InvalidWeights([str(exc)]) from exc
-    if header.file_size != path.stat().st_size:
-        raise InvalidWeights([f"{path.name} is not the size its header says"])
+    if header.file_size != size:
+        raise InvalidWeights([f"{key.rpartition('/')[2]} is not the size its header says"])
     return header
-
-
-def _link_or_copy(src: Path, dest: Path, sha256: str) -> None:
-    try:
-        os.link(src, dest)
-        return
-    except OSError:  # another filesystem, or links not allowed: copy and verify
-        shutil.copyfile(src, dest)
-    if files.sha256_file(dest) != sha256:
-        raise CorruptCopy(src.name)
 
 
 def get_model(s: Session, model_id: str) -> RegisteredModel:
@@ -229,7 +212,7 @@ def list_models(
 
 def delete_model(s: Session, model_id: str) -> None:
     """Refused (409) while a queued or running job learns from it; the row goes, and its
-    file once that is committed."""
+    object once that is committed."""
     usage.delete_unless_used(
         s,
         RegisteredModel,
@@ -239,7 +222,7 @@ def delete_model(s: Session, model_id: str) -> None:
         "is the teacher or the start of",
         "model_in_use",
     )
-    uploads.discard_after_commit(s, model_dir(model_id))
+    uploads.delete_after_commit(s, model_prefix(model_id))
 
 
 def not_ready(model: RegisteredModel) -> str | None:

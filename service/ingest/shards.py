@@ -1,10 +1,12 @@
 """The stored form of an image dataset: WebDataset tar shards plus an index. `index.json`
-holds class names, channels and, per split, counts, a size summary and its shards (sha256,
-counts); `samples.npz` per sample its shard, offset, size, label, width and height;
+holds class names, channels, `samples.npz`'s sha256 and, per split, counts, a size summary
+and its shards (sha256, counts); `samples.npz` per sample its shard, offset, size, label,
+width and height;
 `shards/<split>-000000.tar` two members a sample, `<key>.<ext>` (the uploaded bytes as they
 came) and `<key>.cls` (the label as text), so any tar reader reads them. The offsets let a
-training process read any sample with one `pread` and shuffle an epoch globally. Files are
-written into the dataset's new folder before its row exists: visible only once whole."""
+training process read any sample with one read and shuffle an epoch globally. Files are
+written into the dataset's new folder, then put to the store, before its row exists: visible
+only once whole."""
 
 import hashlib
 import io
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from service.files import sha256_file
 
 INDEX = "index.json"
 SAMPLES = "samples.npz"
@@ -146,6 +150,8 @@ def write_index(
     }
     with (folder / SAMPLES).open("xb") as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]
+    # the index names every file of the dataset with its sha256: a worker checks its copies
+    index["samples_sha256"] = sha256_file(folder / SAMPLES)
     (folder / INDEX).write_text(json.dumps(index, indent=1))
     return index
 
@@ -160,26 +166,15 @@ def read_samples(folder: Path, split: str) -> dict[str, np.ndarray]:
         return {column: npz[f"{split}_{column}"] for column in COLUMNS}
 
 
-def read(index_path: Path, located: dict[str, str] | None = None) -> dict[str, Any]:
+def read(index_path: Path) -> dict[str, Any]:
     """A stored dataset as plain values, what a training process needs to read it: the
     index, and per split its shards' paths and its samples' columns; "sha256" is the index
     file's (which names every shard's). A shard read where it lies (a dataset registered by
-    URI names its `uri`) is at its local copy, `located[uri]`."""
+    URI) names its `uri`: worker/job/stored_shards.py reads it there."""
     folder = index_path.parent
     raw = index_path.read_bytes()
     index = dict(json.loads(raw))
     for name, split in index["splits"].items():
-        split["paths"] = [
-            (located or {})[shard["uri"]] if "uri" in shard else str(folder / shard["name"])
-            for shard in split["shards"]
-        ]
+        split["paths"] = [str(folder / shard["name"]) for shard in split["shards"]]
         split["columns"] = read_samples(folder, name)
     return index | {"sha256": hashlib.sha256(raw).hexdigest()}
-
-
-def remote(index_path: Path) -> dict[str, str]:
-    """{uri: sha256} of the shards the index at `index_path` names where they lie (a
-    WebDataset registered by URI); a worker fetches them before training."""
-    index = json.loads(index_path.read_text())
-    shards = (shard for split in index["splits"].values() for shard in split["shards"])
-    return {shard["uri"]: shard["sha256"] for shard in shards if "uri" in shard}

@@ -1,11 +1,14 @@
 """Streamed uploads: bytes go to a temp file beside their destination while they are hashed
 and counted, and are renamed into place only once they are whole and checked. Memory stays
 flat whatever the size: at most one chunk and one write buffer are held. The size cap itself
-is BodySizeLimit's (service/api/middleware.py), counted as the body streams in."""
+is BodySizeLimit's (service/api/middleware.py), counted as the body streams in. The files an
+upload makes are then put to the store (service/store.py) before their row is recorded; a
+failed upload deletes what it had put."""
 
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import uuid
@@ -18,7 +21,9 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from service.ingest import weights
+from service.store import StoreError, get_store
 
+log = logging.getLogger(__name__)
 FLUSH = 1 << 20  # bytes gathered before one write (in a thread: the event loop never waits)
 
 
@@ -147,10 +152,42 @@ async def drain(chunks: AsyncIterator[bytes]) -> None:
 
 
 def discard(directory: Path) -> None:
-    """Remove what an upload (or a deleted row) left under `directory`."""
+    """Remove what an upload left under `directory`."""
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def discard_after_commit(s: Session, directory: Path) -> None:
-    """Remove `directory` once the deletion of its row is committed (never before)."""
-    event.listen(s, "after_commit", lambda _s: discard(directory), once=True)
+def put_folder(prefix: str, directory: Path) -> int:
+    """Every file an upload made in `directory` (service.store.scratch_dir) as an object
+    under `prefix`; their bytes."""
+    return get_store().put_folder(prefix, directory)
+
+
+def unstage(prefix: str, directory: Path) -> None:
+    """After a failed upload: whatever it had put under `prefix` goes, and its files. A
+    store that cannot be reached keeps what it had (logged): with no row, nothing counts
+    it against a quota."""
+    try:
+        get_store().delete_prefix(prefix)
+    except StoreError as exc:
+        log.error("could not delete %s/ after a failed upload: %s", prefix, exc)
+    discard(directory)
+
+
+def clear_scratch(directory: Path) -> None:
+    """An upload's files once they are put: a bucket's scratch copies go; a folder store's
+    (`directory` is in the store) stay."""
+    if not get_store().is_folder:
+        discard(directory)
+
+
+def delete_after_commit(s: Session, prefix: str) -> None:
+    """Delete the objects under `prefix` once the deletion of their row is committed (never
+    before). A store that cannot be reached then keeps them (logged): no row counts them."""
+
+    def delete(_s: Session) -> None:
+        try:
+            get_store().delete_prefix(prefix)
+        except StoreError as exc:
+            log.error("could not delete %s/ after its row: %s", prefix, exc)
+
+    event.listen(s, "after_commit", delete, once=True)

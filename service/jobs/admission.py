@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from service.db import store
+from service.db import artifacts
 from service.db.tables import Dataset, Job, RegisteredModel
 from service.db.tenancy import current_project
 from service.errors import Conflict, FieldError, InvalidSpec
@@ -18,16 +18,28 @@ from service.jobs.capacity import (
     input_size_problems,
     memory_problems,
 )
-from service.spec.job import DataShape, DataSpec, JobSpec, TeacherRef, spec_problems
+from service.spec.job import (
+    DataShape,
+    DataSpec,
+    JobSpec,
+    TeacherRef,
+    recipe_problems,
+    spec_problems,
+)
 from service.spec.methods import TeacherFacts
 from service.spec.names import TIMM, has_pretrained
 
 
 def submit(
-    s: Session, spec: JobSpec, *, idempotency_key: str | None, request_hash: str
+    s: Session,
+    spec: JobSpec,
+    *,
+    idempotency_key: str | None,
+    request_hash: str,
+    sweep_id: str | None = None,
 ) -> tuple[Job, bool]:
-    """The queued job for `spec`, and whether it is new: a retry with the same
-    Idempotency-Key and body gets the job it made (409 with another body)."""
+    """The queued job for `spec` (a trial of `sweep_id`), and whether it is new: a retry
+    with the same Idempotency-Key and body gets the job it made (409 with another body)."""
     # qualified by the project: a key is the project's own (jobs.idempotency_key is unique)
     key = f"{current_project()}:{idempotency_key}" if idempotency_key else None
     if key and (existing := lifecycle.find_by_key(s, key)) is not None:
@@ -39,7 +51,10 @@ def submit(
         return existing, False
     quotas.check_jobs(s)
     resolved = admit(s, spec)
-    return lifecycle.create_job(s, resolved, idempotency_key=key, request_hash=request_hash), True
+    job = lifecycle.create_job(
+        s, resolved, idempotency_key=key, request_hash=request_hash, sweep_id=sweep_id
+    )
+    return job, True
 
 
 def admit(s: Session, spec: JobSpec) -> JobSpec:
@@ -60,6 +75,7 @@ def resolve(
     """`spec` on data of `shape` with this teacher, checked and resolved; InvalidSpec naming
     every bad field when it cannot run on any of `where` (default: the configured cap)."""
     errors = spec_problems(spec, shape) + input_size_problems(spec, shape, teacher)
+    errors += recipe_problems(spec, teacher)
     if teacher is not None:
         errors += spec.method.teacher_problems(spec.facts(), teacher) or teacher_fit(teacher, shape)
     if not errors:  # sized once the models and the data are known to fit each other
@@ -101,7 +117,7 @@ def teacher_facts(s: Session, ref: TeacherRef) -> TeacherFacts:
         num_classes=num_classes,
         in_channels=in_channels,
         input_size=None,
-        route=list(store.route_checkpoints(s, job.id)),
+        route=list(artifacts.route_checkpoints(s, job.id)),
         lr_drops=JobSpec.model_validate(job.spec).train.schedule.lr_drops(),
     )
 

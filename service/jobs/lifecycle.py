@@ -26,7 +26,12 @@ def find_by_key(s: Session, idempotency_key: str) -> Job | None:
 
 
 def create_job(
-    s: Session, spec: JobSpec, *, idempotency_key: str | None, request_hash: str | None
+    s: Session,
+    spec: JobSpec,
+    *,
+    idempotency_key: str | None,
+    request_hash: str | None,
+    sweep_id: str | None = None,
 ) -> Job:
     """Insert a queued job for a spec admission resolved (service.jobs.admission)."""
     job = Job(
@@ -46,10 +51,13 @@ def create_job(
         max_attempts=spec.resources.max_attempts,
         progress={},
         metrics={},
+        sweep_id=sweep_id,
     )
     s.add(job)
     s.flush()
     add_event(s, job.id, "status", "job queued", status="queued")
+    for warning in spec.warnings():  # in the feed before the job trains
+        add_event(s, job.id, "warning", warning)
     return job
 
 
@@ -132,6 +140,7 @@ def heartbeat(
 
 
 def record_epoch(s: Session, job_id: str, owner: str, metrics: dict[str, Any]) -> bool:
+    """An epoch's metrics, as the job's latest and as an event; False if the owner lost it."""
     if not _set(s, job_id, [Job.owner == owner, Job.status.in_(ACTIVE)], metrics=metrics):
         return False
     add_event(s, job_id, "metrics", f"epoch {metrics.get('epoch')}", **metrics)
@@ -150,8 +159,8 @@ def finish(
     """running -> succeeded/failed; cancelling -> cancelled. None if the owner lost the job.
     `progress`, where the job stopped, is saved final (service/jobs/progress.py) with the status."""
     mine, now = [Job.owner == owner], utcnow()
-    if _end_cancelling(s, job_id, owner, now, progress):
-        return "cancelled"
+    if ended := _end_cancelling(s, job_id, owner, now, progress):
+        return ended
     status = "failed" if error else "succeeded"
     stored = error.as_dict() if error else None
     extra = _final(progress, job_progress.stopped if error else job_progress.done)
@@ -176,9 +185,9 @@ def release(
 ) -> str | None:
     """The owner gives the job up (its worker is shutting down) after saving where it was:
     running -> queued, for the next claim to resume, its attempt given back (a preemption
-    is no failure); cancelling -> cancelled. None when the owner had lost it already."""
-    if _end_cancelling(s, job_id, owner, utcnow(), progress):
-        return "cancelled"
+    is no failure); cancelling -> cancelled (or pruned). None when the owner had lost it."""
+    if ended := _end_cancelling(s, job_id, owner, utcnow(), progress):
+        return ended
     extra = _final(progress, job_progress.stopped)
     if not _set(
         s,
@@ -206,29 +215,53 @@ def _final(
 
 def _end_cancelling(
     s: Session, job_id: str, owner: str, now: datetime, progress: dict[str, Any] | None
-) -> bool:
-    """cancelling -> cancelled, when this owner's job was asked to stop."""
+) -> str | None:
+    """cancelling -> cancelled (or what it ends as: pruned), when this owner's job was asked
+    to stop; the status it ended with, else None."""
     mine = [Job.owner == owner, Job.status == "cancelling"]
     extra = _final(progress, job_progress.stopped)
-    if not _set(s, job_id, mine, status="cancelled", finished_at=now, lease_until=None, **extra):
-        return False
-    add_event(s, job_id, "status", "job cancelled", status="cancelled")
-    return True
+    ended = func.coalesce(Job.ends_as, "cancelled")
+    if not _set(s, job_id, mine, status=ended, finished_at=now, lease_until=None, **extra):
+        return None
+    return _ended(s, job_id)
 
 
-def cancel(s: Session, job_id: str) -> Job:
-    """Queued: cancelled at once. Running: cancelling, the worker stops at its next step."""
+def _ended(s: Session, job_id: str) -> str:
+    """Records the end of a cancel or a prune: its status, read from the row it just set."""
+    status = s.scalar(select(Job.status).where(Job.id == job_id)) or "cancelled"
+    add_event(s, job_id, "status", f"job {status}", status=status)
+    return status
+
+
+def cancel(s: Session, job_id: str, reason: str = "") -> Job:
+    """Queued: cancelled at once. Running: cancelling, the worker stops at its next step.
+    `reason` (e.g. its sweep was cancelled) goes into the events."""
     job = get_job(s, job_id)
+    because = f" ({reason})" if reason else ""
     if _set(s, job_id, [Job.status == "queued"], status="cancelled", finished_at=utcnow()):
-        add_event(s, job_id, "status", "job cancelled", status="cancelled")
+        add_event(s, job_id, "status", f"job cancelled{because}", status="cancelled")
     elif _set(s, job_id, [Job.status == "running"], status="cancelling"):
-        add_event(s, job_id, "status", "cancel requested", status="cancelling")
+        add_event(s, job_id, "status", f"cancel requested{because}", status="cancelling")
     else:
         s.refresh(job)
-        if job.status in ("succeeded", "failed"):
+        if job.status in ("succeeded", "failed", "pruned"):
             raise Conflict(f"job {job_id!r} already {job.status}", code="job_finished")
     s.refresh(job)
     return job
+
+
+def prune(s: Session, job_id: str, reason: str) -> bool:
+    """A sweep's pruner stops this trial (service/sweeps/trials.py): running -> cancelling,
+    to end as "pruned" once its worker stops at its next step; queued -> pruned. False when
+    it is past either."""
+    data = {"reason": reason}
+    if _set(s, job_id, [Job.status == "queued"], status="pruned", finished_at=utcnow()):
+        add_event(s, job_id, "status", f"job pruned: {reason}", status="pruned", **data)
+        return True
+    if _set(s, job_id, [Job.status == "running"], status="cancelling", ends_as="pruned"):
+        add_event(s, job_id, "status", f"pruned: {reason}", status="cancelling", **data)
+        return True
+    return False
 
 
 def watchdog(s: Session) -> list[Job]:
@@ -256,8 +289,10 @@ def _expire(s: Session, job: Job, now: datetime) -> bool:
     """Returns True when the job went back to the queue."""
     guard = [Job.status == job.status, Job.owner == job.owner, Job.lease_until < now]
     if job.status == "cancelling":
-        if _set(s, job.id, guard, status="cancelled", finished_at=now, lease_until=None):
-            add_event(s, job.id, "status", "worker lost while cancelling", status="cancelled")
+        ended = func.coalesce(Job.ends_as, "cancelled")
+        if _set(s, job.id, guard, status=ended, finished_at=now, lease_until=None):
+            status = s.scalar(select(Job.status).where(Job.id == job.id))
+            add_event(s, job.id, "status", "worker lost while stopping", status=status)
         return False
     if job.attempt < job.max_attempts:
         if _set(s, job.id, guard, status="queued", owner=None, lease_until=None):

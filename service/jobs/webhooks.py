@@ -25,9 +25,10 @@ from service.db.tenancy import current_project
 from service.errors import Conflict, NotFound
 
 # a job's terminal states (service/db/tables.py TERMINAL, tied by a test) and each
-# epoch's metrics
-EVENTS = ("job.succeeded", "job.failed", "job.cancelled", "job.epoch")
+# epoch's metrics; a sweep's pruned trials only when asked for (a sweep prunes many)
+EVENTS = ("job.succeeded", "job.failed", "job.cancelled", "job.epoch", "job.pruned")
 DEFAULT_EVENTS = EVENTS[:3]
+ENDINGS = (*DEFAULT_EVENTS, "job.pruned")
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 PAUSED, RESUMED = "webhook.paused", "webhook.resumed"  # a webhook's own events
 SECRET_PREFIX = "whsec_"
@@ -148,7 +149,7 @@ def event_type(type_: str, data: dict[str, Any]) -> str | None:
     if type_ == "metrics":
         return "job.epoch"
     name = f"job.{data.get('status')}"
-    return name if type_ == "status" and name in DEFAULT_EVENTS else None
+    return name if type_ == "status" and name in ENDINGS else None
 
 
 def on_job_event(s: Session, job_id: str, type_: str, data: dict[str, Any]) -> None:

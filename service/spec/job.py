@@ -2,11 +2,12 @@
 hour into a GPU run. It is the one place a default or an allowed value is written."""
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from service.errors import FieldError
+from service.spec import recipes
 from service.spec.limits import Epoch, Epochs, Ident, Name
 from service.spec.methods import JobFacts, MethodParams, TeacherFacts
 from service.spec.names import Arch, DatasetName, Strict
@@ -211,6 +212,11 @@ class JobSpec(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
     name: Name = Field("", max_length=200)
+    recipe: Annotated[str, Field(max_length=200), AfterValidator(recipes.known)] | None = Field(
+        None,
+        description="a published recipe (GET /v1/recipes): fills every field the spec leaves "
+        "out; what the spec gives wins",
+    )
     method: MethodParams
     teacher: TeacherRef | None = None
     student: StudentSpec
@@ -224,6 +230,19 @@ class JobSpec(Strict):
         description="extra formats of the student, each checked against PyTorch at export: "
         "onnx (student.onnx) and torchscript (student.torchscript.pt)",
     )
+    derived: dict[Name, str] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="filled in by admission: how each default that depends on the job (a "
+        "paper's epochs scaled to train.epochs, ...) was derived, by field; what a submission "
+        "gives here is replaced",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_fills(cls, data: Any) -> Any:
+        # on the raw JSON, so that a field the spec leaves out is exactly one it does not hold
+        return recipes.fill(data)
 
     def student_shape(self) -> tuple[int, int]:
         """(num_classes, in_channels) of the student of a resolved spec."""
@@ -241,13 +260,29 @@ class JobSpec(Strict):
             update={"num_classes": shape.num_classes, "in_channels": shape.channels}
         )
         data = self.data.model_copy(update={"image_size": shape.size})
-        method = self.method.resolve(self.facts(), teacher)
-        return self.model_copy(update={"student": student, "data": data, "method": method})
+        facts = self.facts()
+        derived = {f"method.{k}": how for k, how in self.method.derivations(facts).items()}
+        method = self.method.resolve(facts, teacher)
+        return self.model_copy(
+            update={"student": student, "data": data, "method": method, "derived": derived}
+        )
+
+    def warnings(self) -> list[str]:
+        """What a user should know before this job trains: a schedule far shorter than its
+        method's published figures were trained with."""
+        published = type(self.method).published
+        warning = published.warning(self.method.name, self.train.epochs) if published else None
+        return [warning] if warning else []
 
 
 def spec_problems(spec: JobSpec, shape: DataShape) -> list[FieldError]:
     """Cross-field rules of the spec and its data, each naming its field."""
     problems = spec.method.problems(spec.facts())
+    if shape.num_classes < (least := spec.method.min_classes):
+        why = (
+            f"{spec.method.name} needs at least {least} classes, this data has {shape.num_classes}"
+        )
+        problems.append(FieldError("method.name", why))
     if spec.student.num_classes not in (None, shape.num_classes):
         problems.append(
             FieldError("student.num_classes", f"must be {shape.num_classes} for this dataset")
@@ -267,6 +302,15 @@ def spec_problems(spec: JobSpec, shape: DataShape) -> list[FieldError]:
             FieldError("train.schedule.warmup_epochs", "must be less than train.epochs")
         )
     return problems + _ddp_problems(train.batch_size, spec.resources.gpus)
+
+
+def recipe_problems(spec: JobSpec, teacher: TeacherFacts | None) -> list[FieldError]:
+    """A pair recipe's teacher and student against the job's (a recipe for another pair would
+    apply settings published for that pair)."""
+    if spec.recipe is None:
+        return []
+    arch, field = (teacher.arch, teacher.field) if teacher else (None, "teacher")
+    return recipes.pair_problems(spec.recipe, spec.student.arch, arch, field)
 
 
 def _ddp_problems(batch_size: int, gpus: int) -> list[FieldError]:

@@ -169,3 +169,22 @@ def test_workers_lists_the_fleet(svc: Service, api: Client) -> None:
     assert [(w["name"], w["live"]) for w in listed] == [(worker["name"], True)]
     table = cli(svc, "workers").stdout
     assert worker["name"] in table and f"{worker['memory_bytes'] / 2**30:.1f} GiB" in table
+
+
+def test_recipes_list_and_show(svc: Service, api: Client) -> None:
+    pair = "dkd-cifar100-resnet32x4-resnet8x4"
+    recipe = api.get_recipe(pair)
+    assert recipe.method == "dkd" and recipe.top1 == 76.32 and recipe.spec["method"]["beta"] == 8
+    filters = ["--method", "dkd", "--teacher", "resnet32x4", "--student", "resnet8x4"]
+    piped = cli(svc, "recipes", "list", *filters).stdout.splitlines()
+    assert [line.split("\t") for line in piped] == [
+        [pair, "dkd", "resnet32x4", "resnet8x4", "76.32"],
+        ["dkd-ls-cifar100-resnet32x4-resnet8x4", "dkd", "resnet32x4", "resnet8x4", "77.01"],
+    ]
+    assert len(json.loads(cli(svc, "recipes", "list", "--json").stdout)) == len(
+        api.list_recipes().data
+    )
+    shown = cli(svc, "recipes", "show", pair)
+    assert shown.exit_code == 0 and "res32x4_res8x4.yaml" in shown.stdout
+    assert "resnet32x4 -> resnet8x4" in shown.stdout and '"beta": 8.0' in shown.stdout
+    assert cli(svc, "recipes", "show", "no-such-recipe").exit_code == 4

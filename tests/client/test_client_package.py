@@ -53,6 +53,16 @@ MIRRORS = {
     models.DeliveryList: "DeliveryList",
     models.Worker: "WorkerOut",
     models.WorkerList: "WorkerList",
+    models.Recipe: "RecipeOut",
+    models.RecipeList: "RecipeList",
+    models.Published: "PublishedOut",
+    models.Runs: "RunsOut",
+    models.LeaderboardRow: "LeaderboardRow",
+    models.Compute: "ComputeOut",
+    models.Trial: "TrialOut",
+    models.SweepSummary: "SweepSummary",
+    models.Sweep: "SweepOut",
+    models.SweepList: "SweepList",
     models.Problem: "Problem",
     models.ProblemField: "ProblemField",
 }
@@ -110,8 +120,8 @@ def test_default_url_is_the_api_default_address() -> None:
 def test_max_page_is_the_apis_largest_limit(document: dict) -> None:
     limits = [
         p["schema"]["maximum"]
-        for path in ("/v1/jobs", "/v1/models", "/v1/datasets")
+        for path in ("/v1/jobs", "/v1/models", "/v1/datasets", "/v1/sweeps")
         for p in document["paths"][path]["get"]["parameters"]
         if p["name"] == "limit"
     ]
-    assert limits == [MAX_PAGE] * 3
+    assert limits == [MAX_PAGE] * 4

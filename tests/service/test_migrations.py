@@ -22,7 +22,7 @@ from tests.conftest import PG_ADMIN
 TABLES = {
     "alembic_version",
     *("jobs", "job_events", "artifacts", "models", "datasets", "projects", "api_keys"),
-    *("webhooks", "webhook_deliveries", "webhook_events", "workers"),
+    *("webhooks", "webhook_deliveries", "webhook_events", "workers", "sweeps", "sweep_trials"),
 }
 
 
@@ -97,6 +97,8 @@ def test_downgrading_models_keeps_the_jobs_events(url):
         "webhook_deliveries",
         "webhook_events",
         "workers",
+        "sweeps",
+        "sweep_trials",
     }
     with get_engine(url).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM job_events")).scalar() == 1
@@ -220,9 +222,11 @@ def test_0004_gives_route_checkpoints_their_kind_and_old_specs_still_load(url):
     spec = stored_spec(url)
     assert "linear_steps" not in spec["method"]
     loaded = JobSpec.model_validate(spec).model_dump(mode="json")  # as the worker reads it
-    # what the spec gained since, each at its default: KDCL's held-out part it chooses on,
-    # the student's start, the data's normalisation and training resolution
-    assert loaded["method"].pop("holdout_fraction") == 0.1
+    # what the spec gained since, each at its default: KDCL's held-out part it chooses on
+    # (None: none for the linear ensemble), the student's start, the data's normalisation and
+    # training resolution, and how admission derived its defaults
+    assert loaded["method"].pop("holdout_fraction") is None
+    assert loaded.pop("derived") == {}
     assert loaded["student"].pop("init") is None
     assert loaded["data"].pop("normalisation") == "auto"
     assert loaded["data"].pop("image_size") is None

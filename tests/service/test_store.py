@@ -92,6 +92,12 @@ def test_an_unreachable_server_is_a_store_error(monkeypatch: pytest.MonkeyPatch)
     down = S3Server()  # never started: nothing listens on its port
     for key, value in down.aws_env().items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_MAX_RETRIES", "0")
     with pytest.raises(StoreError):
-        Store("s3://nothing/here").head("x")
+        Store("s3://nothing/here", retries=0).head("x")
+
+
+def test_an_empty_object_reads_back_empty(bucket: Store, tmp_path: Path) -> None:
+    path, _ = _file(tmp_path, 0)
+    bucket.put_file("jobs/j/empty", path)
+    assert bucket.get_bytes("jobs/j/empty") == b""
+    assert bucket.download("jobs/j/empty", tmp_path / "out").read_bytes() == b""

@@ -196,9 +196,11 @@ def epoch_context(run: Run) -> EpochContext:
 
 def start_run(plan: TrainPlan, callbacks: Callbacks) -> Run:
     device, shard = resolve_device(plan.device), current_shard()
-    steps = num_batches(len(plan.data.train), plan.batch_size, shuffle=True, world=shard.world)
+    whole = plan.method.whole_batches
+    steps = num_batches(len(plan.data.train), plan.batch_size, True, shard.world, whole)
     if steps == 0:
-        raise ValueError("the training split needs at least two samples per process")
+        need = f"a whole batch of {plan.batch_size}" if whole else "two samples per process"
+        raise ValueError(f"the training split needs at least {need}")
     place(plan.method, device)
     # Batch shapes repeat every step, so cuDNN's autotuned kernels pay off.
     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -269,7 +271,8 @@ def batches_from(run: Run, order: Tensor, first: int) -> Batches:
     `order`; the generator then goes on from where it was (mid-epoch: as it was saved)."""
     plan, shard, carry_on = run.plan, run.shard, run.generator.get_state()
     run.generator.set_state(order)
-    data = run.data.train.epoch(plan.batch_size, run.generator, shard.rank, shard.world, first)
+    train, whole = run.data.train, plan.method.whole_batches
+    data = train.epoch(plan.batch_size, run.generator, shard.rank, shard.world, first, whole)
     if first:
         run.generator.set_state(carry_on)
     return data

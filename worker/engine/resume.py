@@ -28,11 +28,10 @@ from worker.engine.checkpoint import (
     strip_prefix,
     unflatten_optimizer,
 )
+from worker.engine.resume_files import PREVIOUS, RESUME, digest_path, record_digest
 
 log = logging.getLogger(__name__)
 FORMAT = 1
-RESUME, PREVIOUS = "resume.safetensors", "resume.prev.safetensors"
-DIGESTS = ".digests"  # the sha256 of RESUME and PREVIOUS, as written (a suffix to each)
 
 
 @dataclass
@@ -87,12 +86,6 @@ def keep_previous(path: Path) -> None:
             os.replace(src, dst)
 
 
-def record_digest(path: Path, sha256: str) -> None:
-    tmp = path.with_name(f".{path.name}{DIGESTS}.tmp")
-    tmp.write_text(json.dumps({"name": path.name, "sha256": sha256}))
-    os.replace(tmp, digest_path(path))
-
-
 def verified_resume(directory: Path) -> tuple[Path | None, list[str]]:
     """The newest resume checkpoint in `directory` whose contents hash to a recorded digest,
     and a line for each one skipped. A digest found beside either name counts (a crash
@@ -109,10 +102,6 @@ def verified_resume(directory: Path) -> tuple[Path | None, list[str]]:
             return path, skipped
         skipped.append(f"{path.name} does not match its recorded sha256: skipped")
     return None, skipped
-
-
-def digest_path(path: Path) -> Path:
-    return path.with_name(path.name + DIGESTS)
 
 
 def sha256_of(path: Path) -> str:

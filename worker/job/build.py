@@ -28,7 +28,9 @@ from worker.engine.distributed import current_shard
 from worker.engine.methods import Method, registry
 from worker.engine.optim import Optimizer, Schedule
 from worker.job.starts import start_student
+from worker.job.stored_shards import loader_start, read_from_bucket
 from worker.job.teachers import TeacherInfo, load_teacher
+from worker.task.cache import Cache
 from worker.task.inputs import JobInputs
 
 
@@ -78,21 +80,24 @@ def load_data(spec: JobSpec, inputs: JobInputs) -> DataSplit:
 
 
 def data_options(spec: JobSpec, inputs: JobInputs) -> dict[str, Any]:
-    """The dataset's own options: an upload's file and how its shards are read, a synthetic
-    set's shape."""
+    """The dataset's own options: an upload's file and how its shards are read (from a
+    bucket, the store's or where a dataset registered by URI lies: through the worker's
+    cache), a synthetic set's shape."""
     if spec.data.dataset == "upload":
         path = inputs.dataset_path
         assert path is not None
         if path.name == shards.INDEX:
-            index = shards.read(path, inputs.dataset_shards)
-            return {"shards": index} | shard_reading(spec.train.data_placement)
+            index, reading = shards.read(path), shard_reading(spec.train.data_placement)
+            if read_from_bucket(index, inputs.dataset_key, Cache.default()):
+                reading["loader_start"] = loader_start()
+            return {"shards": index} | reading
         return {"path": str(path)}
     if spec.data.dataset == "synthetic":
         return spec.data.synthetic_options().model_dump()
     return {}
 
 
-def shard_reading(placement: str) -> dict[str, int]:
+def shard_reading(placement: str) -> dict[str, Any]:
     """How an upload's shards are read: the most bytes held in memory (all for "device" and
     "host", none for "stream"), and the processes that decode them."""
     settings = get_settings()

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from service.spec import recipes
 from service.spec.job import JobSpec
 from worker.engine.data import DataSplit, Images, Streamed
 from worker.engine.device import autocast, memory_format, place, resolve_device
@@ -56,7 +57,9 @@ def model_card(
         "latency_ms": latency_ms(model, data.input_shape, [1, batch_size], device, precision),
         "exports": exports,
         "method": spec.method.model_dump(),
+        "derived": spec.derived,  # how admission derived each default that fits the job
         "teacher": teacher,
+        "recipe": recipes.card(spec.recipe),  # the published settings the spec started from
         "warnings": warnings,
         "spec": spec.model_dump(mode="json"),  # resolved at submission
         "versions": versions(),

@@ -1,6 +1,7 @@
 """What a job leaves behind: the student's weights, its model card and its metrics."""
 
 import json
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,16 @@ class Outputs:
 
 
 def write_outputs(
-    job_id: str, out: Path, spec: JobSpec, built: Built, outcome: TrainResult
+    job_id: str,
+    out: Path,
+    spec: JobSpec,
+    built: Built,
+    outcome: TrainResult,
+    scratch: dict[str, float] | None = None,
 ) -> Outputs:
     """Write student.safetensors, model.json, metrics.json, the requested exports and any
-    extra models (KDCL's other peers under models/) into the job's folder `out`."""
+    extra models (KDCL's other peers under models/) into the job's folder `out`. `scratch`:
+    the final val_acc of supervised runs of the same student and data, by job id."""
     model, data, teacher = built.method.output_model(), built.data, built.teacher
     files = {
         "student.safetensors": "student",
@@ -47,7 +54,9 @@ def write_outputs(
         files[f"models/{name}.safetensors"] = "model"
         extras[name] = getattr(extra, "arch", "")
         save_weights(out / "models" / f"{name}.safetensors", extra)
-    warnings = _teacher_warning(teacher, outcome.final_metrics)
+    final = outcome.final_metrics
+    found = _teacher_warning(teacher, final) + _scratch_warning(final, scratch or {})
+    warnings = spec.warnings() + found  # the spec's were events when the job was queued
     exports, export_files = _write_exports(spec.exports, model, data.input_shape, out)
     files |= export_files
     card = model_card(
@@ -76,7 +85,7 @@ def write_outputs(
         "warnings": warnings,
         "resumed_from_epoch": outcome.resumed_from_epoch,
     }
-    return Outputs(files, result, [("warning", w) for w in warnings] + checks)
+    return Outputs(files, result, [("warning", w) for w in found] + checks)
 
 
 def _write_exports(
@@ -99,6 +108,19 @@ def _teacher_warning(teacher: TeacherInfo | None, final: dict[str, float]) -> li
         f"teacher val_acc {teacher.val['val_acc']:.4f} is no better than the student's "
         f"{final['val_acc']:.4f}: distilling from it usually hurts; compare with a "
         "supervised run of the student"
+    ]
+
+
+def _scratch_warning(final: dict[str, float], scratch: dict[str, float]) -> list[str]:
+    """When the student ends below the supervised runs of the same student and data."""
+    if not scratch or final.get("val_acc", 0.0) >= (mean := statistics.fmean(scratch.values())):
+        return []
+    n = len(scratch)
+    runs = "the supervised run" if n == 1 else f"the mean of {n} supervised runs"
+    return [
+        f"val_acc {final['val_acc']:.4f} ends below {mean:.4f}, the final val_acc of {runs} "
+        f"of the same student on the same data for as many epochs ({', '.join(sorted(scratch))})"
+        ": the method did not help here"
     ]
 
 

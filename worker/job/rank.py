@@ -26,6 +26,7 @@ from service import logs
 from service.config import get_settings
 from service.errors import JobError
 from service.spec.job import JobSpec
+from service.store import StoreError
 from worker.engine import loop
 from worker.engine.distributed import process_group, rank_device
 from worker.job.build import Built, build, measure_teacher
@@ -33,7 +34,7 @@ from worker.job.exports import ExportError
 from worker.job.outputs import write_outputs
 from worker.job.threads import Adapting, Threads
 from worker.task import supervisor
-from worker.task.context import JobContext, LeaseLost
+from worker.task.context import JobContext, LeaseLost, store_unavailable
 from worker.task.inputs import JobInputs
 
 log = logging.getLogger("worker.job.rank")
@@ -109,7 +110,8 @@ def train(ctx: JobContext, inputs: JobInputs, folder: Path, threads: Threads) ->
         outcome = loop.train(built.plan, Adapting(ctx, threads))
     peak = peak_rss()
     memory = {"peak_rss_bytes": peak, "peak_rss_growth_bytes": peak - before}
-    written = write_outputs(ctx.job_id, inputs.job_dir, spec, built, outcome)
+    scratch = ctx.scratch_runs()
+    written = write_outputs(ctx.job_id, inputs.job_dir, spec, built, outcome, scratch)
     written.result["host_memory"] = memory  # of rank 0, from loading the data to the last epoch
     for type_, message in written.events:
         ctx.event(type_, message)
@@ -171,7 +173,9 @@ def job_error(exc: Exception) -> JobError:
     if isinstance(exc, JobError):
         return exc
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # nothing partial is kept
-        return JobError("disk_full", f"the artifact store is full: {exc}", retryable=True)
+        return JobError("disk_full", f"the worker's disk is full: {exc}", retryable=True)
+    if isinstance(exc, StoreError):  # the store down while a shard was read
+        return store_unavailable("reading the job's data")
     code = next((c for t, c in ERROR_CODES.items() if isinstance(exc, t)), "training_error")
     return JobError(code, f"{type(exc).__name__}: {exc}")
 

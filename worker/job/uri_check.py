@@ -46,7 +46,7 @@ class Reporter:
 
 def dataset(fmt: str, uri: str, dataset_id: str, class_names: list[str] | None) -> dict[str, Any]:
     source, prefix = for_uri(uris.folder(uri))
-    scratch = get_settings().data_dir.resolve() / "scratch" / dataset_id
+    scratch = get_settings().scratch_dir.resolve() / dataset_id
     shutil.rmtree(scratch, ignore_errors=True)  # an earlier attempt's
     scratch.mkdir(parents=True)
     store, report = get_store(), Reporter()
@@ -68,7 +68,7 @@ def dataset(fmt: str, uri: str, dataset_id: str, class_names: list[str] | None) 
 
 def model(uri: str, dest_key: str, arch: str, num_classes: int, in_channels: int) -> dict[str, Any]:
     settings = get_settings()
-    scratch = settings.data_dir.resolve() / "scratch" / dest_key.replace("/", "_")
+    scratch = settings.scratch_dir.resolve() / dest_key.replace("/", "_")
     scratch.mkdir(parents=True, exist_ok=True)
 
     def check(header: weights.Header) -> list[str]:

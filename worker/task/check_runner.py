@@ -19,7 +19,8 @@ from service.config import get_settings
 from service.db.sessions import session_scope
 from service.ingest import by_uri, checks, datasets, models
 from service.spec.names import TIMM
-from service.store import dataset_key, get_store
+from service.store import StoreError, dataset_key, get_store
+from worker.task.cache import Cache, CacheTooSmall
 from worker.task.runner import DRAINING
 
 log = logging.getLogger(__name__)
@@ -35,19 +36,24 @@ def run(model_id: str) -> str:
         if row is None:  # decided, or another worker checks it
             return models.get_model(s, model_id).status
         shape = [row.arch, row.num_classes, row.in_channels]
-        loaded = [*shape, row.input_size or "", models.weights_path(row)]
-        uri, project = row.uri or "", row.project_id
-        fetch = ["model", uri, row.path, *shape] if row.sha256 is None else None
-    fetched: dict[str, Any] = {}
+        key, uri, project = models.weights_key(row), row.uri or "", row.project_id
+        weights: dict[str, Any] = {"sha256": row.sha256, "size": row.size}
+        fetch = ["model", uri, key, *shape] if row.sha256 is None else None
+        input_size = row.input_size or ""
     if fetch is not None:  # registered by URI: its bytes come into the store first
-        fetched = _read(checks.MODELS, model_id, uri, project, fetch)
-        if "sha256" not in fetched:  # refused, or given back
-            return _record(checks.MODELS, model_id, fetched) if fetched else "validating"
+        weights = _read(checks.MODELS, model_id, uri, project, fetch)
+        if "sha256" not in weights:  # refused, or given back
+            return _record(checks.MODELS, model_id, weights) if weights else "validating"
     outcome: dict[str, Any] = {"status": "ready"}  # a zoo model's header was its check
     if str(shape[0]).startswith(TIMM):
-        cmd = [sys.executable, "-m", "worker.job.weights_check", *loaded]
+        try:  # after the fetch: a model read by URI is in the store only now
+            path = Cache.default().path(key, weights["sha256"], weights["size"])
+        except (StoreError, FileNotFoundError, CacheTooSmall) as exc:
+            return _give_back(checks.MODELS, model_id, f"its weights could not be read: {exc}")
+        cmd = [sys.executable, "-m", "worker.job.weights_check", *shape, input_size, path]
         if not (outcome := _checked(checks.MODELS, model_id, cmd)):
             return "validating"  # fetched again next time: its sha256 was not recorded
+    fetched = weights if fetch is not None else {}
     return _record(checks.MODELS, model_id, outcome | fetched)
 
 
@@ -88,10 +94,17 @@ def _checked(check: checks.Checks, ident: str, cmd: list[Any]) -> dict[str, Any]
     returncode, last, stderr = ran = _leased(check, ident, list(map(str, cmd)))
     if returncode != RETRY:
         return _outcome(ident, ran)
-    log.warning("check of %s given back: %s", ident, stderr.strip()[-500:])
-    with session_scope() as s:
-        check.extend(s, ident, 0)  # its lease ends now: the watchdog sends it again
+    _give_back(check, ident, stderr.strip()[-500:])
     return {}
+
+
+def _give_back(check: checks.Checks, ident: str, why: str) -> str:
+    """Not the row's fault (the store, a shutdown): its lease ends now and the watchdog
+    sends the check again."""
+    log.warning("check of %s given back: %s", ident, why)
+    with session_scope() as s:
+        check.extend(s, ident, 0)
+    return "validating"
 
 
 def _outcome(ident: str, ran: Ran) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A job's one link to the database and the artifact store while a worker runs it.
+"""A job's one link to the database and the store while a worker runs it.
 
 The runner claims the job through it; it reads what the job needs (JobInputs), records
 progress, events, metrics, checkpoints and outputs, and ends the job. Every write first
@@ -8,8 +8,10 @@ extends the lease every few seconds whatever the engine is doing, and reads the 
 the engine only checks a boolean each step."""
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -23,21 +25,25 @@ from sqlalchemy.orm import Session
 
 from service import dispatch, logs
 from service.config import Settings
-from service.db import store
+from service.db import artifacts
 from service.db.sessions import session_scope
 from service.db.tables import Dataset
 from service.errors import JobError
 from service.ingest import datasets, models, shards
-from service.jobs import lifecycle
+from service.jobs import lifecycle, queries
 from service.spec.job import JobSpec
-from service.store import StoreError, cached
+from service.store import Corrupt, StoreError, get_store, job_key
+from service.sweeps import trials
+from worker.engine.resume_files import PREVIOUS, RESUME, record_digest
+from worker.task.cache import Cache, CacheTooSmall
 from worker.task.inputs import JobInputs, StartSource, TeacherSource
 from worker.task.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
 # the engine's checkpoint kinds -> artifact kinds
-ARTIFACT_KINDS = {"resume": "checkpoint", "route": store.ROUTE}
+ARTIFACT_KINDS = {"resume": artifacts.CHECKPOINT, "route": artifacts.ROUTE}
+SCRATCH_KEPT = "ranks"  # what a job's scratch folder keeps once the job has ended: the logs
 
 
 class LeaseLost(Exception):
@@ -67,28 +73,64 @@ class JobContext:
             return cls(job.id, owner, JobSpec.model_validate(job.spec), settings)
 
     def inputs(self) -> JobInputs:
-        """The files and facts the job reads: its dataset, its teacher and that one's route."""
+        """The files and facts the job reads: its dataset, its teacher and that one's route,
+        as local files (worker/task/cache.py), and from a bucket its own resume checkpoints.
+        A store that cannot be reached is a retryable JobError; an object that does not
+        match its row, or that the cache cannot hold, one that is not."""
+        try:
+            return self._inputs(Cache.default())
+        except Corrupt as exc:
+            why = f"a stored input does not match its sha256: {exc}"
+            raise JobError("input_corrupt", why) from exc
+        except CacheTooSmall as exc:
+            why = f"an input is larger than the worker's cache: {exc}"
+            raise JobError("cache_too_small", why) from exc
+        except StoreError as exc:
+            log.error("job %s: reading its inputs from the store failed: %s", self.job_id, exc)
+            raise store_unavailable("reading the job's inputs") from exc
+
+    def _inputs(self, cache: Cache) -> JobInputs:
         upload, ref = self.spec.data.upload, self.spec.teacher
         route: dict[int, Path] = {}
         drops: list[int] = []
         teacher = None
+        want = Wanted(cache)  # fetched once the rows are read: no transaction waits on them
         with session_scope() as s:
             if ref is not None and ref.model is not None:
-                teacher = _model_source(s, ref.model)
+                teacher = _model_source(s, ref.model, want)
             elif ref is not None and ref.job is not None:
-                teacher, route, drops = _job_source(s, ref.job)
-            start = _start_source(s, self.spec)
+                teacher, route, drops = _job_source(s, ref.job, want)
+            start = _start_source(s, self.spec, want)
             dataset = s.get(Dataset, upload) if upload else None
-            dataset_path = datasets.canonical_path(dataset) if dataset else None
+            dataset_key = datasets.canonical_key(dataset) if dataset else None
+            dataset_sha256 = dataset.sha256 if dataset else None
+            checkpoints = artifacts.list_artifacts(s, self.job_id, (artifacts.CHECKPOINT,))
+        want.fetch()
+        job_dir = artifacts.job_dir(self.job_id)
+        if not cache.store.is_folder:  # a folder store's are in place, with their digests
+            restore_checkpoints(job_dir, checkpoints)
         return JobInputs(
-            job_dir=store.job_dir(self.job_id),
-            dataset_path=dataset_path,
-            dataset_shards=_fetched_shards(dataset_path),
+            job_dir=job_dir,
+            dataset_path=dataset_file(cache, dataset_key, dataset_sha256),
+            dataset_key=None if cache.store.is_folder else dataset_key,
             teacher=teacher,
             route=route,
             teacher_lr_drops=drops,
             start=start,
         )
+
+    def drop_scratch(self) -> None:
+        """Once the job has ended: a bucket's copies in its scratch folder go (its processes'
+        logs stay). A folder store's job folder is the store: it stays whole."""
+        if get_store().is_folder:
+            return
+        job_dir = artifacts.job_dir(self.job_id)
+        for entry in job_dir.iterdir():
+            if entry.name != SCRATCH_KEPT:
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
     # the lease
     def __enter__(self) -> "JobContext":
@@ -158,13 +200,24 @@ class JobContext:
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.tracker.epoch_end(epoch)
+        last = epoch == self.spec.train.epochs
         with self._owned() as s:
             lifecycle.record_epoch(s, self.job_id, self.owner, {"epoch": epoch, **metrics})
+            if trials.on_epoch(s, self.job_id, epoch, metrics, last):
+                self.status = "cancelling"  # its sweep pruned it: stop at the next step
 
     def on_checkpoint(self, path: Path, epoch: int, kind: str, step: int | None) -> None:
+        """Put the checkpoint the engine wrote to the store, then record it. A resume
+        checkpoint's predecessor is kept beside it first, in the store as the engine keeps
+        it on disk (worker/engine/resume.py): a later attempt, on any host, resumes from the
+        newest of the two that matches its row."""
         where = f"at the end of epoch {epoch}" if step is None else f"at epoch {epoch}, step {step}"
+        self.beat()  # still this worker's: put nothing over another attempt's objects
+        if kind == "resume":
+            self._keep_previous(path)
+        put = self._put(path)
         with self._owned() as s:
-            art = store.register(s, self.job_id, path, kind=ARTIFACT_KINDS[kind], epoch=epoch)
+            art = artifacts.record(s, self.job_id, put, kind=ARTIFACT_KINDS[kind], epoch=epoch)
             lifecycle.add_event(
                 s,
                 self.job_id,
@@ -177,6 +230,31 @@ class JobContext:
                 sha256=art.sha256,
             )
 
+    def _keep_previous(self, resume: Path) -> None:
+        """The recorded resume checkpoint becomes the previous one: copied in a bucket (the
+        engine has moved its own file already), its row's facts under the previous name."""
+        name = artifacts.job_name(self.job_id, resume)
+        with self._owned() as s:
+            old = artifacts.find(s, self.job_id, name)
+            if old is None:
+                return
+            kept = artifacts.Put(str(Path(name).with_name(PREVIOUS)), old.size, old.sha256)
+            epoch = old.epoch
+        if not get_store().is_folder:
+            try:
+                get_store().copy(job_key(self.job_id, name), job_key(self.job_id, kept.name))
+            except StoreError as exc:
+                raise store_unavailable("saving a checkpoint") from exc
+        with self._owned() as s:
+            artifacts.record(s, self.job_id, kept, kind=artifacts.CHECKPOINT, epoch=epoch)
+
+    def _put(self, path: Path) -> artifacts.Put:
+        try:
+            return artifacts.put(self.job_id, path)
+        except StoreError as exc:
+            log.error("job %s: putting %s failed: %s", self.job_id, path.name, exc)
+            raise store_unavailable(f"saving {path.name}") from exc
+
     def on_event(self, type_: str, message: str, data: dict[str, Any]) -> None:
         if "phase" in data:
             self.tracker.phase(data["phase"])
@@ -188,11 +266,20 @@ class JobContext:
             lifecycle.add_event(s, self.job_id, type_, message, **data)
 
     def register(self, files: dict[str, str]) -> None:
-        """Record files written under the job's folder: {name: artifact kind}."""
-        root = store.job_dir(self.job_id)
+        """Put files written under the job's folder to the store, then record them all:
+        {name: artifact kind}."""
+        self.beat()
+        root = artifacts.job_dir(self.job_id)
+        puts = {name: self._put(root / name) for name in files}
         with self._owned() as s:
             for name, kind in files.items():
-                store.register(s, self.job_id, root / name, kind=kind)
+                artifacts.record(s, self.job_id, puts[name], kind=kind)
+
+    def scratch_runs(self) -> dict[str, float]:
+        """The supervised runs of the same student and data this job's student should beat:
+        {job id: final val_acc} (service/jobs/queries.py)."""
+        with session_scope() as s:
+            return queries.scratch_runs(s, self.job_id)
 
     def stop_error(self) -> JobError | None:
         """Why the loop stopped: None for a cancel, an error past max_runtime_s."""
@@ -224,32 +311,84 @@ class JobContext:
         return {"epochs": self.spec.train.epochs, **saved}
 
 
-def _fetched_shards(index: Path | None) -> dict[str, str]:
-    """{uri: local copy} of the shards a dataset registered by URI reads where they lie
-    (none for others), fetched into this worker's cache and verified."""
-    if index is None or index.name != shards.INDEX:
-        return {}
-    try:
-        return {uri: str(cached(uri, sha)) for uri, sha in shards.remote(index).items()}
-    except (StoreError, FileNotFoundError) as exc:
-        raise JobError("store_unavailable", f"a shard could not be read: {exc}", True) from exc
+def store_unavailable(doing: str) -> JobError:
+    """The job's error when the store fails it: retryable, and nothing half-written is kept
+    (an object is whole or absent, and recorded only once it is whole)."""
+    return JobError(
+        "store_unavailable",
+        f"the object store could not be reached while {doing}; what was recorded before "
+        "stands and nothing half-written was kept: run the job again once the store is back",
+        retryable=True,
+    )
 
 
-def _model_source(s: Session, model_id: str) -> TeacherSource:
+def restore_checkpoints(job_dir: Path, checkpoints: list[Any]) -> None:
+    """A job's resume checkpoints copied from the store into its scratch folder, each with
+    the sha256 its row recorded beside it: the engine resumes from the newest whose bytes
+    match (a truncated or changed one is skipped for the one before it). What the folder
+    held is dropped first: the store and its rows are the truth, whichever host ran last."""
+    store = get_store()
+    for name in (RESUME, PREVIOUS):
+        for stale in job_dir.rglob(f"{name}*"):
+            stale.unlink(missing_ok=True)
+    for art in checkpoints:
+        path = job_dir / art.path
+        try:
+            store.download(artifacts.key(art), path)  # as it is: the engine checks it
+        except FileNotFoundError:
+            continue
+        record_digest(path, art.sha256)
+
+
+def dataset_file(cache: Cache, key: str | None, sha256: str | None) -> Path | None:
+    """The dataset's canonical file (data.npz, or the shards' index.json with its samples'
+    table beside it: shards.read opens both); its shards are read as the job trains."""
+    if key is None:
+        return None
+    path = cache.path(key, sha256)
+    if path.name == shards.INDEX:
+        index = json.loads(path.read_text())
+        folder = key.rpartition("/")[0]
+        cache.path(f"{folder}/{shards.SAMPLES}", index.get("samples_sha256"))
+    return path
+
+
+class Wanted:
+    """The objects a job reads, gathered while their rows are read, fetched into the cache
+    after (nothing is copied for a folder store)."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.objects: list[tuple[str, str, int | None]] = []
+
+    def __call__(self, key: str, sha256: str, size: int | None) -> Path:
+        """Where the object will be read from."""
+        self.objects.append((key, sha256, size))
+        return self.cache.file(key)
+
+    def artifact(self, art: Any) -> Path:
+        return self(artifacts.key(art), art.sha256, art.size)
+
+    def fetch(self) -> None:
+        for key, sha256, size in self.objects:
+            self.cache.path(key, sha256, size)
+
+
+def _model_source(s: Session, model_id: str, want: Wanted) -> TeacherSource:
     row = models.get_model(s, model_id)
     assert row.sha256 is not None  # a ready model's bytes were read
     return TeacherSource(
         arch=row.arch,
         num_classes=row.num_classes,
         in_channels=row.in_channels,
-        path=models.weights_path(row),
+        path=want(models.weights_key(row), row.sha256, row.size),
         sha256=row.sha256,
         job_id=row.source_job_id or "",
         model_id=row.id,
     )
 
 
-def _start_source(s: Session, spec: JobSpec) -> StartSource | None:
+def _start_source(s: Session, spec: JobSpec, want: Wanted) -> StartSource | None:
     """The file student.init names (None for random or pretrained weights)."""
     init = spec.student.init
     if init is None or init.pretrained:
@@ -257,16 +396,20 @@ def _start_source(s: Session, spec: JobSpec) -> StartSource | None:
     if init.model is not None:
         row = models.get_model(s, init.model)
         assert row.sha256 is not None  # a ready model's bytes were read
-        return StartSource(models.weights_path(row), row.sha256, model_id=row.id)
-    art, path = store.get_artifact(s, init.job or "", "student.safetensors")
-    return StartSource(path, art.sha256, job_id=init.job)
+        path = want(models.weights_key(row), row.sha256, row.size)
+        return StartSource(path, row.sha256, model_id=row.id)
+    art = artifacts.get_artifact(s, init.job or "", "student.safetensors")
+    return StartSource(want.artifact(art), art.sha256, job_id=init.job)
 
 
-def _job_source(s: Session, job_id: str) -> tuple[TeacherSource, dict[int, Path], list[int]]:
+def _job_source(
+    s: Session, job_id: str, want: Wanted
+) -> tuple[TeacherSource, dict[int, Path], list[int]]:
     """A succeeded job's student, its route checkpoints and the epochs its LR dropped after."""
     job = lifecycle.get_job(s, job_id)
     arch, num_classes, in_channels = models.job_student(job)
-    art, path = store.get_artifact(s, job_id, "student.safetensors")
-    source = TeacherSource(arch, num_classes, in_channels, path, art.sha256, job_id)
+    art = artifacts.get_artifact(s, job_id, "student.safetensors")
+    source = TeacherSource(arch, num_classes, in_channels, want.artifact(art), art.sha256, job_id)
     drops = JobSpec.model_validate(job.spec).train.schedule.lr_drops()
-    return source, store.route_checkpoints(s, job_id), drops
+    route = {e: want.artifact(a) for e, a in artifacts.route_checkpoints(s, job_id).items()}
+    return source, route, drops

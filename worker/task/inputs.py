@@ -1,6 +1,7 @@
-"""What a job reads from the database and the artifact store before it trains, as plain
-values. The worker's context gathers them once; build, teachers and the other ranks of a
-job take these, never a database session."""
+"""What a job reads from the database and the store before it trains, as plain values: local
+files (the folder store's own, or the worker's cache's: worker/task/cache.py). The worker's
+context gathers them once; build, teachers and the other ranks of a job take these, never a
+database session."""
 
 import json
 from dataclasses import asdict, dataclass, field
@@ -33,10 +34,10 @@ class StartSource:
 
 @dataclass(frozen=True)
 class JobInputs:
-    job_dir: Path  # the job's artifact folder: its checkpoints and outputs go here
+    job_dir: Path  # the job's local folder: its checkpoints and outputs are made here
     dataset_path: Path | None = None  # an uploaded dataset's canonical file
-    # {uri: local copy} of the shards a dataset registered by URI reads where they lie
-    dataset_shards: dict[str, str] = field(default_factory=dict)
+    # its key in a bucket: the shards not yet in the cache are read from there
+    dataset_key: str | None = None
     teacher: TeacherSource | None = None
     route: dict[int, Path] = field(default_factory=dict)  # a teacher job's route, by epoch
     teacher_lr_drops: list[int] = field(default_factory=list)  # epochs its LR dropped after
@@ -52,7 +53,7 @@ class JobInputs:
         return cls(
             job_dir=Path(raw["job_dir"]),
             dataset_path=Path(raw["dataset_path"]) if raw["dataset_path"] else None,
-            dataset_shards=dict(raw["dataset_shards"]),
+            dataset_key=raw["dataset_key"],
             teacher=TeacherSource(**teacher | {"path": Path(teacher["path"])}) if teacher else None,
             route={int(epoch): Path(path) for epoch, path in raw["route"].items()},
             teacher_lr_drops=[int(e) for e in raw["teacher_lr_drops"]],

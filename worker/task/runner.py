@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 # Set when the worker starts shutting down (SIGTERM: a deploy, a spot reclaim): the job
 # running saves where it is and goes back to its queue, and no other job is claimed.
 DRAINING = threading.Event()
+ENDED = ("succeeded", "failed", "cancelled")  # a job's final statuses, as run_claimed says
 
 
 def run(job_id: str, delivered_to: str | None = None) -> list[str]:
@@ -35,6 +36,8 @@ def run(job_id: str, delivered_to: str | None = None) -> list[str]:
         if ctx is None:
             break
         outcomes.append(run_claimed(ctx))
+        if outcomes[-1] in ENDED:  # lost or requeued, another attempt may still use it
+            ctx.drop_scratch()
     if not outcomes:
         log.info("woken for job %s: nothing queued in %s", job_id, queue)
     return outcomes

@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from service.db import store
+from service.db import artifacts
 from service.db.sessions import session_scope
 
 DATA = bytes(range(256)) * 4 + b"tail!"  # 1029 bytes
@@ -13,11 +13,11 @@ SHA = hashlib.sha256(DATA).hexdigest()
 
 
 def put(job_id: str, name: str, data: bytes, kind: str, epoch: int | None = None) -> None:
-    path = store.job_dir(job_id) / name
+    path = artifacts.job_dir(job_id) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     with session_scope() as s:
-        store.register(s, job_id, path, kind=kind, epoch=epoch)
+        artifacts.register(s, job_id, path, kind=kind, epoch=epoch)
 
 
 @pytest.fixture
@@ -123,5 +123,5 @@ def test_artifact_of_another_job(client, job_id, new_job):
 
 
 def test_artifact_whose_file_is_gone(client, job_id):
-    (store.job_dir(job_id) / "student.safetensors").unlink()
+    (artifacts.job_dir(job_id) / "student.safetensors").unlink()
     assert client.get(url(job_id)).status_code == 404

@@ -23,7 +23,7 @@ BOMB_MIB = 9216  # 9 GiB of zeros: a 9.5 MB deflate stream
 
 @pytest.fixture
 def nothing_stored(clean_db):
-    with nothing_stored_in(Dataset, get_settings().datasets_dir):
+    with nothing_stored_in(Dataset, get_settings().artifacts_dir / "datasets"):
         yield
 
 

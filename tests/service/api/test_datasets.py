@@ -26,6 +26,7 @@ from service.config import Settings, get_settings
 from service.db.sessions import session_scope
 from service.db.tables import Dataset
 from service.ingest import datasets
+from service.store import get_store
 from tests.service.helpers import fields, nothing_stored_in, problem
 
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -94,18 +95,25 @@ def canonical(dataset_id: str) -> Path:
     with session_scope() as s:
         row = s.get(Dataset, dataset_id)
         assert row is not None
-        return datasets.canonical_path(row)
+        path = get_store().local_path(datasets.canonical_key(row))
+        assert path is not None  # the folder store: read in place
+        return path
+
+
+def folder_of(dataset_id: str) -> Path:
+    """The dataset's folder in the (default, folder) store."""
+    return get_settings().artifacts_dir.resolve() / "datasets" / dataset_id
 
 
 def npz_of(dataset_id: str) -> Path:
     path = canonical(dataset_id)
-    assert path == datasets.dataset_dir(dataset_id) / "data.npz"
+    assert path == folder_of(dataset_id) / "data.npz"
     return path
 
 
 @pytest.fixture
 def nothing_stored(clean_db):
-    with nothing_stored_in(Dataset, get_settings().datasets_dir):
+    with nothing_stored_in(Dataset, get_settings().artifacts_dir / "datasets"):
         yield
 
 
@@ -406,7 +414,7 @@ def shard_samples(dataset_id: str) -> dict[str, list[tuple[str, bytes, int]]]:
     """Per split, every stored sample as (extension, bytes, label), read from the dataset's
     shards with the `webdataset` package; the index and each shard's sha256 checked."""
     index_path = canonical(dataset_id)
-    assert index_path == datasets.dataset_dir(dataset_id) / "index.json"
+    assert index_path == folder_of(dataset_id) / "index.json"
     index = json.loads(index_path.read_text())
     out: dict[str, list[tuple[str, bytes, int]]] = {}
     for split, info in index["splits"].items():
@@ -662,6 +670,6 @@ def test_delete_is_refused_while_a_job_uses_it(client, spec_body, uploaded):
     assert problem(r, 409)["code"] == "dataset_in_use"
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     assert client.delete(f"/v1/datasets/{uploaded}").status_code == 204
-    assert not datasets.dataset_dir(uploaded).exists()
+    assert not folder_of(uploaded).exists()
     assert problem(client.get(f"/v1/datasets/{uploaded}"), 404)["code"] == "not_found"
     assert problem(client.delete(f"/v1/datasets/{uploaded}"), 404)["code"] == "not_found"

@@ -30,8 +30,8 @@ def nothing_stored(clean_db) -> Iterator[None]:
     settings = get_settings()
     with (
         nothing_stored_in(Job, settings.artifacts_dir / "jobs"),
-        nothing_stored_in(RegisteredModel, settings.models_dir),
-        nothing_stored_in(Dataset, settings.datasets_dir),
+        nothing_stored_in(RegisteredModel, settings.artifacts_dir / "models"),
+        nothing_stored_in(Dataset, settings.artifacts_dir / "datasets"),
     ):
         yield
 

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db import store
+from service.db import artifacts
 from service.db.sessions import session_scope
 from tests.service.helpers import fields, problem
 
@@ -23,13 +23,13 @@ def post(client: TestClient, count_jobs: Callable[[], int], body: dict[str, Any]
 
 def with_route(job_id: str, epochs: list[int]) -> None:
     """Give a succeeded job route checkpoint artifacts, as a supervised run leaves them."""
-    root = store.job_dir(job_id)
+    root = artifacts.job_dir(job_id)
     with session_scope() as s:
         for epoch in epochs:
             path = root / "checkpoints" / "route" / f"epoch_{epoch:04d}.safetensors"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"weights")
-            store.register(s, job_id, path, kind="route", epoch=epoch)
+            artifacts.register(s, job_id, path, kind="route", epoch=epoch)
 
 
 @pytest.mark.parametrize("method", [{"name": "kdcl", "peers": ["resnet8"]}, {"name": "ddgsd"}])
@@ -197,3 +197,34 @@ def test_reviewkd_takes_the_published_weight_of_its_pair_unless_given(
     assert client.post("/v1/jobs", json=body).json()["spec"]["method"]["weight"] == 5.0
     body["method"]["weight"] = 2.0
     assert client.post("/v1/jobs", json=body).json()["spec"]["method"]["weight"] == 2.0
+
+
+def test_a_paper_epoch_default_is_resolved_shown_and_a_short_schedule_warned(
+    client: TestClient, job_in: Any
+) -> None:
+    teacher = job_in("succeeded")
+    body = {
+        "method": {"name": "reviewkd"},
+        "student": {"arch": "resnet8"},
+        "data": DIGITS,
+        "teacher": {"job": teacher},
+        "train": {"epochs": 10},
+    }
+    job = client.post("/v1/jobs", json=body).json()
+    assert job["spec"]["method"]["warmup_epochs"] == 1  # 20 before: the paper's absolute
+    assert job["spec"]["derived"] == {
+        "method.warmup_epochs": "1: 20 of the paper's 240 epochs (dvlab-research/ReviewKD "
+        "CIFAR-100/train.py, --kd-warm-up 20), scaled to this job's 10"
+    }
+    events = client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+    assert [e["type"] for e in events] == ["status", "warning"]
+    assert events[1]["message"].startswith(
+        "train.epochs 10 is 24x shorter than the 240 epochs reviewkd's published figures "
+        "were trained with (dvlab-research/ReviewKD CIFAR-100/train.py, --epochs 240)"
+    )
+    body["method"]["warmup_epochs"] = 3
+    body["train"]["epochs"] = 61  # under 4x shorter than the paper's: no warning
+    job = client.post("/v1/jobs", json=body).json()
+    assert job["spec"]["method"]["warmup_epochs"] == 3 and job["spec"]["derived"] == {}
+    events = client.get(f"/v1/jobs/{job['id']}/events").json()["data"]
+    assert [e["type"] for e in events] == ["status"]

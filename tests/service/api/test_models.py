@@ -17,7 +17,7 @@ from safetensors.torch import save, save_file
 
 from service.app import create_app
 from service.config import Settings, get_settings
-from service.db import store
+from service.db import artifacts
 from service.db.sessions import session_scope
 from service.db.tables import RegisteredModel
 from service.ingest import checks, uploads, weights
@@ -43,7 +43,7 @@ def upload(client: TestClient, data: bytes, headers: dict[str, str] | None = Non
 @pytest.fixture
 def nothing_stored(clean_db):
     """Asserts the test left no model row and no file behind."""
-    with nothing_stored_in(RegisteredModel, get_settings().models_dir):
+    with nothing_stored_in(RegisteredModel, get_settings().artifacts_dir / "models"):
         yield
 
 
@@ -60,7 +60,7 @@ def test_upload_stores_the_file_with_its_sha256(client):
         None,
     )
     assert {k: model[k] for k in RESNET8} == RESNET8
-    path = get_settings().models_dir / model["id"] / "weights.safetensors"
+    path = get_settings().artifacts_dir / "models" / model["id"] / "weights.safetensors"
     assert path.read_bytes() == data
     assert client.get(f"/v1/models/{model['id']}").json() == model
 
@@ -170,13 +170,13 @@ def succeeded_with_student(job_in, card: dict[str, Any] | None = None) -> tuple[
     """A succeeded resnet8/digits job with a student.safetensors (and model.json); returns
     (job id, the student's sha256)."""
     job_id = job_in("succeeded")
-    out = store.job_dir(job_id)
+    out = artifacts.job_dir(job_id)
     save_file(dict(build_model("resnet8", 10, 1).state_dict()), out / "student.safetensors")
     with session_scope() as s:
-        art = store.register(s, job_id, out / "student.safetensors", kind="student")
+        art = artifacts.register(s, job_id, out / "student.safetensors", kind="student")
         if card is not None:
             (out / "model.json").write_text(json.dumps(card))
-            store.register(s, job_id, out / "model.json", kind="model_card")
+            artifacts.register(s, job_id, out / "model.json", kind="model_card")
         return job_id, art.sha256
 
 
@@ -197,7 +197,7 @@ def test_register_a_succeeded_jobs_student(client, job_in):
     assert (model["arch"], model["input_size"], model["name"]) == ("resnet8", 8, "from-job")
     assert model["class_names"] == card["class_names"]
     assert model["normalisation"] == card["normalisation"]
-    path = get_settings().models_dir / model["id"] / "weights.safetensors"
+    path = get_settings().artifacts_dir / "models" / model["id"] / "weights.safetensors"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
 
 
@@ -259,7 +259,7 @@ def test_delete_is_refused_while_a_job_uses_the_model(client, spec_body):
     assert body["code"] == "model_in_use" and job["id"] in body["detail"]
     client.post(f"/v1/jobs/{job['id']}/cancel")
     assert client.delete(f"/v1/models/{model_id}").status_code == 204
-    assert not (get_settings().models_dir / model_id).exists()
+    assert not (get_settings().artifacts_dir / "models" / model_id).exists()
     problem(client.get(f"/v1/models/{model_id}"), 404)
     problem(client.delete(f"/v1/models/{model_id}"), 404)
     assert client.get(f"/v1/jobs/{job['id']}").json()["teacher_model_id"] == model_id

@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, select, text
 from service import keys
 from service.app import create_app
 from service.config import Settings, get_settings
-from service.db import store
+from service.db import artifacts
 from service.db.sessions import session_scope
 from service.db.tables import (
     DEFAULT_PROJECT,
@@ -40,6 +40,7 @@ from service.db.tables import (
     Job,
     JobEvent,
     RegisteredModel,
+    Sweep,
     Webhook,
     WebhookDelivery,
 )
@@ -61,7 +62,13 @@ STUDENT = "student.safetensors"
 CHECKPOINT = "checkpoints/epoch_1.safetensors"
 PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")  # {job_id}, {name:path}
 # what each list route lists: its rows' id prefix
-LISTED = {"/v1/jobs": "job_", "/v1/models": "mdl_", "/v1/datasets": "ds_", "/v1/webhooks": "wh_"}
+LISTED = {
+    "/v1/jobs": "job_",
+    "/v1/models": "mdl_",
+    "/v1/datasets": "ds_",
+    "/v1/webhooks": "wh_",
+    "/v1/sweeps": "swp_",
+}
 
 
 @functools.cache
@@ -124,13 +131,13 @@ def succeeded_job(project_id: str, student: bytes) -> str:
         assert lifecycle.claim(s, job_id, "w1", lease_s=60) is not None
     with session_scope() as s:
         lifecycle.finish(s, job_id, "w1", result={"val_acc": 0.9})
-    out = store.job_dir(job_id)
+    out = artifacts.job_dir(job_id)
     (out / STUDENT).write_bytes(student)
     (out / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
     save_file(dict(build_model("resnet8", 10, 1).state_dict()), out / CHECKPOINT)
     with session_scope() as s:
-        store.register(s, job_id, out / STUDENT, kind="student")
-        store.register(s, job_id, out / CHECKPOINT, kind="checkpoint", epoch=1)
+        artifacts.register(s, job_id, out / STUDENT, kind="student")
+        artifacts.register(s, job_id, out / CHECKPOINT, kind="checkpoint", epoch=1)
     return job_id
 
 
@@ -144,9 +151,10 @@ class World:
     dataset: str  # A's upload
     webhook: str  # A's, registered before its job succeeded: it has a delivery
     delivery: str  # that one
+    sweep: str  # A's, queued (no driver runs here)
 
     def a_ids(self) -> set[str]:
-        return {self.queued, self.succeeded, self.model, self.dataset, self.webhook}
+        return {self.queued, self.succeeded, self.model, self.dataset, self.webhook, self.sweep}
 
     def values(self) -> dict[str, list[str]]:
         """Project A's value for each path parameter a /v1 route may take."""
@@ -156,6 +164,7 @@ class World:
             "dataset_id": [self.dataset],
             "webhook_id": [self.webhook],
             "delivery_id": [self.delivery],
+            "sweep_id": [self.sweep],
             "name": [STUDENT, CHECKPOINT],
         }
 
@@ -189,15 +198,25 @@ def world(keyed: TestClient) -> Iterator[World]:
     r = keyed.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/a"}, headers=a.auth)
     assert r.status_code == 201, r.text
     webhook = r.json()["id"]
+    lr = {"train.optimizer.lr": {"choices": [0.1, 0.05]}}
+    r = keyed.post("/v1/sweeps", json={"base": spec(), "space": lr}, headers=a.auth)
+    assert r.status_code == 201, r.text
+    sweep = r.json()["id"]
     succeeded = succeeded_job(a.id, resnet8_weights())
-    made = ((Job, queued), (RegisteredModel, model), (Dataset, dataset), (Webhook, webhook))
+    made = (
+        (Job, queued),
+        (RegisteredModel, model),
+        (Dataset, dataset),
+        (Webhook, webhook),
+        (Sweep, sweep),
+    )
     with session_scope() as s:
         for table, ident in made:
             assert s.get(table, ident).project_id == a.id  # made over HTTP: A's
         sent = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook)
         [delivery] = s.scalars(sent)
         assert (delivery.job_id, delivery.project_id) == (succeeded, a.id)
-    w = World(a, b, queued, succeeded, model, dataset, webhook, delivery.id)
+    w = World(a, b, queued, succeeded, model, dataset, webhook, delivery.id, sweep)
     yield w
     with session_scope() as s:  # truncate() keeps webhooks: no other test's sender tries it
         s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook))
@@ -226,6 +245,11 @@ def snapshot() -> dict[str, Any]:
             ).all(),
             "deliveries": s.execute(
                 select(WebhookDelivery.id, WebhookDelivery.status).order_by(WebhookDelivery.id)
+            ).all(),
+            "sweeps": s.execute(
+                select(Sweep.id, Sweep.project_id, Sweep.status, Sweep.updated_at).order_by(
+                    Sweep.id
+                )
             ).all(),
         }
     root = get_settings().artifacts_dir
@@ -262,7 +286,7 @@ def fake(ident: str) -> str:
     prefix = ident.rsplit("_", 1)[0]
     return (
         f"{prefix}_{uuid.uuid4().hex[:24]}"
-        if ident.startswith(("job_", "mdl_", "ds_", "wh_", "msg_"))
+        if ident.startswith(("job_", "mdl_", "ds_", "wh_", "msg_", "swp_"))
         else ident
     )
 
@@ -272,7 +296,7 @@ def fake(ident: str) -> str:
 
 def test_every_route_with_an_id_is_a_404_for_another_projects(keyed, world):
     w = world
-    by_id = [(m, p) for m, p in v1_routes(keyed.app) if PARAM.search(p)]
+    by_id = [(m, p) for m, p in v1_routes(keyed.app) if PARAM.search(p) and not shared(p)]
     # the enumeration is not vacuous: the routes known today are among those exercised
     assert {
         ("GET", "/v1/jobs/{job_id}"),
@@ -291,6 +315,8 @@ def test_every_route_with_an_id_is_a_404_for_another_projects(keyed, world):
         ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"),
         ("POST", "/v1/webhooks/{webhook_id}/resume"),
         ("GET", "/v1/webhooks/{webhook_id}/events"),
+        ("GET", "/v1/sweeps/{sweep_id}"),
+        ("POST", "/v1/sweeps/{sweep_id}/cancel"),
     } <= set(by_id)
     before = snapshot()
     exercised = set()
@@ -322,6 +348,7 @@ def test_every_route_with_an_id_is_a_404_for_another_projects(keyed, world):
     assert keyed.get(f"/v1/jobs/{w.succeeded}", headers=a).json()["status"] == "succeeded"
     assert keyed.get(f"/v1/models/{w.model}", headers=a).status_code == 200
     assert keyed.get(f"/v1/datasets/{w.dataset}", headers=a).status_code == 200
+    assert keyed.get(f"/v1/sweeps/{w.sweep}", headers=a).json()["status"] == "queued"
     r = keyed.get(f"/v1/webhooks/{w.webhook}/deliveries", headers=a)
     assert [d["job_id"] for d in r.json()["data"]] == [w.succeeded]
     listed = keyed.get(f"/v1/jobs/{w.succeeded}/artifacts", headers=a).json()["data"]
@@ -334,7 +361,12 @@ def test_every_route_with_an_id_is_a_404_for_another_projects(keyed, world):
 
 
 # the deployment's, not a project's: every key sees the same fleet (what admission sizes by)
-SHARED = {"/v1/workers"}
+# and the same published recipes
+SHARED = {"/v1/workers", "/v1/recipes"}
+
+
+def shared(path: str) -> bool:
+    return any(path == s or path.startswith(f"{s}/") for s in SHARED)
 
 
 def test_lists_show_only_the_callers_rows(keyed, world):
@@ -399,6 +431,10 @@ def test_specs_naming_another_projects_things_are_refused(keyed, world):
     r = keyed.post("/v1/models", json={"job": w.succeeded}, headers=w.b.auth)
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"] == PROBLEM
+    kd = spec(method={"name": "kd"}, student={"arch": "cnn_small"}, teacher={"job": w.succeeded})
+    swept = {"base": kd, "space": {"method.temperature": {"choices": [2.0]}}}
+    found = problem(keyed.post("/v1/sweeps", json=swept, headers=w.b.auth), 422)
+    assert fields(found) == ["base.teacher.job"], found
     assert snapshot() == before  # no job for B, no model registered, no file
     with session_scope() as s:
         assert not s.scalar(select(func.count()).where(Job.project_id == w.b.id))

@@ -26,6 +26,8 @@ from tests.photos import encoded, photo
 from tests.s3 import S3Server
 from worker.engine.data.decode import ShardSamples, decode
 from worker.engine.zoo import build_model
+from worker.job.stored_shards import read_from_bucket
+from worker.task.cache import URIS, Cache
 
 
 @pytest.fixture
@@ -207,13 +209,23 @@ def test_webdataset_shards_are_indexed_where_they_lie(s3_server, bucket, tmp_pat
             assert b"".join(source.chunks(key, offset, offset + size)) == image
             assert int(columns["label"][i]) == sample["cls"]
 
-    # a training process reads them from the worker's cache, as it decodes an upload's
-    located = {u: str(store.cached(u, sha)) for u, sha in shards.remote(index_path).items()}
-    read = shards.read(index_path, located)
+    # a training process reads them by range where they lie, as it decodes an upload's,
+    # while their shards are fetched into the worker's cache; then from the cache
+    read = shards.read(index_path)
+    warming = read_from_bucket(read, None, Cache.default())  # the store's folder: no key
+    assert warming is not None
     val = ShardSamples(read["splits"]["val"], read["sha256"], 3, 16)
-    for i, sample in enumerate(written["val"]):
+    check_decoded(val, written["val"])
+    warming.join(60)
+    cached = get_settings().cache_dir.resolve() / URIS / bucket / "wds"
+    assert {p.name: p.read_bytes() for p in cached.glob("*.tar")} == tars
+    check_decoded(ShardSamples(read["splits"]["val"], read["sha256"], 3, 16), written["val"])
+
+
+def check_decoded(split: ShardSamples, samples: list[dict[str, Any]]) -> None:
+    for i, sample in enumerate(samples):
         image = next(v for k, v in sample.items() if k in remote.IMAGE_FIELDS)
-        x, y = val[i]
+        x, y = split[i]
         assert torch.equal(x, decode(image, 3, 16)) and int(y) == sample["cls"]
 
 

@@ -238,6 +238,25 @@ def test_epochs_are_sent_only_to_webhooks_that_subscribed(api, settings, receive
     )
 
 
+def test_a_pruned_trial_is_sent_only_to_webhooks_that_asked(api, settings, receivers, job_in):
+    pruned, ends = receivers(), receivers()
+    pruned_hook = register(api, pruned.url, events=["job.pruned"])
+    register(api, ends.url)  # the default events: a sweep's pruned trials are not among them
+    job_id = job_in("running")
+    with session_scope() as s:
+        assert lifecycle.prune(s, job_id, "a test")
+    with session_scope() as s:
+        assert lifecycle.finish(s, job_id, "w1") == "pruned"
+    assert send(settings) == 1
+    [got] = pruned.payloads(pruned_hook["secret"])
+    assert (got["type"], got["data"]["id"], got["data"]["status"]) == (
+        "job.pruned",
+        job_id,
+        "pruned",
+    )
+    assert ends.got == []
+
+
 def test_a_failing_receiver_is_retried_on_the_schedule(api, settings, receivers, job_in, clock):
     receiver = receivers(codes=[500, 503])
     hook = register(api, receiver.url)

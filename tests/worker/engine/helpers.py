@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.spec.job import OptimizerSpec, ScheduleSpec, SyntheticOptions
-from service.spec.methods import PARAMS_MODELS, method_name
+from service.spec.job import OptimizerSpec, ScheduleSpec, SyntheticOptions, TrainSpec
+from service.spec.methods import PARAMS_MODELS, JobFacts, method_name
 from worker.engine.data import Augment, DataSplit, Images, Resident
 from worker.engine.loop import TrainPlan
 from worker.engine.methods import Batch, EpochContext, Method, create
@@ -19,14 +19,17 @@ from worker.job.build import CONSUMED
 
 PARAMS = {method_name(model): model for model in PARAMS_MODELS}
 REQUIRED = {"kdcl": {"peers": ["cnn_small"]}}  # params without a default
+DEFAULT_JOB = JobFacts(True, "resnet8", TrainSpec.model_fields["epochs"].default)
 
 
 def method_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
     """A method's engine keywords as a job gets them: its params model's defaults (the one
-    place they are written), then `overrides` (engine keywords, any of them)."""
+    place they are written) resolved as admission would for a 5-epoch job without the
+    teacher's facts, then `overrides` (engine keywords, any of them)."""
     fields = set(PARAMS[name].model_fields)
     given = {k: v for k, v in overrides.items() if k in fields}
     params = PARAMS[name].model_validate({"name": name, **REQUIRED.get(name, {}), **given})
+    params = params.resolve(DEFAULT_JOB, None)  # as admission does (a job of default epochs)
     return params.model_dump(exclude={"name", *CONSUMED.get(name, ())}) | overrides
 
 

@@ -96,3 +96,38 @@ def test_evaluate_takes_a_split_still_in_host_memory(digits) -> None:
     on_gpu = evaluate(model, digits.val, 64, "cuda", "fp32")
     on_cpu = evaluate(model, digits.val, 64, "cpu", "fp32")
     assert on_gpu["val_acc"] == pytest.approx(on_cpu["val_acc"], abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("dkd", {}),
+        ("dkd", {"logit_standardisation": True}),
+        ("dist", {}),
+        ("kd", {"logit_standardisation": True}),
+    ],
+)
+def test_logit_methods_step_in_bf16_with_finite_terms_and_no_host_sync(
+    digits, tmp_path, method: str, params: dict
+) -> None:
+    """DKD's log-space terms (no boolean masks), DIST's relations and the z-score under
+    bf16 autocast: finite float32 terms, and no step waits for the GPU."""
+    teacher = build_model("resnet8", digits.num_classes, 1)
+    plan = make_plan(
+        digits, tmp_path, arch="resnet8", method=method, teacher=teacher, device="cuda",
+        params=params,
+    )  # fmt: skip
+    run = start_run(plan, Quiet())
+    assert run.precision == "bf16"
+    augment, norm = run.plan.data.augment, run.data.train.normalise
+    batches = run.data.train.epoch(64, run.generator, whole=plan.method.whole_batches)
+    x, y = next(batches)
+    train_step(run, Batch(x, y, augment, norm, run.generator), 0)  # cuDNN autotuning
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, y in batches:
+            terms = train_step(run, Batch(x, y, augment, norm, run.generator), 5)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).item() for t in terms.values())

@@ -101,15 +101,21 @@ def test_the_teacher_comes_from_its_file(tmp_path: Path) -> None:
         "temperature": 3.0,
         "ce_weight": 0.1,
         "kd_weight": 0.9,
+        "logit_standardisation": False,
     }
 
 
 @pytest.mark.parametrize(
-    ("anchors", "want"),
-    [("lr_drops", [2, 6]), ("every_n", [4, 6]), ([4], [4, 6]), ("greedy", [2, 6])],
+    ("anchors", "want", "stages"),  # the job's 6 epochs in step with the teacher's route
+    [
+        ("lr_drops", [2, 6], [2, 4]),
+        ("every_n", [4, 6], [4, 2]),
+        ([4], [4, 6], [4, 2]),
+        ("greedy", [2, 6], [2, 4]),
+    ],
 )
 def test_rco_gets_the_planned_anchors_on_the_teachers_route(
-    tmp_path: Path, anchors: Any, want: list[int]
+    tmp_path: Path, anchors: Any, want: list[int], stages: list[int]
 ) -> None:
     _, source = teacher_file(tmp_path)
     route = {e: tmp_path / f"epoch_{e:04d}.safetensors" for e in (2, 4, 6)}
@@ -118,7 +124,7 @@ def test_rco_gets_the_planned_anchors_on_the_teachers_route(
     built = build(spec(method=method, teacher={"job": "job_t"}), inputs, "cpu")
     rco = built.method
     assert isinstance(rco, RCO)
-    assert (rco.anchors, rco.stage_epochs, rco.route) == (want, [3, 3], route)
+    assert (rco.anchors, rco.stage_epochs, rco.route) == (want, stages, route)
     assert rco.greedy == (anchors == "greedy") and rco.threshold == 2.0
 
 

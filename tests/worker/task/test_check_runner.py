@@ -2,8 +2,9 @@
 check process (worker/job/uri_check.py) reading a real S3 server on loopback: a dataset is
 given back untouched when its worker is shutting down, then read to ready with its counts and
 last progress on the row; a bad set is invalid naming the object and leaves nothing in the
-store; a model's bytes are copied with their sha256; a URI the deployment no longer allows
-is refused by the worker too."""
+store; a model's bytes are copied with their sha256 (a timm one's then loaded through the
+worker's cache from a bucket store); a URI the deployment no longer allows is refused by the
+worker too."""
 
 import hashlib
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from tests.s3 import S3Server
 from tests.service.ingest.test_remote import photos, put
 from worker.engine.zoo import build_model
 from worker.task import check_runner
+from worker.task.cache import Cache
 from worker.task.runner import DRAINING
 
 # starts the check's processes; the lease logic itself runs on both backends in
@@ -109,3 +111,25 @@ def test_a_model_is_copied_then_a_uri_no_longer_allowed_is_refused(
         assert refused.problems == [
             "not under the 1 prefix this project may read (DISTILLERY_DATA_URIS)"
         ]
+
+
+def test_a_timm_model_by_uri_is_loaded_from_the_bucket_store_once_copied(
+    s3_server, bucket, monkeypatch
+) -> None:
+    """The store a bucket: the check's copy of the weights is made after they were fetched
+    (their sha256 known only then), through the worker's cache."""
+    monkeypatch.setenv("DISTILLERY_STORE_URL", f"s3://{bucket}/store")
+    get_settings.cache_clear()
+    arch = "timm/mobilenetv3_small_050"
+    state = {k: v.contiguous() for k, v in build_model(arch, 5, 3).state_dict().items()}
+    weights = save(state)
+    put(s3_server, bucket, {"m/t.safetensors": weights})
+    body = FromUri(uri=f"s3://{bucket}/m/t.safetensors", arch=arch, num_classes=5, in_channels=3)
+    model = by_uri.register_model(body)
+    assert check_runner.run(model.id) == "ready"
+    with session_scope() as s:
+        row = s.get(RegisteredModel, model.id)
+        assert row is not None and row.output_shape == [5]
+        assert (row.sha256, row.size) == (hashlib.sha256(weights).hexdigest(), len(weights))
+    assert Cache.default().file(row.path).read_bytes() == weights
+    assert not (get_settings().artifacts_dir / row.path).exists()  # in the bucket, not here

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from sqlalchemy import func, select, update
 
 from service.config import Settings
-from service.db import store
+from service.db import artifacts
 from service.db.sessions import session_scope
 from service.db.tables import Artifact, Job, utcnow
 from service.errors import JobError
@@ -48,7 +48,7 @@ def claimed(body: dict[str, Any] = SUPERVISED) -> JobContext:
 
 
 def write_file(job_id: str, name: str, data: bytes = b"weights") -> Path:
-    path = store.job_dir(job_id) / name
+    path = artifacts.job_dir(job_id) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
@@ -99,10 +99,9 @@ def test_inputs_of_a_job_teacher_name_its_student_route_and_lr_drops(clean_db: A
     source = inputs.teacher
     assert source is not None and (source.arch, source.job_id) == ("resnet8", teacher)
     assert source.sha256 == sha256_file(source.path) and source.model_id is None
-    assert inputs.route == {
-        e: store.job_dir(teacher) / f"checkpoints/route/epoch_{e:04d}.safetensors" for e in (2, 6)
-    }
-    assert inputs.teacher_lr_drops == [2, 4] and inputs.job_dir == store.job_dir(ctx.job_id)
+    route = artifacts.job_dir(teacher) / "checkpoints" / "route"
+    assert inputs.route == {e: route / f"epoch_{e:04d}.safetensors" for e in (2, 6)}
+    assert inputs.teacher_lr_drops == [2, 4] and inputs.job_dir == artifacts.job_dir(ctx.job_id)
     assert (
         JobInputs.from_dict(json.loads(json.dumps(inputs.to_dict()))) == inputs
     )  # what the other ranks read
@@ -115,8 +114,9 @@ def test_route_checkpoints_are_artifacts_of_kind_route(clean_db: Any) -> None:
     ctx.on_checkpoint(resume, 2, "resume", None)
     ctx.on_checkpoint(route, 2, "route", None)
     with session_scope() as s:
-        kinds = {a.name: a.kind for a in store.list_artifacts(s, ctx.job_id)}
-        assert store.route_checkpoints(s, ctx.job_id) == {2: route}
+        kinds = {a.name: a.kind for a in artifacts.list_artifacts(s, ctx.job_id)}
+        routes = artifacts.route_checkpoints(s, ctx.job_id)
+        assert {e: artifacts.job_dir(ctx.job_id) / a.path for e, a in routes.items()} == {2: route}
         events = [e.data for e in queries.list_events(s, ctx.job_id) if e.type == "checkpoint"]
     assert kinds == {
         "checkpoints/resume.safetensors": "checkpoint",

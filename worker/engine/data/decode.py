@@ -1,15 +1,16 @@
 """Reading a stored dataset's images (service/ingest/shards.py writes them) for training: one
-`pread` per sample from its shard, decoded, EXIF-oriented, converted to the dataset's
-channels, its centre square resized to base x base (torch's antialiased bilinear on uint8,
-channels-last, as the batch is gathered). A JPEG at least twice the base is decoded by
-Pillow at a reduced scale (draft mode) that leaves the shorter side at least `base`; any
-other JPEG in the dataset's mode by TorchCodec (by_torchcodec: the same pixels as Pillow's);
-the rest by Pillow. Augmentation happens later, on the training device (augment.py).
-Measured speeds: README, Data throughput."""
+read per sample from its shard (a `pread` of a local file, or the job's own reader's), decoded,
+EXIF-oriented, converted to the dataset's channels, its centre square resized to base x base
+(torch's antialiased bilinear on uint8, channels-last, as the batch is gathered). A JPEG at
+least twice the base is decoded by Pillow at a reduced scale (draft mode) that leaves the
+shorter side at least `base`; any other JPEG in the dataset's mode by TorchCodec
+(by_torchcodec: the same pixels as Pillow's); the rest by Pillow. Augmentation happens later,
+on the training device (augment.py). Measured speeds: README, Data throughput."""
 
 import copy
 import io
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,37 +24,19 @@ ORIENTATION = 0x0112  # the EXIF tag; 1 is upright
 READ_MODES = {"L": ImageReadMode.GRAY, "RGB": ImageReadMode.RGB}  # Pillow's, TorchCodec's
 
 
-class ShardSamples(torch.utils.data.Dataset):
-    """Some samples of one split of a stored dataset (service/ingest/shards.py: `split` is one of
-    its index's splits as `shards.read` gives it), each as a (C, base, base) uint8 tensor
-    and its label. Picklable: DataLoader workers open their own file handles."""
+ReadAt = Callable[[int, int, int], bytes]  # (shard, offset, size) -> a sample's bytes
 
-    def __init__(self, split: dict[str, Any], identity: str, channels: int, base: int) -> None:
-        columns = split["columns"]
-        self.paths: list[str] = split["paths"]
-        self.identity, self.channels, self.base = identity, channels, base
-        self.indices = np.arange(len(columns["label"]))
-        self.rows = np.stack([columns[c] for c in ("shard", "offset", "size")], axis=1)
-        self.labels = torch.from_numpy(columns["label"])
+
+class ShardFiles:
+    """A split's samples read from local shard files: one `pread` each, a file descriptor
+    per shard kept open in each process. Picklable: DataLoader workers open their own."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
         self._files: dict[int, int] = {}
 
-    def subset(self, idx: np.ndarray) -> "ShardSamples":
-        part = copy.copy(self)
-        part.indices, part.rows, part.labels = self.indices[idx], self.rows[idx], self.labels[idx]
-        part._files = {}
-        return part
-
-    def fingerprint(self) -> list[Any]:
-        """Which dataset (its index's sha256), which of its samples, at what size."""
-        return [self.identity.encode(), self.indices, self.base]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        shard, offset, size = (int(v) for v in self.rows[i])
-        data = os.pread(self._fd(shard), size, offset)
-        return decode(data, self.channels, self.base), self.labels[i]
+    def __call__(self, shard: int, offset: int, size: int) -> bytes:
+        return os.pread(self._fd(shard), size, offset)
 
     def _fd(self, shard: int) -> int:
         if shard not in self._files:
@@ -66,6 +49,37 @@ class ShardSamples(torch.utils.data.Dataset):
     def __del__(self) -> None:
         for fd in self._files.values():
             os.close(fd)
+
+
+class ShardSamples(torch.utils.data.Dataset):
+    """Some samples of one split of a stored dataset (service/ingest/shards.py: `split` is one of
+    its index's splits as `shards.read` gives it), each as a (C, base, base) uint8 tensor
+    and its label. A split's `reader` (a picklable ReadAt) reads a sample's bytes; without
+    one, its shards' `paths` are read (ShardFiles)."""
+
+    def __init__(self, split: dict[str, Any], identity: str, channels: int, base: int) -> None:
+        columns = split["columns"]
+        self.read: ReadAt = split.get("reader") or ShardFiles(split["paths"])
+        self.identity, self.channels, self.base = identity, channels, base
+        self.indices = np.arange(len(columns["label"]))
+        self.rows = np.stack([columns[c] for c in ("shard", "offset", "size")], axis=1)
+        self.labels = torch.from_numpy(columns["label"])
+
+    def subset(self, idx: np.ndarray) -> "ShardSamples":
+        part = copy.copy(self)
+        part.indices, part.rows, part.labels = self.indices[idx], self.rows[idx], self.labels[idx]
+        return part
+
+    def fingerprint(self) -> list[Any]:
+        """Which dataset (its index's sha256), which of its samples, at what size."""
+        return [self.identity.encode(), self.indices, self.base]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        shard, offset, size = (int(v) for v in self.rows[i])
+        return decode(self.read(shard, offset, size), self.channels, self.base), self.labels[i]
 
 
 def decode(data: bytes, channels: int, base: int) -> Tensor:

@@ -48,11 +48,13 @@ class Images:
         rank: int = 0,
         world: int = 1,
         first: int = 0,
+        whole: bool = False,
     ) -> Batches:
         """This process's part of each shuffled global batch, as stored, at base size, from
-        batch `first` on (the order is drawn whole either way: a resumed epoch's is the same)."""
+        batch `first` on (the order is drawn whole either way: a resumed epoch's is the same);
+        `whole`: no partial last batch."""
         order_device = self._order_device()
-        everything = shuffled_batches(len(self), batch_size, generator, order_device, world)
+        everything = shuffled_batches(len(self), batch_size, generator, order_device, world, whole)
         return self._batches([shard_of(idx, rank, world) for idx in everything[first:]])
 
     def ordered(self, batch_size: int) -> Batches:
@@ -183,6 +185,9 @@ class EpochBatches(Sampler[list[int]]):
 class Streamed(Images):
     samples: ShardSamples | None = None
     workers: int = 2  # DataLoader worker processes
+    # how they start (a multiprocessing context's name; None: the platform's default, fork):
+    # "forkserver" for a reader whose client a fork would break (a bucket's: obstore)
+    start: str | None = None
     prefetch: int = 4  # batches each worker prepares ahead
     # made on the first pass and kept (persistent workers); a copy (subset, place) makes its own
     _loader: DataLoader | None = dataclasses.field(default=None, init=False, repr=False)
@@ -229,6 +234,7 @@ class Streamed(Images):
                 pin_memory=self.device.type == "cuda",
                 prefetch_factor=self.prefetch if self.workers else None,
                 persistent_workers=self.workers > 0,
+                multiprocessing_context=self.start if self.workers else None,
             )
         self._plan.batches = batches
         return self._loader

@@ -11,13 +11,14 @@ PLACEMENTS = ("auto", "device", "host", "stream")
 DEVICE_SHARE = 0.4
 
 
-def num_batches(n: int, batch_size: int, shuffle: bool, world: int = 1) -> int:
+def num_batches(n: int, batch_size: int, shuffle: bool, world: int = 1, whole: bool = False) -> int:
     """Batches per epoch; evaluation keeps a partial last batch, training drops a trailing
-    batch of one sample (BatchNorm cannot normalise it). Across several processes every
-    global batch is whole, so that each process gets the same number of samples and
-    averaging their gradients is exact."""
+    batch of one sample (BatchNorm cannot normalise it), or any partial one when `whole`
+    (a method's loss needs full batches). Across several processes every global batch is
+    whole, so that each process gets the same number of samples and averaging their
+    gradients is exact."""
     full, rest = divmod(n, batch_size)
-    if world > 1 or rest == 0 or (shuffle and rest == 1):
+    if whole or world > 1 or rest == 0 or (shuffle and rest == 1):
         return full
     return full + 1
 
@@ -28,10 +29,11 @@ def shuffled_batches(
     generator: torch.Generator | None,
     device: torch.device,
     world: int = 1,
+    whole: bool = False,
 ) -> list[Tensor]:
     """One epoch's global batches as index tensors on `device`."""
     order = permutation(n, generator, device)
-    steps = num_batches(n, batch_size, shuffle=True, world=world)
+    steps = num_batches(n, batch_size, shuffle=True, world=world, whole=whole)
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 

@@ -45,13 +45,15 @@ def uploaded(
     shards: dict[str, Any] | None = None,
     resident_bytes: int = 0,
     workers: int = 0,
+    loader_start: str | None = None,
 ) -> DataSplit:
     """A predefined validation split when the upload has one, else a seeded split. `path`:
-    a data.npz; `shards`: a stored ImageFolder dataset as `service.ingest.shards.read` gives it,
-    held in memory when it takes at most `resident_bytes`, else streamed, decoded by
-    `workers` DataLoader processes."""
+    a data.npz; `shards`: a stored ImageFolder dataset as `service.ingest.shards.read` gives it
+    (each split may carry a `reader` of its samples' bytes: decode.ShardSamples), held in
+    memory when it takes at most `resident_bytes`, else streamed, decoded by `workers`
+    DataLoader processes started as `loader_start` says (images.Streamed)."""
     if shards is not None:
-        reading = Reading(val_fraction, seed, resident_bytes, workers)
+        reading = Reading(val_fraction, seed, resident_bytes, workers, loader_start)
         return from_shards(shards, augment, image_size, reading)
     assert path is not None
     with np.load(Path(path), allow_pickle=False) as npz:
@@ -77,6 +79,7 @@ class Reading:
     seed: int
     resident_bytes: int
     workers: int
+    loader_start: str | None
 
 
 def from_shards(
@@ -90,7 +93,13 @@ def from_shards(
         unit = [0.0] * channels, [1.0] * channels  # measured below, on the train split
         cpu = torch.device("cpu")
         return Streamed(
-            samples.labels, *unit, aug.size, cpu, samples=samples, workers=reading.workers
+            samples.labels,
+            *unit,
+            aug.size,
+            cpu,
+            samples=samples,
+            workers=reading.workers,
+            start=reading.loader_start,
         )
 
     if "val" in splits:

@@ -1,6 +1,6 @@
 """Distillation methods, one module each, registered by name on import."""
 
-from worker.engine.methods import ddgsd, iekd, kd, kdcl, rco, reviewkd, supervised
+from worker.engine.methods import ddgsd, dist, dkd, iekd, kd, kdcl, rco, reviewkd, supervised
 from worker.engine.methods.base import Batch, EpochContext, Method
 from worker.engine.methods.registry import create, names, register
 
@@ -13,6 +13,8 @@ __all__ = [
     "Method",
     "create",
     "ddgsd",
+    "dist",
+    "dkd",
     "iekd",
     "kd",
     "kdcl",

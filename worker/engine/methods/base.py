@@ -62,6 +62,9 @@ class Method(nn.Module):
     """
 
     needs_teacher: ClassVar[bool] = False
+    # True: every training batch is whole, an epoch's last partial one dropped (a loss whose
+    # statistics run over the batch, like DIST's intra-class relation, needs its full size)
+    whole_batches: ClassVar[bool] = False
 
     def __init__(
         self, *, student: nn.Module, teacher: nn.Module | None, input_shape: tuple[int, int, int]

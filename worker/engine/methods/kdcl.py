@@ -5,8 +5,9 @@ from their logits (`ensemble.py`) is detached; peer i minimises
     CE(z_i, y) + kd_weight * T^2 * KL(softmax(z_t / T) || softmax(z_i / T)).
 Terms are per peer, "ce_{i}" and "kd_{i}"; peer 0 is the student passed in. The output is
 the peer with the best accuracy on the held-out part of the training split (never on the
-validation split the job reports); the others are kept as artifacts. The "general" ensemble's
-error covariance is estimated on that held-out part too.
+validation split the job reports) when the job keeps one, else the student; the others are
+kept as artifacts. The "general" ensemble's error covariance is estimated on that held-out
+part (it always has one: admission refuses general without).
 """
 
 from collections.abc import Callable
@@ -100,6 +101,17 @@ class KDCL(Method):
             ctx.emit("info", f"kdcl general ensemble weights {weights}", weights=weights)
 
     def end_epoch(self, epoch: int, ctx: EpochContext) -> dict[str, float]:
+        metrics = self.choose_output(ctx) if ctx.holdout_images is not None else {}
+        if self._linear_w:
+            self.ensemble_weights.copy_(torch.stack(self._linear_w).mean(dim=0))
+        if self.kind in ("linear", "general"):
+            weights = self.ensemble_weights.tolist()
+            metrics |= {f"ensemble_w{i}": w for i, w in enumerate(weights)}
+        return metrics
+
+    def choose_output(self, ctx: EpochContext) -> dict[str, float]:
+        """The peer best on the held-out part becomes the output; without one the student
+        (peer 0) stays it."""
         held = ctx.holdout("kdcl")
         if self.kind == "general":  # one pass: the accuracies and the next epoch's covariance
             self._covariance, accs = ens.holdout_pass(self.members(), held, ctx)
@@ -111,13 +123,7 @@ class KDCL(Method):
         best = max(range(len(accs)), key=lambda i: accs[i])  # the first of ties
         self.best_peer.fill_(best)
         metrics = {f"peer{i}_holdout_acc": acc for i, acc in enumerate(accs)}
-        metrics["best_peer"] = float(best)
-        if self._linear_w:
-            self.ensemble_weights.copy_(torch.stack(self._linear_w).mean(dim=0))
-        if self.kind in ("linear", "general"):
-            weights = self.ensemble_weights.tolist()
-            metrics |= {f"ensemble_w{i}": w for i, w in enumerate(weights)}
-        return metrics
+        return metrics | {"best_peer": float(best)}
 
     def output_model(self) -> nn.Module:
         return self.members()[int(self.best_peer)]

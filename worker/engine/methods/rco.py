@@ -57,7 +57,13 @@ class RCO(KD):
     ) -> None:
         """`route`: the teacher's checkpoints by epoch; `anchors` and `stage_epochs`: the
         admitted plan (greedy uses only the number of stages)."""
-        super().__init__(temperature=temperature, ce_weight=ce_weight, kd_weight=kd_weight, **base)
+        super().__init__(
+            temperature=temperature,
+            ce_weight=ce_weight,
+            kd_weight=kd_weight,
+            logit_standardisation=False,  # RCO is the plain KD of its paper
+            **base,
+        )
         self.route, self.anchors, self.stage_epochs = route, anchors, stage_epochs
         self.greedy, self.threshold = greedy, threshold
         self._loaded = False  # whether the teacher module holds this run's anchor yet

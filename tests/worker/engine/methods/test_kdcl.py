@@ -218,9 +218,22 @@ def test_the_output_peer_is_chosen_on_the_holdout_not_on_the_reported_validation
     metrics = method.end_epoch(1, ctx)
     assert (metrics["peer0_holdout_acc"], metrics["peer1_holdout_acc"]) == (1.0, 0.0)
     assert metrics["best_peer"] == 0 and method.output_model() is method.student
-    no_holdout = make_context((x, zeros), (x, ones), [], batch_size=4)
-    with pytest.raises(ValueError, match="held-out part"):
-        method.end_epoch(1, no_holdout)
+
+
+def test_without_a_holdout_the_student_stays_the_output() -> None:
+    method = kdcl_method(ensemble="minlogit")
+    always(method.student, 0)
+    always(method.peers[0], 1)
+    x, ones = torch.randn(6, 1, 8, 8), torch.ones(6, dtype=torch.long)
+    # peer 1 is right on all the job sees, the student wrong: without held-out data to
+    # choose on, the student (the network student.arch names) is the output all the same
+    no_holdout = make_context((x, ones), (x, ones), [], batch_size=4)
+    method.begin_epoch(1, no_holdout)
+    assert method.end_epoch(1, no_holdout) == {}
+    assert method.output_model() is method.student
+    assert list(method.extra_models()) == ["peer1_cnn_small"]
+    with pytest.raises(ValueError, match="held-out part"):  # admission refuses it first
+        kdcl_method(ensemble="general").begin_epoch(1, no_holdout)
 
 
 def test_linear_weights_are_logged_as_the_epoch_mean() -> None:

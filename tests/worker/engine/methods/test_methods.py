@@ -54,8 +54,18 @@ def test_kd_loss_is_zero_for_identical_logits_and_float32_from_bf16() -> None:
 
 
 def test_method_names_and_unknown_name() -> None:
-    assert METHOD_NAMES == ("ddgsd", "iekd", "kd", "kdcl", "rco", "reviewkd", "supervised")
-    known = "ddgsd, iekd, kd, kdcl, rco, reviewkd, supervised"
+    assert METHOD_NAMES == (
+        "ddgsd",
+        "dist",
+        "dkd",
+        "iekd",
+        "kd",
+        "kdcl",
+        "rco",
+        "reviewkd",
+        "supervised",
+    )
+    known = "ddgsd, dist, dkd, iekd, kd, kdcl, rco, reviewkd, supervised"
     with pytest.raises(ValueError, match=f"unknown method 'crd'; known: {known}"):
         create("crd", student=nn.Linear(2, 2), teacher=None, input_shape=(1, 2, 2))
 
