@@ -224,9 +224,10 @@ def test_0004_gives_route_checkpoints_their_kind_and_old_specs_still_load(url):
     loaded = JobSpec.model_validate(spec).model_dump(mode="json")  # as the worker reads it
     # what the spec gained since, each at its default: KDCL's held-out part it chooses on
     # (None: none for the linear ensemble), the student's start, the data's normalisation and
-    # training resolution, and how admission derived its defaults
+    # training resolution, how admission derived its defaults, and the published recipe
     assert loaded["method"].pop("holdout_fraction") is None
     assert loaded.pop("derived") == {}
+    assert loaded.pop("recipe") is None
     assert loaded["student"].pop("init") is None
     assert loaded["data"].pop("normalisation") == "auto"
     assert loaded["data"].pop("image_size") is None
