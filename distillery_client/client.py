@@ -289,6 +289,32 @@ class Client:
         r = self.send("POST", "/v1/models", idempotent=False, json={"job": job_id, "name": name})
         return Model.model_validate(r.json())
 
+    def register_model_uri(
+        self,
+        uri: str,
+        *,
+        arch: str,
+        num_classes: int,
+        in_channels: int,
+        input_size: int | None = None,
+        name: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Model:
+        """Register a safetensors file already in an object store (`s3://bucket/key`, under a
+        prefix the deployment allows): `validating` until a worker has read and checked it
+        (`wait_model`). `metadata`: normalisation, class_names."""
+        body = {**(metadata or {}), "uri": uri, "arch": arch, "num_classes": num_classes}
+        body |= {"in_channels": in_channels, "name": name}
+        if input_size is not None:
+            body["input_size"] = input_size
+        r = self.send("POST", "/v1/models", idempotent=False, json=body)
+        return Model.model_validate(r.json())
+
+    def wait_model(self, model_id: str, poll_s: float = 1.0, timeout: float | None = None) -> Model:
+        """The model once no longer `validating` (ready or invalid); TimeoutError after
+        `timeout` seconds."""
+        return _checked(lambda: self.get_model(model_id), poll_s, timeout)
+
     def list_models(self, limit: int | None = None, cursor: str | None = None) -> ModelList:
         return self._get(ModelList, "/v1/models", limit=limit, cursor=cursor)
 
@@ -322,6 +348,30 @@ class Client:
         }
         r = self._upload("/v1/datasets", Path(file), params, {}, progress)
         return Dataset.model_validate(r.json())
+
+    def register_dataset(
+        self,
+        uri: str,
+        *,
+        format: str,
+        name: str = "",
+        class_names: list[str] | None = None,
+    ) -> Dataset:
+        """Register images already in an object store (`s3://bucket/prefix/`, under a prefix
+        the deployment allows), `imagefolder` or `webdataset`: `validating` until a worker has
+        read it (`wait_dataset`); its bytes never pass through the API."""
+        body: dict[str, Any] = {"uri": uri, "format": format, "name": name}
+        if class_names is not None:
+            body["class_names"] = class_names
+        r = self.send("POST", "/v1/datasets", idempotent=False, json=body)
+        return Dataset.model_validate(r.json())
+
+    def wait_dataset(
+        self, dataset_id: str, poll_s: float = 1.0, timeout: float | None = None
+    ) -> Dataset:
+        """The dataset once no longer `validating` (ready or invalid); TimeoutError after
+        `timeout` seconds."""
+        return _checked(lambda: self.get_dataset(dataset_id), poll_s, timeout)
 
     def list_datasets(self, limit: int | None = None, cursor: str | None = None) -> DatasetList:
         return self._get(DatasetList, "/v1/datasets", limit=limit, cursor=cursor)
@@ -510,3 +560,16 @@ def _pages(fetch: Callable[[str | None], Any]) -> Iterator[Any]:
         if not page.next_cursor:
             return
         cursor = page.next_cursor
+
+
+C = TypeVar("C", Model, Dataset)
+
+
+def _checked(get: Callable[[], C], poll_s: float, timeout: float | None) -> C:
+    """What `get` answers once it is no longer `validating` (a worker has decided it)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while (found := get()).status == "validating":
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{found.id} still validating after {timeout} s")
+        time.sleep(poll_s)
+    return found

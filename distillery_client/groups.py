@@ -3,15 +3,15 @@ resources (distillery_client/cli.py adds them to the app)."""
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 
 from distillery_client import display
 from distillery_client.commands import (
+    EXIT_FAILED,
     EXIT_INVALID,
     AsJson,
-    JobArg,
     client,
     emit,
     fail,
@@ -23,9 +23,10 @@ from distillery_client.commands import (
     transfer_bar,
     wants_json,
 )
+from distillery_client.models import Dataset, Model
 
 models_app = typer.Typer(help="Uploaded and registered models.", no_args_is_help=True)
-datasets_app = typer.Typer(help="Uploaded datasets.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Uploaded and registered datasets.", no_args_is_help=True)
 webhooks_app = typer.Typer(
     help="URLs the project's job events are POSTed to.", no_args_is_help=True
 )
@@ -63,6 +64,13 @@ def upload_model(
     emit(model) if wants_json(as_json) else say(model.id)
 
 
+class _Problem(NamedTuple):
+    """A problem printed as `fail` prints a field's."""
+
+    message: str
+    field: str = "problem"
+
+
 def _json_option(flag: str, value: str | None) -> Any:
     try:
         return json.loads(value) if value else None
@@ -73,12 +81,45 @@ def _json_option(flag: str, value: str | None) -> Any:
 @models_app.command("register")
 @handled
 def register_model(
-    job_id: JobArg, name: Annotated[str, typer.Option()] = "", as_json: AsJson = False
+    job_id: Annotated[str | None, typer.Argument(help="a succeeded job: its student")] = None,
+    uri: Annotated[
+        str | None, typer.Option(help="s3://bucket/key of a safetensors file, instead of a job")
+    ] = None,
+    arch: Annotated[str | None, typer.Option(help="--uri: its architecture")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="--uri")] = None,
+    in_channels: Annotated[int | None, typer.Option(help="--uri")] = None,
+    input_size: Annotated[int | None, typer.Option(help="--uri: image height = width")] = None,
+    metadata: Annotated[str | None, typer.Option(help="JSON: normalisation, class_names")] = None,
+    name: Annotated[str, typer.Option()] = "",
+    wait: Annotated[bool, typer.Option(help="--uri: until a worker has checked it")] = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Register a succeeded job's student as a model."""
+    """Register a succeeded job's student as a model, or (--uri) a safetensors file in an
+    object store, which a worker reads and checks: --wait exits 0 once it is ready, 1 if it is
+    invalid (its problems printed)."""
+    if (job_id is None) == (uri is None):
+        fail("name a job, or a file with --uri (not both)", EXIT_INVALID)
     with client() as api:
-        model = api.register_model(job_id, name)
-    emit(model) if wants_json(as_json) else say(model.id)
+        if uri is None:
+            model = api.register_model(str(job_id), name)
+        elif arch is None or num_classes is None or in_channels is None:
+            fail("--uri needs --arch, --num-classes and --in-channels", EXIT_INVALID)
+            return
+        else:
+            meta = _json_option("--metadata", metadata)
+            shape = {"num_classes": num_classes, "in_channels": in_channels}
+            model = api.register_model_uri(
+                uri, arch=arch, **shape, input_size=input_size, name=name, metadata=meta
+            )
+            model = api.wait_model(model.id) if wait else model
+    _registered(model, as_json)
+
+
+def _registered(found: Model | Dataset, as_json: bool) -> None:
+    """Its id (or JSON); an invalid one's problems, and exit 1."""
+    emit(found) if wants_json(as_json) else say(found.id)
+    if found.status == "invalid":
+        fail(f"{found.id} is invalid", EXIT_FAILED, [_Problem(p) for p in found.problems or []])
 
 
 @models_app.command("list")
@@ -132,13 +173,34 @@ def upload_dataset(
     emit(dataset) if wants_json(as_json) else say(dataset.id)
 
 
+@datasets_app.command("register")
+@handled
+def register_dataset(
+    uri: Annotated[str, typer.Option(help="s3://bucket/prefix/ the images lie under")],
+    format: Annotated[str, typer.Option(help="imagefolder or webdataset")],
+    name: Annotated[str, typer.Option()] = "",
+    class_name: Annotated[
+        list[str] | None, typer.Option(help="webdataset: each label's name, in order")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="until a worker has read it")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Register images already in an object store; a worker reads them where they lie (their
+    bytes never pass through the API). --wait exits 0 once it is ready, 1 if it is invalid
+    (its problems printed)."""
+    with client() as api:
+        dataset = api.register_dataset(uri, format=format, name=name, class_names=class_name)
+        dataset = api.wait_dataset(dataset.id) if wait else dataset
+    _registered(dataset, as_json)
+
+
 @datasets_app.command("list")
 @handled
 def list_datasets(limit: Annotated[int, typer.Option(min=1)] = 20, as_json: AsJson = False) -> None:
     """Datasets, newest first."""
     with client() as api:
         found = newest(api.iter_datasets, limit)
-    columns = ("id", "name", "format", "num_classes", "input_size", "num_train", "size")
+    columns = ("id", "name", "format", "status", "num_classes", "input_size", "num_train", "size")
     print_rows(found, columns, as_json, soft=("name",))
 
 

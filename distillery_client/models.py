@@ -91,10 +91,11 @@ class Model(Body):
     input_size: int | None
     normalisation: dict[str, Any] | None
     class_names: list[str] | None
-    sha256: str
-    size: int
-    source: str
+    sha256: str | None  # null until a worker has read a model registered by URI
+    size: int | None
+    source: str  # upload, job or uri
     source_job_id: str | None
+    uri: str | None = None  # where a model registered by URI was read from
     status: str
     problems: list[str] | None
     parameters: int | None
@@ -122,22 +123,29 @@ class Split(Body):
 
 
 class Dataset(Body):
+    """A dataset; one registered by URI is `validating` until a worker has read it, and what
+    it holds is null until then."""
+
     id: str
     object: str = "dataset"
     name: str
     format: str
-    num_classes: int
-    in_channels: int
+    status: str = "ready"
+    problems: list[str] | None = None  # why it is invalid, naming the objects
+    uri: str | None = None
+    progress: dict[str, int] | None = None  # objects, done, bytes: while a worker reads it
+    num_classes: int | None
+    in_channels: int | None
     input_size: int | None
-    num_train: int
+    num_train: int | None
     num_val: int | None
-    class_names: list[str]
-    class_counts: list[int]
-    splits: dict[str, Split]
-    sha256: str
-    size: int
-    upload_sha256: str
-    upload_size: int
+    class_names: list[str] | None
+    class_counts: list[int] | None
+    splits: dict[str, Split] | None
+    sha256: str | None
+    size: int | None
+    upload_sha256: str | None
+    upload_size: int | None
     created_at: datetime
 
 

@@ -23,6 +23,7 @@ from service.api.middleware import BodySizeLimit, JsonDepthLimit
 from service.config import Settings, get_settings
 from service.jobs import watchdog, webhook_sender
 from service.metrics import ObserveRequests
+from service.spec import uris
 from service.sweeps import driver
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logs.configure(settings)
+    uris.allow_list(settings.data_uris)  # a bad DISTILLERY_DATA_URIS stops the start-up
     if not settings.require_keys:
         log.warning(
             "API KEYS ARE OFF: a request without a key acts for the default project. Anyone "

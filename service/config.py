@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     # where every durable byte lives (service/store.py): empty, the data dir's artifacts folder;
     # s3://bucket/prefix, any S3-compatible store (endpoint and keys from the AWS_* variables)
     store_url: str = ""
+    # where data and models may be registered from by URI (POST /v1/datasets and /v1/models
+    # with {"uri": ...}; read by a worker with the deployment's AWS_* credentials): comma
+    # separated s3:// prefixes every project may read, and `name=s3://...` for project `name`'s
+    # own (read by service/spec/uris.py; the API refuses to start on a bad one); empty, none
+    data_uris: str = ""
     # how many times the store's client tries a failed request again (connection errors,
     # 5xx), backing off exponentially from 100 ms, within 3 minutes (obstore's defaults)
     store_retries: int = Field(10, ge=0)

@@ -15,6 +15,7 @@ from service.config import get_settings
 
 RUN_JOB_TASK = "distillery.run_job"
 CHECK_MODEL_TASK = "distillery.check_model"
+CHECK_DATASET_TASK = "distillery.check_dataset"
 log = logging.getLogger(__name__)
 
 
@@ -84,11 +85,20 @@ def waiting_messages(queue: str) -> int:
 
 
 def send_check(model_id: str, queue: str) -> None:
-    """Ask a worker to check an uploaded model's weights (a timm architecture's)."""
+    """Ask a worker to check a model's weights (a timm architecture's, or read by URI)."""
+    _send_check(CHECK_MODEL_TASK, {"model_id": model_id}, queue)
+
+
+def send_dataset_check(dataset_id: str, queue: str) -> None:
+    """Ask a worker to read a dataset registered by URI where it lies."""
+    _send_check(CHECK_DATASET_TASK, {"dataset_id": dataset_id}, queue)
+
+
+def _send_check(task: str, kwargs: dict[str, str], queue: str) -> None:
     try:
-        producer().send_task(CHECK_MODEL_TASK, kwargs={"model_id": model_id}, queue=queue)
-    except Exception as exc:  # the watchdog sends it again (service/ingest/model_checks.py)
-        broker.failed(f"the check of model {model_id} not sent to queue {queue}", exc)
+        producer().send_task(task, kwargs=kwargs, queue=queue)
+    except Exception as exc:  # the watchdog sends it again (service/ingest/checks.py)
+        broker.failed(f"{task} {kwargs} not sent to queue {queue}", exc)
     else:
         broker.reached()
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 from service.config import get_settings
 from service.files import CHUNK, safe_child
+from service.spec import uris
 
 MULTIPART_BYTES = 64 << 20  # larger objects are written in parts (S3's 5 GiB single-put cap)
 PART_BYTES = 16 << 20
@@ -170,9 +171,14 @@ class Store:
         return dest
 
     def keys(self, prefix: str) -> list[str]:
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """{key: size} of every object under `prefix/` ("": the whole bucket)."""
+        folder = prefix.rstrip("/") + "/" if prefix.strip("/") else None
         with _errors(prefix):
-            pages = obstore.list(self._store, prefix=prefix.rstrip("/") + "/")
-            return sorted(meta["path"] for page in pages for meta in page)
+            pages = obstore.list(self._store, prefix=folder)
+            return {meta["path"]: meta["size"] for page in pages for meta in page}
 
     def delete(self, key: str) -> None:
         with _errors(key):
@@ -215,6 +221,16 @@ class _errors:
             raise StoreError(f"{self.key}: {exc}") from exc
 
 
+def for_uri(uri: str) -> tuple[Store, str]:
+    """The bucket of an s3:// URI (read with the deployment's endpoint and credentials, the
+    AWS_* variables, and the store's retries) and the key the URI names in it. The URI is
+    checked first (service/spec/uris.py); which URIs a project may read is the caller's to
+    decide."""
+    bucket, key = uris.parse(uri)
+    retries = get_settings().store_retries
+    return _bucket(f"{uris.SCHEME}{bucket}", retries, os.getpid()), key
+
+
 def scratch_dir(prefix: str) -> Path:
     """A local folder for the files of the objects under `prefix` before they are put: for a
     folder store the prefix's own folder (they are stored where they are written, and
@@ -238,3 +254,8 @@ def _store_for(url: str, artifacts_dir: Path, retries: int, pid: int) -> Store:
     if url:
         return Store(url, retries=retries)
     return Store(artifacts_dir.as_uri(), root=artifacts_dir)
+
+
+@lru_cache(maxsize=16)
+def _bucket(url: str, retries: int, pid: int) -> Store:
+    return Store(url, retries=retries)

@@ -1,14 +1,28 @@
-"""Dataset routes: upload labelled images (streamed), list, show and delete datasets."""
+"""Dataset routes: upload labelled images (streamed) or register them where they lie (a URI),
+list, show and delete datasets."""
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, STORE, UPLOAD, Cursor, Limit
-from service.api.schemas import DatasetList, DatasetOut, problems
+from service.api.deps import (
+    AUTHENTICATED,
+    DB,
+    KEYED,
+    QUOTA,
+    STORE,
+    UPLOAD,
+    Cursor,
+    Limit,
+    json_of,
+    validated,
+)
+from service.api.schemas import DatasetList, DatasetOut, body_ref, problems
 from service.errors import UnsupportedMediaType
-from service.ingest import datasets
+from service.ingest import by_uri, datasets
 from service.spec.limits import Ident, Name
+from service.spec.uris import DatasetFromUri
 
 router = APIRouter(
     prefix="/v1/datasets", tags=["datasets"], dependencies=AUTHENTICATED, responses=KEYED
@@ -22,10 +36,12 @@ BODY_DOC: dict[str, Any] = {
                 "description": "an .npz (images, labels), a zip/tar(.gz) of the four "
                 "MNIST-style IDX files, or a zip/tar(.gz) ImageFolder tree of JPEG, PNG, "
                 "WebP or BMP images of any sizes",
-            }
+            },
+            "application/json": {"schema": body_ref(DatasetFromUri)},
         },
     }
 }
+ACCEPTED = {202: {"model": DatasetOut, "description": "registered by URI: a worker reads it"}}
 
 
 @router.post(
@@ -33,7 +49,7 @@ BODY_DOC: dict[str, Any] = {
     status_code=201,
     response_model=DatasetOut,
     openapi_extra=BODY_DOC,
-    responses=problems(400, 413, 415, 422) | QUOTA | STORE,
+    responses=ACCEPTED | problems(400, 413, 415, 422) | QUOTA | STORE,
     dependencies=UPLOAD,
 )
 async def create_dataset(
@@ -51,11 +67,23 @@ async def create_dataset(
         Query(max_length=100_000, description="IDX: the name of each label, in label order"),
     ] = None,
 ) -> DatasetOut:
-    """The body is the file itself (up to DISTILLERY_MAX_UPLOAD_BYTES, counted as it
-    streams in); it is decoded and checked before anything is stored."""
+    """`application/octet-stream`: the body is the file itself (up to
+    DISTILLERY_MAX_UPLOAD_BYTES, counted as it streams in), decoded and checked before
+    anything is stored. `application/json`: `{"name", "uri": "s3://bucket/prefix/",
+    "format": "imagefolder" | "webdataset"}` registers data where it lies, under a prefix the
+    deployment allows (DISTILLERY_DATA_URIS): 202, `validating` until a worker has read it
+    (the query parameters are the upload's)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        body = validated(DatasetFromUri, json_of(await request.body()))
+        dataset = await asyncio.to_thread(by_uri.register_dataset, body)
+        response.status_code = 202
+        response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+        return DatasetOut.model_validate(dataset)
     if content_type != "application/octet-stream":
-        raise UnsupportedMediaType(content_type, "send the file as application/octet-stream")
+        raise UnsupportedMediaType(
+            content_type, 'send the file as application/octet-stream, or JSON {"uri": ...}'
+        )
     info = datasets.UploadInfo(
         name=name, format=format, num_classes=num_classes, class_names=class_names
     )

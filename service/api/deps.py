@@ -3,10 +3,12 @@ parameters every list shares."""
 
 import asyncio
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from service import keys
@@ -14,10 +16,13 @@ from service.api.middleware import is_json, media_type
 from service.api.schemas import problems
 from service.db import tenancy
 from service.db.sessions import session_scope
-from service.errors import UnsupportedMediaType
+from service.errors import MalformedJson, UnsupportedMediaType
 from service.ingest import uploads
 from service.jobs import quotas
+from service.spec import limits
 from service.spec.limits import Name
+
+M = TypeVar("M", bound=BaseModel)
 
 # documents the scheme in the OpenAPI; the header itself is read by `caller`
 BEARER = HTTPBearer(auto_error=False, description="an API key: distillery keys create")
@@ -82,6 +87,22 @@ async def json_body(request: Request) -> None:
     given = media_type(request.scope)
     if not is_json(given) and await request.body():
         raise UnsupportedMediaType(given, "send the body as application/json")
+
+
+def json_of(body: bytes) -> Any:
+    """A body a route reads itself (one that also takes raw bytes) as JSON; 400 if it is not."""
+    try:
+        return limits.loads(body)
+    except ValueError as exc:
+        raise MalformedJson from exc
+
+
+def validated(model: type[M], data: Any) -> M:
+    """`data` as `model`, a 422 naming each bad field as FastAPI's own validation answers."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
 
 
 AUTHENTICATED = [Depends(caller)]  # every /v1 router's

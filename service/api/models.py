@@ -2,24 +2,33 @@
 show and delete models."""
 
 import asyncio
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
 
-from service.api.deps import AUTHENTICATED, DB, KEYED, QUOTA, STORE, UPLOAD, Cursor, Limit
-from service.api.schemas import ModelList, ModelOut, problems
-from service.errors import FieldError, InvalidRequest, MalformedJson, UnsupportedMediaType
-from service.ingest import models
+from service.api.deps import (
+    AUTHENTICATED,
+    DB,
+    KEYED,
+    QUOTA,
+    STORE,
+    UPLOAD,
+    Cursor,
+    Limit,
+    json_of,
+    validated,
+)
+from service.api.schemas import ModelList, ModelOut, body_ref, problems
+from service.errors import FieldError, InvalidRequest, UnsupportedMediaType
+from service.ingest import by_uri, models
 from service.spec import limits, model_info
 from service.spec.limits import MAX_JSON_DEPTH, Ident, Int64, Name
 from service.spec.names import Arch
 
+ACCEPTED = {202: {"model": ModelOut, "description": "registered by URI: a worker reads it"}}
 router = APIRouter(
     prefix="/v1/models", tags=["models"], dependencies=AUTHENTICATED, responses=KEYED
 )
-M = TypeVar("M", bound=BaseModel)
 BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -28,24 +37,12 @@ BODY_DOC: dict[str, Any] = {
                 "schema": {"type": "string", "format": "binary"},
                 "description": "a safetensors file; the query names its architecture",
             },
-            "application/json": {"schema": model_info.FromJob.model_json_schema()},
+            "application/json": {
+                "schema": {"oneOf": [body_ref(model_info.FromJob), body_ref(model_info.FromUri)]}
+            },
         },
     }
 }
-
-
-def _validated(model: type[M], data: Any) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return limits.loads(body)
-    except ValueError as exc:
-        raise MalformedJson from exc
 
 
 def _metadata(header: str | None) -> dict[str, Any]:
@@ -71,7 +68,7 @@ def _metadata(header: str | None) -> dict[str, Any]:
     status_code=201,
     response_model=ModelOut,
     openapi_extra=BODY_DOC,
-    responses=problems(400, 413, 415, 422) | QUOTA | STORE,
+    responses=ACCEPTED | problems(400, 413, 415, 422) | QUOTA | STORE,
     dependencies=UPLOAD,
 )
 async def create_model(
@@ -89,11 +86,20 @@ async def create_model(
 ) -> ModelOut:
     """`application/octet-stream`: the body is a safetensors file, checked against `arch`
     as it streams in (up to DISTILLERY_MAX_UPLOAD_BYTES). `application/json`:
-    `{"job": "<succeeded job>"}` registers that job's student."""
+    `{"job": "<succeeded job>"}` registers that job's student; `{"uri": "s3://…", "arch",
+    "num_classes", "in_channels", …}` a safetensors file in an object store, under a prefix
+    the deployment allows (DISTILLERY_DATA_URIS): 202, `validating` until a worker has read
+    and checked it."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        body = _validated(model_info.FromJob, _json(await request.body()))
-        model = await asyncio.to_thread(models.register_job, body)
+        raw = json_of(await request.body())
+        if isinstance(raw, dict) and "uri" in raw:
+            by = validated(model_info.FromUri, raw)
+            model = await asyncio.to_thread(by_uri.register_model, by)
+            response.status_code = 202
+        else:
+            body = validated(model_info.FromJob, raw)
+            model = await asyncio.to_thread(models.register_job, body)
     elif content_type == "application/octet-stream":
         models.refuse_pickle(filename)
         given = {
@@ -104,7 +110,7 @@ async def create_model(
             "name": name,
         }
         fields = {k: v for k, v in given.items() if v is not None}
-        info = _validated(model_info.ModelInfo, _metadata(x_model_metadata) | fields)
+        info = validated(model_info.ModelInfo, _metadata(x_model_metadata) | fields)
         model = await models.upload(request.stream(), info)
     else:
         raise UnsupportedMediaType(

@@ -17,6 +17,7 @@ from pydantic import (
 from pydantic.json_schema import models_json_schema
 
 from service.errors import PROBLEM
+from service.spec import model_info, uris
 
 
 class Out(BaseModel):
@@ -139,10 +140,11 @@ class ModelOut(Out):
     input_size: int | None
     normalisation: dict[str, Any] | None
     class_names: list[str] | None
-    sha256: str
-    size: int
-    source: str
+    sha256: str | None = Field(description="null until a worker has read a model by URI")
+    size: int | None
+    source: str = Field(description="upload, job, or uri (read from an object store)")
     source_job_id: str | None
+    uri: str | None = Field(description="where a model registered by URI was read from")
     status: str = Field(description="ready: it may teach; validating: a worker checks it")
     problems: list[str] | None = Field(description="why it is invalid")
     parameters: int | None
@@ -166,24 +168,37 @@ class SplitOut(BaseModel):
 
 
 class DatasetOut(Out):
+    """A dataset; one registered by URI is `validating` until a worker has read it, and
+    what it holds (classes, counts, sha256...) is null until then."""
+
     id: str
     object: str = "dataset"
     name: str
-    format: str
-    num_classes: int
-    in_channels: int
+    format: str = Field(description="npz, idx, imagefolder, or webdataset (by URI)")
+    status: str = Field(
+        description="ready: jobs may train on it; validating: a worker reads it; invalid"
+    )
+    problems: list[str] | None = Field(description="why it is invalid, naming the objects")
+    uri: str | None = Field(description="where a dataset registered by URI lies")
+    progress: dict[str, int] | None = Field(
+        description="while a worker reads it: objects (images, or shards) in all, done, bytes"
+    )
+    num_classes: int | None
+    in_channels: int | None
     input_size: int | None = Field(
         description="height = width when every image has that one size; else null"
     )
-    num_train: int
+    num_train: int | None
     num_val: int | None = Field(description="size of the predefined validation split, if any")
-    class_names: list[str]
-    class_counts: list[int] = Field(description="per class, train and val splits together")
-    splits: dict[str, SplitOut] = Field(description="train, and val when predefined")
-    sha256: str = Field(description="of the canonical file: data.npz, or the shards' index.json")
-    size: int
-    upload_sha256: str
-    upload_size: int
+    class_names: list[str] | None
+    class_counts: list[int] | None = Field(description="per class, train and val splits together")
+    splits: dict[str, SplitOut] | None = Field(description="train, and val when predefined")
+    sha256: str | None = Field(
+        description="of the canonical file: data.npz, or the shards' index.json"
+    )
+    size: int | None = Field(description="bytes the store holds of it")
+    upload_sha256: str | None = Field(description="of the uploaded file (null by URI)")
+    upload_size: int | None = Field(description="of the upload; by URI, the bytes read there")
     created_at: datetime
 
 
@@ -289,6 +304,15 @@ class Problem(BaseModel):
 Responses = dict[int | str, dict[str, Any]]  # a route's `responses`, as FastAPI takes them
 REF = "#/components/schemas/{model}"
 PROBLEM_SCHEMAS = models_json_schema([(Problem, "serialization")], ref_template=REF)[1]["$defs"]
+# the JSON bodies of routes that also take raw bytes (they read the body themselves)
+BODIES = (model_info.FromJob, model_info.FromUri, uris.DatasetFromUri)
+BODY_SCHEMAS = models_json_schema([(m, "validation") for m in BODIES], ref_template=REF)[1]["$defs"]
+
+
+def body_ref(model: type[BaseModel]) -> dict[str, str]:
+    """A request body schema, as a reference to the document's components."""
+    assert model in BODIES
+    return {"$ref": REF.format(model=model.__name__)}
 
 
 def problems(*statuses: int) -> Responses:
@@ -298,13 +322,15 @@ def problems(*statuses: int) -> Responses:
 
 
 def document_problems(app: FastAPI) -> None:
-    """Adds the schemas `problems` refers to to the app's OpenAPI document (FastAPI adds a
-    response's model only under the route's own media type, application/json)."""
+    """Adds the schemas `problems` and `body_ref` refer to to the app's OpenAPI document
+    (FastAPI adds a response's model only under the route's own media type,
+    application/json, and knows nothing of a body a route reads itself)."""
     document: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         doc = document()
-        doc.setdefault("components", {}).setdefault("schemas", {}).update(PROBLEM_SCHEMAS)
+        components = doc.setdefault("components", {}).setdefault("schemas", {})
+        components.update(PROBLEM_SCHEMAS | BODY_SCHEMAS)
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -178,10 +178,12 @@ class RegisteredModel(Base):
     input_size: Mapped[int | None] = mapped_column(Integer)
     normalisation: Mapped[dict[str, Any] | None]  # {"mean": [...], "std": [...]}
     class_names: Mapped[list[str] | None] = mapped_column(JSONType)
-    sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(BigInteger)
+    # None while a model registered by URI is being read by a worker
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
     path: Mapped[str] = mapped_column(String(1024))  # relative to the artifacts dir
-    source: Mapped[str] = mapped_column(String(16))  # "upload" | "job"
+    source: Mapped[str] = mapped_column(String(16))  # "upload" | "job" | "uri"
+    uri: Mapped[str | None] = mapped_column(String(1024))  # where a "uri" model was read from
     source_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # "ready" (it may teach), "validating" (a worker checks a timm model's weights), "invalid"
@@ -200,32 +202,48 @@ class RegisteredModel(Base):
 
 
 class Dataset(Base):
-    """Uploaded, validated image classification data
-    (how it is stored: service/ingest/datasets.py)."""
+    """Uploaded or registered (by URI) image classification data, validated
+    (how it is stored: service/ingest/datasets.py, service/ingest/remote.py). A dataset
+    registered by URI is `validating` until a worker has read it: what it holds is null
+    until then."""
 
     __tablename__ = "datasets"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     project_id: Mapped[str] = project_column()
     name: Mapped[str] = mapped_column(String(200))
-    format: Mapped[str] = mapped_column(String(16))  # "npz" | "idx" | "imagefolder"
-    num_classes: Mapped[int] = mapped_column(Integer)
-    in_channels: Mapped[int] = mapped_column(Integer)
+    # "npz" | "idx" | "imagefolder" (uploaded or by URI) | "webdataset" (by URI)
+    format: Mapped[str] = mapped_column(String(16))
+    num_classes: Mapped[int | None] = mapped_column(Integer)
+    in_channels: Mapped[int | None] = mapped_column(Integer)
     input_size: Mapped[int | None] = mapped_column(Integer)  # None: images of several sizes
-    num_train: Mapped[int] = mapped_column(Integer)
+    num_train: Mapped[int | None] = mapped_column(Integer)
     num_val: Mapped[int | None] = mapped_column(Integer)  # None: split by data.val_fraction
-    class_names: Mapped[list[str]] = mapped_column(JSONType)
-    class_counts: Mapped[list[int]] = mapped_column(JSONType)  # train and val together
+    class_names: Mapped[list[str] | None] = mapped_column(JSONType)
+    class_counts: Mapped[list[int] | None] = mapped_column(JSONType)  # train and val together
     # per split: count, class_counts, width and height ({min, median, max})
-    splits: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    sha256: Mapped[str] = mapped_column(String(64))  # of the canonical file (data.npz, index)
-    size: Mapped[int] = mapped_column(BigInteger)
-    upload_sha256: Mapped[str] = mapped_column(String(64))
-    upload_size: Mapped[int] = mapped_column(BigInteger)
+    splits: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    sha256: Mapped[str | None] = mapped_column(
+        String(64)
+    )  # of the canonical file (data.npz, index)
+    size: Mapped[int | None] = mapped_column(BigInteger)  # what the store holds of it
+    upload_sha256: Mapped[str | None] = mapped_column(String(64))  # None: by URI
+    upload_size: Mapped[int | None] = mapped_column(BigInteger)  # by URI: the bytes read there
     path: Mapped[str] = mapped_column(String(1024))  # relative to the artifacts dir
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    uri: Mapped[str | None] = mapped_column(String(1024))  # where a registered one lies
+    # "ready" (jobs may train on it), "validating" (a worker reads it), "invalid" (problems)
+    status: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
+    problems: Mapped[list[str] | None] = mapped_column(JSONType)  # why it is invalid
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # a worker's, while it reads
+    # its check, held as a model's is (service/ingest/checks.py)
+    check_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    check_lease_until: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_datasets_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_datasets_created_at_id", "created_at", "id"),
+        Index("ix_datasets_status", "status"),
+    )
 
 
 class Webhook(Base):

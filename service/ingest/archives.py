@@ -249,7 +249,7 @@ def _tar(path: Path, budget: Budget, read: bool) -> Iterator[tuple[str, bytes | 
             budget.count_file(name)
             if info.isdir():
                 continue
-            _check_tar_member(info, name)
+            check_tar_member(info, name)
             budget.declare(info.size, name)
             check_ratio(budget.declared, size, f"the archive (at {name!r})")
             if not read:
@@ -260,7 +260,7 @@ def _tar(path: Path, budget: Budget, read: bool) -> Iterator[tuple[str, bytes | 
             yield name, _read(member, budget, name, info.size)
 
 
-def _check_tar_member(info: tarfile.TarInfo, name: str) -> None:
+def check_tar_member(info: tarfile.TarInfo, name: str) -> None:
     if info.issym() or info.islnk():
         raise unsafe(f"links are refused: {name!r}")
     if info.ischr() or info.isblk() or info.isfifo():

@@ -170,3 +170,13 @@ def delete_dataset(s: Session, dataset_id: str) -> None:
         s, Dataset, dataset_id, "dataset", (Job.dataset_id,), "is used by", "dataset_in_use"
     )
     uploads.delete_after_commit(s, dataset_prefix(dataset_id))
+
+
+def not_ready(dataset: Dataset) -> str | None:
+    """Why a dataset cannot be trained on yet, if it cannot (one registered by URI is read by
+    a worker first: service/ingest/by_uri.py)."""
+    if dataset.status == "ready":
+        return None
+    if dataset.status == "validating":
+        return f"dataset {dataset.id!r} is still being read by a worker; try when it is ready"
+    return f"dataset {dataset.id!r} is invalid: {'; '.join(dataset.problems or [])}"

@@ -42,13 +42,8 @@ def store(
     """Checks every image of the archive at `path` (its member `names` listed before) and
     writes the dataset into `dest`; returns its index (service/ingest/shards.py)."""
     roles = layout([n for n in names if is_image(n)])
-    class_names = sorted({c for s, c in roles.values() if s == "train"})
-    printable_names(class_names, "class folder names")
+    class_names = classes(roles, num_classes)
     labels = {c: i for i, c in enumerate(class_names)}
-    if num_classes not in (None, len(class_names)):
-        raise BadUpload(f"{len(class_names)} class folders, but num_classes={num_classes}")
-    if len(class_names) < 2:
-        raise BadUpload("at least 2 classes (folders) are needed")
     (dest / shards.SHARDS).mkdir(parents=True)
     writers = {
         s: shards.SplitWriter(dest / shards.SHARDS, s)
@@ -67,16 +62,27 @@ def store(
     return shards.write_index(dest, list(writers.values()), class_names, 1 if gray else 3)
 
 
+def classes(roles: dict[str, tuple[str, str]], num_classes: int | None) -> list[str]:
+    """The class names (the train split's folders, sorted: a label is its index)."""
+    class_names = sorted({c for s, c in roles.values() if s == "train"})
+    printable_names(class_names, "class folder names")
+    if num_classes not in (None, len(class_names)):
+        raise BadUpload(f"{len(class_names)} class folders, but num_classes={num_classes}")
+    if len(class_names) < 2:
+        raise BadUpload("at least 2 classes (folders) are needed")
+    return class_names
+
+
 def _images(
     path: Path, budget: Budget, roles: dict[str, tuple[str, str]]
 ) -> Iterator[tuple[str, bytes]]:
     return ((n, data) for n, data in archives.files(path, budget) if n in roles)
 
 
-def layout(names: list[str]) -> dict[str, tuple[str, str]]:
+def layout(names: list[str], where: str = "the archive") -> dict[str, tuple[str, str]]:
     """{image name: (split, class folder)}; BadUpload when the folders are not ImageFolder's."""
     if not names:
-        raise BadUpload(f"no images ({', '.join(SUFFIXES)}) in the archive")
+        raise BadUpload(f"no images ({', '.join(SUFFIXES)}) in {where}")
     dirs = _strip_common([PurePosixPath(n).parts[:-1] for n in names])
     if all(len(d) == 2 and d[0] in SPLITS for d in dirs):
         roles = {n: (d[0], d[1]) for n, d in zip(names, dirs, strict=True)}

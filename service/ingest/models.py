@@ -91,11 +91,13 @@ async def upload(chunks: AsyncIterator[bytes], info: ModelInfo) -> RegisteredMod
 def _insert(
     model_id: str,
     info: ModelInfo,
-    sha256: str,
-    size: int,
+    sha256: str | None,
+    size: int | None,
     source: str,
     source_job_id: str | None,
+    uri: str | None = None,
 ) -> RegisteredModel:
+    checked = source == "uri" or (source == "upload" and info.arch.startswith(TIMM))
     model = RegisteredModel(
         id=model_id,
         project_id=current_project(),
@@ -111,8 +113,10 @@ def _insert(
         path=model_key(model_id, WEIGHTS),
         source=source,
         source_job_id=source_job_id,
-        # a job's student is the worker's own output; an uploaded timm model is not yet known
-        status="validating" if source == "upload" and info.arch.startswith(TIMM) else "ready",
+        uri=uri,
+        # a job's student is the worker's own output; a worker checks an uploaded timm model,
+        # and reads a model by URI
+        status="validating" if checked else "ready",
     )
     with session_scope() as s:
         s.add(model)
@@ -228,3 +232,9 @@ def not_ready(model: RegisteredModel) -> str | None:
     if model.status == "validating":
         return f"model {model.id!r} is still being checked by a worker; try when it is ready"
     return f"model {model.id!r} is invalid: {'; '.join(model.problems or [])}"
+
+
+def register_uri(info: ModelInfo, uri: str) -> RegisteredModel:
+    """A model whose bytes a worker reads from `uri` (service/ingest/by_uri.py): validating,
+    its sha256 and size unknown until then."""
+    return _insert(new_id("mdl"), info, None, None, "uri", None, uri)

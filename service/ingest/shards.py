@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,13 +31,16 @@ COLUMNS = ("shard", "offset", "size", "label", "width", "height")
 
 @dataclass
 class SplitWriter:
-    """One split's shards, written in order, with what the index says of them."""
+    """One split's shards, written in order, with what the index says of them. `closed`,
+    when given, is told of each shard once it is whole (its path and its entry), to move it
+    elsewhere (service/ingest/remote.py puts it in the store)."""
 
     folder: Path
     split: str
     shard_bytes: int = SHARD_BYTES
     columns: dict[str, list[int]] = field(default_factory=lambda: {c: [] for c in COLUMNS})
     shards: list[dict[str, Any]] = field(default_factory=list)
+    closed: Callable[[Path, dict[str, Any]], None] | None = None
     _tar: tarfile.TarFile | None = None
     _file: "HashingFile | None" = None
 
@@ -45,12 +49,16 @@ class SplitWriter:
         key = f"{len(self.columns['label']):09d}"
         offset = _add_member(tar, f"{key}.{ext}", data)
         _add_member(tar, f"{key}.cls", str(label).encode())
-        row = (len(self.shards) - 1, offset, len(data), label, width, height)
-        for column, value in zip(COLUMNS, row, strict=True):
-            self.columns[column].append(value)
-        self.shards[-1]["count"] += 1
+        self.row(len(self.shards) - 1, offset, len(data), label, width, height)
         if tar.fileobj is not None and tar.fileobj.tell() >= self.shard_bytes:
             self._close()
+
+    def row(self, shard: int, offset: int, size: int, label: int, width: int, height: int) -> None:
+        """One sample of shard `shard` (an index into `shards`): its image's bytes at
+        `offset`, `size` long."""
+        for column, value in zip(COLUMNS, (shard, offset, size, label, width, height), strict=True):
+            self.columns[column].append(value)
+        self.shards[shard]["count"] += 1
 
     def finish(self) -> None:
         self._close()
@@ -69,6 +77,8 @@ class SplitWriter:
             self._file.close()
             self.shards[-1]["sha256"] = self._file.digest.hexdigest()
             self.shards[-1]["size"] = self._file.size
+            if self.closed is not None:
+                self.closed(self.folder / Path(self.shards[-1]["name"]).name, self.shards[-1])
         self._tar = self._file = None
 
 
@@ -159,7 +169,8 @@ def read_samples(folder: Path, split: str) -> dict[str, np.ndarray]:
 def read(index_path: Path) -> dict[str, Any]:
     """A stored dataset as plain values, what a training process needs to read it: the
     index, and per split its shards' paths and its samples' columns; "sha256" is the index
-    file's (which names every shard's)."""
+    file's (which names every shard's). A shard read where it lies (a dataset registered by
+    URI) names its `uri`: worker/job/stored_shards.py reads it there."""
     folder = index_path.parent
     raw = index_path.read_bytes()
     index = dict(json.loads(raw))

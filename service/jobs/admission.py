@@ -9,7 +9,7 @@ from service.db import artifacts
 from service.db.tables import Dataset, Job, RegisteredModel
 from service.db.tenancy import current_project
 from service.errors import Conflict, FieldError, InvalidSpec
-from service.ingest import models
+from service.ingest import datasets, models
 from service.jobs import lifecycle, quotas
 from service.jobs.capacity import (
     Holder,
@@ -95,6 +95,9 @@ def data_shape(s: Session, data: DataSpec) -> DataShape:
     row = s.get(Dataset, data.upload, with_for_update={"read": True})
     if row is None:
         raise InvalidSpec([FieldError("data.upload", f"no dataset {data.upload!r}")])
+    if why := datasets.not_ready(row):
+        raise InvalidSpec([FieldError("data.upload", why)])
+    assert row.num_classes is not None and row.in_channels is not None  # ready: known
     return data.shape(row.num_classes, row.in_channels, row.input_size)
 
 

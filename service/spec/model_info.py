@@ -1,9 +1,10 @@
 """What a model says about itself: the metadata of an upload (query parameters and
-X-Model-Metadata) and the body that registers a job's student."""
+X-Model-Metadata), and the bodies that register a job's student or a file by URI."""
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from service.spec.names import Arch, Strict
+from service.spec.uris import DataUri
 
 
 class Normalisation(Strict):
@@ -50,3 +51,16 @@ class FromJob(Strict):
 
     job: str = Field(min_length=1, max_length=64)
     name: str = Field("", max_length=200)
+
+
+class FromUri(ModelInfo):
+    """POST /v1/models with JSON: register a safetensors file already in an object store."""
+
+    uri: DataUri = Field(description="s3://bucket/key of a safetensors file")
+
+    @field_validator("uri")
+    @classmethod
+    def _an_object(cls, v: str) -> str:
+        if v.endswith("/"):
+            raise ValueError("must name a file (a safetensors object), not a folder")
+        return v

@@ -16,7 +16,7 @@ from safetensors.torch import save
 
 from service.db.sessions import session_scope
 from service.db.tables import RegisteredModel
-from service.ingest import model_checks
+from service.ingest import checks
 from tests.e2e.conftest import FAST, QUEUE, Service, load_student
 from tests.e2e.test_distill import KD_SPEC, teacher_job
 from worker.engine.zoo import build_model
@@ -121,7 +121,7 @@ def test_a_check_lost_with_its_message_or_its_worker_is_sent_again(service: Serv
     assert redis.Redis.from_url(service.env["DISTILLERY_BROKER_URL"]).delete(QUEUE) == 1
     orphaned = service.http.post("/v1/models", params=params, content=body, headers=OCTET).json()
     with session_scope() as s:  # its lease runs out: a worker takes the check again
-        assert model_checks.claim(s, orphaned["id"], float(FAST["DISTILLERY_LEASE_S"]))
+        assert checks.MODELS.claim(s, orphaned["id"], float(FAST["DISTILLERY_LEASE_S"]))
     service.start_worker()
     assert checked(service, lost["id"], timeout=240)["status"] == "ready"
     assert checked(service, orphaned["id"], timeout=240)["status"] == "ready"

@@ -13,7 +13,7 @@ from service import dispatch
 from service.config import Settings
 from service.db.sessions import session_scope
 from service.db.tables import Job, utcnow
-from service.ingest import model_checks
+from service.ingest import checks
 from service.jobs.watchdog import run_watchdog
 from tests.service.helpers import validating, waited_model
 
@@ -115,7 +115,7 @@ def test_a_model_check_whose_message_was_lost_is_sent_again(queue):
     assert run_watchdog(settings) == 0  # its message still waits in the broker
     assert receive(queue, 1, dispatch.CHECK_MODEL_TASK) == [lost]
     with session_scope() as s:  # a worker took it: held, it is not sent again
-        assert model_checks.claim(s, lost, lease_s=60) is not None
+        assert checks.MODELS.claim(s, lost, lease_s=60) is not None
     assert run_watchdog(settings) == 0
     waited_model(fresh, 60)
     assert run_watchdog(settings) == 1

@@ -81,14 +81,14 @@ def load_data(spec: JobSpec, inputs: JobInputs) -> DataSplit:
 
 def data_options(spec: JobSpec, inputs: JobInputs) -> dict[str, Any]:
     """The dataset's own options: an upload's file and how its shards are read (from a
-    bucket: through the worker's cache), a synthetic set's shape."""
+    bucket, the store's or where a dataset registered by URI lies: through the worker's
+    cache), a synthetic set's shape."""
     if spec.data.dataset == "upload":
         path = inputs.dataset_path
         assert path is not None
         if path.name == shards.INDEX:
             index, reading = shards.read(path), shard_reading(spec.train.data_placement)
-            if inputs.dataset_key is not None:
-                read_from_bucket(index, inputs.dataset_key, Cache.default())
+            if read_from_bucket(index, inputs.dataset_key, Cache.default()):
                 reading["loader_start"] = loader_start()
             return {"shards": index} | reading
         return {"path": str(path)}

@@ -8,7 +8,9 @@ temporary name renamed into place, and the cache is trimmed under one lock; a fi
 process still reads stays readable when it is evicted (it is only unlinked). Keys are
 written once (a job's resume checkpoints, which are rewritten, never come through here), so
 a file present is the object. A folder store's objects are read where they are: nothing is
-copied (the embedded default)."""
+copied (the embedded default). The objects of a bucket a dataset registered by URI names
+(its shards, read where they lie) are held beside them, under uri/<bucket>/<key>, in the same
+room (Cache.of_uri)."""
 
 import contextlib
 import fcntl
@@ -20,10 +22,12 @@ from pathlib import Path
 
 from service.config import get_settings
 from service.files import safe_child
-from service.store import Store, get_store
+from service.spec import uris
+from service.store import Store, for_uri, get_store
 
 log = logging.getLogger(__name__)
 LOCKS = ".locks"  # a lock file per key, and TRIM for the whole cache
+URIS = "uri"  # the folder of the objects read by URI, by bucket (no store key starts so)
 
 
 class CacheTooSmall(Exception):
@@ -31,8 +35,10 @@ class CacheTooSmall(Exception):
 
 
 class Cache:
-    def __init__(self, store: Store, root: Path, max_bytes: int) -> None:
+    def __init__(self, store: Store, root: Path, max_bytes: int, folder: str = "") -> None:
+        """`folder`: where under `root` this store's objects are kept ("" for the store's)."""
         self.store, self.root, self.max_bytes = store, root, max_bytes
+        self.folder = folder
 
     @classmethod
     def default(cls) -> "Cache":
@@ -40,9 +46,19 @@ class Cache:
         settings = get_settings()
         return cls(get_store(), settings.cache_dir.resolve(), settings.cache_bytes)
 
+    @classmethod
+    def of_uri(cls, uri: str) -> tuple["Cache", str]:
+        """The cache of the bucket an s3:// URI names (in the default's room, counted and
+        evicted with its other files), and the URI's key in it."""
+        source, key = for_uri(uri)
+        bucket, _ = uris.parse(uri)
+        default = cls.default()
+        return cls(source, default.root, default.max_bytes, f"{URIS}/{bucket}"), key
+
     def file(self, key: str) -> Path:
         """Where `key` is read from: the folder store's own file, else its place in the cache."""
-        return self.store.local_path(key) or safe_child(self.root, key)
+        local = self.store.local_path(key)
+        return local or safe_child(self.root, f"{self.folder}/{key}" if self.folder else key)
 
     def path(self, key: str, sha256: str | None = None, size: int | None = None) -> Path:
         """A local file with the object's bytes, fetched and checked against `sha256` unless
@@ -65,7 +81,7 @@ class Cache:
     def _fetch(
         self, key: str, dest: Path, sha256: str | None, size: int | None, keep: frozenset[Path]
     ) -> Path | None:
-        with self._locked(_lock_name(key)):
+        with self._locked(_lock_name(str(dest))):
             if self._used(dest):  # another process fetched it while this one waited
                 return dest
             if size is None:

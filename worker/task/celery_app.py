@@ -8,9 +8,9 @@ from celery.signals import celeryd_init, setup_logging
 
 from service import logs
 from service.config import get_settings
-from service.dispatch import CHECK_MODEL_TASK, RUN_JOB_TASK
+from service.dispatch import CHECK_DATASET_TASK, CHECK_MODEL_TASK, RUN_JOB_TASK
 
-__all__ = ["CHECK_MODEL_TASK", "RUN_JOB_TASK", "app"]
+__all__ = ["CHECK_DATASET_TASK", "CHECK_MODEL_TASK", "RUN_JOB_TASK", "app"]
 
 
 def make_app() -> Celery:

@@ -411,9 +411,9 @@ class Wanted:
 
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
-        self.objects: list[tuple[str, str, int]] = []
+        self.objects: list[tuple[str, str, int | None]] = []
 
-    def __call__(self, key: str, sha256: str, size: int) -> Path:
+    def __call__(self, key: str, sha256: str, size: int | None) -> Path:
         """Where the object will be read from."""
         self.objects.append((key, sha256, size))
         return self.cache.file(key)
@@ -428,6 +428,7 @@ class Wanted:
 
 def _model_source(s: Session, model_id: str, want: Wanted) -> TeacherSource:
     row = models.get_model(s, model_id)
+    assert row.sha256 is not None  # a ready model's bytes were read
     return TeacherSource(
         arch=row.arch,
         num_classes=row.num_classes,
@@ -446,6 +447,7 @@ def _start_source(s: Session, spec: JobSpec, want: Wanted) -> StartSource | None
         return None
     if init.model is not None:
         row = models.get_model(s, init.model)
+        assert row.sha256 is not None  # a ready model's bytes were read
         path = want(models.weights_key(row), row.sha256, row.size)
         return StartSource(path, row.sha256, model_id=row.id)
     art = artifacts.get_artifact(s, init.job or "", "student.safetensors")

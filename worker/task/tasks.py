@@ -1,7 +1,8 @@
 """Thin tasks: a job id in, the runner does the work, the outcome lands in the database.
 
 They run on the worker's thread pool: all the work is in processes they start (a job's
-ranks, a model's check), so a task only waits, and the worker's shutdown reaches it."""
+ranks, a model's or a dataset's check), so a task only waits, and the worker's shutdown
+reaches it."""
 
 from typing import Any
 
@@ -9,7 +10,7 @@ from celery import Task
 from celery.signals import worker_ready, worker_shutting_down
 
 from worker.task import check_runner, presence, runner
-from worker.task.celery_app import CHECK_MODEL_TASK, RUN_JOB_TASK, app
+from worker.task.celery_app import CHECK_DATASET_TASK, CHECK_MODEL_TASK, RUN_JOB_TASK, app
 
 
 @app.task(name=RUN_JOB_TASK, bind=True)
@@ -21,6 +22,11 @@ def run_job(self: Task, job_id: str) -> list[str]:
 @app.task(name=CHECK_MODEL_TASK)
 def check_model(model_id: str) -> str:
     return check_runner.run(model_id)
+
+
+@app.task(name=CHECK_DATASET_TASK)
+def check_dataset(dataset_id: str) -> str:
+    return check_runner.run_dataset(dataset_id)
 
 
 @worker_shutting_down.connect

@@ -20,7 +20,7 @@ from service.config import Settings, get_settings
 from service.db import artifacts
 from service.db.sessions import session_scope
 from service.db.tables import RegisteredModel
-from service.ingest import model_checks, uploads, weights
+from service.ingest import checks, uploads, weights
 from tests.service.helpers import fields, nothing_stored_in, problem
 from worker.engine.zoo import build_model
 
@@ -321,9 +321,9 @@ def test_a_timm_upload_teaches_once_a_worker_has_checked_it(client):
     assert fields(body) == ["teacher.model"] and "being checked" in body["errors"][0]["message"]
     ready = {"status": "ready", "parameters": 123, "output_shape": [10]}
     with session_scope() as s:
-        assert model_checks.record(s, model["id"], ready)
+        assert checks.MODELS.record(s, model["id"], ready)
     with session_scope() as s:  # a repeated check of a decided model changes nothing
-        assert not model_checks.record(s, model["id"], {"status": "invalid"})
+        assert not checks.MODELS.record(s, model["id"], {"status": "invalid"})
     shown = client.get(f"/v1/models/{model['id']}").json()
     assert (shown["status"], shown["parameters"], shown["output_shape"]) == ("ready", 123, [10])
     assert kd_with(client, model["id"]).status_code == 201
@@ -332,7 +332,7 @@ def test_a_timm_upload_teaches_once_a_worker_has_checked_it(client):
 def test_an_invalid_timm_upload_says_why_and_cannot_teach(client):
     model = timm_upload(client)
     with session_scope() as s:
-        model_checks.record(
+        checks.MODELS.record(
             s, model["id"], {"status": "invalid", "problems": ["missing keys: blocks.0"]}
         )
     assert client.get(f"/v1/models/{model['id']}").json()["problems"] == ["missing keys: blocks.0"]

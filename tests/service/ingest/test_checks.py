@@ -1,4 +1,4 @@
-"""A model's check is held under a lease like a job (service/ingest/model_checks.py): one worker at
+"""A model's check is held under a lease like a job (service/ingest/checks.py): one worker at
 a time, taken again once its worker's lease ran out, sent again when its message was lost,
 and the model invalid once MAX_ATTEMPTS checks never finished."""
 
@@ -10,7 +10,7 @@ from sqlalchemy import update
 from service.config import Settings
 from service.db.sessions import session_scope
 from service.db.tables import RegisteredModel, utcnow
-from service.ingest import model_checks
+from service.ingest import checks
 from service.jobs.watchdog import run_watchdog
 from tests.service.helpers import validating
 
@@ -24,7 +24,7 @@ def model(clean_db) -> str:
 
 def claim(model_id: str) -> RegisteredModel | None:
     with session_scope() as s:
-        return model_checks.claim(s, model_id, lease_s=60)
+        return checks.MODELS.claim(s, model_id, lease_s=60)
 
 
 def lose_worker(model_id: str) -> None:
@@ -44,14 +44,14 @@ def row(model_id: str) -> RegisteredModel:
 
 def waiting(longer_than_s: float = 10) -> str | None:
     with session_scope() as s:
-        return model_checks.waiting(s, longer_than_s)
+        return checks.MODELS.waiting(s, longer_than_s)
 
 
 def test_one_worker_holds_a_check_until_its_lease_runs_out(model):
     assert claim(model).check_attempts == 1
     assert claim(model) is None  # held
     with session_scope() as s:
-        assert model_checks.extend(s, model, lease_s=60)
+        assert checks.MODELS.extend(s, model, lease_s=60)
     assert claim(model) is None
     lose_worker(model)
     assert claim(model).check_attempts == 2
@@ -60,10 +60,10 @@ def test_one_worker_holds_a_check_until_its_lease_runs_out(model):
 def test_a_recorded_check_is_final_and_frees_the_lease(model):
     claim(model)
     with session_scope() as s:
-        assert model_checks.record(s, model, READY)
+        assert checks.MODELS.record(s, model, READY)
     with session_scope() as s:  # a repeated check of a decided model changes nothing
-        assert not model_checks.record(s, model, {"status": "invalid"})
-        assert not model_checks.extend(s, model, lease_s=60)
+        assert not checks.MODELS.record(s, model, {"status": "invalid"})
+        assert not checks.MODELS.extend(s, model, lease_s=60)
     decided = row(model)
     assert (decided.status, decided.parameters, decided.check_lease_until) == ("ready", 123, None)
     assert claim(model) is None and waiting() is None
@@ -83,7 +83,7 @@ def test_waiting_names_the_oldest_check_no_worker_holds(clean_db):
 
 
 def test_a_check_whose_workers_keep_dying_makes_the_model_invalid(model):
-    for _ in range(model_checks.MAX_ATTEMPTS):
+    for _ in range(checks.MAX_ATTEMPTS):
         assert claim(model) is not None
         lose_worker(model)
     assert claim(model) is None and waiting(0) is None
@@ -93,7 +93,7 @@ def test_a_check_whose_workers_keep_dying_makes_the_model_invalid(model):
 
 
 def test_a_check_still_held_after_its_last_attempt_is_left_to_finish(model):
-    for _ in range(model_checks.MAX_ATTEMPTS):
+    for _ in range(checks.MAX_ATTEMPTS):
         claim(model)
         lose_worker(model)
     with session_scope() as s:
@@ -102,5 +102,5 @@ def test_a_check_still_held_after_its_last_attempt_is_left_to_finish(model):
             .where(RegisteredModel.id == model)
             .values(check_lease_until=utcnow() + timedelta(seconds=60))
         )
-        assert model_checks.expire(s) == []
+        assert checks.MODELS.expire(s) == []
     assert row(model).status == "validating"
