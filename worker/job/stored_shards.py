@@ -45,16 +45,19 @@ def loader_start() -> str:
     return "forkserver"
 
 
-def read_from_bucket(index: dict[str, Any], dataset_key: str, cache: Cache) -> None:
+def read_from_bucket(index: dict[str, Any], dataset_key: str, cache: Cache) -> threading.Thread:
     """Give each split of `index` (as service.ingest.shards.read gives it) a CachedShards
-    reader, and start fetching its shards into the cache."""
+    reader, and start fetching its shards into the cache: the thread that fetches them
+    (bench/data_throughput.py waits on it to time an epoch read from the cache)."""
     prefix = dataset_key.rpartition("/")[0]
     wanted: list[tuple[str, str, int]] = []
     for split in index["splits"].values():
         keys = [f"{prefix}/{shard['name']}" for shard in split["shards"]]
         split["reader"] = CachedShards([str(cache.file(k)) for k in keys], keys)
         wanted += [(k, s["sha256"], s["size"]) for k, s in zip(keys, split["shards"], strict=True)]
-    threading.Thread(target=warm, args=(cache, wanted), daemon=True, name="shards").start()
+    fetching = threading.Thread(target=warm, args=(cache, wanted), daemon=True, name="shards")
+    fetching.start()
+    return fetching
 
 
 def warm(cache: Cache, wanted: list[tuple[str, str, int]]) -> None:
