@@ -3,6 +3,7 @@ ImageNet-shaped JPEGs the bench makes itself, measured side by side in one run.
 
     python bench/data_throughput.py                       # 2000 JPEGs, workers = cores
     python bench/data_throughput.py --images 20000 --workers 16 --json out.json
+    python bench/data_throughput.py --store               # and (e): the shards from a bucket
 
 The JPEGs have varied sizes around 500x375 and 1000 classes; they are stored the way an
 upload stores them (service/ingest/imagefolder.py: checked, then WebDataset shards), and also kept
@@ -20,7 +21,14 @@ as an ImageFolder tree on disk for the reference.
                  (worker/job/build.py, loop.start_run): the step alone on one resident batch
                  against a whole epoch streamed from the shards (--kd-images)
   (d) memory     peak RSS growth of a process streaming one epoch, for two dataset sizes
-Nothing is asserted; ratios a/b and epoch/step are printed. The bench runs as a job's
+  (e) --store    the (a) shards read from a bucket of an S3 server on loopback (moto's, as
+                 the tests run it: tests/s3.py) against the same shards on local disk, each
+                 in a process of its own reading as a job's does (worker/job/build.py
+                 data_options: through the worker's cache, worker/job/stored_shards.py):
+                 the first epoch (cache empty; shards fetched meanwhile) and a later one
+                 (every shard in the cache), as images/s delivered (W decoders, no
+                 augmentation), their ratios store/local, and each process's peak RSS growth
+Nothing is asserted; ratios a/b, epoch/step and store/local are printed. The bench runs as a job's
 training process does: in its environment (worker/task/supervisor.py TRAINING_ENV: huge pages for
 torch's large blocks) and with its threads (worker/job/threads.py: the free cores less the
 W decoders). Neither changes (b), whose batches are made in its workers' shared memory.
@@ -29,6 +37,7 @@ W decoders). Neither changes (b), whose batches are made in its workers' shared 
 import argparse
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -48,9 +57,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from service.config import get_settings  # noqa: E402
 from service.ingest import archives, imagefolder, shards  # noqa: E402
 from service.ingest.archives import Budget  # noqa: E402
 from service.spec.job import JobSpec  # noqa: E402
+from service.store import Store, dataset_key, dataset_prefix  # noqa: E402
 from worker.engine import loop  # noqa: E402
 from worker.engine.data import augment_batch, load_dataset  # noqa: E402
 from worker.engine.data.images import Streamed  # noqa: E402
@@ -58,7 +69,10 @@ from worker.engine.methods import Batch, create  # noqa: E402
 from worker.engine.zoo import build_model  # noqa: E402
 from worker.job.build import load_data, method_kwargs, plan_for  # noqa: E402
 from worker.job.rank import peak_rss  # noqa: E402
+from worker.job.stored_shards import loader_start, read_from_bucket  # noqa: E402
 from worker.job.threads import Threads  # noqa: E402
+from worker.task.cache import Cache  # noqa: E402
+from worker.task.context import dataset_file  # noqa: E402
 from worker.task.inputs import JobInputs  # noqa: E402
 
 
@@ -74,8 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kd-student", default="timm/resnet18")
     p.add_argument("--kd-cpu", action="store_true", help="run (c) on the CPU too (tests)")
     p.add_argument("--rss-images", type=int, nargs=2, default=[500, 2000], help="(d) sizes")
+    p.add_argument("--store", action="store_true", help="(e): the shards from a bucket too")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)  # (d)'s own process
+    p.add_argument("--epochs-child", help=argparse.SUPPRESS)  # (e)'s own processes
     return p.parse_args(argv)
 
 
@@ -128,10 +144,12 @@ def delivered(index: Path, size: int, workers: int, batch: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def streamed(index: Path, size: int, workers: int) -> Any:
-    """The stored upload as a job streams it: rrc_flip at `size`, `workers` decoders."""
+def streamed(index: Path | dict[str, Any], size: int, workers: int, **reading: Any) -> Any:
+    """The stored upload (its index file, or the index as read) as a job streams it: rrc_flip
+    at `size`, `workers` decoders, how they start and read as `reading` says."""
+    found = shards.read(index) if isinstance(index, Path) else index
     return load_dataset(
-        "upload", 0.01, 0, "rrc_flip", size, shards=shards.read(index), workers=workers
+        "upload", 0.01, 0, "rrc_flip", size, shards=found, workers=workers, **reading
     )
 
 
@@ -239,10 +257,92 @@ def rss_growth(root: Path, count: int, size: int) -> dict[str, int]:
     return {"images": count, "dataset_bytes": dataset, **json.loads(out.splitlines()[-1])}
 
 
+def epochs_child(source: str, size: int, workers: int, batch: int) -> None:
+    """(e) in its own process, reading as a job's training process does: the local shards
+    (`source`: their index file) or, with DISTILLERY_STORE_URL set, the bucket's (`source`:
+    the index's key) through the worker's cache. Images/s of the first epoch and, once the
+    shards are all fetched, of another; the peak RSS growth."""
+    Threads.first_look(world=1).set_decoders(workers)
+    before = peak_rss()
+    if get_settings().store_url:  # as worker/job/build.py data_options reads a bucket's
+        cache = Cache.default()
+        index = shards.read(dataset_file(cache, source, None))  # as a job's inputs are
+        fetching = read_from_bucket(index, source, cache)
+        data = streamed(index, size, workers, loader_start=loader_start())
+    else:
+        index = shards.read(Path(source))
+        fetching, data = None, streamed(index, size, workers)
+    where = [s["reader"].paths if "reader" in s else s["paths"] for s in index["splits"].values()]
+    paths = [p for split in where for p in split]
+    held = sum(os.path.exists(p) for p in paths)  # fetched already, as load_dataset ran
+    first = epoch_rate(data.train, batch)
+    if fetching is not None:
+        fetching.join()  # a later epoch of a job: its cache holds the shards (room allowing)
+    cached = epoch_rate(data.train, batch)
+    growth = peak_rss() - before
+    got = {"first": first, "cached": cached, "peak_rss_growth_bytes": growth}
+    print(json.dumps(got | {"shards": len(paths), "shards_held_at_first": held}))
+
+
+def epoch_rate(train: Streamed, batch: int) -> dict[str, float]:
+    """One shuffled epoch, handed over by the decoders and not augmented (the reading side
+    alone, where a bucket and a disk differ): seconds to its first batch (the first epoch
+    starts the decoders) and images/s after it."""
+    generator = torch.Generator().manual_seed(0)
+    started, seen = time.perf_counter(), 0
+    batches = iter(train.epoch(batch, generator))
+    next(batches)
+    first = time.perf_counter()
+    for x, _ in batches:
+        seen += len(x)
+    return {"start_s": first - started, "images_per_s": seen / (time.perf_counter() - first)}
+
+
+def store_epochs(args: argparse.Namespace, index: Path, root: Path) -> dict[str, Any]:
+    """(e): the shards of `index` put in a bucket of an S3 server on loopback, as an upload
+    puts them (Store.put_folder), then read from there and from the local disk."""
+    from tests.s3 import S3Server  # a dev dependency, as bench/ is
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server: a line a request
+    server = S3Server().start()
+    try:
+        env = server.store_env("bench")
+        os.environ.update(server.aws_env())  # obstore's client reads them; (e) runs last
+        Store(env["DISTILLERY_STORE_URL"]).put_folder(dataset_prefix("bench"), index.parent)
+        local = epochs(args, str(index), {"DISTILLERY_DATA_DIR": str(root / "local-worker")})
+        key = dataset_key("bench", shards.INDEX)
+        store = epochs(args, key, env | {"DISTILLERY_DATA_DIR": str(root / "store-worker")})
+    finally:
+        server.stop()
+    return {
+        "local": local,
+        "store": store,
+        "first store/local": rate(store["first"]) / rate(local["first"]),
+        "cached store/local": rate(store["cached"]) / rate(local["cached"]),
+    }
+
+
+def rate(epoch: dict[str, float]) -> float:
+    return epoch["images_per_s"]
+
+
+def epochs(args: argparse.Namespace, source: str, env: dict[str, str]) -> dict[str, Any]:
+    """epochs_child's figures, run with `env` (and no store unless `env` names one)."""
+    base = {k: v for k, v in os.environ.items() if k != "DISTILLERY_STORE_URL"}
+    command = [sys.executable, __file__, "--epochs-child", source]
+    command += ["--size", str(args.size), "--workers", str(args.workers)]
+    command += ["--batch", str(args.batch)]
+    out = subprocess.run(command, env=base | env, check=True, stdout=subprocess.PIPE, text=True)
+    return dict(json.loads(out.stdout.splitlines()[-1]))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.rss_child:
         rss_child(args.rss_child, args.size)
+        return {}
+    if args.epochs_child:
+        epochs_child(args.epochs_child, args.size, args.workers, args.batch)
         return {}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     Threads.first_look(world=1).set_decoders(args.workers)  # a job's process with W decoders
@@ -260,6 +360,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             kd_index = make_jpegs(root / "kd", args.kd_images)
             got |= kd(args, kd_index, root / "kd-job", str(device))
         got["rss"] = [rss_growth(root, n, args.size) for n in args.rss_images]
+        if args.store:
+            got["store"] = store_epochs(args, index, root)
     print(json.dumps(got, indent=1))
     if args.json:
         args.json.write_text(json.dumps(got, indent=1))
