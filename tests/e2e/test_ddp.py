@@ -49,7 +49,8 @@ def test_two_processes_train_one_job_and_rank_0_alone_reports(
     names = [
         a["name"] for a in service.http.get(f"/v1/jobs/{job['id']}/checkpoints").json()["data"]
     ]
-    assert sorted(names) == [
+    assert sorted(names) == [  # the newest resume checkpoint and the one before it
+        "checkpoints/resume.prev.safetensors",
         "checkpoints/resume.safetensors",
         "checkpoints/route/epoch_0002.safetensors",
     ]
