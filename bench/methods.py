@@ -130,12 +130,17 @@ class Results:
 
 @contextlib.contextmanager
 def service(workdir: Path, parallel: int) -> Iterator[Client]:
-    """`distillery up` on its own data dir and port, `parallel` one-thread jobs at a time."""
+    """`distillery up` on its own data dir and port, `parallel` one-thread jobs at a time:
+    the embedded service whatever the caller's environment names (its database, broker and
+    store are the data dir's)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = os.environ | {
         "DISTILLERY_DATA_DIR": str(workdir),
+        "DISTILLERY_DATABASE_URL": "",
+        "DISTILLERY_BROKER_URL": "",
+        "DISTILLERY_STORE_URL": "",
         "DISTILLERY_WORKER_CONCURRENCY": str(parallel),
         "DISTILLERY_TRAIN_THREADS": "1",
     }
