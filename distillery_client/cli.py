@@ -15,19 +15,18 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from distillery_client import display, specfile
+from distillery_client import display
 from distillery_client.client import Client, ConnectionFailed
 from distillery_client.commands import (
     EXIT_CANCELLED,
     EXIT_FAILED,
-    EXIT_INVALID,
     OPTIONS,
     AsJson,
     JobArg,
     client,
     emit,
-    fail,
     handled,
+    load_spec,
     newest,
     out,
     refused,
@@ -85,10 +84,7 @@ def submit(
 ) -> None:
     """Submit a job spec; print its id. A refused spec prints each field at fault with its
     line in the file, and exits 2."""
-    try:
-        body, text = specfile.load(spec)
-    except specfile.SpecFileError as exc:
-        fail(str(exc), EXIT_INVALID)
+    body, text = load_spec(spec)
     with client() as api:
         try:
             job = api.create_job(body, idempotency_key)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -75,7 +75,7 @@ def handled(fn: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def fail(message: str, code: int, errors: Any = ()) -> None:
+def fail(message: str, code: int, errors: Any = ()) -> NoReturn:
     err.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
     for e in errors:
         err.print(f"  {e.field}: {e.message}", style="red", markup=False, soft_wrap=True)
@@ -86,6 +86,14 @@ def fail(message: str, code: int, errors: Any = ()) -> None:
 class Located:
     field: str
     message: str
+
+
+def load_spec(path: Path) -> tuple[dict[str, Any], str]:
+    """A spec file's body and text (for `refused`'s line numbers); exit 2 when unreadable."""
+    try:
+        return specfile.load(path)
+    except specfile.SpecFileError as exc:
+        fail(str(exc), EXIT_INVALID)
 
 
 def refused(path: Path, exc: InvalidRequest, text: str) -> None:

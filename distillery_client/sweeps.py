@@ -14,17 +14,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from distillery_client import specfile
 from distillery_client.client import Client
 from distillery_client.commands import (
     EXIT_CANCELLED,
     EXIT_FAILED,
-    EXIT_INVALID,
     AsJson,
     client,
     emit,
-    fail,
     handled,
+    load_spec,
     newest,
     out,
     refused,
@@ -53,10 +51,7 @@ def submit(
 ) -> None:
     """Submit a sweep; print its id. A refused one prints each field at fault with its
     line in the file, and exits 2."""
-    try:
-        body, text = specfile.load(file)
-    except specfile.SpecFileError as exc:
-        fail(str(exc), EXIT_INVALID)
+    body, text = load_spec(file)
     with client() as api:
         try:
             sweep = api.create_sweep(body)

@@ -53,19 +53,17 @@ def scaled_defaults(
     params: BaseModel, job_epochs: int, defaults: Mapping[str, PaperEpochs]
 ) -> dict[str, int]:
     """{field: the paper's value scaled to the job} for the fields of `params` left out."""
-    return {
-        field: paper.scaled(job_epochs)
-        for field, paper in defaults.items()
-        if getattr(params, field) is None
-    }
+    return {field: paper.scaled(job_epochs) for field, paper in _left_out(params, defaults)}
 
 
 def derivations(
     params: BaseModel, job_epochs: int, defaults: Mapping[str, PaperEpochs]
 ) -> dict[str, str]:
     """{field: how `scaled_defaults` derives it} for the fields of `params` left out."""
-    return {
-        field: paper.how(job_epochs)
-        for field, paper in defaults.items()
-        if getattr(params, field) is None
-    }
+    return {field: paper.how(job_epochs) for field, paper in _left_out(params, defaults)}
+
+
+def _left_out(
+    params: BaseModel, defaults: Mapping[str, PaperEpochs]
+) -> list[tuple[str, PaperEpochs]]:
+    return [(field, paper) for field, paper in defaults.items() if getattr(params, field) is None]
