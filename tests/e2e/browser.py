@@ -19,6 +19,7 @@ if not CHROMIUM.exists() and not os.environ.get("CI"):
     )
 
 from selenium import webdriver  # noqa: E402  (after the skip: the browser is what it drives)
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service as Driver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -58,7 +59,10 @@ def chromium(profile: Path, before_each_page: str | None = None) -> Iterator[Web
 
 
 def wait(driver: WebDriver, until: Callable[[WebDriver], Any], timeout: float = 30) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(until)
+    """Until `until(driver)` is truthy; an element the page replaced meanwhile is looked up
+    again at the next try."""
+    stale = [StaleElementReferenceException]
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=stale).until(until)
 
 
 def shown(css: str) -> Callable[[WebDriver], Any]:

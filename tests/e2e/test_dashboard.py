@@ -180,12 +180,17 @@ def distilled_beside_teacher_and_baseline(
     student = keyed.submit({**spec, "train": {**SPEC["train"], "epochs": 1}})
     student = keyed.wait_status(student["id"], "succeeded")
     browser.get(f"{keyed.url}/#/jobs/{student['id']}")
-    wait(browser, lambda d: "job succeeded" in d.find_element(By.ID, "events").text)
-    cards = browser.find_element(By.CSS_SELECTOR, ".cards").text
-    assert f"teacher val_acc\n{100 * student['result']['teacher']['val_acc']:.1f}%" in cards
-    assert (
-        f"scratch baseline\n{100 * teacher['result']['metrics']['best']['val_acc']:.1f}%" in cards
+    expected = [
+        f"teacher val_acc\n{100 * student['result']['teacher']['val_acc']:.1f}%",
+        f"scratch baseline\n{100 * teacher['result']['metrics']['best']['val_acc']:.1f}%",
+    ]
+    # The cards and the charts are drawn together once the poll has fetched the teacher's
+    # baseline (the events list fills earlier in that poll): wait for what the page ends on.
+    wait(
+        browser,
+        lambda d: all(t in d.find_element(By.CSS_SELECTOR, ".cards").text for t in expected),
     )
+    assert "job succeeded" in browser.find_element(By.ID, "events").text
     labels = [d["label"] for d in chart_data(browser, "acc-chart")]
     assert labels == ["student val_acc", "teacher", "scratch baseline"]
     wait(browser, shown("#model-card"))
