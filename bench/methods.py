@@ -252,13 +252,13 @@ def record(client: Client, results: Results, key: str, job: Job) -> None:
 
 def table(results: Results, rows: list[str], epochs: int, seeds: list[int]) -> list[str]:
     """The markdown table of the runs there are: per seed, mean +- std, the gains paired by
-    seed, the jobs warned to be below scratch, and the paper's claim."""
+    seed, the jobs warned to be below scratch, the paper's claim and the mean wall time."""
     accs = {row: seed_accs(results, row, epochs, seeds) for row in rows}
     seed_names = " / ".join(map(str, seeds))
     lines = [
         f"| method | seeds {seed_names} | mean +- std | against scratch | against KD | "
-        "warned below scratch | the paper's claim |",
-        "|---|---|---|---|---|---|---|",
+        "warned below scratch | the paper's claim | wall s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         got = accs[row]
@@ -267,10 +267,11 @@ def table(results: Results, rows: list[str], epochs: int, seeds: list[int]) -> l
         per_seed = " / ".join(f"{100 * got[s]:.2f}" if s in got else "-" for s in seeds)
         over_scratch = "" if row == "scratch" else paired_gain(got, accs.get("scratch", {}))
         over_kd = "" if row in ("scratch", "kd") else paired_gain(got, accs.get("kd", {}))
-        warned = sum(below_scratch(results.run(row, epochs, s)) for s in got)
+        runs = [results.run(row, epochs, s) for s in got]
+        warned = sum(below_scratch(run) for run in runs)
         lines.append(
             f"| `{row}` | {per_seed} | {mean_std(list(got.values()))} | {over_scratch} | "
-            f"{over_kd} | {warned} of {len(got)} | {claim(row)} |"
+            f"{over_kd} | {warned} of {len(got)} | {claim(row)} | {wall_s(runs)} |"
         )
     return lines
 
@@ -291,6 +292,12 @@ def paired_gain(got: dict[int, float], base: dict[int, float]) -> str:
     if not common:
         return ""
     return f"{100 * statistics.fmean(got[s] - base[s] for s in common):+.2f}"
+
+
+def wall_s(runs: list[dict[str, Any] | None]) -> str:
+    """The mean seconds the runs' jobs ran, started to finished."""
+    seconds = [run["seconds"] for run in runs if run and run.get("seconds") is not None]
+    return f"{statistics.fmean(seconds):.0f}" if seconds else ""
 
 
 def below_scratch(run: dict[str, Any] | None) -> bool:

@@ -82,6 +82,7 @@ def test_the_bench_trains_through_the_service_and_resumes_from_its_results(
     assert names == ["bench-kd", "bench-scratch", "bench-teacher"]
     [kd_row] = [line for line in second.splitlines() if line.startswith("| `kd` |")]
     assert "+1.60 over scratch" in kd_row  # the paper's claim beside it
+    assert float(kd_row.split("|")[-2]) > 0  # the mean wall time of its job
     kd, scratch_run = again["runs"]["kd/1/0"], again["runs"]["scratch/1/0"]
     warned = any("did not help" in w for w in kd["warnings"])  # the job compared itself
     assert warned == (kd["val_acc"] < scratch_run["val_acc"]), kd
